@@ -1,0 +1,375 @@
+// Incremental stream decoders: fed arbitrary slices of a byte stream, they yield
+// whole frames. One decoder per direction; the owner switches its phase as the
+// conversation moves on (pg-protocol's Parser, tokio-util's Decoder contract).
+//
+// Limits are checked on headers, before any payload is buffered, so a peer's
+// claimed length never causes an allocation by itself. Payloads are returned as
+// views into the received chunk when they lie within one, else copied once.
+import { Command, CommandFlag, Limits, Magic, Size } from './constants.js';
+import { ProtocolError } from './errors.js';
+import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
+import { type ChunkHeader, type Request, decodeChunkHeader, decodeRequest } from './transmission.js';
+
+/** A FIFO of received byte slices, read without copying where possible. */
+export class ByteQueue {
+  private chunks: Uint8Array[] = [];
+  private head = 0; // read position within chunks[0]
+  /** Bytes buffered. */
+  length = 0;
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** The next `n` bytes without consuming them (`n` must be ≤ length). */
+  peek(n: number): Uint8Array {
+    const first = this.chunks[0]!;
+    if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
+    return this.copy(n, false);
+  }
+
+  /** Consumes `n` bytes (`n` ≤ length): a view when they lie in one chunk, else one copy. */
+  take(n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0);
+    const first = this.chunks[0]!;
+    const avail = first.length - this.head;
+    if (avail >= n) {
+      const out = first.subarray(this.head, this.head + n);
+      this.advance(n);
+      return out;
+    }
+    return this.copy(n, true);
+  }
+
+  /** Discards up to `n` bytes; returns how many were discarded. */
+  skip(n: number): number {
+    const k = Math.min(n, this.length);
+    this.advance(k);
+    return k;
+  }
+
+  /** Everything buffered, consumed (e.g. to hand over to TLS after STARTTLS). */
+  drain(): Uint8Array {
+    return this.take(this.length);
+  }
+
+  private copy(n: number, consume: boolean): Uint8Array {
+    const out = new Uint8Array(n);
+    let pos = 0;
+    let i = 0;
+    let off = this.head;
+    while (pos < n) {
+      const c = this.chunks[i]!;
+      const k = Math.min(c.length - off, n - pos);
+      out.set(c.subarray(off, off + k), pos);
+      pos += k;
+      i++;
+      off = 0;
+    }
+    if (consume) this.advance(n);
+    return out;
+  }
+
+  private advance(n: number): void {
+    this.length -= n;
+    while (n > 0) {
+      const first = this.chunks[0]!;
+      const avail = first.length - this.head;
+      if (avail > n) {
+        this.head += n;
+        return;
+      }
+      n -= avail;
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+}
+
+// ======================================================= client → server
+
+/** What a server reads from a client. */
+export type ClientFrame =
+  | { kind: 'client-flags'; flags: number }
+  | { kind: 'option'; option: number; data: Uint8Array }
+  /**
+   * A transmission request. `payload` is the WRITE (or PAYLOAD_LEN) data. When the
+   * claimed payload exceeds `maxPayload`, `oversized` is set, no payload is kept,
+   * and the decoder discards those bytes as they arrive, so the stream stays in sync.
+   */
+  | { kind: 'request'; request: Request; payload?: Uint8Array; oversized?: boolean };
+
+export interface ClientDecoderLimits {
+  /** Largest option data accepted; more is a ProtocolError. Default 64 KiB. */
+  maxOptionLength?: number;
+  /** Largest request payload buffered; larger ones are drained. Default 32 MiB. */
+  maxPayload?: number;
+  /** Largest payload drained to stay in sync; more is a ProtocolError. Default 4 GiB. */
+  maxDrain?: number;
+}
+
+/** Decodes the client → server stream (the server's side of the conversation). */
+export class ClientStreamDecoder {
+  /** Switch to 'transmission' after the handshake ends, or 'options' after STARTTLS. */
+  phase: 'client-flags' | 'options' | 'transmission' = 'client-flags';
+  /** Set once NBD_OPT_EXTENDED_HEADERS was acknowledged: requests are 32 bytes. */
+  extended = false;
+  maxOptionLength: number;
+  maxPayload: number;
+  maxDrain: number;
+  private readonly queue = new ByteQueue();
+  private pendingHeader: Request | undefined; // header decoded, payload still arriving
+  private discard = 0; // bytes of an oversized payload still to drop
+
+  constructor(limits: ClientDecoderLimits = {}) {
+    this.maxOptionLength = limits.maxOptionLength ?? 64 * 1024;
+    this.maxPayload = limits.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD;
+    this.maxDrain = limits.maxDrain ?? 2 ** 32;
+  }
+
+  push(chunk: Uint8Array): void {
+    this.queue.push(chunk);
+  }
+
+  /** Bytes received but not yet returned as frames. */
+  get buffered(): number {
+    return this.queue.length;
+  }
+
+  /** True while a frame has started but not finished (e.g. a WRITE payload is still arriving). */
+  get midFrame(): boolean {
+    return this.pendingHeader !== undefined || this.discard > 0 || this.queue.length > 0;
+  }
+
+  /** Bytes handed over raw (after STARTTLS). */
+  drain(): Uint8Array {
+    return this.queue.drain();
+  }
+
+  /** The next whole frame, or undefined until more bytes arrive. Throws ProtocolError on a bad stream. */
+  next(): ClientFrame | undefined {
+    const q = this.queue;
+    if (this.discard > 0) {
+      this.discard -= q.skip(this.discard);
+      if (this.discard > 0) return undefined;
+    }
+    switch (this.phase) {
+      case 'client-flags':
+        if (q.length < Size.CLIENT_FLAGS) return undefined;
+        return { kind: 'client-flags', flags: decodeClientFlags(q.take(Size.CLIENT_FLAGS)) };
+      case 'options':
+        return this.nextOption();
+      case 'transmission':
+        return this.nextRequest();
+    }
+  }
+
+  // u64 IHAVEOPT | u32 option | u32 length | data
+  private nextOption(): ClientFrame | undefined {
+    const q = this.queue;
+    if (q.length < Size.OPTION_HEADER) return undefined;
+    const h = q.peek(Size.OPTION_HEADER);
+    const v = new DataView(h.buffer, h.byteOffset, Size.OPTION_HEADER);
+    if (v.getBigUint64(0) !== Magic.IHAVEOPT) throw new ProtocolError('option: bad magic (expected IHAVEOPT)');
+    const option = v.getUint32(8);
+    const length = v.getUint32(12);
+    if (length > this.maxOptionLength) {
+      throw new ProtocolError(`option ${option}: length ${length} exceeds the limit of ${this.maxOptionLength}`);
+    }
+    if (q.length < Size.OPTION_HEADER + length) return undefined;
+    q.skip(Size.OPTION_HEADER);
+    return { kind: 'option', option, data: q.take(length) };
+  }
+
+  private nextRequest(): ClientFrame | undefined {
+    const q = this.queue;
+    let request = this.pendingHeader;
+    if (request === undefined) {
+      const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+      if (q.length < size) return undefined;
+      const header = q.peek(size);
+      const magic = (header[0]! << 24) | (header[1]! << 16) | (header[2]! << 8) | header[3]!;
+      const expected = this.extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
+      if (magic >>> 0 !== expected) {
+        throw new ProtocolError(`request: bad magic 0x${(magic >>> 0).toString(16)} (expected 0x${expected.toString(16)})`);
+      }
+      const { extended: _, ...req } = decodeRequest(header);
+      q.skip(size);
+      request = req;
+    }
+    const payloadLength = this.payloadLength(request);
+    if (payloadLength === 0n) return { kind: 'request', request };
+    if (payloadLength > BigInt(this.maxPayload)) {
+      if (payloadLength > BigInt(this.maxDrain)) {
+        throw new ProtocolError(`request: payload of ${payloadLength} bytes is too large to drain`);
+      }
+      this.pendingHeader = undefined;
+      this.discard = Number(payloadLength) - q.skip(Number(payloadLength));
+      return { kind: 'request', request, oversized: true };
+    }
+    const n = Number(payloadLength);
+    if (q.length < n) {
+      this.pendingHeader = request;
+      return undefined;
+    }
+    this.pendingHeader = undefined;
+    return { kind: 'request', request, payload: q.take(n) };
+  }
+
+  private payloadLength(req: Request): bigint {
+    if (this.extended) return (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? req.length : 0n;
+    return req.type === Command.WRITE ? req.length : 0n;
+  }
+}
+
+// ======================================================= server → client
+
+/** What a client reads from a server. */
+export type ServerFrame =
+  | { kind: 'greeting'; greeting: Greeting }
+  | { kind: 'option-reply'; option: number; type: number; data: Uint8Array }
+  | { kind: 'export-name-reply'; size: bigint; flags: number }
+  /** `data` is present for a successful simple reply to a READ. */
+  | { kind: 'simple-reply'; error: number; cookie: bigint; data?: Uint8Array }
+  | { kind: 'chunk'; header: ChunkHeader; payload: Uint8Array };
+
+export interface ServerDecoderLimits {
+  /** Largest option reply accepted. Default 1 MiB. */
+  maxOptionReply?: number;
+  /** Largest chunk payload accepted. Default 32 MiB + room for 2^20 extended extents. */
+  maxChunk?: number;
+}
+
+/** Decodes the server → client stream (the client's side of the conversation). */
+export class ServerStreamDecoder {
+  /**
+   * 'greeting' first; then 'options' (newstyle) or 'transmission' (oldstyle, set
+   * automatically); 'export-name' after sending NBD_OPT_EXPORT_NAME; 'transmission'
+   * after the export-name reply (set automatically) or after GO's ACK (set by the owner).
+   */
+  phase: 'greeting' | 'options' | 'export-name' | 'transmission' = 'greeting';
+  /** NO_ZEROES negotiated: the export-name reply is 10 bytes, not 134. */
+  noZeroes = false;
+  /** EXTENDED_HEADERS negotiated: every reply is a 32-byte extended chunk. */
+  extended = false;
+  maxOptionReply: number;
+  maxChunk: number;
+  /**
+   * For simple replies: the READ payload length expected for `cookie`, or
+   * undefined if `cookie` is not a READ. Simple replies cannot be parsed without it.
+   */
+  readLength: (cookie: bigint) => number | undefined = () => undefined;
+  private readonly queue = new ByteQueue();
+  private pendingSimple: { error: number; cookie: bigint; length: number } | undefined;
+
+  constructor(limits: ServerDecoderLimits = {}) {
+    this.maxOptionReply = limits.maxOptionReply ?? 1024 * 1024;
+    this.maxChunk = limits.maxChunk ?? Math.max(Limits.DEFAULT_MAX_PAYLOAD + 8, 8 + 16 * Limits.MAX_EXTENTS_PER_CHUNK);
+  }
+
+  push(chunk: Uint8Array): void {
+    this.queue.push(chunk);
+  }
+
+  get buffered(): number {
+    return this.queue.length;
+  }
+
+  drain(): Uint8Array {
+    return this.queue.drain();
+  }
+
+  next(): ServerFrame | undefined {
+    switch (this.phase) {
+      case 'greeting':
+        return this.nextGreeting();
+      case 'options':
+        return this.nextOptionReply();
+      case 'export-name':
+        return this.nextExportNameReply();
+      case 'transmission':
+        return this.nextReply();
+    }
+  }
+
+  private nextGreeting(): ServerFrame | undefined {
+    const q = this.queue;
+    if (q.length < 16) return undefined;
+    const h = q.peek(16);
+    const v = new DataView(h.buffer, h.byteOffset, 16);
+    if (v.getBigUint64(0) !== Magic.NBDMAGIC) throw new ProtocolError('greeting: bad magic, not an NBD server');
+    const style = v.getBigUint64(8);
+    const size =
+      style === Magic.IHAVEOPT ? Size.NEWSTYLE_GREETING : style === Magic.OLDSTYLE ? Size.OLDSTYLE_GREETING : 0;
+    if (size === 0) throw new ProtocolError(`greeting: unknown style magic 0x${style.toString(16)}`);
+    if (q.length < size) return undefined;
+    const greeting = decodeGreeting(q.take(size));
+    this.phase = greeting.style === 'oldstyle' ? 'transmission' : 'options';
+    return { kind: 'greeting', greeting };
+  }
+
+  // u64 OPTION_REPLY magic | u32 option | u32 type | u32 length | data
+  private nextOptionReply(): ServerFrame | undefined {
+    const q = this.queue;
+    if (q.length < Size.OPTION_REPLY_HEADER) return undefined;
+    const h = q.peek(Size.OPTION_REPLY_HEADER);
+    const v = new DataView(h.buffer, h.byteOffset, Size.OPTION_REPLY_HEADER);
+    if (v.getBigUint64(0) !== Magic.OPTION_REPLY) throw new ProtocolError('option reply: bad magic');
+    const option = v.getUint32(8);
+    const type = v.getUint32(12);
+    const length = v.getUint32(16);
+    if (length > this.maxOptionReply) {
+      throw new ProtocolError(`option reply: length ${length} exceeds the limit of ${this.maxOptionReply}`);
+    }
+    if (q.length < Size.OPTION_REPLY_HEADER + length) return undefined;
+    q.skip(Size.OPTION_REPLY_HEADER);
+    return { kind: 'option-reply', option, type, data: q.take(length) };
+  }
+
+  private nextExportNameReply(): ServerFrame | undefined {
+    const size = this.noZeroes ? Size.EXPORT_NAME_REPLY_NO_ZEROES : Size.EXPORT_NAME_REPLY;
+    if (this.queue.length < size) return undefined;
+    const reply = decodeExportNameReply(this.queue.take(size));
+    this.phase = 'transmission';
+    return { kind: 'export-name-reply', ...reply };
+  }
+
+  private nextReply(): ServerFrame | undefined {
+    const q = this.queue;
+    const pending = this.pendingSimple;
+    if (pending !== undefined) {
+      if (q.length < pending.length) return undefined;
+      this.pendingSimple = undefined;
+      return { kind: 'simple-reply', error: pending.error, cookie: pending.cookie, data: q.take(pending.length) };
+    }
+    if (q.length < 4) return undefined;
+    const m = q.peek(4);
+    const magic = ((m[0]! << 24) | (m[1]! << 16) | (m[2]! << 8) | m[3]!) >>> 0;
+    if (magic === Magic.SIMPLE_REPLY) {
+      if (this.extended) throw new ProtocolError('simple reply received after extended headers were negotiated');
+      if (q.length < Size.SIMPLE_REPLY) return undefined;
+      const h = q.take(Size.SIMPLE_REPLY);
+      const v = new DataView(h.buffer, h.byteOffset, Size.SIMPLE_REPLY);
+      const error = v.getUint32(4);
+      const cookie = v.getBigUint64(8);
+      const length = error === 0 ? this.readLength(cookie) : undefined;
+      if (length === undefined || length === 0) return { kind: 'simple-reply', error, cookie };
+      this.pendingSimple = { error, cookie, length };
+      return this.nextReply();
+    }
+    let size: number;
+    if (magic === Magic.STRUCTURED_REPLY && !this.extended) size = Size.STRUCTURED_CHUNK;
+    else if (magic === Magic.EXTENDED_REPLY && this.extended) size = Size.EXTENDED_CHUNK;
+    else throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)}`);
+    if (q.length < size) return undefined;
+    const { extended: _, ...header } = decodeChunkHeader(q.peek(size));
+    if (header.length > this.maxChunk) {
+      throw new ProtocolError(`reply chunk: length ${header.length} exceeds the limit of ${this.maxChunk}`);
+    }
+    if (q.length < size + header.length) return undefined;
+    q.skip(size);
+    return { kind: 'chunk', header, payload: q.take(header.length) };
+  }
+}

@@ -1,0 +1,341 @@
+// Codecs for the transmission phase: requests, simple replies, structured and
+// extended reply chunks. Pure functions over bytes; the stream decoder is in frames.ts.
+import { Reader, Writer, utf8 } from './bytes.js';
+import { ChunkType, Magic, ReplyFlag, Size } from './constants.js';
+import { ProtocolError } from './errors.js';
+
+// ------------------------------------------------------------------ requests
+
+export interface Request {
+  /** Command flags (`CommandFlag`). */
+  flags: number;
+  /** Command type (`Command`). */
+  type: number;
+  /** Opaque; echoed in the reply. */
+  cookie: bigint;
+  offset: bigint;
+  /** u32 in compact requests, u64 in extended ones. */
+  length: bigint;
+}
+
+/**
+ * Writes a request header at `pos` of `buf` and returns the header size.
+ * compact:  u32 REQUEST magic | u16 flags | u16 type | u64 cookie | u64 offset | u32 length
+ * extended: u32 EXTENDED_REQUEST magic | u16 flags | u16 type | u64 cookie | u64 offset | u64 length
+ */
+export function writeRequest(buf: Uint8Array, pos: number, req: Request, extended: boolean): number {
+  const v = new DataView(buf.buffer, buf.byteOffset + pos, extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
+  v.setUint32(0, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
+  v.setUint16(4, req.flags);
+  v.setUint16(6, req.type);
+  v.setBigUint64(8, req.cookie);
+  v.setBigUint64(16, req.offset);
+  if (extended) {
+    v.setBigUint64(24, req.length);
+    return Size.EXTENDED_REQUEST;
+  }
+  if (req.length > 0xffffffffn) throw new RangeError(`request length ${req.length} needs extended headers`);
+  v.setUint32(24, Number(req.length));
+  return Size.REQUEST;
+}
+
+export function encodeRequest(req: Request, extended = false): Uint8Array {
+  const buf = new Uint8Array(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
+  writeRequest(buf, 0, req, extended);
+  return buf;
+}
+
+/** Decodes a whole request header (28 bytes compact, 32 extended; the magic tells which). */
+export function decodeRequest(bytes: Uint8Array): Request & { extended: boolean } {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 4) throw new ProtocolError('request: truncated magic');
+  const magic = v.getUint32(0);
+  const extended = magic === Magic.EXTENDED_REQUEST;
+  if (!extended && magic !== Magic.REQUEST) throw new ProtocolError(`request: bad magic 0x${magic.toString(16)}`);
+  const size = extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+  if (bytes.length !== size) throw new ProtocolError(`request: expected ${size} bytes, got ${bytes.length}`);
+  return {
+    extended,
+    flags: v.getUint16(4),
+    type: v.getUint16(6),
+    cookie: v.getBigUint64(8),
+    offset: v.getBigUint64(16),
+    length: extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
+  };
+}
+
+// Extended-headers BLOCK_STATUS payload (with PAYLOAD_LEN): u64 effect length | n × u32 context id
+export interface BlockStatusPayload {
+  effectLength: bigint;
+  contextIds: number[];
+}
+
+export function encodeBlockStatusPayload(p: BlockStatusPayload): Uint8Array {
+  const w = new Writer(8 + 4 * p.contextIds.length).u64(p.effectLength);
+  for (const id of p.contextIds) w.u32(id);
+  return w.finish();
+}
+
+export function decodeBlockStatusPayload(bytes: Uint8Array): BlockStatusPayload {
+  if (bytes.length < 8 || bytes.length % 4 !== 0) {
+    throw new ProtocolError(`block status payload: bad length ${bytes.length}`);
+  }
+  const r = new Reader(bytes, 'block status payload');
+  const effectLength = r.u64('effect length');
+  const contextIds: number[] = [];
+  while (r.remaining > 0) contextIds.push(r.u32('context id'));
+  return { effectLength, contextIds };
+}
+
+// ------------------------------------------------------------- simple reply
+
+export interface SimpleReply {
+  /** 0 for success, else an errno (`Errno`). */
+  error: number;
+  cookie: bigint;
+}
+
+// u32 SIMPLE_REPLY magic | u32 error | u64 cookie   (READ data follows on success)
+export function writeSimpleReply(buf: Uint8Array, pos: number, reply: SimpleReply): number {
+  const v = new DataView(buf.buffer, buf.byteOffset + pos, Size.SIMPLE_REPLY);
+  v.setUint32(0, Magic.SIMPLE_REPLY);
+  v.setUint32(4, reply.error);
+  v.setBigUint64(8, reply.cookie);
+  return Size.SIMPLE_REPLY;
+}
+
+export function encodeSimpleReply(reply: SimpleReply): Uint8Array {
+  const buf = new Uint8Array(Size.SIMPLE_REPLY);
+  writeSimpleReply(buf, 0, reply);
+  return buf;
+}
+
+export function decodeSimpleReply(bytes: Uint8Array): SimpleReply {
+  const r = new Reader(bytes, 'simple reply');
+  const magic = r.u32('magic');
+  if (magic !== Magic.SIMPLE_REPLY) throw new ProtocolError(`simple reply: bad magic 0x${magic.toString(16)}`);
+  const error = r.u32('error');
+  const cookie = r.u64('cookie');
+  r.end();
+  return { error, cookie };
+}
+
+// ------------------------------------------------------------ reply chunks
+
+export interface ChunkHeader {
+  /** Reply flags (`ReplyFlag`). */
+  flags: number;
+  /** Chunk type (`ChunkType`). */
+  type: number;
+  cookie: bigint;
+  /** Extended chunks only: the offset of the request this chunk answers. */
+  offset?: bigint;
+  /** Payload length in bytes. */
+  length: number;
+}
+
+/**
+ * Writes a chunk header at `pos` of `buf`; returns the header size.
+ * structured: u32 STRUCTURED_REPLY magic | u16 flags | u16 type | u64 cookie | u32 length
+ * extended:   u32 EXTENDED_REPLY magic | u16 flags | u16 type | u64 cookie | u64 offset | u64 length
+ */
+export function writeChunkHeader(buf: Uint8Array, pos: number, h: ChunkHeader, extended: boolean): number {
+  const v = new DataView(buf.buffer, buf.byteOffset + pos, extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK);
+  v.setUint32(0, extended ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY);
+  v.setUint16(4, h.flags);
+  v.setUint16(6, h.type);
+  v.setBigUint64(8, h.cookie);
+  if (extended) {
+    v.setBigUint64(16, h.offset ?? 0n);
+    v.setBigUint64(24, BigInt(h.length));
+    return Size.EXTENDED_CHUNK;
+  }
+  v.setUint32(16, h.length);
+  return Size.STRUCTURED_CHUNK;
+}
+
+/** Decodes a whole chunk header (20 bytes structured, 32 extended; the magic tells which). */
+export function decodeChunkHeader(bytes: Uint8Array): ChunkHeader & { extended: boolean } {
+  const r = new Reader(bytes, 'reply chunk');
+  const magic = r.u32('magic');
+  const extended = magic === Magic.EXTENDED_REPLY;
+  if (!extended && magic !== Magic.STRUCTURED_REPLY) throw new ProtocolError(`reply chunk: bad magic 0x${magic.toString(16)}`);
+  const flags = r.u16('flags');
+  const type = r.u16('type');
+  const cookie = r.u64('cookie');
+  if (extended) {
+    const offset = r.u64('offset');
+    const length = r.u64('length');
+    r.end();
+    if (length > 0xffffffffn) throw new ProtocolError(`reply chunk: length ${length} is beyond any payload limit`);
+    return { extended, flags, type, cookie, offset, length: Number(length) };
+  }
+  const length = r.u32('length');
+  r.end();
+  return { extended, flags, type, cookie, length };
+}
+
+/** One extent of a block status reply: `length` bytes with the context's `flags`. */
+export interface Extent {
+  length: bigint;
+  flags: number;
+}
+
+/** A chunk's payload, by chunk type. */
+export type ChunkPayload =
+  | { kind: 'none' }
+  | { kind: 'offset-data'; offset: bigint; data: Uint8Array }
+  | { kind: 'offset-hole'; offset: bigint; size: number }
+  | { kind: 'block-status'; contextId: number; extents: Extent[] }
+  | { kind: 'block-status-ext'; contextId: number; extents: Extent[] }
+  | { kind: 'error'; error: number; message: string }
+  | { kind: 'error-offset'; error: number; message: string; offset: bigint }
+  | { kind: 'unknown'; code: number; data: Uint8Array };
+
+const chunkTypeByKind = {
+  none: ChunkType.NONE,
+  'offset-data': ChunkType.OFFSET_DATA,
+  'offset-hole': ChunkType.OFFSET_HOLE,
+  'block-status': ChunkType.BLOCK_STATUS,
+  'block-status-ext': ChunkType.BLOCK_STATUS_EXT,
+  error: ChunkType.ERROR,
+  'error-offset': ChunkType.ERROR_OFFSET,
+} as const;
+
+export function chunkTypeOf(p: ChunkPayload): number {
+  return p.kind === 'unknown' ? p.code : chunkTypeByKind[p.kind];
+}
+
+/** Encodes a payload without its header. */
+export function encodeChunkPayload(p: ChunkPayload): Uint8Array {
+  switch (p.kind) {
+    case 'none':
+      return new Uint8Array(0);
+    case 'offset-data': // u64 offset | data
+      return new Writer(8 + p.data.length).u64(p.offset).raw(p.data).finish();
+    case 'offset-hole': // u64 offset | u32 hole size
+      return new Writer(12).u64(p.offset).u32(p.size).finish();
+    case 'block-status': {
+      // u32 context id | n × (u32 length | u32 flags)
+      const w = new Writer(4 + 8 * p.extents.length).u32(p.contextId);
+      for (const e of p.extents) w.u32(Number(e.length)).u32(e.flags);
+      return w.finish();
+    }
+    case 'block-status-ext': {
+      // u32 context id | u32 count | n × (u64 length | u64 flags)
+      const w = new Writer(8 + 16 * p.extents.length).u32(p.contextId).u32(p.extents.length);
+      for (const e of p.extents) w.u64(e.length).u64(BigInt(e.flags));
+      return w.finish();
+    }
+    case 'error': {
+      // u32 error | u16 message length | message
+      const m = utf8(p.message, 'error message');
+      return new Writer(6 + m.length).u32(p.error).u16(m.length).raw(m).finish();
+    }
+    case 'error-offset': {
+      // u32 error | u16 message length | message | u64 offset
+      const m = utf8(p.message, 'error message');
+      return new Writer(14 + m.length).u32(p.error).u16(m.length).raw(m).u64(p.offset).finish();
+    }
+    case 'unknown':
+      return p.data;
+  }
+}
+
+/** A whole chunk (header and payload). `offset` is the request's offset, used by extended chunks. */
+export function encodeChunk(
+  cookie: bigint,
+  payload: ChunkPayload,
+  opts: { done?: boolean; extended?: boolean; offset?: bigint } = {},
+): Uint8Array {
+  const body = encodeChunkPayload(payload);
+  const extended = opts.extended ?? false;
+  const header = extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+  const buf = new Uint8Array(header + body.length);
+  writeChunkHeader(
+    buf,
+    0,
+    {
+      flags: opts.done === false ? 0 : ReplyFlag.DONE,
+      type: chunkTypeOf(payload),
+      cookie,
+      offset: opts.offset ?? 0n,
+      length: body.length,
+    },
+    extended,
+  );
+  buf.set(body, header);
+  return buf;
+}
+
+/**
+ * Decodes a chunk payload, checking every length rule of the spec.
+ * Inconsistent lengths are a ProtocolError (the client must hard-disconnect).
+ */
+export function decodeChunkPayload(type: number, payload: Uint8Array): ChunkPayload {
+  const r = new Reader(payload, `chunk type 0x${type.toString(16)}`);
+  switch (type) {
+    case ChunkType.NONE:
+      r.end();
+      return { kind: 'none' };
+    case ChunkType.OFFSET_DATA: {
+      const offset = r.u64('offset');
+      if (r.remaining === 0) throw new ProtocolError('OFFSET_DATA chunk carries no data');
+      return { kind: 'offset-data', offset, data: r.bytesOf(r.remaining, 'data') };
+    }
+    case ChunkType.OFFSET_HOLE: {
+      const offset = r.u64('offset');
+      const size = r.u32('hole size');
+      r.end();
+      if (size === 0) throw new ProtocolError('OFFSET_HOLE chunk with a zero size');
+      return { kind: 'offset-hole', offset, size };
+    }
+    case ChunkType.BLOCK_STATUS: {
+      const contextId = r.u32('context id');
+      if (r.remaining === 0 || r.remaining % 8 !== 0) {
+        throw new ProtocolError(`BLOCK_STATUS chunk: ${r.remaining} bytes of extents is not a positive multiple of 8`);
+      }
+      const extents: Extent[] = [];
+      while (r.remaining > 0) {
+        const length = r.u32('extent length');
+        extents.push({ length: BigInt(length), flags: r.u32('extent flags') });
+      }
+      return { kind: 'block-status', contextId, extents };
+    }
+    case ChunkType.BLOCK_STATUS_EXT: {
+      const contextId = r.u32('context id');
+      const count = r.u32('extent count');
+      if (count === 0 || r.remaining !== count * 16) {
+        throw new ProtocolError(`BLOCK_STATUS_EXT chunk: count ${count} does not match ${r.remaining} bytes`);
+      }
+      const extents: Extent[] = [];
+      for (let i = 0; i < count; i++) {
+        const length = r.u64('extent length');
+        const flags = r.u64('extent flags');
+        if (flags > 0xffffffffn) throw new ProtocolError(`BLOCK_STATUS_EXT chunk: status ${flags} exceeds 32 bits`);
+        extents.push({ length, flags: Number(flags) });
+      }
+      return { kind: 'block-status-ext', contextId, extents };
+    }
+    case ChunkType.ERROR:
+    case ChunkType.ERROR_OFFSET: {
+      const error = r.u32('error');
+      const len = r.u16('message length');
+      const message = lenient(r.bytesOf(len, 'message'));
+      if (type === ChunkType.ERROR) {
+        r.end();
+        return { kind: 'error', error, message };
+      }
+      const offset = r.u64('offset');
+      r.end();
+      return { kind: 'error-offset', error, message, offset };
+    }
+    default:
+      return { kind: 'unknown', code: type, data: payload };
+  }
+}
+
+const lenientDecoder = new TextDecoder('utf-8');
+function lenient(b: Uint8Array): string {
+  return lenientDecoder.decode(b);
+}

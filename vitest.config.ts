@@ -1,0 +1,23 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const src = (p: string) => fileURLToPath(new URL(`./packages/${p}/src/index.ts`, import.meta.url));
+
+// Tests run against the TypeScript sources, so `vitest` needs no build first.
+export default defineConfig({
+  resolve: {
+    alias: {
+      '@nbd/protocol': src('protocol'),
+      '@nbd/client': src('client'),
+      '@nbd/server': src('server'),
+      '@nbd/linux': src('linux'),
+    },
+  },
+  test: {
+    include: ['packages/*/src/**/*.test.ts', 'test/**/*.test.ts'],
+    exclude: ['**/node_modules/**', '**/dist/**', 'test/kernel/**'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+  },
+});
