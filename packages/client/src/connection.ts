@@ -1,0 +1,630 @@
+// The transmission phase: many requests in flight on one socket. One reader loop
+// feeds the stream decoder and matches replies to a Map<cookie, pending>; one
+// writer corks small headers together and respects socket backpressure.
+import type { Duplex } from 'node:stream';
+import {
+  CHUNK_ERROR_BIT,
+  ChunkType,
+  Command,
+  CommandFlag,
+  Errno,
+  Limits,
+  NbdError,
+  ProtocolError,
+  ReplyFlag,
+  Size,
+  type ServerFrame,
+  type ServerStreamDecoder,
+  decodeChunkPayload,
+  encodeBlockStatusPayload,
+  normalizeErrno,
+  writeRequest,
+} from '@nbd/protocol';
+import { type Deferred, deferred } from './deferred.js';
+import type { ExportInfo } from './export-info.js';
+
+export interface Extent {
+  offset: number;
+  length: number;
+  flags: number;
+}
+
+/** Negotiated in the handshake and fixed for the connection's life. */
+export interface Negotiated {
+  structured: boolean;
+  extended: boolean;
+  /** Selected metadata contexts, name → id. */
+  metaContexts: Map<string, number>;
+}
+
+interface Signal {
+  signal?: AbortSignal;
+}
+
+/** One request on the wire. */
+interface Pending {
+  cmd: number;
+  offset: number;
+  length: number;
+  /** READ destination (readInto or a split read); `single` is the zero-copy path. */
+  buf: Uint8Array | undefined;
+  bufPos: number;
+  single: Uint8Array | undefined;
+  covered: number;
+  /** BLOCK_STATUS results by context id. */
+  extents: Map<number, Extent[]> | undefined;
+  error: Error | undefined;
+  /** The caller gave up (abort signal): the reply is read and discarded. */
+  abandoned: boolean;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Bytes queued in the socket beyond which new requests wait for 'drain'. */
+const HIGH_WATER = 4 * 1024 * 1024;
+/** Largest payload per request we send even when the server allows more (matches the decoder's chunk limit). */
+const MAX_REQUEST = Limits.DEFAULT_MAX_PAYLOAD;
+
+function einval(msg: string): NbdError {
+  return new NbdError(Errno.EINVAL, msg);
+}
+
+export class Connection {
+  /** What the handshake told us about the export. */
+  readonly info: ExportInfo;
+  /** Selected metadata contexts, name → id. */
+  readonly metaContexts: ReadonlyMap<string, number>;
+  readonly structuredReplies: boolean;
+  readonly extendedHeaders: boolean;
+
+  private readonly socket: Duplex;
+  private readonly decoder: ServerStreamDecoder;
+  private readonly pending = new Map<number, Pending>();
+  private readonly contextNames = new Map<number, string>();
+  private nextCookie = 1;
+  private corked = false;
+  private readonly sendQueue: { header: Uint8Array; payload: Uint8Array | undefined }[] = [];
+  private failure: Error | undefined;
+  private closing = false; // disconnect() called or ESHUTDOWN seen: no new requests
+  private shutdownSeen = false;
+  private discSent = false;
+  private idle: Deferred<void> | undefined;
+  private readonly closed = deferred<void>();
+  private detached = false;
+  /** Largest aligned length of one request. */
+  private readonly piece: number;
+  private readonly align: number;
+
+  /** @internal Created by `Client.go()`. */
+  constructor(io: { socket: Duplex; decoder: ServerStreamDecoder }, info: ExportInfo, negotiated: Negotiated) {
+    this.socket = io.socket;
+    this.decoder = io.decoder;
+    this.info = info;
+    this.metaContexts = negotiated.metaContexts;
+    for (const [name, id] of negotiated.metaContexts) this.contextNames.set(id, name);
+    this.structuredReplies = negotiated.structured;
+    this.extendedHeaders = negotiated.extended;
+    this.decoder.phase = 'transmission';
+    this.decoder.extended = negotiated.extended;
+    this.decoder.readLength = (cookie) => {
+      const p = this.pending.get(Number(cookie));
+      return p !== undefined && p.cmd === Command.READ ? p.length : undefined;
+    };
+    const b = info.blockSizes;
+    this.align = b?.min ?? 1;
+    const max = b && b.max !== Limits.NO_PAYLOAD_LIMIT ? Math.min(b.max, MAX_REQUEST) : MAX_REQUEST;
+    this.piece = Math.max(this.align, max - (max % this.align));
+    this.decoder.maxChunk = Math.max(this.decoder.maxChunk, this.piece + 64);
+    this.closed.promise.catch(() => {});
+    this.socket.on('data', this.onData);
+    this.socket.on('error', this.onError);
+    this.socket.on('close', this.onClose);
+    this.socket.on('drain', this.onDrain);
+    // Frames that arrived with the end of the handshake.
+    this.pump();
+  }
+
+  /** Requests sent and not yet answered. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Set once the connection failed or closed; every call rejects with it. */
+  get error(): Error | undefined {
+    return this.failure;
+  }
+
+  // ------------------------------------------------------------ commands
+
+  /** Reads `length` bytes at `offset`. A single-chunk reply is returned without copying. */
+  async read(offset: number, length: number, opts: Signal = {}): Promise<Uint8Array> {
+    this.checkRange(offset, length, 'read');
+    if (length === 0) return new Uint8Array(0);
+    if (length <= this.piece) return this.submit(Command.READ, 0, offset, length, undefined, undefined, opts.signal) as Promise<Uint8Array>;
+    const out = new Uint8Array(length);
+    await this.readInto(out, offset, opts);
+    return out;
+  }
+
+  /** Reads `buf.length` bytes at `offset` into `buf`. */
+  async readInto(buf: Uint8Array, offset: number, opts: Signal = {}): Promise<void> {
+    this.checkRange(offset, buf.length, 'read');
+    const jobs: Promise<unknown>[] = [];
+    for (let pos = 0; pos < buf.length; pos += this.piece) {
+      const n = Math.min(this.piece, buf.length - pos);
+      jobs.push(this.submit(Command.READ, 0, offset + pos, n, undefined, { buf, bufPos: pos }, opts.signal));
+    }
+    await all(jobs);
+  }
+
+  /** Writes `buf` at `offset`; `fua` makes it durable before the reply. */
+  async write(buf: Uint8Array, offset: number, opts: { fua?: boolean } & Signal = {}): Promise<void> {
+    this.checkWritable('write');
+    this.checkRange(offset, buf.length, 'write');
+    const flags = this.fuaFlag(opts.fua);
+    const jobs: Promise<unknown>[] = [];
+    for (let pos = 0; pos < buf.length; pos += this.piece) {
+      const n = Math.min(this.piece, buf.length - pos);
+      jobs.push(this.submit(Command.WRITE, flags, offset + pos, n, buf.subarray(pos, pos + n), undefined, opts.signal));
+    }
+    await all(jobs);
+  }
+
+  /** Makes every completed write durable. */
+  async flush(opts: Signal = {}): Promise<void> {
+    if (!this.info.can.flush) throw einval('the server does not support flush (no SEND_FLUSH)');
+    await this.submit(Command.FLUSH, 0, 0, 0, undefined, undefined, opts.signal);
+  }
+
+  /** Discards a range (a hint: its contents are undefined afterwards). */
+  async trim(offset: number, length: number, opts: { fua?: boolean } & Signal = {}): Promise<void> {
+    this.checkWritable('trim');
+    if (!this.info.can.trim) throw einval('the server does not support trim (no SEND_TRIM)');
+    await this.split(Command.TRIM, this.fuaFlag(opts.fua), offset, length, opts.signal);
+  }
+
+  /** Writes zeroes; `noHole` asks for allocated zeroes, `fast` fails with ENOTSUP unless it is cheap. */
+  async zero(offset: number, length: number, opts: { noHole?: boolean; fast?: boolean; fua?: boolean } & Signal = {}): Promise<void> {
+    this.checkWritable('zero');
+    if (!this.info.can.zero) throw einval('the server does not support write zeroes (no SEND_WRITE_ZEROES)');
+    let flags = this.fuaFlag(opts.fua);
+    if (opts.noHole) flags |= CommandFlag.NO_HOLE;
+    if (opts.fast) {
+      if (!this.info.can.fastZero) throw einval('the server does not support fast zero (no SEND_FAST_ZERO)');
+      flags |= CommandFlag.FAST_ZERO;
+    }
+    await this.split(Command.WRITE_ZEROES, flags, offset, length, opts.signal);
+  }
+
+  /** Asks the server to prefetch a range. */
+  async cache(offset: number, length: number, opts: Signal = {}): Promise<void> {
+    if (!this.info.can.cache) throw einval('the server does not support cache (no SEND_CACHE)');
+    await this.split(Command.CACHE, 0, offset, length, opts.signal);
+  }
+
+  /**
+   * Block status of a range for every selected metadata context (or those named in
+   * `contexts`). The length is a hint: the server may describe less (or, for the
+   * last extent, more) than asked; requests beyond one maximum payload are clamped.
+   */
+  async blockStatus(
+    offset: number,
+    length: number,
+    opts: { contexts?: string[]; reqOne?: boolean } & Signal = {},
+  ): Promise<Map<string, Extent[]>> {
+    if (this.metaContexts.size === 0) {
+      throw einval('no metadata context was negotiated: pass metaContexts to go() (e.g. ["base:allocation"])');
+    }
+    const wanted = opts.contexts ?? [...this.metaContexts.keys()];
+    const ids: number[] = [];
+    for (const name of wanted) {
+      const id = this.metaContexts.get(name);
+      if (id === undefined) throw einval(`metadata context "${name}" was not negotiated`);
+      ids.push(id);
+    }
+    this.checkRange(offset, length, 'block status');
+    if (length === 0) throw einval('block status of an empty range');
+    const clamped = Math.min(length, this.extendedHeaders ? Number.MAX_SAFE_INTEGER : this.piece);
+    let flags = opts.reqOne ? CommandFlag.REQ_ONE : 0;
+    let payload: Uint8Array | undefined;
+    if (this.extendedHeaders && this.info.can.blockStatusPayload && ids.length < this.metaContexts.size) {
+      // Ask only for the contexts wanted (extended headers' BLOCK_STATUS payload form).
+      payload = encodeBlockStatusPayload({ effectLength: BigInt(clamped), contextIds: ids });
+      flags |= CommandFlag.PAYLOAD_LEN;
+    }
+    const byId = (await this.submit(Command.BLOCK_STATUS, flags, offset, clamped, payload, undefined, opts.signal, payload?.length)) as Map<number, Extent[]>;
+    const out = new Map<string, Extent[]>();
+    for (const id of ids) out.set(this.contextNames.get(id)!, byId.get(id) ?? []);
+    return out;
+  }
+
+  /** Waits for in-flight requests, sends NBD_CMD_DISC and closes the socket. */
+  async disconnect(opts: Signal = {}): Promise<void> {
+    if (this.detached) throw new Error('disconnect(): the connection was detached');
+    this.closing = true;
+    if (!this.failure) {
+      if (this.pending.size > 0) {
+        this.idle ??= deferred<void>();
+        await raceSignal(this.idle.promise, opts.signal);
+      }
+      this.sendDisc();
+    }
+    const timer = setTimeout(() => this.socket.destroy(), 2000);
+    timer.unref?.();
+    await this.closed.promise.catch(() => {});
+    clearTimeout(timer);
+  }
+
+  /**
+   * Stops using the socket without closing it, for handing its fd to the kernel
+   * (`@nbd/linux`). Only possible when nothing is in flight or buffered.
+   */
+  detach(): { socket: Duplex; info: ExportInfo } {
+    if (this.failure) throw this.failure;
+    if (this.closing) throw new Error('detach(): the connection is closing');
+    if (this.pending.size > 0 || this.decoder.buffered > 0 || this.sendQueue.length > 0) {
+      throw new Error('detach(): requests are still in flight or bytes are buffered');
+    }
+    this.detached = true;
+    this.closing = true;
+    this.socket.off('data', this.onData);
+    this.socket.off('error', this.onError);
+    this.socket.off('close', this.onClose);
+    this.socket.off('drain', this.onDrain);
+    this.socket.pause();
+    // Pausing a stream does not stop libuv reading into its buffer; the kernel must get every byte.
+    (this.socket as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.();
+    return { socket: this.socket, info: this.info };
+  }
+
+  // ------------------------------------------------------------ requests
+
+  private checkRange(offset: number, length: number, what: string): void {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw einval(`${what}: offset ${offset} is not a non-negative safe integer`);
+    if (!Number.isSafeInteger(length) || length < 0) throw einval(`${what}: length ${length} is not a non-negative safe integer`);
+    if (offset + length > this.info.size) {
+      throw einval(`${what}: range ${offset}+${length} is beyond the end of the export (${this.info.size} bytes)`);
+    }
+    if (this.align > 1 && (offset % this.align !== 0 || length % this.align !== 0)) {
+      throw einval(`${what}: ${offset}+${length} is not aligned to the server's minimum block size ${this.align}`);
+    }
+  }
+
+  private checkWritable(what: string): void {
+    if (this.info.is.readOnly) throw new NbdError(Errno.EPERM, `${what}: the export is read-only`);
+  }
+
+  private fuaFlag(fua: boolean | undefined): number {
+    if (!fua) return 0;
+    if (!this.info.can.fua) throw einval('the server does not support FUA (no SEND_FUA)');
+    return CommandFlag.FUA;
+  }
+
+  private async split(cmd: number, flags: number, offset: number, length: number, signal: AbortSignal | undefined): Promise<void> {
+    this.checkRange(offset, length, nameOfCmd(cmd));
+    const jobs: Promise<unknown>[] = [];
+    for (let pos = 0; pos < length; pos += this.piece) {
+      jobs.push(this.submit(cmd, flags, offset + pos, Math.min(this.piece, length - pos), undefined, undefined, signal));
+    }
+    await all(jobs);
+  }
+
+  private submit(
+    cmd: number,
+    flags: number,
+    offset: number,
+    length: number,
+    payload: Uint8Array | undefined,
+    read: { buf: Uint8Array; bufPos: number } | undefined,
+    signal: AbortSignal | undefined,
+    payloadLength?: number,
+  ): Promise<unknown> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.shutdownSeen) return Promise.reject(new NbdError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));
+    if (this.closing) return Promise.reject(new Error('the connection is closing (disconnect() was called)'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const cookie = this.nextCookie++;
+    const extended = this.extendedHeaders;
+    let wireLength = length;
+    if (extended && (cmd === Command.WRITE || payloadLength !== undefined)) {
+      flags |= CommandFlag.PAYLOAD_LEN;
+      if (payloadLength !== undefined) wireLength = payloadLength;
+    }
+    const header = Buffer.allocUnsafe(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
+    writeRequest(header, 0, { flags, type: cmd, cookie: BigInt(cookie), offset: BigInt(offset), length: BigInt(wireLength) }, extended);
+    return new Promise((resolve, reject) => {
+      const p: Pending = {
+        cmd,
+        offset,
+        length,
+        buf: read?.buf,
+        bufPos: read?.bufPos ?? 0,
+        single: undefined,
+        covered: 0,
+        extents: cmd === Command.BLOCK_STATUS ? new Map() : undefined,
+        error: undefined,
+        abandoned: false,
+        resolve,
+        reject,
+        signal,
+        onAbort: undefined,
+      };
+      if (signal) {
+        p.onAbort = () => {
+          p.abandoned = true;
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.pending.set(cookie, p);
+      this.send(header, payload);
+    });
+  }
+
+  private send(header: Uint8Array, payload: Uint8Array | undefined): void {
+    if (this.sendQueue.length > 0 || this.socket.writableLength > HIGH_WATER) {
+      this.sendQueue.push({ header, payload });
+      return;
+    }
+    this.writeNow(header, payload);
+  }
+
+  private writeNow(header: Uint8Array, payload: Uint8Array | undefined): void {
+    if (!this.corked) {
+      // Headers issued in the same tick leave in one write.
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(header);
+    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
+  }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  private readonly onDrain = (): void => {
+    while (this.sendQueue.length > 0 && this.socket.writableLength <= HIGH_WATER && !this.failure) {
+      const { header, payload } = this.sendQueue.shift()!;
+      this.writeNow(header, payload);
+    }
+    if (this.sendQueue.length > 0 && this.socket.writableLength === 0) setImmediate(this.onDrain);
+  };
+
+  private sendDisc(): void {
+    if (this.discSent || this.failure) return;
+    this.discSent = true;
+    this.closing = true;
+    const header = Buffer.allocUnsafe(this.extendedHeaders ? Size.EXTENDED_REQUEST : Size.REQUEST);
+    writeRequest(header, 0, { flags: 0, type: Command.DISC, cookie: BigInt(this.nextCookie++), offset: 0n, length: 0n }, this.extendedHeaders);
+    this.send(header, undefined);
+    this.flushQueueThenEnd();
+  }
+
+  private flushQueueThenEnd(): void {
+    if (this.sendQueue.length > 0) {
+      this.socket.once('drain', () => this.flushQueueThenEnd());
+      return;
+    }
+    this.socket.end();
+  }
+
+  // ------------------------------------------------------------ replies
+
+  private readonly onData = (chunk: Uint8Array): void => {
+    this.decoder.push(chunk);
+    this.pump();
+  };
+
+  private pump(): void {
+    try {
+      for (;;) {
+        if (this.failure) return;
+        const f = this.decoder.next();
+        if (f === undefined) return;
+        this.onFrame(f);
+      }
+    } catch (e) {
+      this.fail(e instanceof ProtocolError ? e : new ProtocolError(`bad reply stream: ${(e as Error).message}`));
+    }
+  }
+
+  private onFrame(f: ServerFrame): void {
+    if (f.kind === 'simple-reply') {
+      const p = this.take(f.cookie);
+      if (f.error !== 0) p.error = this.replyError(f.error, '');
+      else if (p.cmd === Command.READ) this.readData(p, p.offset, f.data ?? new Uint8Array(0));
+      this.complete(p);
+      return;
+    }
+    if (f.kind !== 'chunk') throw new ProtocolError(`unexpected ${f.kind} during transmission`);
+    const h = f.header;
+    if (!this.structuredReplies) throw new ProtocolError('structured reply chunk received, but structured replies were not negotiated');
+    const p = this.pending.get(Number(h.cookie));
+    if (p === undefined) throw new ProtocolError(`reply for unknown cookie ${h.cookie}`);
+    const type = h.type;
+    if (type === ChunkType.OFFSET_DATA || type === ChunkType.OFFSET_HOLE) {
+      if (p.cmd !== Command.READ) throw new ProtocolError(`read data chunk for a non-read request (cookie ${h.cookie})`);
+      const c = decodeChunkPayload(type, f.payload);
+      if (c.kind === 'offset-data') this.readData(p, checkedOffset(c.offset), c.data);
+      else if (c.kind === 'offset-hole') this.readHole(p, checkedOffset(c.offset), c.size);
+    } else if (type === ChunkType.BLOCK_STATUS || type === ChunkType.BLOCK_STATUS_EXT) {
+      if (p.cmd !== Command.BLOCK_STATUS) throw new ProtocolError(`block status chunk for a non-block-status request (cookie ${h.cookie})`);
+      const c = decodeChunkPayload(type, f.payload);
+      if (c.kind === 'block-status' || c.kind === 'block-status-ext') {
+        if (!this.contextNames.has(c.contextId)) throw new ProtocolError(`block status for unknown context id ${c.contextId}`);
+        if (p.extents!.has(c.contextId)) throw new ProtocolError(`two block status chunks for context id ${c.contextId}`);
+        const list: Extent[] = [];
+        let off = p.offset;
+        for (const e of c.extents) {
+          if (e.length === 0n) throw new ProtocolError('block status extent of length 0');
+          const len = Number(e.length);
+          list.push({ offset: off, length: len, flags: e.flags });
+          off += len;
+        }
+        p.extents!.set(c.contextId, list);
+      }
+    } else if (type === ChunkType.ERROR || type === ChunkType.ERROR_OFFSET) {
+      const c = decodeChunkPayload(type, f.payload);
+      if (c.kind === 'error' || c.kind === 'error-offset') {
+        const where = c.kind === 'error-offset' ? ` (at offset ${c.offset})` : '';
+        p.error ??= this.replyError(c.error, c.message + where);
+        if (c.kind === 'error-offset') (p.error as NbdError & { offset?: number }).offset ??= Number(c.offset);
+      }
+    } else if (type === ChunkType.NONE) {
+      if (f.payload.length !== 0) throw new ProtocolError('NONE chunk with a payload');
+      if ((h.flags & ReplyFlag.DONE) === 0) throw new ProtocolError('NONE chunk without the DONE flag');
+    } else if ((type & CHUNK_ERROR_BIT) !== 0) {
+      // Unknown error chunk: the request failed, the stream is still in sync.
+      const errno = f.payload.length >= 4 ? new DataView(f.payload.buffer, f.payload.byteOffset).getUint32(0) : Errno.EINVAL;
+      p.error ??= this.replyError(errno, `unknown error chunk type 0x${type.toString(16)}`);
+    } else {
+      throw new ProtocolError(`unknown reply chunk type 0x${type.toString(16)}`);
+    }
+    if ((h.flags & ReplyFlag.DONE) !== 0) {
+      this.pending.delete(Number(h.cookie));
+      this.complete(p);
+    }
+  }
+
+  private take(cookie: bigint): Pending {
+    const key = Number(cookie);
+    const p = this.pending.get(key);
+    if (p === undefined) throw new ProtocolError(`reply for unknown cookie ${cookie}`);
+    this.pending.delete(key);
+    return p;
+  }
+
+  private replyError(errno: number, message: string): NbdError {
+    const e = normalizeErrno(errno);
+    if (e === Errno.ESHUTDOWN) this.shutdownSeen = true;
+    return new NbdError(e, message || undefined);
+  }
+
+  private readData(p: Pending, offset: number, data: Uint8Array): void {
+    const rel = offset - p.offset;
+    if (rel < 0 || rel + data.length > p.length) {
+      throw new ProtocolError(`read chunk ${offset}+${data.length} lies outside the request ${p.offset}+${p.length}`);
+    }
+    p.covered += data.length;
+    if (p.buf === undefined) {
+      if (rel === 0 && data.length === p.length && p.single === undefined) {
+        p.single = data; // the whole answer in one view: no copy
+        return;
+      }
+      p.buf = new Uint8Array(p.length);
+      if (p.single) p.buf.set(p.single);
+      p.single = undefined;
+    }
+    p.buf.set(data, p.bufPos + rel);
+  }
+
+  private readHole(p: Pending, offset: number, size: number): void {
+    const rel = offset - p.offset;
+    if (rel < 0 || rel + size > p.length) {
+      throw new ProtocolError(`read hole ${offset}+${size} lies outside the request ${p.offset}+${p.length}`);
+    }
+    p.covered += size;
+    if (p.buf === undefined) {
+      p.buf = new Uint8Array(p.length); // zero-filled: the hole is already there
+      if (p.single) p.buf.set(p.single);
+      p.single = undefined;
+      return;
+    }
+    p.buf.fill(0, p.bufPos + rel, p.bufPos + rel + size);
+  }
+
+  private complete(p: Pending): void {
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+    if (!p.abandoned) {
+      if (p.error) p.reject(p.error);
+      else if (p.cmd === Command.READ) {
+        if (p.covered < p.length) p.reject(new NbdError(Errno.EIO, `the server answered ${p.covered} of ${p.length} bytes of a read`));
+        else p.resolve(p.single ?? p.buf);
+      } else if (p.cmd === Command.BLOCK_STATUS) {
+        if (p.extents!.size === 0) p.reject(new ProtocolError('block status reply without any status chunk'));
+        else p.resolve(p.extents);
+      } else p.resolve(undefined);
+    }
+    if (this.pending.size === 0) {
+      if (this.shutdownSeen) {
+        // ESHUTDOWN: the spec asks for a soft disconnect once nothing is in flight.
+        this.sendDisc();
+      }
+      const idle = this.idle;
+      this.idle = undefined;
+      idle?.resolve();
+    }
+  }
+
+  // ------------------------------------------------------------ failure
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.closing = true;
+    this.sendQueue.length = 0;
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) {
+      if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+      if (!p.abandoned) p.reject(err);
+    }
+    const idle = this.idle;
+    this.idle = undefined;
+    idle?.resolve();
+    this.socket.destroy();
+  }
+
+  private readonly onError = (err: Error): void => this.fail(err);
+
+  private readonly onClose = (): void => {
+    if (!this.failure) {
+      const clean = this.discSent && this.pending.size === 0;
+      this.fail(clean ? new Error('the connection is closed') : new Error('the server closed the connection'));
+    }
+    this.closed.resolve();
+  };
+}
+
+function checkedOffset(offset: bigint): number {
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`chunk offset ${offset} is out of range`);
+  return Number(offset);
+}
+
+function nameOfCmd(cmd: number): string {
+  return cmd === Command.TRIM ? 'trim' : cmd === Command.WRITE_ZEROES ? 'zero' : cmd === Command.CACHE ? 'cache' : `command ${cmd}`;
+}
+
+/** Like Promise.all, but waits for every job so no rejection goes unobserved. */
+async function all(jobs: Promise<unknown>[]): Promise<void> {
+  if (jobs.length === 1) {
+    await jobs[0];
+    return;
+  }
+  const results = await Promise.allSettled(jobs);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  signal.throwIfAborted();
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

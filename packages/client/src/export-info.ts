@@ -1,0 +1,85 @@
+// What a client learns about an export during the handshake, decoded from the
+// raw transmission flags once so callers read `info.can.trim`, not bit masks.
+import { Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
+
+export interface BlockSizes {
+  /** Every offset and length must be a multiple of this (a power of 2, ≤ 64 KiB). */
+  min: number;
+  /** Requests should be multiples of this for efficiency. */
+  preferred: number;
+  /** Largest payload (READ/WRITE length) the server accepts; 0xffffffff = no limit. */
+  max: number;
+}
+
+export interface ExportInfo {
+  /** The canonical name when the server sent one, else the name asked for. */
+  name: string;
+  size: number;
+  /** Raw transmission flags (`TransmissionFlag`). */
+  flags: number;
+  can: {
+    read: true;
+    write: boolean;
+    flush: boolean;
+    fua: boolean;
+    trim: boolean;
+    zero: boolean;
+    fastZero: boolean;
+    cache: boolean;
+    df: boolean;
+    multiConn: boolean;
+    blockStatusPayload: boolean;
+  };
+  is: { readOnly: boolean; rotational: boolean };
+  blockSizes?: BlockSizes;
+  description?: string;
+}
+
+/** Builds an ExportInfo; a size beyond 2^53 cannot be a JS number and is refused clearly. */
+export function makeExportInfo(
+  name: string,
+  size: bigint,
+  flags: number,
+  extra: { blockSizes?: BlockSizes; description?: string } = {},
+): ExportInfo {
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new ProtocolError(`export size ${size} exceeds 2^53 - 1 bytes, which this client cannot address`);
+  }
+  const has = (bit: number) => (flags & bit) !== 0;
+  const readOnly = has(T.READ_ONLY);
+  const info: ExportInfo = {
+    name,
+    size: Number(size),
+    flags,
+    can: {
+      read: true,
+      write: !readOnly,
+      flush: has(T.SEND_FLUSH),
+      fua: has(T.SEND_FUA),
+      trim: has(T.SEND_TRIM) && !readOnly,
+      zero: has(T.SEND_WRITE_ZEROES) && !readOnly,
+      fastZero: has(T.SEND_FAST_ZERO) && has(T.SEND_WRITE_ZEROES) && !readOnly,
+      cache: has(T.SEND_CACHE),
+      df: has(T.SEND_DF),
+      multiConn: has(T.CAN_MULTI_CONN),
+      blockStatusPayload: has(T.BLOCK_STATUS_PAYLOAD),
+    },
+    is: { readOnly, rotational: has(T.ROTATIONAL) },
+  };
+  if (extra.blockSizes) info.blockSizes = extra.blockSizes;
+  if (extra.description !== undefined) info.description = extra.description;
+  return info;
+}
+
+const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+
+/** The spec's rules for NBD_INFO_BLOCK_SIZE; a server breaking them is ignored rather than obeyed. */
+export function validBlockSizes(b: BlockSizes): boolean {
+  return (
+    isPow2(b.min) &&
+    b.min <= Limits.MAX_MIN_BLOCK &&
+    isPow2(b.preferred) &&
+    b.preferred >= b.min &&
+    (b.max === Limits.NO_PAYLOAD_LIMIT || (b.max >= b.preferred && b.max % b.min === 0))
+  );
+}
