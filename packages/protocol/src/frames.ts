@@ -25,6 +25,7 @@ export class ByteQueue {
 
   /** The next `n` bytes without consuming them (`n` must be ≤ length). */
   peek(n: number): Uint8Array {
+    if (n === 0) return new Uint8Array(0);
     const first = this.chunks[0]!;
     if (first.length - this.head >= n) return first.subarray(this.head, this.head + n);
     return this.copy(n, false);
@@ -112,7 +113,10 @@ export interface ClientDecoderLimits {
 
 /** Decodes the client → server stream (the server's side of the conversation). */
 export class ClientStreamDecoder {
-  /** Switch to 'transmission' after the handshake ends, or 'options' after STARTTLS. */
+  /**
+   * 'client-flags' first, then 'options' (set automatically). The owner switches to
+   * 'transmission' after the handshake ends, or back to 'options' after STARTTLS.
+   */
   phase: 'client-flags' | 'options' | 'transmission' = 'client-flags';
   /** Set once NBD_OPT_EXTENDED_HEADERS was acknowledged: requests are 32 bytes. */
   extended = false;
@@ -156,9 +160,12 @@ export class ClientStreamDecoder {
       if (this.discard > 0) return undefined;
     }
     switch (this.phase) {
-      case 'client-flags':
+      case 'client-flags': {
         if (q.length < Size.CLIENT_FLAGS) return undefined;
-        return { kind: 'client-flags', flags: decodeClientFlags(q.take(Size.CLIENT_FLAGS)) };
+        const flags = decodeClientFlags(q.take(Size.CLIENT_FLAGS));
+        this.phase = 'options'; // options always follow the client flags
+        return { kind: 'client-flags', flags };
+      }
       case 'options':
         return this.nextOption();
       case 'transmission':
