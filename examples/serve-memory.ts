@@ -1,0 +1,43 @@
+// Serves a sparse in-memory export until SIGINT/SIGTERM.
+//   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --size 1G
+//   node examples/dist/serve-memory.js --listen nbd://127.0.0.1:10809 --size 64M --name disk
+import { parseArgs } from 'node:util';
+import { MemoryDevice, listenAndServe } from '@nbd/server';
+
+const { values } = parseArgs({
+  options: {
+    socket: { type: 'string' },
+    listen: { type: 'string' },
+    size: { type: 'string', default: '1G' },
+    name: { type: 'string', default: '' },
+    description: { type: 'string' },
+    verbose: { type: 'boolean', short: 'v', default: false },
+  },
+});
+
+/** "4096", "64K", "1M", "4G", "1T" (binary units). */
+function parseSize(text: string): number {
+  const m = /^(\d+)([KMGT]i?B?)?$/i.exec(text.trim());
+  if (!m) throw new Error(`bad size "${text}"`);
+  const unit = (m[2] ?? '').charAt(0).toUpperCase();
+  const shift = { '': 0, K: 10, M: 20, G: 30, T: 40 }[unit] ?? 0;
+  const n = Number(m[1]) * 2 ** shift;
+  if (!Number.isSafeInteger(n)) throw new Error(`size "${text}" is too large`);
+  return n;
+}
+
+const address = values.listen ?? (values.socket !== undefined ? { path: values.socket } : 'nbd://127.0.0.1:10809');
+const size = parseSize(values.size!);
+const ac = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
+
+const logger = values.verbose ? console : undefined;
+await listenAndServe(
+  address,
+  [{ name: values.name!, description: values.description ?? `memory, ${size} bytes`, size, device: new MemoryDevice(size) }],
+  {
+    signal: ac.signal,
+    logger,
+    onListen: (where) => console.error(`serve-memory: ${size} bytes on ${typeof where === 'string' ? where : `${where.address}:${where.port}`}`),
+  },
+);

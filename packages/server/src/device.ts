@@ -1,0 +1,94 @@
+// What a server serves: the Device interface (the breadth of nbdkit's plugin
+// callbacks) and the Export that names one. Built-in devices live in
+// memory-device.ts and file-device.ts.
+
+/** Options every device call receives. */
+export interface IoOptions {
+  /** Force Unit Access: the data must be durable before the call resolves (only when `fua` is native). */
+  fua: boolean;
+  /** Aborted when the connection or the server shuts down. */
+  signal: AbortSignal;
+}
+
+/** Options of {@link Device.zero}. */
+export interface ZeroOptions extends IoOptions {
+  /** The client asked that the range stay allocated (NBD_CMD_FLAG_NO_HOLE). */
+  noHole: boolean;
+  /** Fail with ENOTSUP unless zeroing is faster than writing zeroes (NBD_CMD_FLAG_FAST_ZERO). */
+  fast: boolean;
+}
+
+/** Options of {@link Device.extents}. */
+export interface ExtentsOptions extends IoOptions {
+  /** Only the first extent is needed (NBD_CMD_FLAG_REQ_ONE). */
+  reqOne: boolean;
+}
+
+/**
+ * One run of bytes with the same allocation state. Extents are contiguous from
+ * the requested offset. `flags` is a combination of `AllocationState.HOLE` and
+ * `AllocationState.ZERO` (0 = allocated data).
+ */
+export interface Extent {
+  length: number;
+  flags: number;
+}
+
+export interface BlockSizes {
+  /** Power of 2, 1..65536: requests must be aligned to it. */
+  min: number;
+  /** Power of 2, ≥ max(min, 512). */
+  preferred: number;
+  /** Largest payload (READ/WRITE length) accepted. */
+  max: number;
+}
+
+/** A value or a promise of it: device methods may be synchronous. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * A block device served over NBD. Only `readAt` is required; every optional
+ * method turns on the matching transmission flag. Throw an `NbdError` to choose
+ * the errno of the reply; a Node error maps by its code (`ENOSPC`, `EROFS`, …);
+ * anything else is EIO.
+ */
+export interface Device {
+  /** Fills all of `buf` with the bytes at `offset`. */
+  readAt(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
+  /** Writes all of `buf` at `offset`. Without it the device is read-only. `buf` may be a view into a socket buffer: copy it if kept. */
+  writeAt?(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
+  /** Makes completed writes durable (NBD_CMD_FLUSH; also FUA emulation). */
+  sync?(opts: IoOptions): MaybePromise<void>;
+  /** Discards a range (contents afterwards unspecified). */
+  trim?(offset: number, length: number, opts: IoOptions): MaybePromise<void>;
+  /** Zeroes a range; without it the server writes zero buffers. */
+  zero?(offset: number, length: number, opts: ZeroOptions): MaybePromise<void>;
+  /** Prefetch hint; without it the server reads the range and drops the data. */
+  cache?(offset: number, length: number, opts: IoOptions): MaybePromise<void>;
+  /** Allocation map of a range (base:allocation); without it everything is reported as data. */
+  extents?(offset: number, length: number, opts: ExtentsOptions): MaybePromise<Extent[]>;
+  /** Refuse writes even though `writeAt` exists. */
+  readonly readOnly?: boolean;
+  /** Hint for the client's I/O scheduler. */
+  readonly rotational?: boolean;
+  /** Flush/FUA on one connection covers writes made on all of them (NBD_FLAG_CAN_MULTI_CONN). */
+  readonly multiConn?: boolean;
+  /** `writeAt`/`zero`/`trim` honour `opts.fua` natively; otherwise the server calls `sync` after them. */
+  readonly fua?: boolean;
+  /** Alignment and payload constraints, advertised through NBD_INFO_BLOCK_SIZE. */
+  readonly blockSizes?: BlockSizes;
+  /** Called when a device returned by `ServeOptions.open` is no longer used. */
+  close?(): MaybePromise<void>;
+}
+
+/** A named device a client can select. */
+export interface Export {
+  /** The name clients ask for; the first export of a list is also the default (empty name). */
+  name: string;
+  description?: string;
+  /** Size in bytes (a safe integer). */
+  size: number;
+  device: Device;
+  /** Serve read-only even if the device can write. */
+  readOnly?: boolean;
+}

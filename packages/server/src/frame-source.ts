@@ -1,0 +1,136 @@
+// The one reader of a connection's socket: feeds the stream decoder and hands
+// out whole frames, pulled one at a time during the handshake, pushed to a sink
+// during transmission. Reading the socket pauses whenever nobody wants frames,
+// so a peer cannot make the decoder's buffer grow without bound.
+import type { Duplex } from 'node:stream';
+import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder } from '@nbd/protocol';
+import { type Deferred, deferred } from './deferred.js';
+
+export class FrameSource {
+  readonly decoder: ClientStreamDecoder;
+  /** Set when the peer closed or the stream broke; then `next()` gives null. */
+  ended = false;
+  /** The decode error that ended the stream, if any. */
+  error: Error | undefined;
+  private waiter: Deferred<ClientFrame | null> | undefined;
+  private sink: ((frame: ClientFrame) => void) | undefined;
+  private onFail: ((err: Error | undefined) => void) | undefined;
+  private paused = false;
+  private pumping = false;
+
+  constructor(
+    private readonly socket: Duplex,
+    limits: ClientDecoderLimits,
+  ) {
+    this.decoder = new ClientStreamDecoder(limits);
+    socket.on('data', (chunk: Uint8Array) => {
+      this.decoder.push(chunk);
+      this.pump();
+    });
+    const end = () => this.finish(undefined);
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', (err) => this.finish(err));
+    socket.pause();
+  }
+
+  /** The next frame (handshake phase), or null when the stream ended. Rejects on a bad stream. */
+  next(): Promise<ClientFrame | null> {
+    let frame: ClientFrame | undefined;
+    try {
+      frame = this.decoder.next();
+    } catch (e) {
+      this.fail(e as Error);
+      return Promise.reject(e as Error);
+    }
+    if (frame !== undefined) return Promise.resolve(frame);
+    if (this.ended) return Promise.resolve(null);
+    this.waiter = deferred();
+    this.socket.resume();
+    return this.waiter.promise;
+  }
+
+  /** Switches to push mode: every frame, now and later, goes to `sink` until paused. */
+  startPush(sink: (frame: ClientFrame) => void, onEnd: (err: Error | undefined) => void): void {
+    this.sink = sink;
+    this.onFail = onEnd;
+    if (this.ended) {
+      onEnd(this.error);
+      return;
+    }
+    this.socket.resume();
+    this.pump();
+  }
+
+  /** Stops delivering frames (backpressure); bytes already buffered wait. */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused || this.ended) return;
+    this.paused = false;
+    this.socket.resume();
+    this.pump();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  private pump(): void {
+    const sink = this.sink;
+    if (sink === undefined) {
+      const w = this.waiter;
+      if (w === undefined) {
+        this.socket.pause();
+        return;
+      }
+      let frame: ClientFrame | undefined;
+      try {
+        frame = this.decoder.next();
+      } catch (e) {
+        this.waiter = undefined;
+        this.fail(e as Error);
+        w.reject(e as Error);
+        return;
+      }
+      if (frame === undefined) return;
+      this.waiter = undefined;
+      this.socket.pause();
+      w.resolve(frame);
+      return;
+    }
+    if (this.pumping) return; // a sink call resumed us; the outer loop goes on
+    this.pumping = true;
+    try {
+      while (!this.paused && !this.ended) {
+        const frame = this.decoder.next();
+        if (frame === undefined) break;
+        sink(frame);
+      }
+    } catch (e) {
+      this.fail(e as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private fail(err: Error): void {
+    this.error = err;
+    this.finish(err);
+    this.socket.destroy();
+  }
+
+  private finish(err: Error | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (err !== undefined) this.error ??= err;
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.resolve(null);
+    this.onFail?.(this.error);
+  }
+}

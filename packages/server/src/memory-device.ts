@@ -1,0 +1,105 @@
+// A sparse in-memory device: fixed-size pages allocated on first write, dropped
+// by trim/zero, reported as holes by `extents`. Synchronous, so the server
+// replies in the same tick (the fast path the benchmark measures).
+import { AllocationState } from '@nbd/protocol';
+import type { Device, Extent } from './device.js';
+
+/** Page size: as nbdkit's sparse array, small enough that sparse images stay sparse. */
+export const MEMORY_PAGE_SIZE = 32 * 1024;
+// `x & MASK` is x mod page size for any safe integer: ToInt32 drops multiples of 2^32.
+const MASK = MEMORY_PAGE_SIZE - 1;
+const HOLE = AllocationState.HOLE | AllocationState.ZERO;
+
+export class MemoryDevice implements Device {
+  readonly size: number;
+  readonly multiConn = true;
+  // Native FUA: memory is as durable as it gets, so FUA needs no extra sync call.
+  readonly fua = true;
+  private readonly pages = new Map<number, Uint8Array>();
+
+  constructor(size: number) {
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`MemoryDevice: bad size ${size}`);
+    this.size = size;
+  }
+
+  /** Bytes of memory held by allocated pages. */
+  get allocated(): number {
+    return this.pages.size * MEMORY_PAGE_SIZE;
+  }
+
+  readAt(buf: Uint8Array, offset: number): void {
+    let pos = 0;
+    const end = buf.length;
+    while (pos < end) {
+      const at = offset + pos;
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - pos);
+      const page = this.pages.get(Math.floor(at / MEMORY_PAGE_SIZE));
+      if (page === undefined) buf.fill(0, pos, pos + n);
+      else buf.set(n === MEMORY_PAGE_SIZE ? page : page.subarray(inPage, inPage + n), pos);
+      pos += n;
+    }
+  }
+
+  writeAt(buf: Uint8Array, offset: number): void {
+    let pos = 0;
+    const end = buf.length;
+    while (pos < end) {
+      const at = offset + pos;
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - pos);
+      const index = Math.floor(at / MEMORY_PAGE_SIZE);
+      let page = this.pages.get(index);
+      if (page === undefined) {
+        page = new Uint8Array(MEMORY_PAGE_SIZE);
+        this.pages.set(index, page);
+      }
+      page.set(n === end - pos && pos === 0 ? buf : buf.subarray(pos, pos + n), inPage);
+      pos += n;
+    }
+  }
+
+  sync(): void {}
+
+  cache(): void {}
+
+  trim(offset: number, length: number): void {
+    this.clear(offset, length);
+  }
+
+  /** Whole pages are dropped (they read back as zeroes); partial pages are zero-filled. Always fast. */
+  zero(offset: number, length: number): void {
+    this.clear(offset, length);
+  }
+
+  extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
+    const out: Extent[] = [];
+    const end = offset + length;
+    let at = offset;
+    while (at < end) {
+      const n = Math.min(MEMORY_PAGE_SIZE - (at & MASK), end - at);
+      const flags = this.pages.has(Math.floor(at / MEMORY_PAGE_SIZE)) ? 0 : HOLE;
+      const last = out[out.length - 1];
+      if (last !== undefined && last.flags === flags) last.length += n;
+      else {
+        if (opts.reqOne && last !== undefined) break;
+        out.push({ length: n, flags });
+      }
+      at += n;
+    }
+    return out;
+  }
+
+  private clear(offset: number, length: number): void {
+    const end = offset + length;
+    let at = offset;
+    while (at < end) {
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
+      const index = Math.floor(at / MEMORY_PAGE_SIZE);
+      if (n === MEMORY_PAGE_SIZE) this.pages.delete(index);
+      else this.pages.get(index)?.fill(0, inPage, inPage + n);
+      at += n;
+    }
+  }
+}
