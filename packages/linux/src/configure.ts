@@ -1,0 +1,298 @@
+// Hands connections in the transmission phase to the kernel NBD client: netlink
+// first (CONNECT returns at once, the kernel owns the sockets), ioctls as fallback.
+// Also disconnect, status, and a supervisor that reconnects dead links.
+import type { Duplex } from 'node:stream';
+import { TransmissionFlag } from '@nbd/protocol';
+import { NbdLinuxError } from './errors.js';
+import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
+import { ClientFlag, type DeviceStatus, NbdNetlink } from './netlink.js';
+import { existsSync } from 'node:fs';
+
+/** What `@nbd/client`'s `Connection` offers for the hand-over (structural, no import). */
+export interface DetachableConnection {
+  detach(): { socket: Duplex; info: { size: number; flags: number; blockSizes?: { min: number; preferred: number } } };
+}
+
+/** A socket (or raw fd) already in the transmission phase, with what the handshake said. */
+export interface RawConnection {
+  socket?: Duplex;
+  fd?: number;
+  size: number;
+  /** Transmission flags (`TransmissionFlag`). */
+  flags: number;
+  blockSize?: number;
+}
+
+export type ConnectionInput = DetachableConnection | RawConnection;
+
+export interface ConfigureOptions {
+  /** Device to use; default: the kernel (netlink) or a free-device scan (ioctl) picks one. */
+  index?: number;
+  /** Default: netlink, or ioctl when the netlink family is missing. */
+  mode?: 'netlink' | 'ioctl';
+  /** Seconds before a request times out (and, with several or reconnectable links, is retried). */
+  timeout?: number;
+  /** Seconds the kernel holds I/O while every link is dead, waiting for RECONFIGURE (netlink only). */
+  deadConnTimeout?: number;
+  /** Logical block size, 512..page size, power of 2. Default: the server's minimum, at least 512. */
+  blockSize?: number;
+  /** Disconnect when the last opener closes /dev/nbdN (netlink only). */
+  disconnectOnClose?: boolean;
+  /** Remove the device once disconnected (netlink only). */
+  destroyOnDisconnect?: boolean;
+  /** Shown in /sys/block/nbdN/backend (netlink only; ignored with ioctls). */
+  backend?: string;
+  signal?: AbortSignal;
+}
+
+interface Prepared {
+  fds: number[];
+  sockets: Duplex[];
+  size: number;
+  flags: number;
+  blockSize: number;
+}
+
+function fdOf(socket: Duplex): number {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new NbdLinuxError('configure: this socket has no file descriptor (only unix/TCP sockets can go to the kernel)', 'EINVAL');
+  }
+  return fd;
+}
+
+const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+
+/** Detaches and checks every connection: one export, consistent flags, multi-conn only if advertised. */
+export function prepare(input: ConnectionInput | readonly ConnectionInput[], blockSize?: number): Prepared {
+  const list = Array.isArray(input) ? (input as readonly ConnectionInput[]) : [input as ConnectionInput];
+  if (list.length === 0) throw new NbdLinuxError('configure: no connections given', 'EINVAL');
+  const raw: RawConnection[] = list.map((c) => {
+    if ('detach' in c && typeof c.detach === 'function') {
+      const { socket, info } = c.detach();
+      const bs = info.blockSizes?.min;
+      return { socket, size: info.size, flags: info.flags, ...(bs !== undefined ? { blockSize: bs } : {}) };
+    }
+    return c as RawConnection;
+  });
+  const first = raw[0] as RawConnection;
+  for (const r of raw) {
+    if (r.size !== first.size || r.flags !== first.flags) {
+      throw new NbdLinuxError('configure: the connections disagree on size or flags; they must all be to the same export', 'EINVAL');
+    }
+  }
+  if (!Number.isSafeInteger(first.size) || first.size < 0) throw new NbdLinuxError(`configure: bad export size ${first.size}`, 'EINVAL');
+  if (raw.length > 1 && !(first.flags & TransmissionFlag.CAN_MULTI_CONN)) {
+    throw new NbdLinuxError(
+      `configure: ${raw.length} connections, but the export does not advertise CAN_MULTI_CONN; the kernel would refuse them (use one connection)`,
+      'EINVAL',
+    );
+  }
+  const bs = blockSize ?? Math.max(512, first.blockSize ?? 512);
+  if (!isPow2(bs) || bs < 512 || bs > 65536) {
+    throw new NbdLinuxError(`configure: block size ${bs} must be a power of 2 from 512 to the page size`, 'EINVAL');
+  }
+  const sockets = raw.flatMap((r) => (r.socket ? [r.socket] : []));
+  const fds = raw.map((r) => (r.fd !== undefined ? r.fd : fdOf(r.socket as Duplex)));
+  return { fds, sockets, size: first.size, flags: first.flags, blockSize: bs };
+}
+
+/** Our copies of the sockets go once the kernel holds its own references. */
+function release(sockets: readonly Duplex[]): void {
+  for (const s of sockets) s.destroy();
+}
+
+async function openNetlinkOrNull(mode: ConfigureOptions['mode']): Promise<NbdNetlink | null> {
+  if (mode === 'ioctl') return null;
+  try {
+    return await NbdNetlink.open();
+  } catch (err) {
+    // No netlink family: fall back to ioctls unless netlink was asked for.
+    if (mode === undefined && err instanceof NbdLinuxError && err.code === 'ENOENT' && listDevices().length > 0) return null;
+    throw err;
+  }
+}
+
+/**
+ * Gives the kernel the connections (all to one export, in the transmission phase)
+ * and resolves with the index of /dev/nbdN. Sockets of `Connection`s and `{ socket }`
+ * entries are closed here once the kernel holds them; `{ fd }` entries stay the caller's.
+ */
+export async function configure(connections: ConnectionInput | readonly ConnectionInput[], opts: ConfigureOptions = {}): Promise<number> {
+  opts.signal?.throwIfAborted();
+  const p = prepare(connections, opts.blockSize);
+  try {
+    const nl = await openNetlinkOrNull(opts.mode);
+    if (!nl) {
+      if (opts.disconnectOnClose || opts.destroyOnDisconnect || opts.deadConnTimeout !== undefined) {
+        // Silently dropping these would change behaviour the caller relies on (`backend` is cosmetic).
+        throw new NbdLinuxError('configure: disconnectOnClose, destroyOnDisconnect and deadConnTimeout need netlink', 'EINVAL');
+      }
+      const dev = await ioctlConnect(
+        {
+          size: p.size,
+          blockSize: p.blockSize,
+          serverFlags: p.flags,
+          fds: p.fds,
+          ...(opts.index !== undefined ? { index: opts.index } : {}),
+          ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+        },
+        opts.signal,
+      );
+      return dev.index;
+    }
+    try {
+      const clientFlags = (opts.disconnectOnClose ? ClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? ClientFlag.DESTROY_ON_DISCONNECT : 0);
+      return await nl.connect({
+        size: p.size,
+        blockSize: p.blockSize,
+        serverFlags: p.flags,
+        clientFlags,
+        fds: p.fds,
+        ...(opts.index !== undefined ? { index: opts.index } : {}),
+        ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+        ...(opts.deadConnTimeout !== undefined ? { deadConnTimeout: opts.deadConnTimeout } : {}),
+        ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+      });
+    } finally {
+      nl.close();
+    }
+  } finally {
+    release(p.sockets);
+  }
+}
+
+/** Disconnects /dev/nbdN (whoever bound it) and, for our ioctl devices, waits for DO_IT to return. */
+export async function disconnect(index: number, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  opts.signal?.throwIfAborted();
+  const own = ioctlDevice(index);
+  if (own) return own.disconnect();
+  let nl: NbdNetlink | null = null;
+  try {
+    nl = await NbdNetlink.open();
+  } catch (err) {
+    if (!(err instanceof NbdLinuxError && err.code === 'ENOENT')) throw err;
+  }
+  if (!nl) return ioctlDisconnectForeign(index);
+  try {
+    await nl.disconnect(index);
+  } catch (err) {
+    // A device bound through ioctls by another process refuses netlink control.
+    if (err instanceof NbdLinuxError && err.code === 'EINVAL' && existsSync(`/sys/block/nbd${index}/pid`)) return ioctlDisconnectForeign(index);
+    throw err;
+  } finally {
+    nl.close();
+  }
+}
+
+/** Which devices exist and which are connected (netlink STATUS; sysfs without netlink). */
+export async function status(index?: number, opts: { signal?: AbortSignal } = {}): Promise<DeviceStatus[]> {
+  opts.signal?.throwIfAborted();
+  let nl: NbdNetlink | null = null;
+  try {
+    nl = await NbdNetlink.open();
+  } catch (err) {
+    if (!(err instanceof NbdLinuxError && err.code === 'ENOENT') || listDevices().length === 0) throw err;
+  }
+  if (!nl) {
+    const all = listDevices().map((i) => ({ index: i, connected: existsSync(`/sys/block/nbd${i}/pid`) }));
+    return index === undefined ? all : all.filter((d) => d.index === index);
+  }
+  try {
+    return await nl.status(index);
+  } finally {
+    nl.close();
+  }
+}
+
+export interface SuperviseOptions {
+  /** RECONFIGUREd at start: seconds the kernel holds I/O while we reconnect. */
+  deadConnTimeout?: number;
+  /** Milliseconds between failed reconnect attempts (default 200). */
+  retryDelay?: number;
+  /** Told about every reconnect (err set when an attempt failed). */
+  onReconnect?: (err?: unknown) => void;
+  signal?: AbortSignal;
+}
+
+/** A running supervisor. */
+export interface Supervisor {
+  /** Successful reconnects so far. */
+  readonly reconnects: number;
+  /** Stops watching (the device stays as it is). */
+  close(): void;
+}
+
+/**
+ * Watches LINK_DEAD for /dev/nbdN (netlink-bound) and, when a link dies, calls
+ * `reconnect` for fresh connections and RECONFIGUREs them in, so I/O held by the
+ * kernel (see `deadConnTimeout`) resumes. Stops on `close()` or `signal`.
+ */
+export async function supervise(
+  index: number,
+  reconnect: () => Promise<ConnectionInput[]>,
+  opts: SuperviseOptions = {},
+): Promise<Supervisor> {
+  opts.signal?.throwIfAborted();
+  const nl = await NbdNetlink.open();
+  let count = 0;
+  let stopped = false;
+  let running: Promise<void> | null = null;
+  let again = false;
+  const retryDelay = opts.retryDelay ?? 200;
+
+  const attempt = async (): Promise<void> => {
+    while (!stopped) {
+      let p: Prepared | undefined;
+      try {
+        p = prepare(await reconnect());
+        await nl.reconfigure(index, { fds: p.fds });
+        count++;
+        opts.onReconnect?.();
+        return;
+      } catch (err) {
+        opts.onReconnect?.(err);
+        await new Promise((r) => setTimeout(r, retryDelay));
+      } finally {
+        if (p) release(p.sockets);
+      }
+    }
+  };
+  const kick = () => {
+    if (stopped) return;
+    if (running) {
+      again = true; // another link died while we were busy
+      return;
+    }
+    running = attempt().finally(() => {
+      running = null;
+      if (again) {
+        again = false;
+        kick();
+      }
+    });
+  };
+
+  try {
+    if (opts.deadConnTimeout !== undefined) await nl.reconfigure(index, { deadConnTimeout: opts.deadConnTimeout });
+    nl.watchLinkDead((i) => {
+      if (i === index) kick();
+    });
+  } catch (err) {
+    nl.close();
+    throw err;
+  }
+  const close = () => {
+    stopped = true;
+    nl.close();
+    opts.signal?.removeEventListener('abort', close);
+  };
+  opts.signal?.addEventListener('abort', close, { once: true });
+  return {
+    get reconnects() {
+      return count;
+    },
+    close,
+  };
+}
+
