@@ -26,6 +26,7 @@ const packageOf: Record<string, string> = {
 
 /** Absolute path of a peer tool; throws (fails the test) when it is not installed. */
 export function requireTool(name: string): string {
+  if (name.startsWith('/') && existsSync(name)) return name; // e.g. PYTHON
   for (const dir of PATH.split(':')) {
     const p = join(dir, name);
     if (dir && existsSync(p)) return p;
