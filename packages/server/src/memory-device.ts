@@ -67,9 +67,24 @@ export class MemoryDevice implements Device {
     this.clear(offset, length);
   }
 
-  /** Whole pages are dropped (they read back as zeroes); partial pages are zero-filled. Always fast. */
-  zero(offset: number, length: number): void {
-    this.clear(offset, length);
+  /** Whole pages are dropped (they read back as zeroes) unless `noHole`; partial pages are zero-filled. Always fast. */
+  zero(offset: number, length: number, opts?: { noHole?: boolean }): void {
+    if (opts?.noHole) this.fillZero(offset, length);
+    else this.clear(offset, length);
+  }
+
+  /** Zeroes a range keeping it allocated (NBD_CMD_FLAG_NO_HOLE). */
+  private fillZero(offset: number, length: number): void {
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
+      const index = Math.floor(at / MEMORY_PAGE_SIZE);
+      const page = this.pages.get(index);
+      if (page === undefined) this.pages.set(index, new Uint8Array(MEMORY_PAGE_SIZE));
+      else page.fill(0, inPage, inPage + n);
+      at += n;
+    }
   }
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
