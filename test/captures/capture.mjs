@@ -47,6 +47,9 @@ export const scenarios = [
   { name: 'nbdkit-data-qemu-io', server: nbdkitData(), client: ['qemu-io', '-f', 'raw', '-c', 'read -v 65530 16', '-c', 'write -z 4096 4096', '-c', 'discard 8192 4096', uri()] },
   { name: 'qemu-nbd-raw-nbdcopy', setup: rawImage, server: qemuNbd([]), client: ['nbdcopy', '--connections=1', uri(), 'null:'] },
   { name: 'nbdkit-memory-nbdcopy-write', setup: [['sh', '-c', 'printf "hello, nbd" > {DIR}/src.bin; truncate -s 512 {DIR}/src.bin']], server: nbdkitMem(), client: ['nbdcopy', '--connections=1', '{DIR}/src.bin', uri()] },
+  // errors: structured ERROR chunks, and simple replies carrying an errno
+  { name: 'nbdkit-error-filter-qemu-io', server: ['nbdkit', '-f', '-U', '{SOCK}', '--filter=error', 'memory', '1M', 'error=EIO', 'error-pread-rate=1', 'error-pwrite-rate=1'], client: ['qemu-io', '-f', 'raw', '-c', 'read 0 512', '-c', 'write 512 512', uri()], mayFail: true },
+  { name: 'nbdkit-error-filter-no-sr-nbdinfo', server: ['nbdkit', '-f', '-U', '{SOCK}', '--no-sr', '--filter=error', 'memory', '1M', 'error=ENOSPC', 'error-pread-rate=1'], client: ['nbdinfo', uri()], mayFail: true },
   // qemu-nbd
   { name: 'qemu-nbd-raw-nbdinfo', setup: rawImage, server: qemuNbd([]), client: ['nbdinfo', '--no-content', uri()] },
   { name: 'qemu-nbd-raw-qemu-io', setup: rawImage, server: qemuNbd([]), client: ['qemu-io', '-f', 'raw', '-c', 'read -v 0 16', '-c', 'write -P 0x33 4096 16', uri()] },
