@@ -22,7 +22,7 @@ export interface NbdUri {
   params: Record<string, string>;
 }
 
-/** Query parameters the spec and libnbd define; others are reported by `parseNbdUri`'s `unknown`. */
+/** Query parameters the spec and libnbd define; `parseNbdUri` keeps others in `params` for the caller to diagnose. */
 export const KNOWN_URI_PARAMS = [
   'socket',
   'tls-type',
@@ -125,7 +125,8 @@ export function formatNbdUri(uri: NbdUri): string {
   let authority = '';
   if (uri.transport !== 'unix') {
     const host = uri.host ?? 'localhost';
-    authority = host.includes(':') ? `[${host}]` : encodeURIComponent(host);
+    // IPv6 in brackets; '%' (a zone id, fe80::1%eth0) must still be escaped to parse back.
+    authority = host.includes(':') ? `[${host.replaceAll('%', '%25')}]` : encodeURIComponent(host);
     if (uri.port !== undefined) authority += `:${uri.port}`;
   }
   if (uri.user !== undefined) authority = `${encodeURIComponent(uri.user)}@${authority}`;
