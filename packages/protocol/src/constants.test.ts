@@ -1,7 +1,8 @@
 // Every constant in constants.ts checked against the project's protocol reference
-// (/work/shared/protocol.md, itself checked against the NBD project's doc/proto.md),
+// (docs/protocol.md, itself checked against the NBD project's doc/proto.md),
 // plus the name lookups used in logs.
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import {
   AllocationState,
@@ -27,7 +28,7 @@ import {
   nameOf,
 } from './constants.js';
 
-const REFERENCE = process.env.NBD_PROTOCOL_MD ?? '/work/shared/protocol.md';
+const REFERENCE = process.env.NBD_PROTOCOL_MD ?? fileURLToPath(new URL('../../../docs/protocol.md', import.meta.url));
 
 interface Table {
   section: string;
