@@ -1,0 +1,371 @@
+// Kernel tests: run INSIDE the VM (test/kernel/run.sh boots it once and runs this
+// one file, since every node start costs ~1 s under TCG). Imports the built dist/.
+// Every child process is spawned asynchronously: a synchronous one would block the
+// event loop that serves /dev/nbdN to the kernel (deadlock).
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { Client } from '../../packages/client/dist/index.js';
+import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
+import { FileDevice, MemoryDevice } from '../../packages/server/dist/index.js';
+
+const MiB = 1 << 20;
+const SIZE = 64 * MiB;
+const TMP = '/tmp/nbd-kernel-tests';
+const only = process.env.KERNEL_TEST_FILTER ? new RegExp(process.env.KERNEL_TEST_FILTER) : null;
+
+// ---------------------------------------------------------------- harness
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+const cleanups = [];
+const defer = (fn) => cleanups.push(fn);
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+function assertEq(a, b, msg) {
+  if (a !== b) throw new Error(`${msg}: expected ${JSON.stringify(b)}, got ${JSON.stringify(a)}`);
+}
+
+/** Runs a command asynchronously; resolves with { code, stdout, stderr }. */
+function sh(cmd, args, { timeout = 60_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout, maxBuffer: 64 * MiB, encoding: 'buffer' }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}`));
+      else resolve({ code: err ? err.code : 0, stdout, stderr: stderr.toString() });
+    });
+  });
+}
+async function ok(cmd, args, opts) {
+  const r = await sh(cmd, args, opts);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+const text = async (cmd, args) => (await ok(cmd, args)).toString().trim();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const sysSize = (i) => Number(readFileSync(`/sys/block/nbd${i}/size`, 'utf8'));
+
+async function waitFor(cond, what, ms = 15_000) {
+  const t = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Writes `data` at `offset` of a block device with O_DIRECT + fsync (a FLUSH), from a child. */
+async function ddWrite(path, file, offsetMiB) {
+  await ok('dd', [`if=${file}`, `of=${path}`, 'bs=1M', `seek=${offsetMiB}`, 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
+}
+async function ddRead(path, offsetMiB, mib) {
+  return ok('dd', [`if=${path}`, 'bs=1M', `skip=${offsetMiB}`, `count=${mib}`, 'iflag=direct', 'status=none']);
+}
+
+async function refFile(name, bytes) {
+  const data = randomBytes(bytes);
+  const file = `${TMP}/${name}`;
+  await writeFile(file, data);
+  return { data, file };
+}
+
+/** Spawns a server and waits for its unix socket. */
+async function startServer(cmd, args, sock) {
+  await rm(sock, { force: true });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((r) => child.once('exit', r));
+  defer(() => child.kill('SIGKILL'));
+  await waitFor(() => existsSync(sock) || child.exitCode !== null, `${cmd} socket`);
+  if (!existsSync(sock)) throw new Error(`${cmd} exited: ${err}`);
+  return { child, kill: async () => (child.kill('SIGKILL'), await exited) };
+}
+const nbdkitMemory = (sock) => startServer('nbdkit', ['-f', '-U', sock, 'memory', `${SIZE}`], sock);
+const qemuNbd = (sock, img) => startServer('qemu-nbd', ['-k', sock, '-f', 'raw', '-x', '', '--shared=8', '-t', img], sock);
+const uri = (sock) => `nbd+unix:///?socket=${sock}`;
+const goKernel = async (sock) => (await Client.connect(uri(sock))).go('', { structuredReplies: false });
+
+/** Mounts /dev/nbdN, runs fn(mountpoint), unmounts. */
+async function withMount(path, opts, fn) {
+  const mnt = `${TMP}/mnt`;
+  await mkdir(mnt, { recursive: true });
+  await ok('mount', [...opts, path, mnt]);
+  try {
+    await fn(mnt);
+  } finally {
+    await ok('umount', [mnt]);
+  }
+}
+
+/** A MemoryDevice wrapper counting the calls the kernel causes. */
+function counting(inner) {
+  const n = { sync: 0, trim: 0, write: 0 };
+  const dev = {
+    n,
+    multiConn: true,
+    readAt: (b, o, x) => inner.readAt(b, o, x),
+    writeAt: (b, o, x) => (n.write++, inner.writeAt(b, o, x)),
+    sync: (x) => (n.sync++, inner.sync(x)),
+    trim: (o, l, x) => (n.trim++, inner.trim(o, l, x)),
+  };
+  return dev;
+}
+
+function superblockMagic(dev) {
+  const b = new Uint8Array(2);
+  dev.readAt(b, 1024 + 56, {});
+  return b[0] | (b[1] << 8);
+}
+
+// ---------------------------------------------------------------- tests
+
+test('loopback MemoryDevice: mkfs.ext4, mount, write, umount, detach; contents checked from JS and by re-attaching', async () => {
+  const mem = new MemoryDevice(SIZE);
+  const ref = await refFile('ref-mem.bin', 3 * MiB);
+  let lb = await loopback(mem, SIZE);
+  await ok('mkfs.ext4', ['-q', '-F', lb.path]);
+  await withMount(lb.path, [], async (mnt) => {
+    await ok('cp', [ref.file, `${mnt}/a.bin`]);
+    await ok('sh', ['-c', `echo hello > ${mnt}/b.txt && sync`]);
+  });
+  await lb.close();
+  assertEq(sysSize(lb.index), 0, 'size after detach');
+  assertEq(superblockMagic(mem), 0xef53, 'ext4 superblock magic in the MemoryDevice');
+  lb = await loopback(mem, SIZE, { readOnly: true });
+  await withMount(lb.path, ['-o', 'ro,noload'], async (mnt) => {
+    assert((await readFile(`${mnt}/a.bin`)).equals(ref.data), 'a.bin survives detach/re-attach');
+    assertEq((await readFile(`${mnt}/b.txt`, 'utf8')).trim(), 'hello', 'b.txt');
+  });
+  await lb.close();
+});
+
+test('loopback FileDevice: ext4 written through /dev/nbdN lands in the backing file', async () => {
+  const img = `${TMP}/file.img`;
+  await ok('truncate', ['-s', `${SIZE}`, img]);
+  const dev = await FileDevice.open(img);
+  const ref = await refFile('ref-file.bin', 2 * MiB);
+  const lb = await loopback(dev, SIZE);
+  await ok('mkfs.ext4', ['-q', '-F', lb.path]);
+  await withMount(lb.path, [], async (mnt) => {
+    await ok('cp', [ref.file, `${mnt}/a.bin`]);
+  });
+  await lb.close();
+  await dev.close?.();
+  await ok('e2fsck', ['-fn', img]);
+  const out = await ok('debugfs', ['-R', 'cat /a.bin', img]);
+  assert(out.equals(ref.data), 'backing file holds a.bin');
+});
+
+test('FLUSH reaches Device.sync (fsync, sync) and TRIM reaches Device.trim (blkdiscard)', async () => {
+  const mem = new MemoryDevice(SIZE);
+  const dev = counting(mem);
+  const lb = await loopback(dev, SIZE);
+  const ref = await refFile('ref-flush.bin', MiB);
+  const before = dev.n.sync;
+  await ddWrite(lb.path, ref.file, 4);
+  assert(dev.n.sync > before, `fsync sent FLUSH (sync calls ${before} -> ${dev.n.sync})`);
+  const back = new Uint8Array(MiB);
+  mem.readAt(back, 4 * MiB, {});
+  assert(Buffer.from(back).equals(ref.data), 'written bytes in the device');
+  const s1 = dev.n.sync;
+  await ok('sync', []);
+  await ok('blockdev', ['--flushbufs', lb.path]);
+  assert(dev.n.sync > s1, 'blockdev --flushbufs sent FLUSH');
+  await ok('blkdiscard', ['-o', `${4 * MiB}`, '-l', `${MiB}`, lb.path]);
+  assert(dev.n.trim > 0, 'blkdiscard sent TRIM');
+  mem.readAt(back, 4 * MiB, {});
+  assert(back.every((b) => b === 0), 'trimmed range of the MemoryDevice reads as zeroes');
+  await lb.close();
+});
+
+test('read-only export: blockdev --getro is 1 and writes fail', async () => {
+  const lb = await loopback(new MemoryDevice(SIZE), SIZE, { readOnly: true });
+  assertEq(await text('blockdev', ['--getro', lb.path]), '1', 'getro');
+  const r = await sh('dd', ['if=/dev/zero', `of=${lb.path}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none']);
+  assert(r.code !== 0, 'a write to a read-only device fails');
+  await lb.close();
+  const rw = await loopback(new MemoryDevice(SIZE), SIZE);
+  assertEq(await text('blockdev', ['--getro', rw.path]), '0', 'getro of a writable export');
+  await rw.close();
+});
+
+test('block size honoured: --getss / --getbsz for 4096 and 512', async () => {
+  for (const bs of [4096, 512]) {
+    const lb = await loopback(new MemoryDevice(SIZE), SIZE, { blockSize: bs });
+    assertEq(await text('blockdev', ['--getss', lb.path]), String(bs), `getss ${bs}`);
+    assertEq(await text('blockdev', ['--getsize64', lb.path]), String(SIZE), 'getsize64');
+    if (bs === 4096) assertEq(await text('blockdev', ['--getbsz', lb.path]), '4096', 'getbsz');
+    await lb.close();
+  }
+});
+
+test('multi-connection loopback (4 connections, netlink and ioctl): parallel writes all land', async () => {
+  for (const mode of ['netlink', 'ioctl']) {
+    const mem = new MemoryDevice(SIZE);
+    const lb = await loopback(mem, SIZE, { connections: 4, mode });
+    const refs = await Promise.all([0, 1, 2, 3].map((i) => refFile(`mc-${i}.bin`, MiB)));
+    await Promise.all(refs.map((r, i) => ddWrite(lb.path, r.file, i * 8)));
+    for (const [i, r] of refs.entries()) {
+      const back = new Uint8Array(MiB);
+      mem.readAt(back, i * 8 * MiB, {});
+      assert(Buffer.from(back).equals(r.data), `${mode}: region ${i}`);
+    }
+    await lb.close();
+    assertEq(sysSize(lb.index), 0, `${mode}: size after detach`);
+  }
+});
+
+test('loopback refuses several connections for a device without multiConn', async () => {
+  const dev = { readAt: (b) => b.fill(0) };
+  let err;
+  await loopback(dev, SIZE, { connections: 2 }).catch((e) => (err = e));
+  assert(err && /multiConn/.test(err.message), `clear error, got ${err}`);
+});
+
+for (const server of ['qemu-nbd', 'nbdkit']) {
+  for (const mode of ['netlink', 'ioctl']) {
+    for (const n of [1, 4]) {
+      test(`configure: ${server}, ${mode}, ${n} connection(s): write/read through /dev/nbdN, data on the server`, async () => {
+        const sock = `${TMP}/${server}.sock`;
+        let srv;
+        if (server === 'qemu-nbd') {
+          const img = `${TMP}/q.img`;
+          await ok('truncate', ['-s', `${SIZE}`, img]);
+          srv = await qemuNbd(sock, img);
+        } else {
+          srv = await nbdkitMemory(sock);
+        }
+        const conns = await Promise.all(Array.from({ length: n }, () => goKernel(sock)));
+        const index = await configure(conns, { mode });
+        assertEq(sysSize(index) * 512, SIZE, 'device size');
+        const ref = await refFile('cfg.bin', 2 * MiB);
+        await ddWrite(`/dev/nbd${index}`, ref.file, 10);
+        assert((await ddRead(`/dev/nbd${index}`, 10, 2)).equals(ref.data), 'read back through the device');
+        await disconnect(index);
+        await waitFor(() => sysSize(index) === 0, 'size 0 after disconnect');
+        const c = await goKernel(sock);
+        const onServer = await c.read(10 * MiB, 2 * MiB);
+        await c.disconnect();
+        assert(Buffer.from(onServer).equals(ref.data), 'the server has the data');
+        await srv.kill();
+      });
+    }
+  }
+}
+
+test('configure refuses a busy device index with EBUSY', async () => {
+  const lb = await loopback(new MemoryDevice(SIZE), SIZE);
+  const sock = `${TMP}/busy.sock`;
+  const srv = await nbdkitMemory(sock);
+  let err;
+  await configure(await goKernel(sock), { index: lb.index }).catch((e) => (err = e));
+  assert(err && err.code === 'EBUSY' && /busy/.test(err.message), `EBUSY with a clear message, got ${err}`);
+  await lb.close();
+  await srv.kill();
+});
+
+test('supervisor: server killed mid-I/O, device reconnects, flushed data intact, I/O resumes', async () => {
+  const img = `${TMP}/sup.img`;
+  await ok('truncate', ['-s', `${SIZE}`, img]);
+  const sock = `${TMP}/sup.sock`;
+  let srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
+  const index = await configure(await goKernel(sock), { timeout: 3, deadConnTimeout: 60 });
+  const events = [];
+  const sup = await supervise(index, async () => [await goKernel(sock)], { onReconnect: (e) => events.push(e ?? 'ok') });
+  const a = await refFile('sup-a.bin', 2 * MiB);
+  await ddWrite(`/dev/nbd${index}`, a.file, 0); // flushed before the kill
+  const b = await refFile('sup-b.bin', 8 * MiB);
+  const writing = ddWrite(`/dev/nbd${index}`, b.file, 16);
+  await sleep(150);
+  await srv.kill();
+  await sleep(300);
+  srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
+  await writing; // must succeed: the kernel held and retried the I/O
+  assert(sup.reconnects >= 1, `reconnected (events: ${events.join(', ')})`);
+  assert((await ddRead(`/dev/nbd${index}`, 0, 2)).equals(a.data), 'data flushed before the kill is intact');
+  assert((await ddRead(`/dev/nbd${index}`, 16, 8)).equals(b.data), 'the write in flight completed after reconnect');
+  sup.close();
+  await disconnect(index);
+  await waitFor(() => sysSize(index) === 0, 'size 0 after disconnect');
+  const onDisk = Buffer.alloc(2 * MiB);
+  const fh = await (await import('node:fs/promises')).open(img, 'r');
+  await fh.read(onDisk, 0, onDisk.length, 0);
+  await fh.close();
+  assert(onDisk.equals(a.data), 'backing file has the flushed data');
+  await srv.kill();
+});
+
+test('no supervisor: server killed, I/O errors out, the device detaches cleanly (netlink and ioctl)', async () => {
+  for (const mode of ['netlink', 'ioctl']) {
+    const sock = `${TMP}/dead-${mode}.sock`;
+    const srv = await nbdkitMemory(sock);
+    const index = await configure(await goKernel(sock), { mode });
+    await ddRead(`/dev/nbd${index}`, 0, 1);
+    await srv.kill();
+    await sleep(200);
+    const r = await sh('dd', [`if=/dev/nbd${index}`, 'of=/dev/null', 'bs=1M', 'skip=5', 'count=1', 'iflag=direct', 'status=none']);
+    assert(r.code !== 0, `${mode}: I/O to a dead device fails`);
+    if (mode === 'ioctl') {
+      // DO_IT returns on its own when the link dies; the worker exits and the device resets.
+      await waitFor(() => !existsSync(`/sys/block/nbd${index}/pid`) && sysSize(index) === 0, 'ioctl device reset');
+    } else {
+      await disconnect(index);
+      await waitFor(() => sysSize(index) === 0, 'netlink device reset');
+    }
+    const st = await status(index);
+    assert(st.every((d) => !d.connected), `${mode}: status says disconnected`);
+  }
+});
+
+test('50 attach/detach cycles (netlink and ioctl): no device stuck, no thread left', async () => {
+  const threads = () => readdirSync('/proc/self/task').length;
+  const cycle = async (mode) => {
+    const lb = await loopback(new MemoryDevice(SIZE), SIZE, { mode });
+    await ddRead(lb.path, 0, 1);
+    await lb.close();
+  };
+  await cycle('ioctl'); // warm up libuv's pool and koffi
+  await sleep(200);
+  const base = threads();
+  for (let i = 0; i < 50; i++) await cycle(i % 2 ? 'ioctl' : 'netlink');
+  await sleep(500);
+  const st = await status();
+  assert(st.every((d) => !d.connected), `every device disconnected: ${JSON.stringify(st.filter((d) => d.connected))}`);
+  for (const d of st) assertEq(sysSize(d.index), 0, `nbd${d.index} size`);
+  assert(threads() <= base, `threads: ${threads()} now, ${base} before (a DO_IT worker leaked?)`);
+});
+
+// ---------------------------------------------------------------- runner
+
+await rm(TMP, { recursive: true, force: true });
+await mkdir(TMP, { recursive: true });
+let passed = 0;
+let failed = 0;
+const started = Date.now();
+for (const t of tests) {
+  if (only && !only.test(t.name)) continue;
+  const t0 = Date.now();
+  try {
+    await Promise.race([
+      t.fn(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('test timed out after 180 s')), 180_000).unref()),
+    ]);
+    passed++;
+    console.log(`ok   ${t.name} (${Date.now() - t0} ms)`);
+  } catch (err) {
+    failed++;
+    console.log(`FAIL ${t.name} (${Date.now() - t0} ms)\n     ${err?.stack ?? err}`);
+  } finally {
+    for (const c of cleanups.splice(0)) {
+      try {
+        await c();
+      } catch {}
+    }
+  }
+}
+// Leave nothing attached even after failures.
+for (const d of await status().catch(() => [])) if (d.connected) await disconnect(d.index).catch(() => {});
+console.log(`kernel: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+process.exit(failed ? 1 : 0);

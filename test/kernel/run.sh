@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Kernel tests: boots the VM once (run-in-vm.sh: Debian's 6.1 kernel with nbd.ko
+# under qemu, the host's / over 9p) and runs every in-guest test in one node
+# process. Builds nothing: `tsc -b` has already produced packages/*/dist.
+# Exits non-zero if any test (or the VM) fails; prints "kernel: N passed, M failed".
+#   KERNEL_TEST_FILTER=regex   only the tests whose name matches
+#   VM_TIMEOUT, VM_CPUS, VM_MEM, VM_DEBUG   see run-in-vm.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+
+missing=""
+for t in mkfs.ext4 e2fsck debugfs blkdiscard blockdev mount dd nbdkit qemu-nbd qemu-system-x86_64; do
+  command -v "$t" >/dev/null || missing="$missing $t"
+done
+if [ -n "$missing" ]; then
+  echo "kernel tests: missing host tools:$missing (scripts/bootstrap.sh --peers --vm; e2fsprogs, util-linux)" >&2
+  echo "kernel: 0 passed, 1 failed"
+  exit 1
+fi
+for p in linux server client protocol; do
+  [ -f "packages/$p/dist/index.js" ] || { echo "kernel tests: packages/$p/dist missing: run pnpm exec tsc -b" >&2; echo "kernel: 0 passed, 1 failed"; exit 1; }
+done
+
+VM_TIMEOUT=${VM_TIMEOUT:-900} bash test/kernel/run-in-vm.sh node test/kernel/kernel.test.mjs
+rc=$?
+if [ "$rc" = 125 ]; then
+  echo "kernel tests: the VM itself failed (see the console tail above)" >&2
+  echo "kernel: 0 passed, 1 failed"
+fi
+exit "$rc"
