@@ -22,6 +22,7 @@ import {
   writeSimpleReply,
 } from '@nbd/protocol';
 import type { Extent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from './device.js';
+import { BufferPool } from './buffer-pool.js';
 import { type Deferred, deferred } from './deferred.js';
 import type { FrameSource } from './frame-source.js';
 import type { Logger } from './logger.js';
@@ -56,6 +57,16 @@ const SPARSE_READ_MIN = 64 * 1024;
 /** Work buffer size for emulated WRITE_ZEROES and CACHE. */
 const SCRATCH = 1024 * 1024;
 let zeroes: Uint8Array | undefined;
+/** READ reply buffers of at least this size are pooled (smaller ones come from Node's slab). */
+const POOL_MIN = 16 * 1024;
+const pool = new BufferPool(32 * 1024 * 1024);
+/**
+ * Reply bytes queued in the socket before reading pauses, and the level at which
+ * it resumes. Small on purpose: replies waiting in our memory only add cache
+ * misses; requests waiting in the kernel's socket buffer cost nothing.
+ */
+const REPLY_HIGH_WATER = 4 * 1024 * 1024;
+const REPLY_LOW_WATER = 1024 * 1024;
 
 function isPromise(v: unknown): v is Promise<unknown> {
   return v !== undefined && v !== null && typeof (v as { then?: unknown }).then === 'function';
@@ -247,7 +258,8 @@ export class Transmission {
     const s = this.session;
     // Header, the OFFSET_DATA offset field, and the data: one buffer, filled in place.
     const head = !s.structured ? Size.SIMPLE_REPLY : (s.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK) + 8;
-    const buf = Buffer.allocUnsafe(head + p.length);
+    const size = head + p.length;
+    const buf = size >= POOL_MIN ? pool.take(size) : Buffer.allocUnsafe(size);
     if (!s.structured) writeSimpleReply(buf, 0, { error: 0, cookie: p.cookie });
     else {
       const n = writeChunkHeader(
@@ -429,10 +441,16 @@ export class Transmission {
     this.end(p);
   };
 
-  private sendAndEnd(p: Pending, buf: Uint8Array): void {
+  private sendAndEnd(p: Pending, buf: Buffer): void {
     if (this.shuttingDown) this.fail(p, undefined);
     else {
-      this.send(buf);
+      if (buf.length >= POOL_MIN) {
+        this.send(buf, () => {
+          pool.give(buf);
+          if (this.socket.writableLength < REPLY_LOW_WATER) this.maybeResume();
+        });
+      }
+      else this.send(buf);
       this.end(p);
     }
   }
@@ -462,7 +480,8 @@ export class Transmission {
     }
   }
 
-  private send(buf: Uint8Array): void {
+  /** `written` runs once the socket is done with `buf` (not if the write fails). */
+  private send(buf: Uint8Array, written?: () => void): void {
     const s = this.socket;
     if (this.socketClosed || s.destroyed || !s.writable) return;
     if (!this.corked) {
@@ -470,7 +489,8 @@ export class Transmission {
       s.cork();
       process.nextTick(this.uncork);
     }
-    s.write(buf);
+    if (written === undefined) s.write(buf);
+    else s.write(buf, (err) => err || written());
   }
 
   private readonly uncork = () => {
@@ -493,7 +513,7 @@ export class Transmission {
     return (
       this.inFlight < this.limits.maxInFlight &&
       this.inFlightBytes < this.limits.maxInFlightBytes &&
-      this.socket.writableLength < this.limits.maxInFlightBytes
+      this.socket.writableLength < Math.min(this.limits.maxInFlightBytes, REPLY_HIGH_WATER)
     );
   }
 
