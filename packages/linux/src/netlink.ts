@@ -208,7 +208,7 @@ export function decodeError(msg: NlMessage): { errno: number; message?: string }
   const p = msg.payload;
   if (p.length < 4) throw new NbdLinuxError('netlink: error message truncated', 'EPROTO');
   const v = new DataView(p.buffer, p.byteOffset, p.byteLength);
-  const err = -v.getInt32(0, LE);
+  const err = -v.getInt32(0, LE) | 0; // | 0: an ACK is +0, not -0
   if (!(msg.flags & NlmFlag.ACK_TLVS) || p.length < 4 + NLMSG_HDRLEN) return { errno: err };
   const origLen = msg.flags & NlmFlag.CAPPED ? NLMSG_HDRLEN : v.getUint32(4, LE);
   const tlvs = p.subarray(Math.min(p.length, 4 + align4(origLen)));

@@ -1,0 +1,52 @@
+import { PassThrough } from 'node:stream';
+import { TransmissionFlag as T } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
+import { prepare } from './configure.js';
+
+const flags = T.HAS_FLAGS | T.SEND_FLUSH;
+
+describe('prepare (what configure checks before the kernel sees anything)', () => {
+  test('several connections without CAN_MULTI_CONN are refused with the reason', () => {
+    const c = { fd: 3, size: 1 << 20, flags };
+    expect(() => prepare([c, { ...c, fd: 4 }])).toThrow(/does not advertise CAN_MULTI_CONN; the kernel would refuse/);
+  });
+
+  test('several connections with CAN_MULTI_CONN pass, fds in order', () => {
+    const c = { fd: 3, size: 1 << 20, flags: flags | T.CAN_MULTI_CONN };
+    expect(prepare([c, { ...c, fd: 9 }]).fds).toEqual([3, 9]);
+  });
+
+  test('connections to different exports are refused', () => {
+    expect(() => prepare([{ fd: 3, size: 1 << 20, flags: flags | T.CAN_MULTI_CONN }, { fd: 4, size: 2 << 20, flags: flags | T.CAN_MULTI_CONN }])).toThrow(
+      /disagree on size or flags/,
+    );
+  });
+
+  test('block size: default 512, at least the server minimum, must be a power of 2 ≥ 512', () => {
+    expect(prepare({ fd: 3, size: 4096, flags }).blockSize).toBe(512);
+    expect(prepare({ fd: 3, size: 4096, flags, blockSize: 4096 }).blockSize).toBe(4096);
+    expect(prepare({ fd: 3, size: 4096, flags, blockSize: 1 }).blockSize).toBe(512);
+    expect(() => prepare({ fd: 3, size: 4096, flags }, 1000)).toThrow(/power of 2/);
+    expect(() => prepare({ fd: 3, size: 4096, flags }, 256)).toThrow(/power of 2/);
+  });
+
+  test('a bad size or no connection at all is refused', () => {
+    expect(() => prepare([])).toThrow(/no connections/);
+    expect(() => prepare({ fd: 3, size: -1, flags })).toThrow(/bad export size/);
+  });
+
+  test('a stream without a file descriptor cannot go to the kernel', () => {
+    expect(() => prepare({ socket: new PassThrough(), size: 4096, flags })).toThrow(/no file descriptor/);
+  });
+
+  test('a detachable Connection is detached and its info used', () => {
+    let detached = 0;
+    const sock = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
+    const conn = {
+      detach: () => (detached++, { socket: sock, info: { size: 8192, flags, blockSizes: { min: 4096, preferred: 4096 } } }),
+    };
+    const p = prepare(conn);
+    expect(detached).toBe(1);
+    expect(p).toMatchObject({ fds: [42], size: 8192, flags, blockSize: 4096 });
+  });
+});
