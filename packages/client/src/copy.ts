@@ -1,0 +1,262 @@
+// Our nbdcopy: export → export, export → file, file → export. Sparse-aware:
+// zero extents (base:allocation) and all-zero blocks are not copied as data but
+// zeroed on the destination, or skipped when the destination is known to be zero.
+import { type FileHandle, open as openFile } from 'node:fs/promises';
+import { AllocationState, MetaContext } from '@nbd/protocol';
+import { Connection } from './connection.js';
+import { MultiConnection, connectMulti } from './multi.js';
+
+/** An NBD URI, a file path, `null:` (a sink, destination only), an open connection, or a FileHandle. */
+export type CopyEndpoint = string | Connection | MultiConnection | FileHandle;
+
+export interface CopyProgress {
+  done: number;
+  total: number;
+}
+
+export interface CopyOptions {
+  /** Bytes per request (default 256 KiB, like nbdcopy). */
+  requestSize?: number;
+  /** Requests in flight per connection (default 64, like nbdcopy). */
+  inFlight?: number;
+  /** Connections per NBD endpoint opened from a URI, if the server allows multi-conn (default 4). */
+  connections?: number;
+  /** The destination already reads as zeroes: zero ranges are skipped, not written. */
+  destinationIsZero?: boolean;
+  /** Detect zero ranges (block status + zero-block detection). Default true. */
+  sparse?: boolean;
+  /** Flush the destination at the end (default true). */
+  flush?: boolean;
+  onProgress?: (p: CopyProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface CopyResult {
+  /** Bytes copied in total (the source size). */
+  bytes: number;
+  /** Of those, bytes found to be zero and zeroed or skipped instead of written as data. */
+  zeroBytes: number;
+}
+
+interface Source {
+  size: number;
+  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Zero/non-zero runs from `offset`, covering at least one byte; undefined = no map. */
+  extents?(offset: number, length: number, signal?: AbortSignal): Promise<{ length: number; zero: boolean }[]>;
+  close(): Promise<void>;
+}
+
+interface Sink {
+  size: number | undefined;
+  knownZero: boolean;
+  write(buf: Uint8Array, offset: number, signal?: AbortSignal): Promise<void>;
+  zero(offset: number, length: number, signal?: AbortSignal): Promise<void>;
+  finish(size: number, flush: boolean): Promise<void>;
+  close(): Promise<void>;
+}
+
+const isUri = (s: string) => /^nbds?(\+[a-z]+)?:\/\//i.test(s);
+
+async function nbdEndpoint(e: CopyEndpoint, opts: CopyOptions, forSource: boolean): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
+  if (e instanceof Connection || e instanceof MultiConnection) return { conn: e, owned: false };
+  if (typeof e === 'string' && isUri(e)) {
+    const conn = await connectMulti(e, {
+      connections: opts.connections ?? 4,
+      metaContexts: forSource && opts.sparse !== false ? [MetaContext.BASE_ALLOCATION] : [],
+      signal: opts.signal,
+    });
+    return { conn, owned: true };
+  }
+  return undefined;
+}
+
+async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
+  const nbd = await nbdEndpoint(e, opts, true);
+  if (nbd) {
+    const { conn, owned } = nbd;
+    const hasMap = opts.sparse !== false && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
+    return {
+      size: conn.info.size,
+      read: (off, len, signal) => conn.read(off, len, { signal }),
+      extents: hasMap
+        ? async (off, len, signal) => {
+            const m = await conn.blockStatus(off, len, { contexts: [MetaContext.BASE_ALLOCATION], signal });
+            return (m.get(MetaContext.BASE_ALLOCATION) ?? []).map((x) => ({ length: x.length, zero: (x.flags & AllocationState.ZERO) !== 0 }));
+          }
+        : undefined,
+      close: async () => {
+        if (owned) await conn.disconnect();
+      },
+    };
+  }
+  if (e === 'null:') throw new Error('copy: null: is a destination only');
+  const owned = typeof e === 'string';
+  const fh = typeof e === 'string' ? await openFile(e, 'r') : (e as FileHandle);
+  const st = await fh.stat();
+  return {
+    size: st.size,
+    read: async (off, len) => {
+      const buf = Buffer.allocUnsafe(len);
+      let got = 0;
+      while (got < len) {
+        const { bytesRead } = await fh.read(buf, got, len - got, off + got);
+        if (bytesRead === 0) {
+          buf.fill(0, got); // the file shrank under us: what is gone reads as zeroes
+          break;
+        }
+        got += bytesRead;
+      }
+      return buf;
+    },
+    close: async () => {
+      if (owned) await fh.close();
+    },
+  };
+}
+
+async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
+  if (e === 'null:') {
+    return { size: undefined, knownZero: true, write: async () => {}, zero: async () => {}, finish: async () => {}, close: async () => {} };
+  }
+  const nbd = await nbdEndpoint(e, opts, false);
+  if (nbd) {
+    const { conn, owned } = nbd;
+    let zeroes: Uint8Array | undefined;
+    return {
+      size: conn.info.size,
+      knownZero: opts.destinationIsZero ?? false,
+      write: (buf, off, signal) => conn.write(buf, off, { signal }),
+      zero: async (off, len, signal) => {
+        if (conn.info.can.zero) return conn.zero(off, len, { signal });
+        zeroes ??= new Uint8Array(Math.min(len, 1 << 20));
+        for (let pos = 0; pos < len; pos += zeroes.length) {
+          const n = Math.min(zeroes.length, len - pos);
+          await conn.write(zeroes.subarray(0, n), off + pos, { signal });
+        }
+      },
+      finish: async (_size, flush) => {
+        if (flush && conn.info.can.flush) await conn.flush();
+      },
+      close: async () => {
+        if (owned) await conn.disconnect();
+      },
+    };
+  }
+  const owned = typeof e === 'string';
+  const fh = typeof e === 'string' ? await openFile(e, 'w') : (e as FileHandle);
+  const st = await fh.stat();
+  // A regular file we just created (or an empty one) reads as zeroes: leave holes by not writing.
+  const knownZero = opts.destinationIsZero ?? (st.isFile() && st.size === 0);
+  let zeroes: Uint8Array | undefined;
+  const write = async (buf: Uint8Array, off: number) => {
+    let done = 0;
+    while (done < buf.length) {
+      const { bytesWritten } = await fh.write(buf, done, buf.length - done, off + done);
+      done += bytesWritten;
+    }
+  };
+  return {
+    size: undefined,
+    knownZero,
+    write,
+    zero: async (off, len) => {
+      zeroes ??= new Uint8Array(1 << 20);
+      for (let pos = 0; pos < len; pos += zeroes.length) await write(zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos);
+    },
+    finish: async (size, flush) => {
+      if (st.isFile()) await fh.truncate(size);
+      if (flush && st.isFile()) await fh.sync();
+    },
+    close: async () => {
+      if (owned) await fh.close();
+    },
+  };
+}
+
+/** True when every byte of `b` is 0 (memcmp against a zero page, not a JS loop). */
+const ZERO_PAGE = Buffer.alloc(64 * 1024);
+function isZero(b: Uint8Array): boolean {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  for (let pos = 0; pos < buf.length; pos += ZERO_PAGE.length) {
+    const n = Math.min(ZERO_PAGE.length, buf.length - pos);
+    if (buf.compare(ZERO_PAGE, 0, n, pos, pos + n) !== 0) return false;
+  }
+  return true;
+}
+
+/** Copies all of `src` to `dst`. Endpoints given as URIs or paths are opened and closed here. */
+export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions = {}): Promise<CopyResult> {
+  const requestSize = opts.requestSize ?? 256 * 1024;
+  if (!Number.isSafeInteger(requestSize) || requestSize <= 0) throw new RangeError(`requestSize must be a positive integer, got ${requestSize}`);
+  const signal = opts.signal;
+  const source = await openSource(src, opts);
+  let sink: Sink | undefined;
+  try {
+    sink = await openSink(dst, opts);
+    const out = sink;
+    const total = source.size;
+    if (out.size !== undefined && out.size < total) {
+      throw new Error(`copy: the destination (${out.size} bytes) is smaller than the source (${total} bytes)`);
+    }
+    const conns = (e: CopyEndpoint) => (e instanceof MultiConnection ? e.connections.length : typeof e === 'string' && isUri(e) ? (opts.connections ?? 4) : 1);
+    const window = (opts.inFlight ?? 64) * Math.max(conns(src), conns(dst));
+    const sparse = opts.sparse !== false;
+    let done = 0;
+    let zeroBytes = 0;
+    const progress = (n: number) => {
+      done += n;
+      opts.onProgress?.({ done, total });
+    };
+
+    // Work items in offset order: data ranges of ≤ requestSize, and whole zero ranges.
+    let next = 0;
+    let queue: { offset: number; length: number; zero: boolean }[] = [];
+    let mapping: Promise<void> | undefined;
+    const refill = async () => {
+      const ext = source.extents && sparse ? await source.extents(next, Math.min(total - next, 1 << 30), signal) : [{ length: total - next, zero: false }];
+      const end = next + ext.reduce((n, x) => n + x.length, 0);
+      let off = next;
+      for (const x of ext) {
+        const len = Math.min(x.length, total - off);
+        if (len <= 0) break;
+        if (x.zero) queue.push({ offset: off, length: len, zero: true });
+        else for (let p = 0; p < len; p += requestSize) queue.push({ offset: off + p, length: Math.min(requestSize, len - p), zero: false });
+        off += len;
+      }
+      next = Math.min(total, Math.max(end, next + 1));
+    };
+    const take = async () => {
+      while (queue.length === 0 && next < total) {
+        // One block-status call at a time; the other workers wait for it.
+        mapping ??= refill().finally(() => (mapping = undefined));
+        await mapping;
+      }
+      return queue.shift();
+    };
+    const worker = async () => {
+      for (;;) {
+        signal?.throwIfAborted();
+        const item = await take();
+        if (!item) return;
+        if (item.zero) {
+          zeroBytes += item.length;
+          if (!out.knownZero) await out.zero(item.offset, item.length, signal);
+        } else {
+          const data = await source.read(item.offset, item.length, signal);
+          if (sparse && isZero(data)) {
+            zeroBytes += item.length;
+            if (!out.knownZero) await out.zero(item.offset, item.length, signal);
+          } else await out.write(data, item.offset, signal);
+        }
+        progress(item.length);
+      }
+    };
+    const results = await Promise.allSettled(Array.from({ length: Math.max(1, window) }, worker));
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
+    queue = [];
+    await out.finish(total, opts.flush !== false);
+    return { bytes: total, zeroBytes };
+  } finally {
+    await Promise.allSettled([source.close(), sink?.close()]);
+  }
+}

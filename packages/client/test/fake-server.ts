@@ -1,0 +1,200 @@
+// A scripted in-process NBD server for unit tests, built from the protocol codecs.
+// Each test drives the conversation step by step and can misbehave on purpose.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type Server, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ClientStreamDecoder,
+  type ClientFrame,
+  type ChunkPayload,
+  HandshakeFlag,
+  Info,
+  Option,
+  OptionReply,
+  type Request,
+  TransmissionFlag,
+  decodeOptionRequest,
+  encodeChunk,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeOptionReply,
+  encodeSimpleReply,
+} from '@nbd/protocol';
+
+export interface NegotiateOptions {
+  size?: bigint;
+  flags?: number;
+  structured?: boolean;
+  extended?: boolean;
+  /** Meta contexts the server knows, name → id. */
+  contexts?: Record<string, number>;
+  blockSize?: { min: number; preferred: number; max: number };
+  /** Answer GO with ERR_UNSUP (forcing EXPORT_NAME). */
+  noGo?: boolean;
+  /** Refuse every export but these names. */
+  exports?: string[];
+}
+
+export const RW_FLAGS =
+  TransmissionFlag.HAS_FLAGS |
+  TransmissionFlag.SEND_FLUSH |
+  TransmissionFlag.SEND_FUA |
+  TransmissionFlag.SEND_TRIM |
+  TransmissionFlag.SEND_WRITE_ZEROES |
+  TransmissionFlag.SEND_CACHE;
+
+export class FakePeer {
+  readonly decoder = new ClientStreamDecoder();
+  extended = false;
+  private frames: ClientFrame[] = [];
+  private waiter: (() => void) | undefined;
+  closed = false;
+
+  constructor(readonly socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.decoder.push(d);
+      this.waiter?.();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.waiter?.();
+    });
+    socket.on('error', () => {});
+  }
+
+  async frame(): Promise<ClientFrame> {
+    for (;;) {
+      const f = this.frames.shift() ?? this.decoder.next();
+      if (f) return f;
+      if (this.closed) throw new Error('fake server: client closed');
+      await new Promise<void>((r) => (this.waiter = r));
+      this.waiter = undefined;
+    }
+  }
+
+  async request(): Promise<Request & { payload?: Uint8Array }> {
+    const f = await this.frame();
+    if (f.kind !== 'request') throw new Error(`fake server: expected a request, got ${f.kind}`);
+    return { ...f.request, payload: f.payload };
+  }
+
+  send(b: Uint8Array): void {
+    this.socket.write(b);
+  }
+
+  chunk(cookie: bigint, payload: ChunkPayload, done = true, offset = 0n): void {
+    this.send(encodeChunk(cookie, payload, { done, extended: this.extended, offset }));
+  }
+
+  simple(cookie: bigint, error = 0, data?: Uint8Array): void {
+    this.send(encodeSimpleReply({ cookie, error }));
+    if (data) this.send(data);
+  }
+
+  /** Fixed-newstyle negotiation up to GO (or EXPORT_NAME); returns the export name chosen. */
+  async negotiate(o: NegotiateOptions = {}): Promise<string> {
+    const size = o.size ?? 1n << 20n;
+    const flags = o.flags ?? RW_FLAGS;
+    this.send(encodeGreeting({ style: 'newstyle', flags: HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES }));
+    const cf = await this.frame();
+    if (cf.kind !== 'client-flags') throw new Error('fake server: no client flags');
+    this.decoder.phase = 'options';
+    for (;;) {
+      const f = await this.frame();
+      if (f.kind !== 'option') throw new Error('fake server: expected an option');
+      const req = decodeOptionRequest(f.option, f.data);
+      const reply = (r: Parameters<typeof encodeOptionReply>[1]) => this.send(encodeOptionReply(f.option, r));
+      const err = (code: number, message = '') => reply({ kind: 'error', code, message });
+      switch (req.kind) {
+        case 'structured-reply':
+          if (o.structured === false) err(OptionReply.ERR_UNSUP);
+          else reply({ kind: 'ack' });
+          break;
+        case 'extended-headers':
+          if (o.extended) {
+            this.extended = true;
+            reply({ kind: 'ack' });
+          } else err(OptionReply.ERR_UNSUP, 'no extended headers here');
+          break;
+        case 'list':
+          for (const name of o.exports ?? ['']) reply({ kind: 'server', name, description: `export ${name}` });
+          reply({ kind: 'ack' });
+          break;
+        case 'list-meta-context':
+        case 'set-meta-context':
+          for (const [name, id] of Object.entries(o.contexts ?? {})) {
+            if (req.queries.length === 0 || req.queries.includes(name)) reply({ kind: 'meta-context', id, name });
+          }
+          reply({ kind: 'ack' });
+          break;
+        case 'info':
+        case 'go':
+          if (o.exports && !o.exports.includes(req.name)) {
+            err(OptionReply.ERR_UNKNOWN, `no export named "${req.name}"`);
+            break;
+          }
+          if (req.kind === 'go' && o.noGo) {
+            err(OptionReply.ERR_UNSUP);
+            break;
+          }
+          reply({ kind: 'info', info: { kind: 'export', size, flags } });
+          if (o.blockSize) reply({ kind: 'info', info: { kind: 'block-size', ...o.blockSize } });
+          reply({ kind: 'ack' });
+          if (req.kind === 'go') {
+            this.decoder.phase = 'transmission';
+            this.decoder.extended = this.extended;
+            return req.name;
+          }
+          break;
+        case 'export-name':
+          this.send(encodeExportNameReply({ size, flags }, true));
+          this.decoder.phase = 'transmission';
+          return req.name;
+        case 'abort':
+          reply({ kind: 'ack' });
+          this.socket.end();
+          return '';
+        default:
+          err(OptionReply.ERR_UNSUP);
+      }
+    }
+  }
+}
+
+export interface FakeServer {
+  uri: string;
+  /** Settles when the script finishes; a throwing script rejects it. */
+  done: Promise<void>;
+  close: () => Promise<void>;
+}
+
+/** Listens on a fresh unix socket; the first client that connects runs `script`. */
+export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Promise<FakeServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'nbd-fake-'));
+  const path = join(dir, 's.sock');
+  let resolveDone!: () => void;
+  let rejectDone!: (e: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  done.catch(() => {});
+  const sockets: Socket[] = [];
+  const server: Server = createServer((s) => {
+    sockets.push(s);
+    script(new FakePeer(s)).then(resolveDone, rejectDone);
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    uri: `nbd+unix:///?socket=${encodeURIComponent(path)}`,
+    done,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export { Info, Option };
