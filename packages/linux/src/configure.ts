@@ -251,6 +251,8 @@ export async function supervise(
         opts.onReconnect?.();
         return;
       } catch (err) {
+        // No dead socket left to replace: an earlier attempt already repaired the device.
+        if (err instanceof NbdLinuxError && err.code === 'ENOSPC') return;
         opts.onReconnect?.(err);
         await new Promise((r) => setTimeout(r, retryDelay));
       } finally {
