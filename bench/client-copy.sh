@@ -1,0 +1,61 @@
+#!/bin/bash
+# @nbd/client vs libnbd, side by side in one run:
+#   copy   nbdkit memory (filled) → null:      ours (copy()) vs nbdcopy
+#   copy   nbdkit pattern → nbdkit memory       ours vs nbdcopy
+#   randread 4 KiB, queue depth 32, one connection, nbdkit memory: ours vs fio (libnbd engine)
+# Prints one markdown table with ratios (ours / theirs; > 1 = ours faster).
+#   SIZE (default 1G), RUNS (default 3), SECS (randread seconds, default 10)
+set -eu
+cd "$(dirname "$0")/.."
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+SIZE=${SIZE:-1G}; RUNS=${RUNS:-3}; SECS=${SECS:-10}
+WORK=$(mktemp -d /tmp/nbd-client-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+log() { echo "[client-bench $(date +%T)] $*" >&2; }
+
+pnpm exec tsc -b >&2
+BYTES=$(nbdkit -U - null "$SIZE" --run 'nbdinfo --size "$uri"')
+
+serve() { # name plugin args...  (in this shell, not a subshell, so the PID is ours to kill)
+  local name=$1; shift
+  nbdkit -f -U "$WORK/$name.sock" "$@" >"$WORK/$name.log" 2>&1 & PIDS+=($!)
+}
+ready() { for _ in $(seq 200); do nbdinfo --size "$1" >/dev/null 2>&1 && return; sleep 0.05; done; log "server $1 did not start"; exit 1; }
+serve mem memory "$SIZE"; MEM="nbd+unix:///?socket=$WORK/mem.sock"
+serve dst memory "$SIZE"; DST="nbd+unix:///?socket=$WORK/dst.sock"
+serve pat pattern "$SIZE"; PAT="nbd+unix:///?socket=$WORK/pat.sock"
+ready "$MEM"; ready "$DST"; ready "$PAT"
+log "filling $MEM with data"
+nbdcopy "$PAT" "$MEM"
+
+# median wall time (s) of RUNS runs of a command
+timeit() {
+  local ts=()
+  for _ in $(seq "$RUNS"); do
+    local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
+    ts+=("$(echo "$t1 - $t0" | bc -l)")
+  done
+  printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+gibs() { echo "scale=3; $BYTES / $1 / 1073741824" | bc -l; }
+
+log "copy memory → null:"
+o1=$(timeit node examples/dist/client-copy.js "$MEM" null:)
+t1=$(timeit nbdcopy "$MEM" null:)
+log "copy pattern → memory"
+o2=$(timeit node examples/dist/client-copy.js "$PAT" "$DST")
+t2=$(timeit nbdcopy "$PAT" "$DST")
+log "randread 4k qd32 (${SECS}s each)"
+o3=$(node examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
+t3=$(fio --name=rr --ioengine=nbd --uri="$MEM" --rw=randread --bs=4k --iodepth=32 --size="$BYTES" \
+  --time_based --runtime="$SECS" --ramp_time=1 --norandommap --randrepeat=0 --output-format=json --output="$WORK/fio.json" >/dev/null && \
+  /usr/bin/python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$WORK/fio.json")
+
+r() { echo "scale=2; $1 / $2" | bc -l; }
+echo "| workload ($SIZE export, median of $RUNS) | @nbd/client | libnbd | ratio ours/libnbd |"
+echo "|---|---|---|---|"
+echo "| copy nbdkit memory → null: (GiB/s) | $(gibs "$o1") | $(gibs "$t1") (nbdcopy) | $(r "$t1" "$o1") |"
+echo "| copy nbdkit pattern → nbdkit memory (GiB/s) | $(gibs "$o2") | $(gibs "$t2") (nbdcopy) | $(r "$t2" "$o2") |"
+echo "| randread 4 KiB qd32, 1 conn (IOPS) | $o3 | $t3 (fio nbd engine) | $(r "$o3" "$t3") |"

@@ -1,0 +1,27 @@
+// Our nbdcopy: `node examples/dist/client-copy.js [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST`
+// SRC/DST: an NBD URI or a file path; DST may be `null:`.
+import { copy } from '@nbd/client';
+
+async function main(argv: string[]): Promise<void> {
+  const opt = (name: string) => {
+    const a = argv.find((x) => x.startsWith(`--${name}=`));
+    return a === undefined ? undefined : Number(a.slice(name.length + 3));
+  };
+  const [src, dst] = argv.filter((a) => !a.startsWith('--'));
+  if (!src || !dst) throw new Error('usage: client-copy [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST');
+  const t0 = performance.now();
+  const r = await copy(src, dst, {
+    connections: opt('connections'),
+    inFlight: opt('requests'),
+    requestSize: opt('request-size'),
+    onProgress: argv.includes('--progress') ? (p) => process.stderr.write(`\r${((100 * p.done) / p.total).toFixed(1)}%`) : undefined,
+  });
+  const s = (performance.now() - t0) / 1000;
+  if (argv.includes('--progress')) process.stderr.write('\n');
+  if (argv.includes('--stats')) console.error(`${r.bytes} bytes (${r.zeroBytes} zero) in ${s.toFixed(3)} s: ${(r.bytes / s / 2 ** 30).toFixed(3)} GiB/s`);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  console.error(`client-copy: ${(e as Error).message}`);
+  process.exit(1);
+});
