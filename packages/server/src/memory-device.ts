@@ -1,5 +1,5 @@
 // A sparse in-memory device: fixed-size pages allocated on first write, dropped
-// by trim/zero, reported as holes by `extents`. Synchronous, so the server
+// by trim/zero (their memory is reused, not returned), reported as holes by `extents`. Synchronous, so the server
 // replies in the same tick (the fast path the benchmark measures).
 import { AllocationState } from '@nbd/protocol';
 import type { Device, Extent } from './device.js';
@@ -10,12 +10,20 @@ export const MEMORY_PAGE_SIZE = 32 * 1024;
 const MASK = MEMORY_PAGE_SIZE - 1;
 const HOLE = AllocationState.HOLE | AllocationState.ZERO;
 
+/** Pages per slab: pages live in 4 MiB slabs, so the GC tracks a few large buffers, not one per page. */
+const SLAB_PAGES = 128;
+
 export class MemoryDevice implements Device {
   readonly size: number;
   readonly multiConn = true;
   // Native FUA: memory is as durable as it gets, so FUA needs no extra sync call.
   readonly fua = true;
-  private readonly pages = new Map<number, Uint8Array>();
+  /** Page index → slot (slab number × SLAB_PAGES + page within the slab). */
+  private readonly pages = new Map<number, number>();
+  private readonly slabs: Uint8Array[] = [];
+  /** Slots of dropped pages, reused before new slabs are allocated. */
+  private readonly freeSlots: number[] = [];
+  private nextSlot = 0;
 
   constructor(size: number) {
     if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`MemoryDevice: bad size ${size}`);
@@ -34,9 +42,12 @@ export class MemoryDevice implements Device {
       const at = offset + pos;
       const inPage = at & MASK;
       const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - pos);
-      const page = this.pages.get(Math.floor(at / MEMORY_PAGE_SIZE));
-      if (page === undefined) buf.fill(0, pos, pos + n);
-      else buf.set(n === MEMORY_PAGE_SIZE ? page : page.subarray(inPage, inPage + n), pos);
+      const slot = this.pages.get(Math.floor(at / MEMORY_PAGE_SIZE));
+      if (slot === undefined) buf.fill(0, pos, pos + n);
+      else {
+        const o = (slot % SLAB_PAGES) * MEMORY_PAGE_SIZE + inPage;
+        buf.set(this.slabs[Math.floor(slot / SLAB_PAGES)]!.subarray(o, o + n), pos);
+      }
       pos += n;
     }
   }
@@ -49,12 +60,13 @@ export class MemoryDevice implements Device {
       const inPage = at & MASK;
       const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - pos);
       const index = Math.floor(at / MEMORY_PAGE_SIZE);
-      let page = this.pages.get(index);
-      if (page === undefined) {
-        page = new Uint8Array(MEMORY_PAGE_SIZE);
-        this.pages.set(index, page);
+      let slot = this.pages.get(index);
+      if (slot === undefined) {
+        slot = this.allocSlot();
+        this.pages.set(index, slot);
       }
-      page.set(n === end - pos && pos === 0 ? buf : buf.subarray(pos, pos + n), inPage);
+      const o = (slot % SLAB_PAGES) * MEMORY_PAGE_SIZE + inPage;
+      this.slabs[Math.floor(slot / SLAB_PAGES)]!.set(n === end && pos === 0 ? buf : buf.subarray(pos, pos + n), o);
       pos += n;
     }
   }
@@ -71,20 +83,6 @@ export class MemoryDevice implements Device {
   zero(offset: number, length: number, opts?: { noHole?: boolean }): void {
     if (opts?.noHole) this.fillZero(offset, length);
     else this.clear(offset, length);
-  }
-
-  /** Zeroes a range keeping it allocated (NBD_CMD_FLAG_NO_HOLE). */
-  private fillZero(offset: number, length: number): void {
-    const end = offset + length;
-    for (let at = offset; at < end; ) {
-      const inPage = at & MASK;
-      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
-      const index = Math.floor(at / MEMORY_PAGE_SIZE);
-      const page = this.pages.get(index);
-      if (page === undefined) this.pages.set(index, new Uint8Array(MEMORY_PAGE_SIZE));
-      else page.fill(0, inPage, inPage + n);
-      at += n;
-    }
   }
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
@@ -105,6 +103,36 @@ export class MemoryDevice implements Device {
     return out;
   }
 
+  private allocSlot(): number {
+    const reused = this.freeSlots.pop();
+    if (reused !== undefined) {
+      this.zeroSlot(reused, 0, MEMORY_PAGE_SIZE);
+      return reused;
+    }
+    const slot = this.nextSlot++;
+    if (Math.floor(slot / SLAB_PAGES) >= this.slabs.length) this.slabs.push(new Uint8Array(SLAB_PAGES * MEMORY_PAGE_SIZE));
+    return slot;
+  }
+
+  private zeroSlot(slot: number, from: number, to: number): void {
+    const o = (slot % SLAB_PAGES) * MEMORY_PAGE_SIZE;
+    this.slabs[Math.floor(slot / SLAB_PAGES)]!.fill(0, o + from, o + to);
+  }
+
+  /** Zeroes a range keeping it allocated (NBD_CMD_FLAG_NO_HOLE). */
+  private fillZero(offset: number, length: number): void {
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
+      const index = Math.floor(at / MEMORY_PAGE_SIZE);
+      const slot = this.pages.get(index);
+      if (slot === undefined) this.pages.set(index, this.allocSlot());
+      else this.zeroSlot(slot, inPage, inPage + n);
+      at += n;
+    }
+  }
+
   private clear(offset: number, length: number): void {
     const end = offset + length;
     let at = offset;
@@ -112,8 +140,13 @@ export class MemoryDevice implements Device {
       const inPage = at & MASK;
       const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
       const index = Math.floor(at / MEMORY_PAGE_SIZE);
-      if (n === MEMORY_PAGE_SIZE) this.pages.delete(index);
-      else this.pages.get(index)?.fill(0, inPage, inPage + n);
+      const slot = this.pages.get(index);
+      if (slot !== undefined) {
+        if (n === MEMORY_PAGE_SIZE) {
+          this.pages.delete(index);
+          this.freeSlots.push(slot);
+        } else this.zeroSlot(slot, inPage, inPage + n);
+      }
       at += n;
     }
   }
