@@ -30,23 +30,25 @@ ready "$MEM"; ready "$DST"; ready "$PAT"
 log "filling $MEM with data"
 nbdcopy "$PAT" "$MEM"
 
-# median wall time (s) of RUNS runs of a command
-timeit() {
-  local ts=()
+# wall time (s) of one command
+once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# ours and theirs alternate (A B A B ...) so drift on the shared CPU hits both; prints "ours theirs"
+pair() { # src dst
+  local os=() ts=()
   for _ in $(seq "$RUNS"); do
-    local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N)
-    ts+=("$(echo "$t1 - $t0" | bc -l)")
+    os+=("$(once node examples/dist/client-copy.js "$1" "$2")")
+    ts+=("$(once nbdcopy "$1" "$2")")
   done
-  printf '%s\n' "${ts[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+  echo "$(median "${os[@]}") $(median "${ts[@]}")"
 }
 gibs() { echo "scale=3; $BYTES / $1 / 1073741824" | bc -l; }
 
 log "copy memory → null:"
-o1=$(timeit node examples/dist/client-copy.js "$MEM" null:)
-t1=$(timeit nbdcopy "$MEM" null:)
-log "copy pattern → memory"
-o2=$(timeit node examples/dist/client-copy.js "$PAT" "$DST")
-t2=$(timeit nbdcopy "$PAT" "$DST")
+read -r o1 t1 < <(pair "$MEM" null:)
+log "copy pattern → memory (destination pre-allocated by one untimed nbdcopy)"
+nbdcopy "$PAT" "$DST"
+read -r o2 t2 < <(pair "$PAT" "$DST")
 log "randread 4k qd32 (${SECS}s each)"
 o3=$(node examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
 t3=$(fio --name=rr --ioengine=nbd --uri="$MEM" --rw=randread --bs=4k --iodepth=32 --size="$BYTES" \
