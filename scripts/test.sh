@@ -10,6 +10,7 @@ export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+pnpm exec tsc -p tsconfig.test.json || { echo "type errors in tests" >&2; exit 1; }
 pnpm exec vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json"
 unit_rc=$?
 
