@@ -386,4 +386,4 @@ for (const t of tests) {
 // Leave nothing attached even after failures.
 for (const d of await status().catch(() => [])) if (d.connected) await disconnect(d.index).catch(() => {});
 console.log(`kernel: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
-process.exit(failed ? 1 : 0);
+process.exit(failed || passed === 0 ? 1 : 0); // running no test at all is a failure too
