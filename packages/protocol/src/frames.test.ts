@@ -265,6 +265,31 @@ describe('ServerStreamDecoder', () => {
     },
   );
 
+  test.each([...simpleSteps, ...chunkSteps].map((s, i) => [i, s] as const))('wanted counts down to the end of reply fixture %i', (_i, step) => {
+    const d = new ServerStreamDecoder();
+    step.setup?.(d);
+    let got: ServerFrame | undefined;
+    for (let k = 0; k < step.bytes.length && got === undefined; k++) {
+      // The smallest header until the magic is in, then this header, then the rest of the frame.
+      const header = step.frame.kind === 'simple-reply' ? 16 : d.extended ? 32 : 20;
+      expect(d.wanted).toBe(k < 4 ? (d.extended ? 32 : 16) - k : k < header ? header - k : step.bytes.length - k);
+      d.push(step.bytes.subarray(k, k + 1));
+      got = d.next();
+    }
+    expect(got).toEqual(step.frame);
+    expect(d.wanted).toBe(d.extended ? 32 : 16);
+  });
+
+  test('wanted is 0 outside transmission and for a chunk claiming more than maxChunk', () => {
+    const d = new ServerStreamDecoder();
+    expect(d.wanted).toBe(0);
+    d.phase = 'transmission';
+    d.maxChunk = 3;
+    d.push(chunkSteps[1]!.bytes.subarray(0, 20)); // OFFSET_DATA header, length 12
+    expect(d.wanted).toBe(0);
+    expect(() => d.next()).toThrow(ProtocolError);
+  });
+
   test('newstyle: greeting → option replies → EXPORT_NAME reply → simple and structured replies', () => {
     const steps: SStep[] = [
       greetingSteps[1]!,
@@ -390,5 +415,21 @@ describe('ByteQueue', () => {
     expect(q.length).toBe(0);
     q.push(Uint8Array.of(42));
     expect(q.drain()).toEqual(Uint8Array.of(42));
+  });
+
+  test('adjacent views of one buffer (reads into an arena) merge: a take across them is a view', () => {
+    const arena = Uint8Array.of(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    const q = new ByteQueue();
+    q.push(arena.subarray(1, 3));
+    q.push(arena.subarray(3, 4));
+    q.push(arena.subarray(4, 8));
+    const t = q.take(6);
+    expect(t).toEqual(Uint8Array.of(1, 2, 3, 4, 5, 6));
+    expect(t.buffer).toBe(arena.buffer); // no copy
+    expect(t.byteOffset).toBe(1);
+    // Not adjacent (a gap, or another buffer): kept apart, bytes still right.
+    q.push(arena.subarray(9, 10));
+    q.push(Uint8Array.of(7));
+    expect(q.drain()).toEqual(Uint8Array.of(7, 9, 7));
   });
 });

@@ -10,7 +10,11 @@ import { ProtocolError } from './errors.js';
 import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
 import { type ChunkHeader, type Request, decodeChunkHeader, decodeRequest } from './transmission.js';
 
-/** A FIFO of received byte slices, read without copying where possible. */
+/**
+ * A FIFO of received byte slices, read without copying where possible. A slice that
+ * directly follows the previous one in the same ArrayBuffer (reads landing one after
+ * another in an arena) extends it, so a frame spanning such reads is still one view.
+ */
 export class ByteQueue {
   private chunks: Uint8Array[] = [];
   private head = 0; // read position within chunks[0]
@@ -19,7 +23,11 @@ export class ByteQueue {
 
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
-    this.chunks.push(chunk);
+    const i = this.chunks.length - 1;
+    const last = this.chunks[i];
+    if (last !== undefined && last.buffer === chunk.buffer && last.byteOffset + last.length === chunk.byteOffset) {
+      this.chunks[i] = new Uint8Array(last.buffer, last.byteOffset, last.length + chunk.length);
+    } else this.chunks.push(chunk);
     this.length += chunk.length;
   }
 
@@ -286,6 +294,32 @@ export class ServerStreamDecoder {
 
   drain(): Uint8Array {
     return this.queue.drain();
+  }
+
+  /**
+   * During transmission: bytes still missing before `next()` can return the frame in
+   * progress (its header first, then its payload once the header is here), so a reader
+   * can size its next read. 0 when a frame is complete, the header is bad, or in
+   * other phases. Never more than a header plus `maxChunk`.
+   */
+  get wanted(): number {
+    if (this.phase !== 'transmission') return 0;
+    const q = this.queue;
+    const pending = this.pendingSimple;
+    if (pending !== undefined) return Math.max(0, pending.length - q.length);
+    const first = this.extended ? Size.EXTENDED_CHUNK : Size.SIMPLE_REPLY;
+    if (q.length < 4) return first - q.length;
+    const m = q.peek(4);
+    const magic = ((m[0]! << 24) | (m[1]! << 16) | (m[2]! << 8) | m[3]!) >>> 0;
+    if (magic === Magic.SIMPLE_REPLY) return Math.max(0, Size.SIMPLE_REPLY - q.length);
+    const size = magic === Magic.EXTENDED_REPLY ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+    if (q.length < size) return size - q.length;
+    // The payload length: u32 at byte 16 (structured), u64 at byte 24 (extended).
+    const h = q.peek(size);
+    const v = new DataView(h.buffer, h.byteOffset, size);
+    const length = size === Size.EXTENDED_CHUNK ? Number(v.getBigUint64(24)) : v.getUint32(16);
+    if (length > this.maxChunk) return 0;
+    return Math.max(0, size + length - q.length);
   }
 
   next(): ServerFrame | undefined {
