@@ -23,15 +23,29 @@ export class FrameSource {
     limits: ClientDecoderLimits,
   ) {
     this.decoder = new ClientStreamDecoder(limits);
-    socket.on('data', (chunk: Uint8Array) => {
-      this.decoder.push(chunk);
-      this.pump();
-    });
-    const end = () => this.finish(undefined);
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', (err) => this.finish(err));
+    socket.on('data', this.onData);
+    socket.on('end', this.onClose);
+    socket.on('close', this.onClose);
+    socket.on('error', this.onError);
     socket.pause();
+  }
+
+  private readonly onData = (chunk: Uint8Array) => {
+    this.decoder.push(chunk);
+    this.pump();
+  };
+  private readonly onClose = () => this.finish(undefined);
+  private readonly onError = (err: Error) => this.finish(err);
+
+  /** Stops reading the socket (another reader takes over) and returns the bytes received but not decoded. */
+  detach(): Uint8Array {
+    this.socket.pause();
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onClose);
+    this.socket.off('close', this.onClose);
+    this.socket.off('error', this.onError);
+    this.waiter = undefined;
+    return this.decoder.drain();
   }
 
   /** The next frame (handshake phase), or null when the stream ended. Rejects on a bad stream. */

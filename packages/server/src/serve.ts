@@ -8,6 +8,7 @@ import type { Device, Export } from './device.js';
 import { FrameSource } from './frame-source.js';
 import { type OpenContext, negotiate } from './handshake.js';
 import { type Logger, silentLogger } from './logger.js';
+import { RequestReader } from './request-reader.js';
 import { Transmission } from './transmission.js';
 
 /** What `preconnect` learns about a client before the greeting. */
@@ -152,12 +153,14 @@ export async function serve(socket: Duplex, exports: readonly Export[], opts: Se
 
   const { session, ownsDevice } = negotiated;
   logger.debug(`${peer}: serving "${session.export.name}" flags 0x${session.flags.toString(16)}`);
-  src.decoder.phase = 'transmission';
-  src.decoder.extended = session.extended;
-  src.decoder.maxPayload = session.blockSizes.max;
+  const reader = new RequestReader(
+    socket,
+    { extended: session.extended, maxPayload: session.blockSizes.max, maxDrain: src.decoder.maxDrain },
+    src.detach(),
+  );
   transmission = new Transmission(
     socket,
-    src,
+    reader,
     session,
     { maxInFlight: opts.maxInFlight ?? 256, maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024 },
     logger,

@@ -24,7 +24,7 @@ import {
 import type { Extent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from './device.js';
 import { BufferPool } from './buffer-pool.js';
 import { type Deferred, deferred } from './deferred.js';
-import type { FrameSource } from './frame-source.js';
+import type { RequestReader } from './request-reader.js';
 import type { Logger } from './logger.js';
 import type { Session } from './session.js';
 import { validateRequest } from './validate.js';
@@ -76,6 +76,9 @@ export class Transmission {
   /** Requests dispatched and not yet answered (for tests and monitoring). */
   inFlight = 0;
   inFlightBytes = 0;
+  /** Bytes of reader arenas held by unfinished asynchronous writes. */
+  pinnedBytes = 0;
+  private readonly pinned = new Map<ArrayBufferLike, number>();
   private corked = false;
   /** DISC received or the stream ended: answer what is in flight, then close. */
   private closing = false;
@@ -90,7 +93,7 @@ export class Transmission {
 
   constructor(
     private readonly socket: Duplex,
-    private readonly src: FrameSource,
+    private readonly src: RequestReader,
     private readonly session: Session,
     private readonly limits: TransmissionLimits,
     private readonly logger: Logger,
@@ -137,8 +140,8 @@ export class Transmission {
     if (frame.kind !== 'request') return;
     const req = frame.request;
     if (req.type === Command.DISC) {
+      // Reading goes on (later frames are dropped) so the client's EOF is seen and the socket closes.
       this.closing = true;
-      this.src.pause();
       this.maybeClose();
       return;
     }
@@ -199,9 +202,18 @@ export class Transmission {
           this.step(p, dev.extents!(p.offset, p.length, this.extentOpts), this.readSparse);
         } else this.read(p);
         return;
-      case Command.WRITE:
-        this.step(p, dev.writeAt!(payload!, p.offset, fua && dev.fua ? this.fuaOpts : this.opts), this.afterWrite);
+      case Command.WRITE: {
+        const r = dev.writeAt!(payload!, p.offset, fua && dev.fua ? this.fuaOpts : this.opts);
+        if (isPromise(r)) {
+          // The payload is a view into a reader arena: an unfinished write keeps the whole arena alive.
+          const arena = payload!.buffer;
+          this.pin(arena, 1);
+          const unpin = () => this.pin(arena, -1);
+          r.then(unpin, unpin);
+        }
+        this.step(p, r, this.afterWrite);
         return;
+      }
       case Command.FLUSH:
         this.step(p, dev.sync!(this.opts), this.ok);
         return;
@@ -509,10 +521,23 @@ export class Transmission {
     this.maybeDone();
   }
 
+  /** Counts asynchronous writes per arena; arenas with unfinished writes count against maxInFlightBytes. */
+  private pin(arena: ArrayBufferLike, delta: number): void {
+    const n = (this.pinned.get(arena) ?? 0) + delta;
+    if (n === 0) {
+      this.pinned.delete(arena);
+      this.pinnedBytes -= arena.byteLength;
+    } else {
+      if (n === delta) this.pinnedBytes += arena.byteLength;
+      this.pinned.set(arena, n);
+    }
+  }
+
   private canRead(): boolean {
     return (
       this.inFlight < this.limits.maxInFlight &&
       this.inFlightBytes < this.limits.maxInFlightBytes &&
+      this.pinnedBytes < this.limits.maxInFlightBytes &&
       this.socket.writableLength < Math.min(this.limits.maxInFlightBytes, REPLY_HIGH_WATER)
     );
   }
@@ -525,6 +550,9 @@ export class Transmission {
     if (this.inFlight > 0) return;
     if (!this.socketClosed && !this.socket.destroyed && !this.socket.writableEnded) {
       this.socket.end();
+      // Drop whatever else arrives, but read on to see the peer's EOF.
+      this.closing = true;
+      this.src.resume();
       // A peer that never reads the rest of our replies must not hold the connection forever.
       const t = setTimeout(() => this.socket.destroy(), 5000);
       t.unref();

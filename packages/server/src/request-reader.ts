@@ -1,0 +1,256 @@
+// The transmission-phase reader of a connection. Socket bytes land in large
+// arenas at increasing offsets, so a WRITE payload that spans several socket
+// reads is already contiguous and reaches the device as a view, not a copy.
+// On a net.Socket the kernel reads straight into the arena (Node's `onread`
+// user-buffer mode: up to 1 MiB per read instead of a fresh 64 KiB buffer per
+// read); any other Duplex has its 'data' chunks copied in.
+import type { Duplex } from 'node:stream';
+import { type ClientFrame, CommandFlag, Command, Magic, ProtocolError, type Request, Size } from '@nbd/protocol';
+
+/** Usual arena size; a frame larger than this gets an arena of its own. */
+export const ARENA_SIZE = 4 * 1024 * 1024;
+/** Largest single socket read. */
+const MAX_READ = 1024 * 1024;
+/** A fresh arena is started when less room than this is left and no frame is mid-way. */
+const MIN_READ = 64 * 1024;
+
+export interface RequestReaderLimits {
+  /** Extended headers negotiated: 32-byte requests, PAYLOAD_LEN payloads. */
+  extended: boolean;
+  /** Largest payload kept; longer ones are drained and the request is flagged `oversized`. */
+  maxPayload: number;
+  /** Longest payload drained before the stream is declared broken. */
+  maxDrain: number;
+}
+
+/** Node's private user-buffer hooks of net.Socket (the ones `new Socket({ onread })` sets). */
+interface UserBufferHooks {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+function userBufferHooks(socket: Duplex): UserBufferHooks | undefined {
+  const handle = (socket as { _handle?: { useUserBuffer?: unknown } })._handle;
+  if (typeof handle?.useUserBuffer !== 'function') return undefined;
+  const find = (name: string) => Object.getOwnPropertySymbols(socket).find((s) => s.description === name);
+  const buffer = find('kBuffer');
+  const callback = find('kBufferCb');
+  const generator = find('kBufferGen');
+  if (buffer === undefined || callback === undefined || generator === undefined) return undefined;
+  return { buffer, callback, generator };
+}
+
+export class RequestReader {
+  /** 'direct': the socket reads into the arena; 'copy': 'data' chunks are copied in. */
+  readonly mode: 'direct' | 'copy';
+  /** Set once the stream ended or broke. */
+  ended = false;
+  error: Error | undefined;
+  private arena = new Uint8Array(ARENA_SIZE);
+  /** First byte not yet parsed. */
+  private head = 0;
+  /** End of the bytes received. */
+  private tail = 0;
+  /** Header parsed, payload of `payloadLength` bytes still arriving. */
+  private pending: Request | undefined;
+  private payloadLength = 0;
+  /** Bytes of an oversized payload still to drop. */
+  private discard = 0;
+  private readonly headerSize: number;
+  private sink: ((frame: ClientFrame) => void) | undefined;
+  private onEnd: ((err: Error | undefined) => void) | undefined;
+  private paused = true;
+  private parsing = false;
+
+  /**
+   * Takes over reading `socket`. `leftover` are bytes already read past the
+   * handshake; the socket's own buffered chunks are taken too.
+   */
+  constructor(
+    private readonly socket: Duplex,
+    private readonly limits: RequestReaderLimits,
+    leftover?: Uint8Array,
+  ) {
+    this.headerSize = limits.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    socket.pause();
+    if (leftover !== undefined && leftover.length > 0) this.copyIn(leftover);
+    for (let c = socket.read() as Uint8Array | null; c !== null; c = socket.read() as Uint8Array | null) this.copyIn(c);
+    const hooks = userBufferHooks(socket);
+    if (hooks !== undefined) {
+      this.mode = 'direct';
+      const s = socket as unknown as Record<symbol, unknown> & { _handle: { useUserBuffer(b: Uint8Array): void } };
+      const first = this.nextBuffer();
+      s[hooks.generator] = () => this.nextBuffer();
+      s[hooks.callback] = (nread: number) => this.received(nread);
+      s[hooks.buffer] = first;
+      s._handle.useUserBuffer(first);
+      // Pausing now stops the handle itself (Node's user-buffer mode): bytes wait in the kernel.
+      socket.pause();
+    } else {
+      this.mode = 'copy';
+      socket.on('data', (chunk: Uint8Array) => this.copyIn(chunk));
+    }
+    const end = () => this.finish(undefined);
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', (err) => this.finish(err));
+    if (socket.readableEnded || socket.destroyed) this.finish(undefined);
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Every request, now and later, goes to `sink` while not paused. */
+  startPush(sink: (frame: ClientFrame) => void, onEnd: (err: Error | undefined) => void): void {
+    this.sink = sink;
+    this.onEnd = onEnd;
+    if (this.ended) {
+      onEnd(this.error);
+      return;
+    }
+    this.resume();
+  }
+
+  /** Stops delivering requests (backpressure); unread bytes wait in the kernel. */
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused || this.ended) return;
+    this.paused = false;
+    this.parse();
+    if (!this.paused && !this.ended) this.socket.resume();
+  }
+
+  /** Where the next socket read lands: the arena's free tail, or a new arena when it cannot hold the frame under way. */
+  private nextBuffer(): Uint8Array {
+    const have = this.tail - this.head;
+    // Bytes the frame under way still needs (0 when draining, or when whole frames wait unparsed).
+    const want =
+      this.discard > 0 ? 0 : Math.max(0, (this.pending !== undefined ? this.payloadLength : this.headerSize) - have);
+    const room = this.arena.length - this.tail;
+    // Keep filling this arena while it has room for a decent read, or exactly finishes the frame under way.
+    const keep = room >= MIN_READ ? room >= want : want > 0 && room >= want;
+    if (!keep) {
+      // Only the unparsed bytes move; views of earlier frames keep the old arena alive as long as needed.
+      const need = have + want;
+      // A frame larger than an arena grows its own arena as its bytes arrive (never to what a header merely claims).
+      const size =
+        this.pending !== undefined && want > 0 && need > ARENA_SIZE
+          ? Math.min(need, Math.max(ARENA_SIZE, 2 * have))
+          : Math.max(ARENA_SIZE, need + MIN_READ);
+      const next = new Uint8Array(size);
+      if (have > 0) next.set(this.arena.subarray(this.head, this.tail));
+      this.arena = next;
+      this.head = 0;
+      this.tail = have;
+    }
+    return this.arena.subarray(this.tail, Math.min(this.arena.length, this.tail + MAX_READ));
+  }
+
+  /** A socket read put `n` bytes at the tail; false stops reading (backpressure). */
+  private received(n: number): boolean {
+    this.tail += n;
+    this.parse();
+    return !this.paused;
+  }
+
+  private copyIn(chunk: Uint8Array): void {
+    for (let off = 0; off < chunk.length; ) {
+      const dst = this.nextBuffer();
+      const n = Math.min(dst.length, chunk.length - off);
+      dst.set(chunk.subarray(off, off + n));
+      this.tail += n;
+      off += n;
+      this.parse();
+    }
+  }
+
+  private parse(): void {
+    if (this.parsing || this.sink === undefined) return; // a sink call resumed us; the outer loop goes on
+    this.parsing = true;
+    try {
+      while (!this.paused && !this.ended) {
+        const frame = this.nextFrame();
+        if (frame === undefined) break;
+        this.sink(frame);
+      }
+    } catch (e) {
+      this.fail(e as Error);
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private nextFrame(): ClientFrame | undefined {
+    const a = this.arena;
+    if (this.discard > 0) {
+      const k = Math.min(this.discard, this.tail - this.head);
+      this.head += k;
+      this.discard -= k;
+      if (this.discard > 0) return undefined;
+    }
+    let request = this.pending;
+    if (request === undefined) {
+      const h = this.head;
+      if (this.tail - h < this.headerSize) return undefined;
+      // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u32 length (extended: u64 length)
+      const v = new DataView(a.buffer, a.byteOffset + h, this.headerSize);
+      const magic = v.getUint32(0);
+      const expected = this.limits.extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
+      if (magic !== expected) {
+        throw new ProtocolError(`request: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
+      }
+      const flags = v.getUint16(4);
+      const type = v.getUint16(6);
+      request = {
+        flags,
+        type,
+        cookie: v.getBigUint64(8),
+        offset: v.getBigUint64(16),
+        length: this.limits.extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
+      };
+      this.head = h + this.headerSize;
+      const hasPayload = this.limits.extended ? (flags & CommandFlag.PAYLOAD_LEN) !== 0 : type === Command.WRITE;
+      if (!hasPayload || request.length === 0n) return { kind: 'request', request };
+      if (request.length > BigInt(this.limits.maxPayload)) {
+        if (request.length > BigInt(this.limits.maxDrain)) {
+          throw new ProtocolError(`request: payload of ${request.length} bytes is too large to drain`);
+        }
+        this.discard = Number(request.length);
+        const k = Math.min(this.discard, this.tail - this.head);
+        this.head += k;
+        this.discard -= k;
+        return { kind: 'request', request, oversized: true };
+      }
+      this.payloadLength = Number(request.length);
+    }
+    const n = this.payloadLength;
+    if (this.tail - this.head < n) {
+      this.pending = request;
+      return undefined;
+    }
+    this.pending = undefined;
+    const payload = a.subarray(this.head, this.head + n);
+    this.head += n;
+    return { kind: 'request', request, payload };
+  }
+
+  private fail(err: Error): void {
+    this.error ??= err;
+    this.finish(err);
+    this.socket.destroy();
+  }
+
+  private finish(err: Error | undefined): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (err !== undefined) this.error ??= err;
+    this.onEnd?.(this.error);
+  }
+}
