@@ -21,6 +21,7 @@ import {
 } from '@nbd/protocol';
 import { Connection } from './connection.js';
 import { type BlockSizes, type ExportInfo, makeExportInfo, validBlockSizes } from './export-info.js';
+import { Intake } from './intake.js';
 import { Wire } from './wire.js';
 
 export type HandshakeStyle = 'oldstyle' | 'newstyle' | 'fixed-newstyle';
@@ -54,15 +55,19 @@ export class NbdUnsupportedError extends Error {
 type State = 'negotiating' | 'busy' | 'done' | 'dead';
 
 /** Opens the transport for `target` (an NBD URI or a connected Duplex). */
-async function openTransport(target: string | Duplex, signal: AbortSignal | undefined): Promise<{ socket: Duplex; exportName?: string }> {
-  if (typeof target !== 'string') return { socket: target };
+async function openTransport(target: string | Duplex, signal: AbortSignal | undefined): Promise<{ socket: Duplex; intake: Intake; exportName?: string }> {
+  const intake = new Intake();
+  if (typeof target !== 'string') {
+    intake.listen(target);
+    return { socket: target, intake };
+  }
   const uri = parseNbdUri(target);
   if (uri.tls) throw new NbdUnsupportedError(`${target.split(':')[0]}: TLS is not supported yet; use nbd:// or nbd+unix://`);
   if (uri.transport === 'vsock') throw new NbdUnsupportedError('nbd+vsock: vsock is not supported by Node.js sockets');
   const socket: Socket =
     uri.transport === 'unix'
-      ? netConnect({ path: uri.socket! })
-      : netConnect({ host: uri.host ?? 'localhost', port: uri.port ?? 10809, noDelay: true });
+      ? netConnect({ path: uri.socket!, onread: intake.onread })
+      : netConnect({ host: uri.host ?? 'localhost', port: uri.port ?? 10809, noDelay: true, onread: intake.onread });
   await new Promise<void>((resolve, reject) => {
     const onAbort = () => {
       socket.destroy();
@@ -80,7 +85,7 @@ async function openTransport(target: string | Duplex, signal: AbortSignal | unde
       reject(e);
     });
   });
-  return { socket, exportName: uri.exportName };
+  return { socket, intake, exportName: uri.exportName };
 }
 
 export class Client {
@@ -104,9 +109,9 @@ export class Client {
       (s): s is AbortSignal => s !== undefined,
     );
     const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
-    const { socket, exportName } = await openTransport(target, signal);
+    const { socket, intake, exportName } = await openTransport(target, signal);
     (socket as Partial<Socket>).setNoDelay?.(true);
-    const wire = new Wire(socket);
+    const wire = new Wire(socket, intake);
     try {
       const f = await wire.next(signal);
       if (f.kind !== 'greeting') throw new ProtocolError(`expected a greeting, got ${f.kind}`);

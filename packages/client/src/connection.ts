@@ -22,6 +22,7 @@ import {
 } from '@nbd/protocol';
 import { type Deferred, deferred } from './deferred.js';
 import type { ExportInfo } from './export-info.js';
+import type { Intake } from './intake.js';
 
 export interface Extent {
   offset: number;
@@ -50,6 +51,9 @@ interface Pending {
   buf: Uint8Array | undefined;
   bufPos: number;
   single: Uint8Array | undefined;
+  /** `single` is lent (copy's reads): resolve with it and a release function. */
+  lend: boolean;
+  release: (() => void) | undefined;
   covered: number;
   /** BLOCK_STATUS results by context id. */
   extents: Map<number, Extent[]> | undefined;
@@ -64,6 +68,8 @@ interface Pending {
 
 /** Bytes queued in the socket beyond which new requests wait for 'drain'. */
 const HIGH_WATER = 4 * 1024 * 1024;
+/** READ answers below this size are copied out of the read arena rather than returned as views. */
+const SMALL_READ = 64 * 1024;
 /** Largest payload per request we send even when the server allows more (matches the decoder's chunk limit). */
 const MAX_REQUEST = Limits.DEFAULT_MAX_PAYLOAD;
 
@@ -80,6 +86,7 @@ export class Connection {
   readonly extendedHeaders: boolean;
 
   private readonly socket: Duplex;
+  private readonly intake: Intake;
   private readonly decoder: ServerStreamDecoder;
   private readonly pending = new Map<number, Pending>();
   private readonly contextNames = new Map<number, string>();
@@ -98,9 +105,10 @@ export class Connection {
   private readonly align: number;
 
   /** @internal Created by `Client.go()`. */
-  constructor(io: { socket: Duplex; decoder: ServerStreamDecoder }, info: ExportInfo, negotiated: Negotiated) {
+  constructor(io: { socket: Duplex; intake: Intake }, info: ExportInfo, negotiated: Negotiated) {
     this.socket = io.socket;
-    this.decoder = io.decoder;
+    this.intake = io.intake;
+    this.decoder = io.intake.decoder;
     this.info = info;
     this.metaContexts = negotiated.metaContexts;
     for (const [name, id] of negotiated.metaContexts) this.contextNames.set(id, name);
@@ -118,7 +126,8 @@ export class Connection {
     this.piece = Math.max(this.align, max - (max % this.align));
     this.decoder.maxChunk = Math.max(this.decoder.maxChunk, this.piece + 64);
     this.closed.promise.catch(() => {});
-    this.socket.on('data', this.onData);
+    this.intake.onBytes = this.onBytes;
+    this.intake.keepAll = false;
     this.socket.on('error', this.onError);
     this.socket.on('close', this.onClose);
     this.socket.on('drain', this.onDrain);
@@ -146,6 +155,16 @@ export class Connection {
     const out = new Uint8Array(length);
     await this.readInto(out, offset, opts);
     return out;
+  }
+
+  /**
+   * @internal For copy(): a read whose answer may be a view into a read arena, lent
+   * until `release()` is called (then the arena is reused). Use the data before that.
+   */
+  async readLent(offset: number, length: number, opts: Signal = {}): Promise<{ data: Uint8Array; release: () => void }> {
+    this.checkRange(offset, length, 'read');
+    if (length === 0 || length > this.piece) return { data: await this.read(offset, length, opts), release: noop };
+    return this.submit(Command.READ, 0, offset, length, undefined, undefined, opts.signal, undefined, true) as Promise<{ data: Uint8Array; release: () => void }>;
   }
 
   /** Reads `buf.length` bytes at `offset` into `buf`. */
@@ -269,7 +288,7 @@ export class Connection {
     }
     this.detached = true;
     this.closing = true;
-    this.socket.off('data', this.onData);
+    this.intake.stop();
     this.socket.off('error', this.onError);
     this.socket.off('close', this.onClose);
     this.socket.off('drain', this.onDrain);
@@ -320,6 +339,7 @@ export class Connection {
     read: { buf: Uint8Array; bufPos: number } | undefined,
     signal: AbortSignal | undefined,
     payloadLength?: number,
+    lend = false,
   ): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.shutdownSeen) return Promise.reject(new NbdError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));
@@ -342,6 +362,8 @@ export class Connection {
         buf: read?.buf,
         bufPos: read?.bufPos ?? 0,
         single: undefined,
+        lend,
+        release: undefined,
         covered: 0,
         extents: cmd === Command.BLOCK_STATUS ? new Map() : undefined,
         error: undefined,
@@ -415,10 +437,7 @@ export class Connection {
 
   // ------------------------------------------------------------ replies
 
-  private readonly onData = (chunk: Uint8Array): void => {
-    this.decoder.push(chunk);
-    this.pump();
-  };
+  private readonly onBytes = (): void => this.pump();
 
   private pump(): void {
     try {
@@ -513,12 +532,15 @@ export class Connection {
     p.covered += data.length;
     if (p.buf === undefined) {
       if (rel === 0 && data.length === p.length && p.single === undefined) {
-        p.single = data; // the whole answer in one view: no copy
+        // The whole answer in one view: no copy. Small ones are copied so that a caller
+        // keeping them does not keep a whole read arena alive.
+        if (p.lend) p.release = this.intake.lend(data);
+        else if (data.length >= SMALL_READ) this.intake.keep(data);
+        p.single = p.lend || data.length >= SMALL_READ ? data : new Uint8Array(data);
         return;
       }
       p.buf = new Uint8Array(p.length);
-      if (p.single) p.buf.set(p.single);
-      p.single = undefined;
+      this.unsingle(p);
     }
     p.buf.set(data, p.bufPos + rel);
   }
@@ -531,11 +553,18 @@ export class Connection {
     p.covered += size;
     if (p.buf === undefined) {
       p.buf = new Uint8Array(p.length); // zero-filled: the hole is already there
-      if (p.single) p.buf.set(p.single);
-      p.single = undefined;
+      this.unsingle(p);
       return;
     }
     p.buf.fill(0, p.bufPos + rel, p.bufPos + rel + size);
+  }
+
+  /** A second chunk arrived: the single view is copied into `p.buf` and given back. */
+  private unsingle(p: Pending): void {
+    if (p.single) p.buf!.set(p.single);
+    p.single = undefined;
+    p.release?.();
+    p.release = undefined;
   }
 
   private complete(p: Pending): void {
@@ -544,12 +573,16 @@ export class Connection {
       if (p.error) p.reject(p.error);
       else if (p.cmd === Command.READ) {
         if (p.covered < p.length) p.reject(new NbdError(Errno.EIO, `the server answered ${p.covered} of ${p.length} bytes of a read`));
-        else p.resolve(p.single ?? p.buf);
+        else if (p.lend) {
+          p.resolve({ data: p.single ?? p.buf, release: p.release ?? noop });
+          p.release = undefined; // the caller's now
+        } else p.resolve(p.single ?? p.buf);
       } else if (p.cmd === Command.BLOCK_STATUS) {
         if (p.extents!.size === 0) p.reject(new ProtocolError('block status reply without any status chunk'));
         else p.resolve(p.extents);
       } else p.resolve(undefined);
     }
+    p.release?.(); // not handed out (error, abandoned): give the view back
     if (this.pending.size === 0) {
       if (this.shutdownSeen) {
         // ESHUTDOWN: the spec asks for a soft disconnect once nothing is in flight.
@@ -571,6 +604,7 @@ export class Connection {
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
+      p.release?.();
       if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
       if (!p.abandoned) p.reject(err);
     }
@@ -590,6 +624,8 @@ export class Connection {
     this.closed.resolve();
   };
 }
+
+function noop(): void {}
 
 function checkedOffset(offset: bigint): number {
   if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError(`chunk offset ${offset} is out of range`);

@@ -40,7 +40,8 @@ export interface CopyResult {
 
 interface Source {
   size: number;
-  read(offset: number, length: number, signal?: AbortSignal): Promise<Uint8Array>;
+  /** The data, and `release` to call once it was written (it may be a view into a read buffer that is reused). */
+  read(offset: number, length: number, signal?: AbortSignal): Promise<{ data: Uint8Array; release: () => void }>;
   /** Zero/non-zero runs from `offset`, covering at least one byte; undefined = no map. */
   extents?(offset: number, length: number, signal?: AbortSignal): Promise<{ length: number; zero: boolean }[]>;
   close(): Promise<void>;
@@ -77,7 +78,7 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
     const hasMap = opts.sparse !== false && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
     return {
       size: conn.info.size,
-      read: (off, len, signal) => conn.read(off, len, { signal }),
+      read: (off, len, signal) => conn.readLent(off, len, { signal }),
       extents: hasMap
         ? async (off, len, signal) => {
             const m = await conn.blockStatus(off, len, { contexts: [MetaContext.BASE_ALLOCATION], signal });
@@ -106,7 +107,7 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
         }
         got += bytesRead;
       }
-      return buf;
+      return { data: buf, release: () => {} };
     },
     close: async () => {
       if (owned) await fh.close();
@@ -242,11 +243,16 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
           zeroBytes += item.length;
           if (!out.knownZero) await out.zero(item.offset, item.length, signal);
         } else {
-          const data = await source.read(item.offset, item.length, signal);
+          const { data, release } = await source.read(item.offset, item.length, signal);
           if (sparse && isZero(data)) {
+            release(); // zeroed below: the data is not needed any more
             zeroBytes += item.length;
             if (!out.knownZero) await out.zero(item.offset, item.length, signal);
-          } else await out.write(data, item.offset, signal);
+          } else {
+            await out.write(data, item.offset, signal);
+            // Only after a successful write: an aborted one may still be queued in the socket.
+            release();
+          }
         }
         progress(item.length);
       }

@@ -48,6 +48,10 @@ export class MultiConnection {
   read(offset: number, length: number, opts?: Signal): Promise<Uint8Array> {
     return this.pick().read(offset, length, opts);
   }
+  /** @internal See Connection.readLent. */
+  readLent(offset: number, length: number, opts?: Signal): Promise<{ data: Uint8Array; release: () => void }> {
+    return this.pick().readLent(offset, length, opts);
+  }
   readInto(buf: Uint8Array, offset: number, opts?: Signal): Promise<void> {
     return this.pick().readInto(buf, offset, opts);
   }

@@ -1,17 +1,22 @@
 // The socket plus the incremental decoder, shared by both phases: the handshake
 // pulls frames one at a time with `next()`; the transmission phase takes the
-// decoder over (bytes already buffered included) with `release()`.
+// intake over (bytes already buffered included) with `release()`.
 import type { Duplex } from 'node:stream';
-import { ProtocolError, type ServerFrame, ServerStreamDecoder } from '@nbd/protocol';
+import { ProtocolError, type ServerFrame, type ServerStreamDecoder } from '@nbd/protocol';
+import type { Intake } from './intake.js';
 
 export class Wire {
-  readonly decoder = new ServerStreamDecoder();
+  readonly decoder: ServerStreamDecoder;
   private waiter: { resolve: (f: ServerFrame) => void; reject: (e: unknown) => void } | undefined;
   private failure: Error | undefined;
   private released = false;
 
-  constructor(readonly socket: Duplex) {
-    socket.on('data', this.onData);
+  constructor(
+    readonly socket: Duplex,
+    private readonly intake: Intake,
+  ) {
+    this.decoder = intake.decoder;
+    intake.onBytes = this.onBytes;
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
   }
@@ -58,12 +63,12 @@ export class Wire {
   }
 
   /** Stops listening and hands the socket and decoder to the transmission phase. */
-  release(): { socket: Duplex; decoder: ServerStreamDecoder } {
+  release(): { socket: Duplex; intake: Intake } {
     this.released = true;
-    this.socket.off('data', this.onData);
+    this.intake.onBytes = () => {};
     this.socket.off('error', this.onError);
     this.socket.off('close', this.onClose);
-    return { socket: this.socket, decoder: this.decoder };
+    return { socket: this.socket, intake: this.intake };
   }
 
   /** Closes the socket for good (handshake failure, abort). */
@@ -81,9 +86,8 @@ export class Wire {
     w?.reject(err);
   }
 
-  private readonly onData = (chunk: Uint8Array): void => {
+  private readonly onBytes = (): void => {
     if (this.released) return;
-    this.decoder.push(chunk);
     const w = this.waiter;
     if (!w) return;
     let f: ServerFrame | undefined;
