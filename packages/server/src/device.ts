@@ -55,7 +55,7 @@ export type MaybePromise<T> = T | Promise<T>;
 export interface Device {
   /** Fills all of `buf` with the bytes at `offset`. */
   readAt(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
-  /** Writes all of `buf` at `offset`. Without it the device is read-only. `buf` may be a view into a socket buffer: copy it if kept. */
+  /** Writes all of `buf` at `offset`. Without it the device is read-only. `buf` is a view into the connection's read buffer, reused once the call returns (or its promise settles): copy it if kept. */
   writeAt?(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
   /** Makes completed writes durable (NBD_CMD_FLUSH; also FUA emulation). */
   sync?(opts: IoOptions): MaybePromise<void>;

@@ -91,6 +91,35 @@ describe('RequestReader', () => {
     s.destroy();
   });
 
+  it('reuses an arena once its payloads are released, and counts unreleased ones as pinned', async () => {
+    const [s, c] = await socketPair();
+    const held: Uint8Array[] = [];
+    const reader = new RequestReader(s, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
+    let frames = 0;
+    const ended = new Promise<Error | undefined>((resolve) =>
+      reader.startPush((f) => {
+        frames++;
+        // Hold the first payload (as a slow device would), release the rest at once.
+        if (frames === 1) held.push(f.kind === 'request' ? f.payload! : new Uint8Array());
+        else if (f.kind === 'request' && f.payload) reader.release(f.payload);
+      }, resolve),
+    );
+    const payload = new Uint8Array(256 * 1024).fill(5);
+    const n = 200; // 50 MiB: a dozen arenas' worth
+    for (let i = 0; i < n; i++) {
+      c.write(encodeRequest({ flags: 0, type: Command.WRITE, cookie: BigInt(i), offset: 0n, length: BigInt(payload.length) }));
+      c.write(payload);
+    }
+    c.end();
+    await ended;
+    expect(frames).toBe(n);
+    expect(reader.pinnedBytes).toBe(ARENA_SIZE);
+    expect(reader.arenasAllocated).toBeLessThanOrEqual(4);
+    reader.release(held[0]!);
+    expect(reader.pinnedBytes).toBe(0);
+    s.destroy();
+  });
+
   it('pauses and resumes without losing or reordering frames', async () => {
     const [s, c] = await socketPair();
     const { sent, bytes } = workload(2, 60, true);

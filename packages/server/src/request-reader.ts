@@ -3,7 +3,9 @@
 // reads is already contiguous and reaches the device as a view, not a copy.
 // On a net.Socket the kernel reads straight into the arena (Node's `onread`
 // user-buffer mode: up to 1 MiB per read instead of a fresh 64 KiB buffer per
-// read); any other Duplex has its 'data' chunks copied in.
+// read); any other Duplex has its 'data' chunks copied in. The consumer
+// releases each payload when done with it; an arena whose payloads are all
+// released is reused, so a steady WRITE stream allocates no new memory.
 import type { Duplex } from 'node:stream';
 import { type ClientFrame, CommandFlag, Command, Magic, ProtocolError, type Request, Size } from '@nbd/protocol';
 
@@ -13,6 +15,8 @@ export const ARENA_SIZE = 4 * 1024 * 1024;
 const MAX_READ = 1024 * 1024;
 /** A fresh arena is started when less room than this is left and no frame is mid-way. */
 const MIN_READ = 64 * 1024;
+/** Released arenas kept for reuse. */
+const SPARE_ARENAS = 2;
 
 export interface RequestReaderLimits {
   /** Extended headers negotiated: 32-byte requests, PAYLOAD_LEN payloads. */
@@ -47,7 +51,17 @@ export class RequestReader {
   /** Set once the stream ended or broke. */
   ended = false;
   error: Error | undefined;
-  private arena = new Uint8Array(ARENA_SIZE);
+  private arena: Uint8Array = new Uint8Array(ARENA_SIZE);
+  /** Payloads of the current arena handed out and not yet released. */
+  private arenaRefs = 0;
+  /** Earlier arenas with payloads still unreleased → how many. */
+  private readonly retired = new Map<ArrayBufferLike, { bytes: Uint8Array; refs: number }>();
+  /** Arenas whose payloads were all released: reused instead of allocating (fresh memory costs page faults and GC). */
+  private readonly spare: Uint8Array[] = [];
+  /** Bytes of earlier arenas kept alive by unreleased payloads. */
+  pinnedBytes = 0;
+  /** Arenas allocated so far (monitoring, tests). */
+  arenasAllocated = 1;
   /** First byte not yet parsed. */
   private head = 0;
   /** End of the bytes received. */
@@ -127,6 +141,27 @@ export class RequestReader {
     if (!this.paused && !this.ended) this.socket.resume();
   }
 
+  /**
+   * The consumer is done with `payload` (a frame's payload): once every payload
+   * of an arena is released, the arena is reused for later reads.
+   */
+  release(payload: Uint8Array): void {
+    const ab = payload.buffer;
+    if (ab === this.arena.buffer) {
+      this.arenaRefs--;
+      return;
+    }
+    const r = this.retired.get(ab);
+    if (r === undefined || --r.refs > 0) return;
+    this.retired.delete(ab);
+    this.pinnedBytes -= r.bytes.length;
+    this.recycle(r.bytes);
+  }
+
+  private recycle(bytes: Uint8Array): void {
+    if (bytes.length === ARENA_SIZE && this.spare.length < SPARE_ARENAS) this.spare.push(bytes);
+  }
+
   /** Where the next socket read lands: the arena's free tail, or a new arena when it cannot hold the frame under way. */
   private nextBuffer(): Uint8Array {
     const have = this.tail - this.head;
@@ -144,9 +179,20 @@ export class RequestReader {
         this.pending !== undefined && want > 0 && need > ARENA_SIZE
           ? Math.min(need, Math.max(ARENA_SIZE, 2 * have))
           : Math.max(ARENA_SIZE, need + MIN_READ);
-      const next = new Uint8Array(size);
-      if (have > 0) next.set(this.arena.subarray(this.head, this.tail));
+      let next = size === ARENA_SIZE ? this.spare.pop() : undefined;
+      if (next === undefined) {
+        next = new Uint8Array(size);
+        this.arenasAllocated++;
+      }
+      const old = this.arena;
+      if (have > 0) next.set(old.subarray(this.head, this.tail));
+      if (this.arenaRefs === 0) this.recycle(old);
+      else {
+        this.retired.set(old.buffer, { bytes: old, refs: this.arenaRefs });
+        this.pinnedBytes += old.length;
+      }
       this.arena = next;
+      this.arenaRefs = 0;
       this.head = 0;
       this.tail = have;
     }
@@ -238,6 +284,7 @@ export class RequestReader {
     this.pending = undefined;
     const payload = a.subarray(this.head, this.head + n);
     this.head += n;
+    this.arenaRefs++;
     return { kind: 'request', request, payload };
   }
 

@@ -76,9 +76,6 @@ export class Transmission {
   /** Requests dispatched and not yet answered (for tests and monitoring). */
   inFlight = 0;
   inFlightBytes = 0;
-  /** Bytes of reader arenas held by unfinished asynchronous writes. */
-  pinnedBytes = 0;
-  private readonly pinned = new Map<ArrayBufferLike, number>();
   private corked = false;
   /** DISC received or the stream ended: answer what is in flight, then close. */
   private closing = false;
@@ -138,17 +135,23 @@ export class Transmission {
 
   private onFrame(frame: ClientFrame): void {
     if (frame.kind !== 'request') return;
+    // A payload lives in a reader arena, recycled once every payload in it is released.
+    if (!this.request(frame) && frame.payload !== undefined) this.src.release(frame.payload);
+  }
+
+  /** Handles one request; true when its payload went to the device (which then releases it). */
+  private request(frame: ClientFrame & { kind: 'request' }): boolean {
     const req = frame.request;
     if (req.type === Command.DISC) {
       // Reading goes on (later frames are dropped) so the client's EOF is seen and the socket closes.
       this.closing = true;
       this.maybeClose();
-      return;
+      return false;
     }
-    if (this.closing) return;
+    if (this.closing) return false;
     if (this.shuttingDown) {
       this.replyError(req, Errno.ESHUTDOWN, 'server is shutting down');
-      return;
+      return false;
     }
     let length = req.length;
     if (req.type === Command.BLOCK_STATUS && (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 && frame.payload) {
@@ -159,19 +162,19 @@ export class Transmission {
         for (const id of p.contextIds) {
           if (!this.session.metaContexts.has(id)) {
             this.replyError(req, Errno.EINVAL, `meta context ${id} was not selected`);
-            return;
+            return false;
           }
         }
       } catch (e) {
         this.replyError(req, Errno.EINVAL, (e as Error).message);
-        return;
+        return false;
       }
     }
     const rejection = validateRequest(req, length, this.session, frame.oversized === true);
     if (rejection !== undefined) {
       this.logger.debug(`${this.peer}: request ${req.type} rejected: ${rejection.message}`);
       this.replyError(req, rejection.errno, rejection.message);
-      return;
+      return false;
     }
 
     const p: Pending = {
@@ -186,14 +189,42 @@ export class Transmission {
     this.inFlight++;
     this.inFlightBytes += p.cost;
     if (!this.canRead()) this.src.pause();
+    if (p.type === Command.WRITE) {
+      this.write(p, frame.payload!);
+      return true;
+    }
     try {
-      this.dispatch(p, frame.payload);
+      this.dispatch(p);
+    } catch (e) {
+      this.fail(p, e);
+    }
+    return false;
+  }
+
+  private write(p: Pending, payload: Uint8Array): void {
+    const dev = this.session.device;
+    let r: MaybePromise<void>;
+    try {
+      r = dev.writeAt!(payload, p.offset, (p.flags & CommandFlag.FUA) !== 0 && dev.fua ? this.fuaOpts : this.opts);
+    } catch (e) {
+      this.src.release(payload);
+      this.fail(p, e);
+      return;
+    }
+    if (isPromise(r)) {
+      const release = () => this.src.release(payload);
+      r.then(release, release);
+    } else this.src.release(payload);
+    try {
+      this.step(p, r, this.afterWrite);
     } catch (e) {
       this.fail(p, e);
     }
   }
 
-  private dispatch(p: Pending, payload: Uint8Array | undefined): void {
+
+
+  private dispatch(p: Pending): void {
     const dev = this.session.device;
     const fua = (p.flags & CommandFlag.FUA) !== 0;
     switch (p.type) {
@@ -202,18 +233,6 @@ export class Transmission {
           this.step(p, dev.extents!(p.offset, p.length, this.extentOpts), this.readSparse);
         } else this.read(p);
         return;
-      case Command.WRITE: {
-        const r = dev.writeAt!(payload!, p.offset, fua && dev.fua ? this.fuaOpts : this.opts);
-        if (isPromise(r)) {
-          // The payload is a view into a reader arena: an unfinished write keeps the whole arena alive.
-          const arena = payload!.buffer;
-          this.pin(arena, 1);
-          const unpin = () => this.pin(arena, -1);
-          r.then(unpin, unpin);
-        }
-        this.step(p, r, this.afterWrite);
-        return;
-      }
       case Command.FLUSH:
         this.step(p, dev.sync!(this.opts), this.ok);
         return;
@@ -521,23 +540,11 @@ export class Transmission {
     this.maybeDone();
   }
 
-  /** Counts asynchronous writes per arena; arenas with unfinished writes count against maxInFlightBytes. */
-  private pin(arena: ArrayBufferLike, delta: number): void {
-    const n = (this.pinned.get(arena) ?? 0) + delta;
-    if (n === 0) {
-      this.pinned.delete(arena);
-      this.pinnedBytes -= arena.byteLength;
-    } else {
-      if (n === delta) this.pinnedBytes += arena.byteLength;
-      this.pinned.set(arena, n);
-    }
-  }
-
   private canRead(): boolean {
     return (
       this.inFlight < this.limits.maxInFlight &&
       this.inFlightBytes < this.limits.maxInFlightBytes &&
-      this.pinnedBytes < this.limits.maxInFlightBytes &&
+      this.src.pinnedBytes < this.limits.maxInFlightBytes &&
       this.socket.writableLength < Math.min(this.limits.maxInFlightBytes, REPLY_HIGH_WATER)
     );
   }
