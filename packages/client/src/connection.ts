@@ -395,10 +395,10 @@ export class Connection {
 
   private writeNow(header: Uint8Array, payload: Uint8Array | undefined): void {
     if (!this.corked) {
-      // Headers issued in the same tick leave in one write.
+      // Requests issued in one event-loop turn (all replies read in it) leave in one write.
       this.corked = true;
       this.socket.cork();
-      process.nextTick(this.uncork);
+      setImmediate(this.uncork);
     }
     this.socket.write(header);
     if (payload !== undefined && payload.length > 0) this.socket.write(payload);
