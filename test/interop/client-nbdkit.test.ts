@@ -58,6 +58,24 @@ describe('nbdkit plugins', () => {
     await conn.disconnect();
   });
 
+  test('read arenas: views returned by read() stay intact while lent reads reuse arenas (also --no-sr)', async () => {
+    for (const sr of [[], ['--no-sr']]) {
+      const p = await nbdkit(['pattern', `size=${64 * MiB}`], sr);
+      const conn = await open(p.uri);
+      const kept = await Promise.all([0, 1, 2, 3].map((i) => conn.read(i * MiB, 256 * 1024)));
+      // 48 MiB more through the same connection, 16 at a time, each lent and given back at once.
+      for (let base = 4 * MiB; base < 52 * MiB; base += 16 * 256 * 1024) {
+        const lent = await Promise.all(Array.from({ length: 16 }, (_, i) => conn.readLent(base + i * 256 * 1024, 256 * 1024)));
+        lent.forEach(({ data, release }, i) => {
+          checkPattern(data, base + i * 256 * 1024);
+          release();
+        });
+      }
+      kept.forEach((v, i) => checkPattern(v, i * MiB));
+      await conn.disconnect();
+    }
+  });
+
   test('data plugin: literal bytes then zeroes', async () => {
     const p = await nbdkit(['data', 'data=1 2 3 @4096 9', `size=${MiB}`]);
     const conn = await open(p.uri);
