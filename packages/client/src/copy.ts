@@ -190,10 +190,19 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
   const requestSize = opts.requestSize ?? 256 * 1024;
   if (!Number.isSafeInteger(requestSize) || requestSize <= 0) throw new RangeError(`requestSize must be a positive integer, got ${requestSize}`);
   const signal = opts.signal;
-  const source = await openSource(src, opts);
-  let sink: Sink | undefined;
+  // Both ends connect at once (handshakes are round trips), except that a destination
+  // file is opened (and truncated) only once the source is known to be there.
+  const fileSink = typeof dst === 'string' && dst !== 'null:' && !isUri(dst);
+  const first = openSource(src, opts);
+  if (fileSink) await first;
+  const [opened, sunk] = await Promise.allSettled([first, openSink(dst, opts)]);
+  if (opened.status === 'rejected' || sunk.status === 'rejected') {
+    await Promise.allSettled([opened.status === 'fulfilled' && opened.value.close(), sunk.status === 'fulfilled' && sunk.value.close()]);
+    throw opened.status === 'rejected' ? opened.reason : (sunk as PromiseRejectedResult).reason;
+  }
+  const source = opened.value;
+  const sink = sunk.value;
   try {
-    sink = await openSink(dst, opts);
     const out = sink;
     const total = source.size;
     if (out.size !== undefined && out.size < total) {
@@ -263,6 +272,6 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     await out.finish(total, opts.flush !== false);
     return { bytes: total, zeroBytes };
   } finally {
-    await Promise.allSettled([source.close(), sink?.close()]);
+    await Promise.allSettled([source.close(), sink.close()]);
   }
 }
