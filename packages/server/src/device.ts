@@ -43,6 +43,12 @@ export interface BlockSizes {
   max: number;
 }
 
+/** Memory lent by {@link Device.lend}. */
+export interface Loan {
+  views: Uint8Array[];
+  release(): void;
+}
+
 /** A value or a promise of it: device methods may be synchronous. */
 export type MaybePromise<T> = T | Promise<T>;
 
@@ -55,6 +61,15 @@ export type MaybePromise<T> = T | Promise<T>;
 export interface Device {
   /** Fills all of `buf` with the bytes at `offset`. */
   readAt(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
+  /**
+   * Zero-copy READ, optional next to `readAt`: views of the device's own memory
+   * holding the `length` bytes at `offset`, in order, or undefined to fall back
+   * to `readAt`. The server sends the views as they are and calls `release()`
+   * once the socket is done with them; until then that memory must not be reused
+   * for other offsets (writes to these same offsets may race with the read, as
+   * the protocol allows for overlapping requests).
+   */
+  lend?(offset: number, length: number): Loan | undefined;
   /** Writes all of `buf` at `offset`. Without it the device is read-only. `buf` is a view into the connection's read buffer, reused once the call returns (or its promise settles): copy it if kept. */
   writeAt?(buf: Uint8Array, offset: number, opts: IoOptions): MaybePromise<void>;
   /** Makes completed writes durable (NBD_CMD_FLUSH; also FUA emulation). */

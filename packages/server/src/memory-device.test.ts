@@ -49,4 +49,37 @@ describe('MemoryDevice', () => {
     d.zero(3 * P, P);
     expect(d.allocated).toBe(2 * P);
   });
+
+  it('lends the bytes readAt would give, holes as zeroes, consecutive pages as one view', () => {
+    const d = new MemoryDevice(16 * P);
+    const data = Uint8Array.from({ length: 4 * P }, (_, i) => (i * 13) % 251);
+    d.writeAt(data, 2 * P);
+    for (const [off, len] of [[2 * P, 4 * P], [P + 7, 3 * P], [5 * P - 3, 4 * P], [0, 16 * P]] as const) {
+      const want = new Uint8Array(len);
+      d.readAt(want, off);
+      const loan = d.lend(off, len);
+      expect(Buffer.concat(loan.views)).toEqual(Buffer.from(want));
+      loan.release();
+    }
+    // The written range sits in consecutive slots of one slab: a single view.
+    expect(d.lend(2 * P, 4 * P).views.length).toBe(1);
+  });
+
+  it('does not reuse a dropped page for other data while a loan may still show it', () => {
+    const d = new MemoryDevice(8 * P);
+    d.writeAt(new Uint8Array(P).fill(0xaa), 0);
+    const loan = d.lend(0, P);
+    d.trim(0, P); // page 0 dropped while lent
+    d.writeAt(new Uint8Array(P).fill(0xbb), 4 * P); // must not land in the lent memory
+    expect(loan.views[0]!.every((x) => x === 0xaa)).toBe(true);
+    loan.release();
+    d.trim(4 * P, P);
+    d.writeAt(new Uint8Array(P).fill(0xcc), 5 * P);
+    // After the release the quarantined slot is reused: no more memory than two pages' worth of slots.
+    d.writeAt(new Uint8Array(P).fill(0xdd), 6 * P);
+    expect(loan.views[0]!.every((x) => x === 0xcc || x === 0xdd)).toBe(true);
+    const back = new Uint8Array(P);
+    d.readAt(back, 6 * P);
+    expect(back.every((x) => x === 0xdd)).toBe(true);
+  });
 });

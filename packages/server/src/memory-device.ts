@@ -1,8 +1,9 @@
 // A sparse in-memory device: fixed-size pages allocated on first write, dropped
-// by trim/zero (their memory is reused, not returned), reported as holes by `extents`. Synchronous, so the server
-// replies in the same tick (the fast path the benchmark measures).
+// by trim/zero (their memory is reused, not returned), reported as holes by
+// `extents`, lent to the server for zero-copy READ replies. Synchronous, so the
+// server replies in the same tick (the fast path the benchmark measures).
 import { AllocationState } from '@nbd/protocol';
-import type { Device, Extent } from './device.js';
+import type { Device, Extent, Loan } from './device.js';
 
 /** Page size: as nbdkit's sparse array, small enough that sparse images stay sparse. */
 export const MEMORY_PAGE_SIZE = 32 * 1024;
@@ -12,6 +13,8 @@ const HOLE = AllocationState.HOLE | AllocationState.ZERO;
 
 /** Pages per slab: pages live in 4 MiB slabs, so the GC tracks a few large buffers, not one per page. */
 const SLAB_PAGES = 128;
+/** What a hole lends. */
+const ZERO_PAGE = new Uint8Array(MEMORY_PAGE_SIZE);
 
 export class MemoryDevice implements Device {
   readonly size: number;
@@ -24,6 +27,16 @@ export class MemoryDevice implements Device {
   /** Slots of dropped pages, reused before new slabs are allocated. */
   private readonly freeSlots: number[] = [];
   private nextSlot = 0;
+  /**
+   * Dropped pages' slots wait here while memory lent before the drop may still
+   * be unsent, so a reply never carries another offset's data. `gen` counts
+   * drops; a slot dropped in generation g is free once no loan of generation ≤ g is out.
+   */
+  private quarantine: { slot: number; gen: number }[] = [];
+  private quarantineHead = 0;
+  private gen = 0;
+  /** Generation → loans still out. */
+  private readonly loans = new Map<number, number>();
 
   constructor(size: number) {
     if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`MemoryDevice: bad size ${size}`);
@@ -50,6 +63,49 @@ export class MemoryDevice implements Device {
       }
       pos += n;
     }
+  }
+
+  /** The pages themselves (a shared zero page for holes), adjacent ones merged: the server sends them without a copy. */
+  lend(offset: number, length: number): Loan {
+    const views: Uint8Array[] = [];
+    let last: Uint8Array | undefined;
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const inPage = at & MASK;
+      const n = Math.min(MEMORY_PAGE_SIZE - inPage, end - at);
+      const slot = this.pages.get(Math.floor(at / MEMORY_PAGE_SIZE));
+      let v: Uint8Array;
+      if (slot === undefined) v = ZERO_PAGE.subarray(inPage, inPage + n);
+      else {
+        const o = (slot % SLAB_PAGES) * MEMORY_PAGE_SIZE + inPage;
+        const slab = this.slabs[Math.floor(slot / SLAB_PAGES)]!;
+        if (last !== undefined && last.buffer === slab.buffer && last.byteOffset + last.length === slab.byteOffset + o) {
+          // Consecutive slots (a sequentially written range): one view.
+          v = slab.subarray(last.byteOffset - slab.byteOffset, o + n);
+          views[views.length - 1] = v;
+          last = v;
+          at += n;
+          continue;
+        }
+        v = slab.subarray(o, o + n);
+      }
+      views.push(v);
+      last = v;
+      at += n;
+    }
+    const gen = this.gen;
+    this.loans.set(gen, (this.loans.get(gen) ?? 0) + 1);
+    let out = true;
+    return {
+      views,
+      release: () => {
+        if (!out) return;
+        out = false;
+        const left = this.loans.get(gen)! - 1;
+        if (left === 0) this.loans.delete(gen);
+        else this.loans.set(gen, left);
+      },
+    };
   }
 
   writeAt(buf: Uint8Array, offset: number): void {
@@ -104,6 +160,7 @@ export class MemoryDevice implements Device {
   }
 
   private allocSlot(): number {
+    if (this.freeSlots.length === 0 && this.quarantineHead < this.quarantine.length) this.unquarantine();
     const reused = this.freeSlots.pop();
     if (reused !== undefined) {
       this.zeroSlot(reused, 0, MEMORY_PAGE_SIZE);
@@ -112,6 +169,23 @@ export class MemoryDevice implements Device {
     const slot = this.nextSlot++;
     if (Math.floor(slot / SLAB_PAGES) >= this.slabs.length) this.slabs.push(new Uint8Array(SLAB_PAGES * MEMORY_PAGE_SIZE));
     return slot;
+  }
+
+  /** Frees quarantined slots that no outstanding loan can still show. */
+  private unquarantine(): void {
+    let oldest = Infinity;
+    for (const g of this.loans.keys()) oldest = Math.min(oldest, g);
+    const q = this.quarantine;
+    while (this.quarantineHead < q.length && q[this.quarantineHead]!.gen < oldest) this.freeSlots.push(q[this.quarantineHead++]!.slot);
+    if (this.quarantineHead === q.length) {
+      this.quarantine = [];
+      this.quarantineHead = 0;
+    }
+  }
+
+  private dropSlot(slot: number): void {
+    if (this.loans.size === 0) this.freeSlots.push(slot);
+    else this.quarantine.push({ slot, gen: this.gen });
   }
 
   private zeroSlot(slot: number, from: number, to: number): void {
@@ -144,10 +218,12 @@ export class MemoryDevice implements Device {
       if (slot !== undefined) {
         if (n === MEMORY_PAGE_SIZE) {
           this.pages.delete(index);
-          this.freeSlots.push(slot);
+          this.dropSlot(slot);
         } else this.zeroSlot(slot, inPage, inPage + n);
       }
       at += n;
     }
+    // Loans made from now on cannot show the slots dropped so far.
+    if (this.loans.size > 0) this.gen++;
   }
 }

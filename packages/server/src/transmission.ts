@@ -21,7 +21,7 @@ import {
   writeChunkHeader,
   writeSimpleReply,
 } from '@nbd/protocol';
-import type { Extent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from './device.js';
+import type { Extent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
 import { BufferPool } from './buffer-pool.js';
 import { type Deferred, deferred } from './deferred.js';
 import type { RequestReader } from './request-reader.js';
@@ -290,7 +290,45 @@ export class Transmission {
     // Header, the OFFSET_DATA offset field, and the data: one buffer, filled in place.
     const head = !s.structured ? Size.SIMPLE_REPLY : (s.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK) + 8;
     const size = head + p.length;
+    if (p.length >= POOL_MIN && s.device.lend !== undefined) {
+      const loan = s.device.lend(p.offset, p.length);
+      if (loan !== undefined) {
+        this.sendLoan(p, head, loan);
+        return;
+      }
+    }
     const buf = size >= POOL_MIN ? pool.take(size) : Buffer.allocUnsafe(size);
+    this.writeReadHeader(p, buf);
+    const r = s.device.readAt(buf.subarray(head), p.offset, this.opts);
+    if (isPromise(r)) r.then(() => this.sendAndEnd(p, buf), (e: unknown) => this.fail(p, e));
+    else this.sendAndEnd(p, buf);
+  }
+
+  /** Zero-copy READ reply: our header, then the device's own memory; the loan ends once the socket is done with it. */
+  private sendLoan(p: Pending, head: number, loan: Loan): void {
+    let total = 0;
+    for (const v of loan.views) total += v.length;
+    if (this.shuttingDown || total !== p.length) {
+      loan.release();
+      this.fail(p, this.shuttingDown ? undefined : new Error(`device lent ${total} bytes for a ${p.length}-byte read`));
+      return;
+    }
+    const h = Buffer.allocUnsafe(head);
+    this.writeReadHeader(p, h);
+    this.send(h);
+    const views = loan.views;
+    const last = views.length - 1;
+    for (let i = 0; i < last; i++) this.send(views[i]!);
+    this.send(views[last]!, (ok) => {
+      loan.release();
+      if (ok && this.socket.writableLength < REPLY_LOW_WATER) this.maybeResume();
+    });
+    this.end(p);
+  }
+
+  /** Simple reply header, or OFFSET_DATA chunk header + offset, for a successful READ of `p`. */
+  private writeReadHeader(p: Pending, buf: Buffer): void {
+    const s = this.session;
     if (!s.structured) writeSimpleReply(buf, 0, { error: 0, cookie: p.cookie });
     else {
       const n = writeChunkHeader(
@@ -301,9 +339,6 @@ export class Transmission {
       );
       buf.writeBigUInt64BE(p.wireOffset, n);
     }
-    const r = s.device.readAt(buf.subarray(head), p.offset, this.opts);
-    if (isPromise(r)) r.then(() => this.sendAndEnd(p, buf), (e: unknown) => this.fail(p, e));
-    else this.sendAndEnd(p, buf);
   }
 
   private readonly readSparse = (p: Pending, extents: Extent[]): void => {
@@ -476,7 +511,9 @@ export class Transmission {
     if (this.shuttingDown) this.fail(p, undefined);
     else {
       if (buf.length >= POOL_MIN) {
-        this.send(buf, () => {
+        this.send(buf, (ok) => {
+          // A failed write may leave the buffer referenced by the dying socket: not reused.
+          if (!ok) return;
           pool.give(buf);
           if (this.socket.writableLength < REPLY_LOW_WATER) this.maybeResume();
         });
@@ -511,17 +548,20 @@ export class Transmission {
     }
   }
 
-  /** `written` runs once the socket is done with `buf` (not if the write fails). */
-  private send(buf: Uint8Array, written?: () => void): void {
+  /** `done` runs once the socket is done with `buf`: ok = written, false = dropped or failed. */
+  private send(buf: Uint8Array, done?: (ok: boolean) => void): void {
     const s = this.socket;
-    if (this.socketClosed || s.destroyed || !s.writable) return;
+    if (this.socketClosed || s.destroyed || !s.writable) {
+      done?.(false);
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       s.cork();
       process.nextTick(this.uncork);
     }
-    if (written === undefined) s.write(buf);
-    else s.write(buf, (err) => err || written());
+    if (done === undefined) s.write(buf);
+    else s.write(buf, (err) => done(!err));
   }
 
   private readonly uncork = () => {
