@@ -1,7 +1,7 @@
-// The one reader of a connection's socket: feeds the stream decoder and hands
-// out whole frames, pulled one at a time during the handshake, pushed to a sink
-// during transmission. Reading the socket pauses whenever nobody wants frames,
-// so a peer cannot make the decoder's buffer grow without bound.
+// The handshake-phase reader of a connection's socket: feeds the stream decoder
+// and hands out whole frames, pulled one at a time. Reading the socket pauses
+// whenever nobody wants a frame, so a peer cannot make the decoder's buffer grow
+// without bound. For transmission, `detach()` hands over to a RequestReader.
 import type { Duplex } from 'node:stream';
 import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder } from '@nbd/protocol';
 import { type Deferred, deferred } from './deferred.js';
@@ -13,10 +13,6 @@ export class FrameSource {
   /** The decode error that ended the stream, if any. */
   error: Error | undefined;
   private waiter: Deferred<ClientFrame | null> | undefined;
-  private sink: ((frame: ClientFrame) => void) | undefined;
-  private onFail: ((err: Error | undefined) => void) | undefined;
-  private paused = false;
-  private pumping = false;
 
   constructor(
     private readonly socket: Duplex,
@@ -64,72 +60,25 @@ export class FrameSource {
     return this.waiter.promise;
   }
 
-  /** Switches to push mode: every frame, now and later, goes to `sink` until paused. */
-  startPush(sink: (frame: ClientFrame) => void, onEnd: (err: Error | undefined) => void): void {
-    this.sink = sink;
-    this.onFail = onEnd;
-    if (this.ended) {
-      onEnd(this.error);
-      return;
-    }
-    this.socket.resume();
-    this.pump();
-  }
-
-  /** Stops delivering frames (backpressure); bytes already buffered wait. */
-  pause(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.socket.pause();
-  }
-
-  resume(): void {
-    if (!this.paused || this.ended) return;
-    this.paused = false;
-    this.socket.resume();
-    this.pump();
-  }
-
-  get isPaused(): boolean {
-    return this.paused;
-  }
-
   private pump(): void {
-    const sink = this.sink;
-    if (sink === undefined) {
-      const w = this.waiter;
-      if (w === undefined) {
-        this.socket.pause();
-        return;
-      }
-      let frame: ClientFrame | undefined;
-      try {
-        frame = this.decoder.next();
-      } catch (e) {
-        this.waiter = undefined;
-        this.fail(e as Error);
-        w.reject(e as Error);
-        return;
-      }
-      if (frame === undefined) return;
-      this.waiter = undefined;
+    const w = this.waiter;
+    if (w === undefined) {
       this.socket.pause();
-      w.resolve(frame);
       return;
     }
-    if (this.pumping) return; // a sink call resumed us; the outer loop goes on
-    this.pumping = true;
+    let frame: ClientFrame | undefined;
     try {
-      while (!this.paused && !this.ended) {
-        const frame = this.decoder.next();
-        if (frame === undefined) break;
-        sink(frame);
-      }
+      frame = this.decoder.next();
     } catch (e) {
+      this.waiter = undefined;
       this.fail(e as Error);
-    } finally {
-      this.pumping = false;
+      w.reject(e as Error);
+      return;
     }
+    if (frame === undefined) return;
+    this.waiter = undefined;
+    this.socket.pause();
+    w.resolve(frame);
   }
 
   private fail(err: Error): void {
@@ -145,6 +94,5 @@ export class FrameSource {
     const w = this.waiter;
     this.waiter = undefined;
     w?.resolve(null);
-    this.onFail?.(this.error);
   }
 }

@@ -37,6 +37,9 @@ interface UserBufferHooks {
 function userBufferHooks(socket: Duplex): UserBufferHooks | undefined {
   const handle = (socket as { _handle?: { useUserBuffer?: unknown } })._handle;
   if (typeof handle?.useUserBuffer !== 'function') return undefined;
+  // Plain unix/TCP sockets only: a TLS socket's handle decrypts in between.
+  const kind = (handle as object).constructor.name;
+  if (kind !== 'Pipe' && kind !== 'TCP') return undefined;
   const find = (name: string) => Object.getOwnPropertySymbols(socket).find((s) => s.description === name);
   const buffer = find('kBuffer');
   const callback = find('kBufferCb');
