@@ -2,6 +2,7 @@
 // zero extents (base:allocation) and all-zero blocks are not copied as data but
 // zeroed on the destination, or skipped when the destination is known to be zero.
 import { type FileHandle, open as openFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { AllocationState, MetaContext } from '@nbd/protocol';
 import { Connection } from './connection.js';
 import { MultiConnection, connectMulti } from './multi.js';
@@ -17,9 +18,13 @@ export interface CopyProgress {
 export interface CopyOptions {
   /** Bytes per request (default 256 KiB, like nbdcopy). */
   requestSize?: number;
-  /** Requests in flight per connection (default 16; nbdcopy uses 64, but Node does best with fewer, larger batches). */
+  /** Requests in flight per connection (default 32; nbdcopy uses 64). */
   inFlight?: number;
-  /** Connections per NBD endpoint opened from a URI, if the server allows multi-conn (default 4). */
+  /**
+   * Connections per NBD endpoint opened from a URI, if the server allows multi-conn. Default:
+   * 4, but no more than the CPUs (nbdcopy's rule: on a small machine more connections only
+   * add server threads fighting for the same CPUs).
+   */
   connections?: number;
   /** The destination already reads as zeroes: zero ranges are skipped, not written. */
   destinationIsZero?: boolean;
@@ -40,6 +45,8 @@ export interface CopyResult {
 
 interface Source {
   size: number;
+  /** NBD connections open (1 for files). */
+  connections: number;
   /** The data, and `release` to call once it was written (it may be a view into a read buffer that is reused). */
   read(offset: number, length: number, signal?: AbortSignal): Promise<{ data: Uint8Array; release: () => void }>;
   /** Zero/non-zero runs from `offset`, covering at least one byte; undefined = no map. */
@@ -49,6 +56,7 @@ interface Source {
 
 interface Sink {
   size: number | undefined;
+  connections: number;
   knownZero: boolean;
   write(buf: Uint8Array, offset: number, signal?: AbortSignal): Promise<void>;
   zero(offset: number, length: number, signal?: AbortSignal): Promise<void>;
@@ -56,13 +64,14 @@ interface Sink {
   close(): Promise<void>;
 }
 
+const lanes = (c: Connection | MultiConnection) => (c instanceof MultiConnection ? c.connections.length : 1);
 const isUri = (s: string) => /^nbds?(\+[a-z]+)?:\/\//i.test(s);
 
 async function nbdEndpoint(e: CopyEndpoint, opts: CopyOptions, forSource: boolean): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
   if (e instanceof Connection || e instanceof MultiConnection) return { conn: e, owned: false };
   if (typeof e === 'string' && isUri(e)) {
     const conn = await connectMulti(e, {
-      connections: opts.connections ?? 4,
+      connections: opts.connections ?? Math.min(4, availableParallelism()),
       metaContexts: forSource && opts.sparse !== false ? [MetaContext.BASE_ALLOCATION] : [],
       signal: opts.signal,
     });
@@ -78,6 +87,7 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
     const hasMap = opts.sparse !== false && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
     return {
       size: conn.info.size,
+      connections: lanes(conn),
       read: (off, len, signal) => conn.readLent(off, len, { signal }),
       extents: hasMap
         ? async (off, len, signal) => {
@@ -96,6 +106,7 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
   const st = await fh.stat();
   return {
     size: st.size,
+    connections: 1,
     read: async (off, len) => {
       const buf = Buffer.allocUnsafe(len);
       let got = 0;
@@ -117,7 +128,7 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
 
 async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
   if (e === 'null:') {
-    return { size: undefined, knownZero: true, write: async () => {}, zero: async () => {}, finish: async () => {}, close: async () => {} };
+    return { size: undefined, connections: 1, knownZero: true, write: async () => {}, zero: async () => {}, finish: async () => {}, close: async () => {} };
   }
   const nbd = await nbdEndpoint(e, opts, false);
   if (nbd) {
@@ -125,6 +136,7 @@ async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
     let zeroes: Uint8Array | undefined;
     return {
       size: conn.info.size,
+      connections: lanes(conn),
       knownZero: opts.destinationIsZero ?? false,
       write: (buf, off, signal) => conn.write(buf, off, { signal }),
       zero: async (off, len, signal) => {
@@ -158,6 +170,7 @@ async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
   };
   return {
     size: undefined,
+    connections: 1,
     knownZero,
     write,
     zero: async (off, len) => {
@@ -208,8 +221,8 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     if (out.size !== undefined && out.size < total) {
       throw new Error(`copy: the destination (${out.size} bytes) is smaller than the source (${total} bytes)`);
     }
-    const conns = (e: CopyEndpoint) => (e instanceof MultiConnection ? e.connections.length : typeof e === 'string' && isUri(e) ? (opts.connections ?? 4) : 1);
-    const window = (opts.inFlight ?? 16) * Math.max(conns(src), conns(dst));
+    // The window grows with the connections actually open (one if the server refused multi-conn).
+    const window = (opts.inFlight ?? 32) * Math.max(source.connections, out.connections);
     const sparse = opts.sparse !== false;
     let done = 0;
     let zeroBytes = 0;
