@@ -59,6 +59,23 @@ describe('Intake (read arenas)', () => {
     });
   });
 
+  test('new arenas start between frames: almost no bytes are moved from one arena to the next', () => {
+    const intake = transmission();
+    const got = collect(intake, true);
+    let moved = 0;
+    const drain = intake.decoder.drain.bind(intake.decoder);
+    intake.decoder.drain = () => {
+      const rest = drain();
+      moved += rest.length;
+      return rest;
+    };
+    const frames = Array.from({ length: 64 }, (_, i) => dataChunk(i + 1, 256 * 1024, i + 1));
+    for (const f of frames) feed(intake, f, 200_000);
+    expect(got).toHaveLength(64);
+    got.forEach((p, i) => expect(p.every((b) => b === ((i + 1) & 0xff))).toBe(true));
+    expect(moved).toBeLessThan(64 * 32); // at most a header's worth per frame, not part of a payload
+  });
+
   test('a frame larger than an arena gets an arena of its own size', () => {
     const intake = transmission();
     const got = collect(intake);

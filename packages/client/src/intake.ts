@@ -35,6 +35,8 @@ export class Intake {
   keepAll = true;
   private arena: Arena | undefined;
   private pos = 0;
+  /** The largest frame seen (up to half an arena): less free space than this starts a new arena between frames. */
+  private typical = 0;
   private readonly arenas = new WeakMap<ArrayBufferLike, Arena>();
   private readonly spares: Buffer[] = [];
   private socket: Duplex | undefined;
@@ -94,23 +96,38 @@ export class Intake {
     this.spares.push(a.buf);
   }
 
-  /** Free space for the next read, room for at least the rest of the frame in progress. */
+  /**
+   * Free space for the next read, room for at least the rest of the frame in progress.
+   * Near the end of an arena, the read is cut at the end of the frame in progress and the
+   * next arena starts between frames, so the bytes of a part-read frame rarely need moving.
+   */
   private space(): Uint8Array {
     // `wanted` is bounded by the decoder's chunk limit, so a peer's claim cannot make us allocate more.
-    const need = Math.max(MIN_READ, this.decoder.wanted);
-    const old = this.arena;
-    if (old === undefined || old.buf.length - this.pos < need) {
-      const rest = this.decoder.drain(); // the unfinished frame: one view (adjacent reads merge)
-      const size = Math.max(ARENA, rest.length + need);
-      const buf = size === ARENA && this.spares.length > 0 ? this.spares.pop()! : Buffer.allocUnsafeSlow(size);
-      buf.set(rest);
-      const a: Arena = { buf, lent: 0, kept: this.keepAll };
-      this.arenas.set(buf.buffer, a);
-      this.arena = a;
-      this.pos = rest.length;
-      this.decoder.push(buf.subarray(0, rest.length));
-      if (old) this.retire(old);
+    const wanted = this.decoder.wanted;
+    const buffered = this.decoder.buffered;
+    if (buffered > 0 && wanted > 0) this.typical = Math.min(ARENA / 2, Math.max(this.typical, buffered + wanted));
+    const a = this.arena;
+    const free = a === undefined ? 0 : a.buf.length - this.pos;
+    const tight = free < Math.max(MIN_READ, this.typical);
+    if (a !== undefined && tight && buffered > 0 && wanted > 0 && wanted <= free) {
+      return a.buf.subarray(this.pos, this.pos + wanted); // finish this frame here
     }
+    if (a === undefined || free < Math.max(MIN_READ, wanted) || (tight && buffered === 0)) this.rotate(Math.max(MIN_READ, wanted));
     return this.arena!.buf.subarray(this.pos);
+  }
+
+  /** Moves to a fresh (or spare) arena, taking along the bytes of an unfinished frame. */
+  private rotate(need: number): void {
+    const old = this.arena;
+    const rest = this.decoder.drain(); // one view: adjacent reads merge
+    const size = Math.max(ARENA, rest.length + need);
+    const buf = size === ARENA && this.spares.length > 0 ? this.spares.pop()! : Buffer.allocUnsafeSlow(size);
+    buf.set(rest);
+    const a: Arena = { buf, lent: 0, kept: this.keepAll };
+    this.arenas.set(buf.buffer, a);
+    this.arena = a;
+    this.pos = rest.length;
+    this.decoder.push(buf.subarray(0, rest.length));
+    if (old) this.retire(old);
   }
 }
