@@ -8,7 +8,7 @@
 import { Command, CommandFlag, Limits, Magic, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
-import { type ChunkHeader, type Request, decodeChunkHeader, decodeRequest } from './transmission.js';
+import { type ChunkHeader, type Request, decodeRequest } from './transmission.js';
 
 /**
  * A FIFO of received byte slices, read without copying where possible. A slice that
@@ -405,11 +405,21 @@ export class ServerStreamDecoder {
     else if (magic === Magic.EXTENDED_REPLY && this.extended) size = Size.EXTENDED_CHUNK;
     else throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)}`);
     if (q.length < size) return undefined;
-    const { extended: _, ...header } = decodeChunkHeader(q.peek(size));
-    if (header.length > this.maxChunk) {
-      throw new ProtocolError(`reply chunk: length ${header.length} exceeds the limit of ${this.maxChunk}`);
+    // Read in place rather than through decodeChunkHeader: this runs once per reply.
+    // u32 magic | u16 flags | u16 type | u64 cookie | u32 length          (structured)
+    // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u64 length (extended)
+    const h = q.peek(size);
+    const v = new DataView(h.buffer, h.byteOffset, size);
+    const flags = v.getUint16(4);
+    const type = v.getUint16(6);
+    const cookie = v.getBigUint64(8);
+    const length = size === Size.EXTENDED_CHUNK ? Number(v.getBigUint64(24)) : v.getUint32(16);
+    if (length > this.maxChunk) {
+      throw new ProtocolError(`reply chunk: length ${length} exceeds the limit of ${this.maxChunk}`);
     }
-    if (q.length < size + header.length) return undefined;
+    const header: ChunkHeader =
+      size === Size.EXTENDED_CHUNK ? { flags, type, cookie, offset: v.getBigUint64(16), length } : { flags, type, cookie, length };
+    if (q.length < size + length) return undefined;
     q.skip(size);
     return { kind: 'chunk', header, payload: q.take(header.length) };
   }
