@@ -468,9 +468,15 @@ export class Connection {
     const type = h.type;
     if (type === ChunkType.OFFSET_DATA || type === ChunkType.OFFSET_HOLE) {
       if (p.cmd !== Command.READ) throw new ProtocolError(`read data chunk for a non-read request (cookie ${h.cookie})`);
-      const c = decodeChunkPayload(type, f.payload);
-      if (c.kind === 'offset-data') this.readData(p, checkedOffset(c.offset), c.data);
-      else if (c.kind === 'offset-hole') this.readHole(p, checkedOffset(c.offset), c.size);
+      const pl = f.payload;
+      if (type === ChunkType.OFFSET_DATA && pl.length > 8) {
+        // u64 offset | data — read in place: this is the one chunk of every bulk read.
+        this.readData(p, checkedOffset(new DataView(pl.buffer, pl.byteOffset, 8).getBigUint64(0)), pl.subarray(8));
+      } else {
+        const c = decodeChunkPayload(type, pl); // holes, and the errors of a short OFFSET_DATA
+        if (c.kind === 'offset-data') this.readData(p, checkedOffset(c.offset), c.data);
+        else if (c.kind === 'offset-hole') this.readHole(p, checkedOffset(c.offset), c.size);
+      }
     } else if (type === ChunkType.BLOCK_STATUS || type === ChunkType.BLOCK_STATUS_EXT) {
       if (p.cmd !== Command.BLOCK_STATUS) throw new ProtocolError(`block status chunk for a non-block-status request (cookie ${h.cookie})`);
       const c = decodeChunkPayload(type, f.payload);
