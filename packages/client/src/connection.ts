@@ -183,6 +183,11 @@ export class Connection {
     this.checkWritable('write');
     this.checkRange(offset, buf.length, 'write');
     const flags = this.fuaFlag(opts.fua);
+    if (buf.length === 0) return;
+    if (buf.length <= this.piece) {
+      await this.submit(Command.WRITE, flags, offset, buf.length, buf, undefined, opts.signal);
+      return;
+    }
     const jobs: Promise<unknown>[] = [];
     for (let pos = 0; pos < buf.length; pos += this.piece) {
       const n = Math.min(this.piece, buf.length - pos);

@@ -259,7 +259,7 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     const worker = async () => {
       for (;;) {
         signal?.throwIfAborted();
-        const item = await take();
+        const item = queue.length > 0 ? queue.shift() : await take();
         if (!item) return;
         if (item.zero) {
           zeroBytes += item.length;
