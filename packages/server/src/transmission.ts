@@ -290,7 +290,7 @@ export class Transmission {
     // Header, the OFFSET_DATA offset field, and the data: one buffer, filled in place.
     const head = !s.structured ? Size.SIMPLE_REPLY : (s.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK) + 8;
     const size = head + p.length;
-    if (p.length >= POOL_MIN && s.device.lend !== undefined) {
+    if (s.device.lend !== undefined) {
       const loan = s.device.lend(p.offset, p.length);
       if (loan !== undefined) {
         this.sendLoan(p, head, loan);
