@@ -68,6 +68,8 @@ interface Pending {
 
 /** Bytes queued in the socket beyond which new requests wait for 'drain'. */
 const HIGH_WATER = 4 * 1024 * 1024;
+/** Bytes of request headers staged per buffer before a new one is taken. */
+const STAGE = 16 * 1024;
 /** READ answers below this size are copied out of the read arena rather than returned as views. */
 const SMALL_READ = 64 * 1024;
 /** Largest payload per request we send even when the server allows more (matches the decoder's chunk limit). */
@@ -91,8 +93,14 @@ export class Connection {
   private readonly pending = new Map<number, Pending>();
   private readonly contextNames = new Map<number, string>();
   private nextCookie = 1;
-  private corked = false;
-  private readonly sendQueue: { header: Uint8Array; payload: Uint8Array | undefined }[] = [];
+  /** Request headers are written here one after another; a run of them leaves as one chunk. */
+  private stage: Buffer = Buffer.allocUnsafe(STAGE);
+  private stagePos = 0;
+  private runStart = -1; // start of the header run not yet in `out`
+  /** Chunks for the next flush, in order: header runs and WRITE payloads (not copied). */
+  private out: Uint8Array[] = [];
+  private flushQueued = false;
+  private ending = false; // end the socket after the next flush (DISC sent)
   private failure: Error | undefined;
   private closing = false; // disconnect() called or ESHUTDOWN seen: no new requests
   private shutdownSeen = false;
@@ -288,7 +296,7 @@ export class Connection {
   detach(): { socket: Duplex; info: ExportInfo } {
     if (this.failure) throw this.failure;
     if (this.closing) throw new Error('detach(): the connection is closing');
-    if (this.pending.size > 0 || this.decoder.buffered > 0 || this.sendQueue.length > 0) {
+    if (this.pending.size > 0 || this.decoder.buffered > 0 || this.out.length > 0 || this.runStart >= 0) {
       throw new Error('detach(): requests are still in flight or bytes are buffered');
     }
     this.detached = true;
@@ -357,8 +365,6 @@ export class Connection {
       flags |= CommandFlag.PAYLOAD_LEN;
       if (payloadLength !== undefined) wireLength = payloadLength;
     }
-    const header = Buffer.allocUnsafe(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
-    writeRequest(header, 0, { flags, type: cmd, cookie: BigInt(cookie), offset: BigInt(offset), length: BigInt(wireLength) }, extended);
     return new Promise((resolve, reject) => {
       const p: Pending = {
         cmd,
@@ -386,58 +392,72 @@ export class Connection {
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
       this.pending.set(cookie, p);
-      this.send(header, payload);
+      this.send(flags, cmd, cookie, offset, wireLength, payload);
     });
   }
 
-  private send(header: Uint8Array, payload: Uint8Array | undefined): void {
-    if (this.sendQueue.length > 0 || this.socket.writableLength > HIGH_WATER) {
-      this.sendQueue.push({ header, payload });
-      return;
+  /**
+   * Queues a request: its header goes into the staging buffer, its payload (if any) is
+   * referenced. Everything queued in one event-loop turn (all replies read in it) leaves
+   * in one write at setImmediate.
+   */
+  private send(flags: number, type: number, cookie: number, offset: number, length: number, payload: Uint8Array | undefined): void {
+    const extended = this.extendedHeaders;
+    const size = extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    if (this.stagePos + size > this.stage.length) {
+      this.closeRun();
+      this.stage = Buffer.allocUnsafe(STAGE); // the old one may still be queued in the socket: never rewritten
+      this.stagePos = 0;
     }
-    this.writeNow(header, payload);
+    writeRequest(this.stage, this.stagePos, { flags, type, cookie: BigInt(cookie), offset: BigInt(offset), length: BigInt(length) }, extended);
+    if (this.runStart < 0) this.runStart = this.stagePos;
+    this.stagePos += size;
+    if (payload !== undefined && payload.length > 0) {
+      this.closeRun();
+      this.out.push(payload);
+    }
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(this.flushOut);
+    }
   }
 
-  private writeNow(header: Uint8Array, payload: Uint8Array | undefined): void {
-    if (!this.corked) {
-      // Requests issued in one event-loop turn (all replies read in it) leave in one write.
-      this.corked = true;
+  private closeRun(): void {
+    if (this.runStart < 0) return;
+    this.out.push(this.stage.subarray(this.runStart, this.stagePos));
+    this.runStart = -1;
+  }
+
+  private readonly flushOut = (): void => {
+    this.flushQueued = false;
+    if (this.failure) return;
+    // Beyond HIGH_WATER queued in the socket, requests wait in `out` for 'drain'.
+    if (this.socket.writableLength > HIGH_WATER) return;
+    this.closeRun();
+    const out = this.out;
+    if (out.length === 1) this.socket.write(out[0]!);
+    else if (out.length > 1) {
       this.socket.cork();
-      setImmediate(this.uncork);
+      for (const c of out) this.socket.write(c);
+      this.socket.uncork();
     }
-    this.socket.write(header);
-    if (payload !== undefined && payload.length > 0) this.socket.write(payload);
-  }
-
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.socket.uncork();
+    this.out = [];
+    if (this.ending) {
+      this.ending = false;
+      this.socket.end();
+    }
   };
 
   private readonly onDrain = (): void => {
-    while (this.sendQueue.length > 0 && this.socket.writableLength <= HIGH_WATER && !this.failure) {
-      const { header, payload } = this.sendQueue.shift()!;
-      this.writeNow(header, payload);
-    }
-    if (this.sendQueue.length > 0 && this.socket.writableLength === 0) setImmediate(this.onDrain);
+    if (this.out.length > 0 || this.runStart >= 0 || this.ending) this.flushOut();
   };
 
   private sendDisc(): void {
     if (this.discSent || this.failure) return;
     this.discSent = true;
     this.closing = true;
-    const header = Buffer.allocUnsafe(this.extendedHeaders ? Size.EXTENDED_REQUEST : Size.REQUEST);
-    writeRequest(header, 0, { flags: 0, type: Command.DISC, cookie: BigInt(this.nextCookie++), offset: 0n, length: 0n }, this.extendedHeaders);
-    this.send(header, undefined);
-    this.flushQueueThenEnd();
-  }
-
-  private flushQueueThenEnd(): void {
-    if (this.sendQueue.length > 0) {
-      this.socket.once('drain', () => this.flushQueueThenEnd());
-      return;
-    }
-    this.socket.end();
+    this.send(0, Command.DISC, this.nextCookie++, 0, 0, undefined);
+    this.ending = true;
   }
 
   // ------------------------------------------------------------ replies
@@ -611,7 +631,9 @@ export class Connection {
     if (this.failure) return;
     this.failure = err;
     this.closing = true;
-    this.sendQueue.length = 0;
+    this.out = [];
+    this.runStart = -1;
+    this.ending = false;
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
