@@ -248,18 +248,32 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
       }
       next = Math.min(total, Math.max(end, next + 1));
     };
+    // One block-status call at a time, started while a window's worth of work is still queued,
+    // so the pipe does not run dry while the next extents are asked for.
+    let mapError: unknown;
+    const prefetch = () => {
+      if (mapping !== undefined || next >= total || mapError !== undefined) return;
+      mapping = refill().then(
+        () => (mapping = undefined),
+        (e: unknown) => {
+          mapError = e;
+          mapping = undefined;
+        },
+      );
+    };
     const take = async () => {
-      while (queue.length === 0 && next < total) {
-        // One block-status call at a time; the other workers wait for it.
-        mapping ??= refill().finally(() => (mapping = undefined));
+      for (;;) {
+        if (queue.length < window) prefetch();
+        if (queue.length > 0) return queue.shift();
+        if (mapError !== undefined) throw mapError;
+        if (mapping === undefined) return undefined; // all mapped, all taken
         await mapping;
       }
-      return queue.shift();
     };
     const worker = async () => {
       for (;;) {
         signal?.throwIfAborted();
-        const item = queue.length > 0 ? queue.shift() : await take();
+        const item = queue.length >= window ? queue.shift() : await take();
         if (!item) return;
         if (item.zero) {
           zeroBytes += item.length;
