@@ -198,6 +198,22 @@ describe('nbdkit filters', () => {
     await c2.disconnect();
   });
 
+  test('delay filter: a deep pipe with slow replies never stalls the requests held back for batching', async () => {
+    const p = await nbdkit(['--filter=delay', 'pattern', `size=${MiB}`, 'delay-read=20ms']);
+    const conn = await open(p.uri);
+    // 40 in flight at once, then waves of 1, 3 and 9 more while the first are still slow.
+    const offsets = Array.from({ length: 40 }, (_, i) => i * 4096);
+    const first = Promise.all(offsets.map((o) => conn.read(o, 4096)));
+    for (const n of [1, 3, 9]) {
+      const wave = await Promise.all(Array.from({ length: n }, (_, i) => conn.read((100 + i) * 4096, 4096)));
+      wave.forEach((d, i) => checkPattern(d, (100 + i) * 4096));
+    }
+    (await first).forEach((d, i) => checkPattern(d, offsets[i]!));
+    const single = await conn.read(8192, 8); // a lone request with nothing else in flight
+    checkPattern(single, 8192);
+    await conn.disconnect();
+  });
+
   test('delay filter: replies complete out of order and are matched', async () => {
     const p = await nbdkit(['--filter=delay', 'memory', `size=${MiB}`, 'delay-read=400ms']);
     const conn = await open(p.uri);
