@@ -114,7 +114,8 @@ describe('RequestReader', () => {
     await ended;
     expect(frames).toBe(n);
     expect(reader.pinnedBytes).toBe(ARENA_SIZE);
-    expect(reader.arenasAllocated).toBeLessThanOrEqual(4);
+    // The held arena, and one more reused in place for everything else.
+    expect(reader.arenasAllocated).toBe(2);
     reader.release(held[0]!);
     expect(reader.pinnedBytes).toBe(0);
     s.destroy();

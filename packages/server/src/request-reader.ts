@@ -16,7 +16,7 @@ const MAX_READ = 1024 * 1024;
 /** A fresh arena is started when less room than this is left and no frame is mid-way. */
 const MIN_READ = 64 * 1024;
 /** Released arenas kept for reuse. */
-const SPARE_ARENAS = 2;
+const SPARE_ARENAS = 1;
 
 export interface RequestReaderLimits {
   /** Extended headers negotiated: 32-byte requests, PAYLOAD_LEN payloads. */
@@ -182,17 +182,24 @@ export class RequestReader {
         this.pending !== undefined && want > 0 && need > ARENA_SIZE
           ? Math.min(need, Math.max(ARENA_SIZE, 2 * have))
           : Math.max(ARENA_SIZE, need + MIN_READ);
-      let next = size === ARENA_SIZE ? this.spare.pop() : undefined;
-      if (next === undefined) {
-        next = new Uint8Array(size);
-        this.arenasAllocated++;
-      }
       const old = this.arena;
-      if (have > 0) next.set(old.subarray(this.head, this.tail));
-      if (this.arenaRefs === 0) this.recycle(old);
-      else {
-        this.retired.set(old.buffer, { bytes: old, refs: this.arenaRefs });
-        this.pinnedBytes += old.length;
+      let next: Uint8Array | undefined;
+      if (this.arenaRefs === 0 && old.length === size) {
+        // Nothing handed out from this arena is still in use: move the partial frame to its start.
+        next = old;
+        if (have > 0) old.copyWithin(0, this.head, this.tail);
+      } else {
+        next = size === ARENA_SIZE ? this.spare.pop() : undefined;
+        if (next === undefined) {
+          next = new Uint8Array(size);
+          this.arenasAllocated++;
+        }
+        if (have > 0) next.set(old.subarray(this.head, this.tail));
+        if (this.arenaRefs === 0) this.recycle(old);
+        else {
+          this.retired.set(old.buffer, { bytes: old, refs: this.arenaRefs });
+          this.pinnedBytes += old.length;
+        }
       }
       this.arena = next;
       this.arenaRefs = 0;
