@@ -54,6 +54,14 @@ export class NbdUnsupportedError extends Error {
 
 type State = 'negotiating' | 'busy' | 'done' | 'dead';
 
+/**
+ * The write buffer of sockets we open: as large as the queue a Connection allows itself, so
+ * write() keeps returning true (no 'drain' round per batch) until that much is waiting.
+ */
+const WRITE_HIGH_WATER = 4 * 1024 * 1024;
+// net.connect passes its options on to stream.Duplex; @types/node's NetConnectOpts omits this one.
+const duplexOpts: object = { writableHighWaterMark: WRITE_HIGH_WATER };
+
 /** Opens the transport for `target` (an NBD URI or a connected Duplex). */
 async function openTransport(target: string | Duplex, signal: AbortSignal | undefined): Promise<{ socket: Duplex; intake: Intake; exportName?: string }> {
   const intake = new Intake();
@@ -66,8 +74,8 @@ async function openTransport(target: string | Duplex, signal: AbortSignal | unde
   if (uri.transport === 'vsock') throw new NbdUnsupportedError('nbd+vsock: vsock is not supported by Node.js sockets');
   const socket: Socket =
     uri.transport === 'unix'
-      ? netConnect({ path: uri.socket!, onread: intake.onread })
-      : netConnect({ host: uri.host ?? 'localhost', port: uri.port ?? 10809, noDelay: true, onread: intake.onread });
+      ? netConnect({ path: uri.socket!, onread: intake.onread, ...duplexOpts })
+      : netConnect({ host: uri.host ?? 'localhost', port: uri.port ?? 10809, noDelay: true, onread: intake.onread, ...duplexOpts });
   await new Promise<void>((resolve, reject) => {
     const onAbort = () => {
       socket.destroy();

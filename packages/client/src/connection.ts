@@ -447,8 +447,8 @@ export class Connection {
   private readonly flushOut = (): void => {
     this.flushQueued = false;
     if (this.failure) return;
-    // Beyond HIGH_WATER queued in the socket, requests wait in `out` for 'drain'.
-    if (this.socket.writableLength > HIGH_WATER || this.holding()) return;
+    // Beyond HIGH_WATER queued in the socket, requests wait in `out` for the 'drain' that is due.
+    if ((this.socket.writableLength > HIGH_WATER && this.socket.writableNeedDrain) || this.holding()) return;
     this.staged = 0;
     this.closeRun();
     const out = this.out;
