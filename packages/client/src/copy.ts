@@ -16,7 +16,10 @@ export interface CopyProgress {
 }
 
 export interface CopyOptions {
-  /** Bytes per request (default 256 KiB, like nbdcopy). */
+  /**
+   * Bytes per request (default 512 KiB; nbdcopy uses 256 KiB, but each request costs node
+   * ~10 µs of JavaScript, so half as many requests measured faster).
+   */
   requestSize?: number;
   /** Requests in flight per connection (default 32; nbdcopy uses 64). */
   inFlight?: number;
@@ -200,7 +203,7 @@ function isZero(b: Uint8Array): boolean {
 
 /** Copies all of `src` to `dst`. Endpoints given as URIs or paths are opened and closed here. */
 export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions = {}): Promise<CopyResult> {
-  const requestSize = opts.requestSize ?? 256 * 1024;
+  const requestSize = opts.requestSize ?? 512 * 1024;
   if (!Number.isSafeInteger(requestSize) || requestSize <= 0) throw new RangeError(`requestSize must be a positive integer, got ${requestSize}`);
   const signal = opts.signal;
   // Both ends connect at once (handshakes are round trips), except that a destination
