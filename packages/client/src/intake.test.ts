@@ -76,7 +76,17 @@ describe('Intake (read arenas)', () => {
     expect(moved).toBeLessThan(64 * 32); // at most a header's worth per frame, not part of a payload
   });
 
-  test('a frame larger than an arena gets an arena of its own size', () => {
+  test('a chunk header claiming a huge payload does not size an allocation by itself', () => {
+    const intake = transmission();
+    collect(intake);
+    const header = dataChunk(1, 8, 0).slice(0, 20);
+    new DataView(header.buffer).setUint32(16, 32 * 1024 * 1024); // claims 32 MiB, sends none of it
+    feed(intake, header, 1 << 20);
+    expect(intake.decoder.wanted).toBe(32 * 1024 * 1024);
+    expect(intake.onread.buffer().buffer.byteLength).toBeLessThanOrEqual(2 * 1024 * 1024);
+  });
+
+  test('a frame larger than an arena grows into larger arenas as it arrives, and arrives whole', () => {
     const intake = transmission();
     const got = collect(intake);
     feed(intake, dataChunk(1, 5_000_000, 7), 1 << 20);

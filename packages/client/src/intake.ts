@@ -102,7 +102,6 @@ export class Intake {
    * next arena starts between frames, so the bytes of a part-read frame rarely need moving.
    */
   private space(): Uint8Array {
-    // `wanted` is bounded by the decoder's chunk limit, so a peer's claim cannot make us allocate more.
     const wanted = this.decoder.wanted;
     const buffered = this.decoder.buffered;
     if (buffered > 0 && wanted > 0) this.typical = Math.min(ARENA / 2, Math.max(this.typical, buffered + wanted));
@@ -112,15 +111,21 @@ export class Intake {
     if (a !== undefined && tight && buffered > 0 && wanted > 0 && wanted <= free) {
       return a.buf.subarray(this.pos, this.pos + wanted); // finish this frame here
     }
-    if (a === undefined || free < Math.max(MIN_READ, wanted) || (tight && buffered === 0)) this.rotate(Math.max(MIN_READ, wanted));
+    // Room asked for a frame is capped: a peer's claimed length alone never sizes an allocation.
+    const need = Math.max(MIN_READ, Math.min(wanted, ARENA / 2));
+    if (a === undefined || free < need || (tight && buffered === 0)) this.rotate(need);
     return this.arena!.buf.subarray(this.pos);
   }
 
-  /** Moves to a fresh (or spare) arena, taking along the bytes of an unfinished frame. */
+  /**
+   * Moves to a fresh (or spare) arena, taking along the bytes of an unfinished frame. A frame
+   * larger than an arena grows into arenas twice the bytes already received, so what is
+   * allocated follows what arrived (at most twice), and moving costs at most one more copy.
+   */
   private rotate(need: number): void {
     const old = this.arena;
     const rest = this.decoder.drain(); // one view: adjacent reads merge
-    const size = Math.max(ARENA, rest.length + need);
+    const size = Math.max(ARENA, rest.length + need, 2 * rest.length);
     const buf = size === ARENA && this.spares.length > 0 ? this.spares.pop()! : Buffer.allocUnsafeSlow(size);
     buf.set(rest);
     const a: Arena = { buf, lent: 0, kept: this.keepAll };
