@@ -7,20 +7,22 @@ import {
   ChunkType,
   Command,
   CommandFlag,
+  decodeChunkPayload,
+  deferred,
+  type Deferred,
+  encodeBlockStatusPayload,
   Errno,
   Limits,
   NbdError,
+  normalizeErrno,
   ProtocolError,
   ReplyFlag,
-  Size,
   type ServerFrame,
   type ServerStreamDecoder,
-  decodeChunkPayload,
-  encodeBlockStatusPayload,
-  normalizeErrno,
+  Size,
   writeRequest,
 } from '@nbd/protocol';
-import { type Deferred, deferred } from './deferred.js';
+
 import type { ExportInfo } from './export-info.js';
 import type { Intake } from './intake.js';
 

@@ -3,7 +3,7 @@
 // a dedicated worker thread until the device disconnects.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { deferred } from './deferred.js';
+import { deferred } from '@nbd/protocol';
 import { NbdLinuxError } from './errors.js';
 import { closeFd, ioctlInt, openDevice } from './ffi.js';
 

@@ -74,3 +74,4 @@ export {
   ServerStreamDecoder,
 } from './frames.js';
 export { KNOWN_URI_PARAMS, type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from './uri.js';
+export { type Deferred, deferred } from './deferred.js';

@@ -3,8 +3,7 @@
 // whenever nobody wants a frame, so a peer cannot make the decoder's buffer grow
 // without bound. For transmission, `detach()` hands over to a RequestReader.
 import type { Duplex } from 'node:stream';
-import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder } from '@nbd/protocol';
-import { type Deferred, deferred } from './deferred.js';
+import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder, deferred, type Deferred } from '@nbd/protocol';
 
 export class FrameSource {
   readonly decoder: ClientStreamDecoder;

@@ -10,20 +10,22 @@ import {
   type ClientFrame,
   Command,
   CommandFlag,
+  decodeBlockStatusPayload,
+  deferred,
+  type Deferred,
+  encodeChunk,
   Errno,
   Limits,
   ReplyFlag,
   type Request,
   Size,
-  decodeBlockStatusPayload,
-  encodeChunk,
   toNbdErrno,
   writeChunkHeader,
   writeSimpleReply,
 } from '@nbd/protocol';
 import type { Extent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
 import { BufferPool } from './buffer-pool.js';
-import { type Deferred, deferred } from './deferred.js';
+
 import type { RequestReader } from './request-reader.js';
 import type { Logger } from './logger.js';
 import type { Session } from './session.js';
@@ -221,8 +223,6 @@ export class Transmission {
       this.fail(p, e);
     }
   }
-
-
 
   private dispatch(p: Pending): void {
     const dev = this.session.device;

@@ -1,13 +1,14 @@
-// Node 20 has no Promise.withResolvers.
+// A promise with its resolve and reject exposed (Node 20 lacks Promise.withResolvers). Shared by
+// the client, server and linux packages, which all build on this one.
 export interface Deferred<T> {
   promise: Promise<T>;
   resolve: (value: T) => void;
-  reject: (err: Error) => void;
+  reject: (reason: unknown) => void;
 }
 
 export function deferred<T>(): Deferred<T> {
   let resolve!: (value: T) => void;
-  let reject!: (err: Error) => void;
+  let reject!: (reason: unknown) => void;
   const promise = new Promise<T>((res, rej) => {
     resolve = res;
     reject = rej;
