@@ -202,6 +202,105 @@ describe('ClientStreamDecoder', () => {
     expect(d.buffered).toBe(0);
   });
 
+  test.each(requestSteps.map((s, i) => [i, s] as const))('wanted counts down to the end of request fixture %i', (_i, step) => {
+    const d = new ClientStreamDecoder();
+    step.setup?.(d);
+    const header = d.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    let got: ClientFrame | undefined;
+    for (let k = 0; k < step.bytes.length && got === undefined; k++) {
+      // The header until it is whole, then header and payload.
+      expect(d.wanted).toBe(k < header ? header - k : step.bytes.length - k);
+      d.push(step.bytes.subarray(k, k + 1));
+      got = d.next();
+    }
+    expect(got).toEqual(step.frame);
+    expect(d.wanted).toBe(header);
+  });
+
+  test('wanted sees a whole header not yet taken, and counts a payload even before next()', () => {
+    const d = new ClientStreamDecoder();
+    d.phase = 'transmission';
+    const w = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 100n };
+    d.push(concat([encodeRequest(w), new Uint8Array(30)]));
+    expect(d.wanted).toBe(70);
+    expect(d.next()).toBeUndefined();
+    expect(d.wanted).toBe(70);
+  });
+
+  test('wanted is 0 outside transmission, for a header claiming more than maxPayload, and while draining', () => {
+    const d = new ClientStreamDecoder({ maxPayload: 8 });
+    expect(d.wanted).toBe(0);
+    d.phase = 'options';
+    expect(d.wanted).toBe(0);
+    d.phase = 'transmission';
+    const big = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 100n };
+    d.push(encodeRequest(big));
+    expect(d.wanted).toBe(0);
+    expect(d.next()).toEqual({ kind: 'request', request: big, oversized: true });
+    d.push(new Uint8Array(40));
+    expect(d.wanted).toBe(0);
+    expect(d.next()).toBeUndefined();
+    d.push(new Uint8Array(60));
+    expect(d.next()).toBeUndefined();
+    expect(d.wanted).toBe(Size.REQUEST);
+  });
+
+  test('extended: a payload counts only with PAYLOAD_LEN, and a u64 length past 2^53 is still too large', () => {
+    const d = new ClientStreamDecoder();
+    d.phase = 'transmission';
+    d.extended = true;
+    const w = { flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 4n };
+    d.push(encodeRequest({ ...w, flags: 0 }, true));
+    expect(d.wanted).toBe(0);
+    expect(d.next()).toEqual({ kind: 'request', request: { ...w, flags: 0 } });
+    d.push(encodeRequest(w, true));
+    expect(d.wanted).toBe(4);
+    const huge = { ...w, length: 2n ** 64n - 1n };
+    const e = new ClientStreamDecoder();
+    e.phase = 'transmission';
+    e.extended = true;
+    e.push(encodeRequest(huge, true));
+    expect(e.wanted).toBe(0);
+    expect(() => e.next()).toThrow(/too large to drain/);
+  });
+
+  test('reads landing one after another in one buffer give the payload as a view of it, not a copy', () => {
+    // As a socket reader filling an arena does: every read a subarray right after the previous one.
+    const arena = new Uint8Array(4096);
+    const w = { flags: 0, type: Command.WRITE, cookie: 7n, offset: 0n, length: 1000n };
+    const bytes = concat([encodeRequest(w), new Uint8Array(1000).fill(9)]);
+    arena.set(bytes, 100);
+    const d = new ClientStreamDecoder();
+    d.phase = 'transmission';
+    for (let pos = 100; pos < 100 + bytes.length; pos += 97) d.push(arena.subarray(pos, Math.min(pos + 97, 100 + bytes.length)));
+    const f = d.next();
+    if (f?.kind !== 'request' || f.payload === undefined) throw new Error('no payload');
+    expect(f.payload.buffer).toBe(arena.buffer);
+    expect(f.payload.byteOffset).toBe(100 + Size.REQUEST);
+    expect(f.payload).toEqual(new Uint8Array(1000).fill(9));
+  });
+
+  test('drain() mid-payload and pushing the bytes back (moved elsewhere) resumes the request', () => {
+    const d = new ClientStreamDecoder();
+    d.phase = 'transmission';
+    const w = { flags: 0, type: Command.WRITE, cookie: 7n, offset: 0n, length: 10n };
+    const payload = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    d.push(concat([encodeRequest(w), payload.subarray(0, 4)]));
+    expect(d.next()).toBeUndefined();
+    const moved = new Uint8Array(64);
+    const rest = d.drain();
+    expect(rest).toEqual(payload.subarray(0, 4));
+    moved.set(rest);
+    moved.set(payload.subarray(4), 4);
+    expect(d.wanted).toBe(10);
+    d.push(moved.subarray(0, 4));
+    expect(d.wanted).toBe(6);
+    d.push(moved.subarray(4, 10));
+    const f = d.next();
+    expect(f).toEqual({ kind: 'request', request: w, payload });
+    expect(f?.kind === 'request' && f.payload?.buffer).toBe(moved.buffer);
+  });
+
   test('a compact request when extended headers are on is a bad magic', () => {
     const d = new ClientStreamDecoder();
     d.phase = 'transmission';

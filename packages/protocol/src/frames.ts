@@ -8,7 +8,7 @@
 import { Command, CommandFlag, Limits, Magic, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
-import { type ChunkHeader, type Request, decodeRequest } from './transmission.js';
+import type { ChunkHeader, Request } from './transmission.js';
 
 /**
  * A FIFO of received byte slices, read without copying where possible. A slice that
@@ -133,6 +133,7 @@ export class ClientStreamDecoder {
   maxDrain: number;
   private readonly queue = new ByteQueue();
   private pendingHeader: Request | undefined; // header decoded, payload still arriving
+  private pendingLength = 0; // that payload's length
   private discard = 0; // bytes of an oversized payload still to drop
 
   constructor(limits: ClientDecoderLimits = {}) {
@@ -155,9 +156,36 @@ export class ClientStreamDecoder {
     return this.pendingHeader !== undefined || this.discard > 0 || this.queue.length > 0;
   }
 
-  /** Bytes handed over raw (after STARTTLS). */
+  /**
+   * Everything buffered, consumed: bytes handed over raw (after STARTTLS), or moved by
+   * the owner (e.g. into a fresh read buffer) and pushed back. A frame in progress
+   * keeps its decoded state, so pushing the same bytes back resumes it.
+   */
   drain(): Uint8Array {
     return this.queue.drain();
+  }
+
+  /**
+   * During transmission: bytes still missing before `next()` can return the request in
+   * progress (its header first, then its payload once the header is here), so a reader
+   * can size its next read. 0 when a request is complete, while an oversized payload is
+   * dropped, for a header claiming more than `maxPayload`, or in other phases.
+   */
+  get wanted(): number {
+    if (this.phase !== 'transmission' || this.discard > 0) return 0;
+    const q = this.queue;
+    if (this.pendingHeader !== undefined) return Math.max(0, this.pendingLength - q.length);
+    const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    if (q.length < size) return size - q.length;
+    const h = q.peek(size);
+    const v = new DataView(h.buffer, h.byteOffset, size);
+    const flags = v.getUint16(4);
+    const type = v.getUint16(6);
+    let n = 0;
+    if (this.extended) n = (flags & CommandFlag.PAYLOAD_LEN) !== 0 ? Number(v.getBigUint64(24)) : 0;
+    else n = type === Command.WRITE ? v.getUint32(24) : 0;
+    if (n > this.maxPayload) return 0;
+    return Math.max(0, size + n - q.length);
   }
 
   /** The next whole frame, or undefined until more bytes arrive. Throws ProtocolError on a bad stream. */
@@ -198,33 +226,40 @@ export class ClientStreamDecoder {
     return { kind: 'option', option, data: q.take(length) };
   }
 
+  // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u32 length (extended: u64 length)
+  // Read in place rather than through decodeRequest: this runs once per request.
   private nextRequest(): ClientFrame | undefined {
     const q = this.queue;
     let request = this.pendingHeader;
     if (request === undefined) {
       const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
       if (q.length < size) return undefined;
-      const header = q.peek(size);
-      const magic = (header[0]! << 24) | (header[1]! << 16) | (header[2]! << 8) | header[3]!;
+      const h = q.peek(size);
+      const v = new DataView(h.buffer, h.byteOffset, size);
+      const magic = v.getUint32(0);
       const expected = this.extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
-      if (magic >>> 0 !== expected) {
-        throw new ProtocolError(`request: bad magic 0x${(magic >>> 0).toString(16)} (expected 0x${expected.toString(16)})`);
+      if (magic !== expected) {
+        throw new ProtocolError(`request: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
       }
-      const { extended: _, ...req } = decodeRequest(header);
+      request = {
+        flags: v.getUint16(4),
+        type: v.getUint16(6),
+        cookie: v.getBigUint64(8),
+        offset: v.getBigUint64(16),
+        length: this.extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
+      };
       q.skip(size);
-      request = req;
-    }
-    const payloadLength = this.payloadLength(request);
-    if (payloadLength === 0n) return { kind: 'request', request };
-    if (payloadLength > BigInt(this.maxPayload)) {
-      if (payloadLength > BigInt(this.maxDrain)) {
-        throw new ProtocolError(`request: payload of ${payloadLength} bytes is too large to drain`);
+      // Compared as numbers: exact below 2^53, and anything larger still compares larger than the limits.
+      const n = this.payloadLength(request);
+      if (n === 0) return { kind: 'request', request };
+      if (n > this.maxPayload) {
+        if (n > this.maxDrain) throw new ProtocolError(`request: payload of ${request.length} bytes is too large to drain`);
+        this.discard = n - q.skip(n);
+        return { kind: 'request', request, oversized: true };
       }
-      this.pendingHeader = undefined;
-      this.discard = Number(payloadLength) - q.skip(Number(payloadLength));
-      return { kind: 'request', request, oversized: true };
+      this.pendingLength = n;
     }
-    const n = Number(payloadLength);
+    const n = this.pendingLength;
     if (q.length < n) {
       this.pendingHeader = request;
       return undefined;
@@ -233,9 +268,10 @@ export class ClientStreamDecoder {
     return { kind: 'request', request, payload: q.take(n) };
   }
 
-  private payloadLength(req: Request): bigint {
-    if (this.extended) return (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? req.length : 0n;
-    return req.type === Command.WRITE ? req.length : 0n;
+  /** Bytes of payload that follow the request header. */
+  private payloadLength(req: Request): number {
+    if (this.extended) return (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? Number(req.length) : 0;
+    return req.type === Command.WRITE ? Number(req.length) : 0;
   }
 }
 

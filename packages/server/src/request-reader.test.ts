@@ -88,6 +88,8 @@ describe('RequestReader', () => {
     c.end();
     expect(await ended).toBeUndefined();
     check(got, sent);
+    // Zero-copy: every payload is a view of an arena the socket read into, never a copy of its own.
+    for (const f of got) if (f.kind === 'request' && f.payload) expect(f.payload.buffer.byteLength).toBeGreaterThanOrEqual(ARENA_SIZE);
     s.destroy();
   });
 

@@ -1,5 +1,7 @@
 // The transmission-phase reader of a connection. Socket bytes land in large
-// arenas at increasing offsets, so a WRITE payload that spans several socket
+// arenas at increasing offsets and are pushed, as views, into @nbd/protocol's
+// ClientStreamDecoder (which parses, limits and drains requests). Adjacent views
+// of one arena merge in its queue, so a WRITE payload that spans several socket
 // reads is already contiguous and reaches the device as a view, not a copy.
 // On a net.Socket the kernel reads straight into the arena (Node's `onread`
 // user-buffer mode: up to 1 MiB per read instead of a fresh 64 KiB buffer per
@@ -7,7 +9,7 @@
 // releases each payload when done with it; an arena whose payloads are all
 // released is reused, so a steady WRITE stream allocates no new memory.
 import type { Duplex } from 'node:stream';
-import { type ClientFrame, CommandFlag, Command, Magic, ProtocolError, type Request, Size } from '@nbd/protocol';
+import { type ClientFrame, ClientStreamDecoder } from '@nbd/protocol';
 
 /** Usual arena size; a frame larger than this gets an arena of its own. */
 export const ARENA_SIZE = 4 * 1024 * 1024;
@@ -65,16 +67,10 @@ export class RequestReader {
   pinnedBytes = 0;
   /** Arenas allocated so far (monitoring, tests). */
   arenasAllocated = 1;
-  /** First byte not yet parsed. */
-  private head = 0;
-  /** End of the bytes received. */
+  /** End of the bytes received in the arena. */
   private tail = 0;
-  /** Header parsed, payload of `payloadLength` bytes still arriving. */
-  private pending: Request | undefined;
-  private payloadLength = 0;
-  /** Bytes of an oversized payload still to drop. */
-  private discard = 0;
-  private readonly headerSize: number;
+  /** Holds the views of `arena` received and not yet returned as frames. */
+  private readonly decoder: ClientStreamDecoder;
   private sink: ((frame: ClientFrame) => void) | undefined;
   private onEnd: ((err: Error | undefined) => void) | undefined;
   private paused = true;
@@ -86,10 +82,12 @@ export class RequestReader {
    */
   constructor(
     private readonly socket: Duplex,
-    private readonly limits: RequestReaderLimits,
+    limits: RequestReaderLimits,
     leftover?: Uint8Array,
   ) {
-    this.headerSize = limits.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    this.decoder = new ClientStreamDecoder({ maxPayload: limits.maxPayload, maxDrain: limits.maxDrain });
+    this.decoder.phase = 'transmission';
+    this.decoder.extended = limits.extended;
     socket.pause();
     if (leftover !== undefined && leftover.length > 0) this.copyIn(leftover);
     for (let c = socket.read() as Uint8Array | null; c !== null; c = socket.read() as Uint8Array | null) this.copyIn(c);
@@ -167,34 +165,33 @@ export class RequestReader {
 
   /** Where the next socket read lands: the arena's free tail, or a new arena when it cannot hold the frame under way. */
   private nextBuffer(): Uint8Array {
-    const have = this.tail - this.head;
+    const d = this.decoder;
+    const have = d.buffered;
     // Bytes the frame under way still needs (0 when draining, or when whole frames wait unparsed).
-    const want =
-      this.discard > 0 ? 0 : Math.max(0, (this.pending !== undefined ? this.payloadLength : this.headerSize) - have);
+    const want = d.wanted;
     const room = this.arena.length - this.tail;
     // Keep filling this arena while it has room for a decent read, or exactly finishes the frame under way.
     const keep = room >= MIN_READ ? room >= want : want > 0 && room >= want;
     if (!keep) {
-      // Only the unparsed bytes move; views of earlier frames keep the old arena alive as long as needed.
+      // Only the unparsed bytes move (one view: adjacent reads merge); views of earlier frames keep the old arena alive as long as needed.
+      const rest = d.drain();
       const need = have + want;
       // A frame larger than an arena grows its own arena as its bytes arrive (never to what a header merely claims).
-      const size =
-        this.pending !== undefined && want > 0 && need > ARENA_SIZE
-          ? Math.min(need, Math.max(ARENA_SIZE, 2 * have))
-          : Math.max(ARENA_SIZE, need + MIN_READ);
+      const size = want > 0 && need > ARENA_SIZE ? Math.min(need, Math.max(ARENA_SIZE, 2 * have)) : Math.max(ARENA_SIZE, need + MIN_READ);
       const old = this.arena;
       let next: Uint8Array | undefined;
       if (this.arenaRefs === 0 && old.length === size) {
         // Nothing handed out from this arena is still in use: move the partial frame to its start.
         next = old;
-        if (have > 0) old.copyWithin(0, this.head, this.tail);
+        if (rest.buffer === old.buffer) old.copyWithin(0, rest.byteOffset, rest.byteOffset + have);
+        else old.set(rest);
       } else {
         next = size === ARENA_SIZE ? this.spare.pop() : undefined;
         if (next === undefined) {
           next = new Uint8Array(size);
           this.arenasAllocated++;
         }
-        if (have > 0) next.set(old.subarray(this.head, this.tail));
+        next.set(rest);
         if (this.arenaRefs === 0) this.recycle(old);
         else {
           this.retired.set(old.buffer, { bytes: old, refs: this.arenaRefs });
@@ -203,14 +200,15 @@ export class RequestReader {
       }
       this.arena = next;
       this.arenaRefs = 0;
-      this.head = 0;
       this.tail = have;
+      d.push(next.subarray(0, have));
     }
     return this.arena.subarray(this.tail, Math.min(this.arena.length, this.tail + MAX_READ));
   }
 
   /** A socket read put `n` bytes at the tail; false stops reading (backpressure). */
   private received(n: number): boolean {
+    this.decoder.push(this.arena.subarray(this.tail, this.tail + n));
     this.tail += n;
     this.parse();
     return !this.paused;
@@ -221,6 +219,7 @@ export class RequestReader {
       const dst = this.nextBuffer();
       const n = Math.min(dst.length, chunk.length - off);
       dst.set(chunk.subarray(off, off + n));
+      this.decoder.push(dst.subarray(0, n));
       this.tail += n;
       off += n;
       this.parse();
@@ -232,8 +231,10 @@ export class RequestReader {
     this.parsing = true;
     try {
       while (!this.paused && !this.ended) {
-        const frame = this.nextFrame();
+        const frame = this.decoder.next();
         if (frame === undefined) break;
+        // A payload is a view of the arena its last bytes landed in: the current one.
+        if (frame.kind === 'request' && frame.payload?.buffer === this.arena.buffer) this.arenaRefs++;
         this.sink(frame);
       }
     } catch (e) {
@@ -241,61 +242,6 @@ export class RequestReader {
     } finally {
       this.parsing = false;
     }
-  }
-
-  private nextFrame(): ClientFrame | undefined {
-    const a = this.arena;
-    if (this.discard > 0) {
-      const k = Math.min(this.discard, this.tail - this.head);
-      this.head += k;
-      this.discard -= k;
-      if (this.discard > 0) return undefined;
-    }
-    let request = this.pending;
-    if (request === undefined) {
-      const h = this.head;
-      if (this.tail - h < this.headerSize) return undefined;
-      // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u32 length (extended: u64 length)
-      const v = new DataView(a.buffer, a.byteOffset + h, this.headerSize);
-      const magic = v.getUint32(0);
-      const expected = this.limits.extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
-      if (magic !== expected) {
-        throw new ProtocolError(`request: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
-      }
-      const flags = v.getUint16(4);
-      const type = v.getUint16(6);
-      request = {
-        flags,
-        type,
-        cookie: v.getBigUint64(8),
-        offset: v.getBigUint64(16),
-        length: this.limits.extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
-      };
-      this.head = h + this.headerSize;
-      const hasPayload = this.limits.extended ? (flags & CommandFlag.PAYLOAD_LEN) !== 0 : type === Command.WRITE;
-      if (!hasPayload || request.length === 0n) return { kind: 'request', request };
-      if (request.length > BigInt(this.limits.maxPayload)) {
-        if (request.length > BigInt(this.limits.maxDrain)) {
-          throw new ProtocolError(`request: payload of ${request.length} bytes is too large to drain`);
-        }
-        this.discard = Number(request.length);
-        const k = Math.min(this.discard, this.tail - this.head);
-        this.head += k;
-        this.discard -= k;
-        return { kind: 'request', request, oversized: true };
-      }
-      this.payloadLength = Number(request.length);
-    }
-    const n = this.payloadLength;
-    if (this.tail - this.head < n) {
-      this.pending = request;
-      return undefined;
-    }
-    this.pending = undefined;
-    const payload = a.subarray(this.head, this.head + n);
-    this.head += n;
-    this.arenaRefs++;
-    return { kind: 'request', request, payload };
   }
 
   private fail(err: Error): void {
