@@ -25,7 +25,6 @@ import {
 } from '@nbd/protocol';
 import type { Extent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
 import { BufferPool } from './buffer-pool.js';
-
 import type { RequestReader } from './request-reader.js';
 import type { Logger } from './logger.js';
 import type { Session } from './session.js';
