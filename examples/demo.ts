@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Client } from '@nbd/client';
-import { AllocationState, TransmissionFlag as TF, flagNames } from '@nbd/protocol';
+import { AllocationState, TransmissionFlag as TF, deferred, flagNames } from '@nbd/protocol';
 import { MemoryDevice, listenAndServe } from '@nbd/server';
 
 const { values } = parseArgs({
@@ -19,18 +19,17 @@ const size = Number(values.size);
 const ac = new AbortController();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
 
-let listening!: () => void;
-const ready = new Promise<void>((r) => (listening = r));
+const ready = deferred<void>();
 const served = listenAndServe(
   uri,
   [{ name: 'memory', description: `sparse in-memory export, ${size} bytes`, size, device: new MemoryDevice(size) }],
-  { signal: ac.signal, onListen: () => listening() },
+  { signal: ac.signal, onListen: () => ready.resolve() },
 );
 served.catch((err: unknown) => {
   console.error(`demo: server failed: ${(err as Error).message}`);
   process.exit(1);
 });
-await ready;
+await ready.promise;
 console.log(`Serving ${uri} (export "memory", the default; ${size} bytes)\n`);
 
 // ---- through our client
