@@ -49,6 +49,16 @@ export interface Loan {
   release(): void;
 }
 
+/**
+ * How a worker thread opens its own handle on a device (`ServeOptions.threads`):
+ * it imports `module` and calls the `openDevice(args)` that module exports.
+ * `args` goes through structuredClone: SharedArrayBuffers in it are shared, not copied.
+ */
+export interface DeviceRecipe {
+  module: string;
+  args: unknown;
+}
+
 /** A value or a promise of it: device methods may be synchronous. */
 export type MaybePromise<T> = T | Promise<T>;
 
@@ -92,6 +102,8 @@ export interface Device {
   readonly fua?: boolean;
   /** Alignment and payload constraints, advertised through NBD_INFO_BLOCK_SIZE. */
   readonly blockSizes?: BlockSizes;
+  /** How worker threads open this same device; needed for `ServeOptions.threads`. */
+  share?(): DeviceRecipe;
   /** Called when a device returned by `ServeOptions.open` is no longer used. */
   close?(): MaybePromise<void>;
 }

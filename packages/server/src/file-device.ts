@@ -3,7 +3,7 @@
 // SEEK_HOLE, so this device has neither trim nor extents (see README gaps).
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { NbdError, Errno } from '@nbd/protocol';
-import type { Device, IoOptions } from './device.js';
+import type { Device, DeviceRecipe, IoOptions } from './device.js';
 
 export interface FileDeviceOptions {
   readOnly?: boolean;
@@ -18,6 +18,7 @@ export class FileDevice implements Device {
 
   private constructor(
     private readonly fh: FileHandle,
+    private readonly path: string,
     readonly size: number,
     readOnly: boolean,
   ) {
@@ -34,7 +35,7 @@ export class FileDevice implements Device {
       let size = opts.size ?? st.size;
       if (opts.size === undefined && st.isBlockDevice()) size = await blockDeviceSize(st.rdev);
       if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`FileDevice: bad size ${size}`);
-      return new FileDevice(fh, size, readOnly);
+      return new FileDevice(fh, path, size, readOnly);
     } catch (e) {
       await fh.close();
       throw e;
@@ -67,9 +68,23 @@ export class FileDevice implements Device {
     await this.fh.datasync();
   }
 
+  /** Worker threads open the same path with their own file descriptor. */
+  share(): DeviceRecipe {
+    return { module: import.meta.url, args: { path: this.path, readOnly: this.readOnly, size: this.size } };
+  }
+
   async close(): Promise<void> {
     await this.fh.close();
   }
+}
+
+/** The worker-thread side of {@link FileDevice.share}. */
+export async function openDevice(args: unknown): Promise<FileDevice> {
+  const a = args as Partial<{ path: string; readOnly: boolean; size: number }>;
+  if (typeof a?.path !== 'string' || typeof a.readOnly !== 'boolean' || typeof a.size !== 'number') {
+    throw new TypeError('FileDevice openDevice: expected { path, readOnly, size }');
+  }
+  return FileDevice.open(a.path, { readOnly: a.readOnly, size: a.size });
 }
 
 // Node has no BLKGETSIZE64 ioctl; sysfs gives the size in 512-byte sectors.

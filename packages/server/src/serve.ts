@@ -9,6 +9,7 @@ import { FrameSource } from './frame-source.js';
 import { type OpenContext, negotiate } from './handshake.js';
 import { type Logger, silentLogger } from './logger.js';
 import { RequestReader } from './request-reader.js';
+import { ThreadPool } from './threads.js';
 import { Transmission } from './transmission.js';
 
 /** What `preconnect` learns about a client before the greeting. */
@@ -40,6 +41,12 @@ export interface ServeOptions {
   maxInFlightBytes?: number;
   /** Serve every export read-only. */
   readOnly?: boolean;
+  /**
+   * listenAndServe: serve connections on this many worker threads (default 0: on
+   * this thread). Every export's device needs `share()` (SharedMemoryDevice and
+   * FileDevice have it); `open` is not supported. Linux only; loads koffi.
+   */
+  threads?: number;
   /** Called once the listener is up (listenAndServe), with its address. */
   onListen?: (address: string | AddressInfo) => void;
 }
@@ -84,19 +91,7 @@ export async function serve(socket: Duplex, exports: readonly Export[], opts: Se
     socket.destroy();
     return closed;
   }
-  if (opts.preconnect) {
-    let ok = false;
-    try {
-      ok = await opts.preconnect(info);
-    } catch (e) {
-      logger.warn(`${peer}: preconnect failed: ${(e as Error).message}`);
-    }
-    if (!ok) {
-      logger.info(`${peer}: refused by preconnect`);
-      socket.destroy();
-      return closed;
-    }
-  }
+  if (!(await admitted(socket, info, opts, logger))) return closed;
 
   const maxPayload = opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD;
   const src = new FrameSource(socket, { maxPayload, maxOptionLength: 64 * 1024 });
@@ -174,6 +169,22 @@ export async function serve(socket: Duplex, exports: readonly Export[], opts: Se
   await closed;
 }
 
+/** Runs `opts.preconnect`; a refused (or failing) client's socket is destroyed. */
+async function admitted(socket: Duplex, info: ConnectionInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
+  if (!opts.preconnect) return true;
+  let ok = false;
+  try {
+    ok = await opts.preconnect(info);
+  } catch (e) {
+    logger.warn(`${info.clientAddress}: preconnect failed: ${(e as Error).message}`);
+  }
+  if (!ok) {
+    logger.info(`${info.clientAddress}: refused by preconnect`);
+    socket.destroy();
+  }
+  return ok;
+}
+
 async function closeDevice(device: Device, logger: Logger): Promise<void> {
   try {
     await device.close?.();
@@ -200,24 +211,36 @@ export async function listenAndServe(address: string | ListenOptions, exports: r
   checkExports(exports);
   const logger = opts.logger ?? silentLogger;
   const listenOpts = listenOptionsOf(address);
+  const pool = opts.threads ? await startPool(opts.threads, exports, opts, logger) : undefined;
   const connections = new Set<Promise<void>>();
+  const handOff = async (socket: Socket, pool: ThreadPool) => {
+    if (!(await admitted(socket, describe(socket), opts, logger))) return;
+    if (opts.signal?.aborted) socket.destroy();
+    else await pool.hand(socket);
+  };
   const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
     if (opts.maxConnections !== undefined && connections.size >= opts.maxConnections) {
       logger.warn(`connection refused: ${connections.size} connections already (maxConnections)`);
       socket.destroy();
       return;
     }
-    const p = serve(socket, exports, opts).catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`));
+    const served = pool ? handOff(socket, pool) : serve(socket, exports, opts);
+    const p = served.catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`));
     connections.add(p);
     void p.finally(() => connections.delete(p));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listenOpts, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(listenOpts, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (e) {
+    await pool?.close();
+    throw e;
+  }
   const where = server.address();
   logger.info(`listening on ${typeof where === 'string' ? where : `${where?.address}:${where?.port}`}`);
   if (where !== null) opts.onListen?.(where);
@@ -231,7 +254,15 @@ export async function listenAndServe(address: string | ListenOptions, exports: r
   server.on('error', (e) => logger.error(`listener error: ${e.message}`));
   await stopped;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // serve() sees the same signal and winds its connection down.
+  // serve() sees the same signal and winds its connection down; workers are told.
+  pool?.shutdown();
   while (connections.size > 0) await Promise.all([...connections]);
   await closed;
+  await pool?.close();
+}
+
+function startPool(threads: number, exports: readonly Export[], opts: ServeOptions, logger: Logger): Promise<ThreadPool> {
+  if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
+  const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly } = opts;
+  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly }, logger, opts.logger !== undefined);
 }

@@ -1,0 +1,148 @@
+// Serving on worker threads (ServeOptions.threads): the main thread accepts and
+// admits connections, then hands each socket to the least busy worker, which runs
+// the handshake and transmission with its own handles on the exports' devices
+// (Device.share). Each worker is a separate JavaScript thread, so connections are
+// served on several cores, as nbdkit's threads are.
+import type { Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { type Deferred, deferred } from '@nbd/protocol';
+import type { DeviceRecipe, Export } from './device.js';
+import { prepareHandoff, takeDescriptor } from './handoff.js';
+import type { Logger } from './logger.js';
+
+/** What a worker needs to serve: the exports with recipes instead of devices, and the plain options. */
+export interface WorkerSetup {
+  exports: { name: string; description?: string; size: number; readOnly?: boolean; recipe: DeviceRecipe }[];
+  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean };
+  /** Forward log lines to the main thread's logger. */
+  log: boolean;
+}
+
+export type ToWorker = { type: 'serve'; id: number; fd: number } | { type: 'shutdown' } | { type: 'exit' };
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'closed'; id: number }
+  | { type: 'log'; level: keyof Logger; message: string };
+
+/** Grace for a worker to close its devices and exit before it is terminated. */
+const EXIT_GRACE_MS = 5000;
+
+class Thread {
+  readonly worker: Worker;
+  /** Connections served, by id: settled when the worker reports them closed (or dies). */
+  readonly connections = new Map<number, Deferred<void>>();
+  readonly ready = deferred<void>();
+  exited = false;
+
+  constructor(url: URL, setup: WorkerSetup, logger: Logger, onDeath: (t: Thread, why: string) => void) {
+    this.worker = new Worker(url, { workerData: setup });
+    this.worker.on('message', (m: FromWorker) => {
+      if (m.type === 'ready') this.ready.resolve();
+      else if (m.type === 'failed') this.ready.reject(new Error(m.message));
+      else if (m.type === 'closed') {
+        this.connections.get(m.id)?.resolve();
+        this.connections.delete(m.id);
+      } else logger[m.level](m.message);
+    });
+    this.worker.on('error', (e) => onDeath(this, e.message));
+    this.worker.on('exit', (code) => onDeath(this, `exit code ${code}`));
+  }
+
+  /** Every connection this thread had is gone (it died or exited). */
+  dropAll(): void {
+    this.exited = true;
+    for (const c of this.connections.values()) c.resolve();
+    this.connections.clear();
+    this.ready.reject(new Error('worker thread exited while starting'));
+  }
+}
+
+export class ThreadPool {
+  private readonly threads: Thread[] = [];
+  private nextId = 0;
+  private started = false;
+  private stopping = false;
+
+  private constructor(
+    private readonly setup: WorkerSetup,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Starts `count` workers and waits until each has opened every export's device. */
+  static async start(count: number, exports: readonly Export[], opts: WorkerSetup['options'], logger: Logger, log: boolean): Promise<ThreadPool> {
+    if (!Number.isSafeInteger(count) || count < 1) throw new RangeError(`serve: threads must be a positive integer, got ${count}`);
+    const setup: WorkerSetup = {
+      exports: exports.map((e) => {
+        if (typeof e.device.share !== 'function') throw new TypeError(`serve: threads need shareable devices; export "${e.name}" has no share()`);
+        return { name: e.name, description: e.description, size: e.size, readOnly: e.readOnly, recipe: e.device.share() };
+      }),
+      options: opts,
+      log,
+    };
+    prepareHandoff();
+    const pool = new ThreadPool(setup, logger);
+    for (let i = 0; i < count; i++) pool.threads.push(pool.spawn());
+    try {
+      await Promise.all(pool.threads.map((t) => t.ready.promise));
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    pool.started = true;
+    return pool;
+  }
+
+  /** Hands `socket` to the least busy worker; settles once the worker has closed the connection. */
+  hand(socket: Socket): Promise<void> {
+    const live = this.threads.filter((t) => !t.exited);
+    if (live.length === 0 || this.stopping) {
+      socket.destroy();
+      return Promise.resolve();
+    }
+    const thread = live.reduce((a, b) => (b.connections.size < a.connections.size ? b : a));
+    const fd = takeDescriptor(socket);
+    const id = this.nextId++;
+    const done = deferred<void>();
+    thread.connections.set(id, done);
+    thread.worker.postMessage({ type: 'serve', id, fd } satisfies ToWorker);
+    return done.promise;
+  }
+
+  /** Lame duck on every worker: in-flight and new requests get ESHUTDOWN, then connections close. */
+  shutdown(): void {
+    this.stopping = true;
+    for (const t of this.threads) if (!t.exited) t.worker.postMessage({ type: 'shutdown' } satisfies ToWorker);
+  }
+
+  /** Asks each worker to close its devices and exit; terminates one that does not. */
+  async close(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      this.threads.map(async (t) => {
+        if (t.exited) return;
+        const gone = new Promise<void>((resolve) => t.worker.once('exit', () => resolve()));
+        t.worker.postMessage({ type: 'exit' } satisfies ToWorker);
+        const timer = setTimeout(() => void t.worker.terminate(), EXIT_GRACE_MS);
+        await gone;
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  private spawn(): Thread {
+    return new Thread(new URL('./serve-worker.js', import.meta.url), this.setup, this.logger, (t, why) => this.died(t, why));
+  }
+
+  /** A worker that dies while serving loses its connections; a new one takes its place. */
+  private died(t: Thread, why: string): void {
+    if (t.exited) return;
+    t.dropAll();
+    if (!this.started || this.stopping) return;
+    this.logger.error(`serve: worker thread died (${why}); starting another`);
+    const i = this.threads.indexOf(t);
+    const fresh = this.spawn();
+    fresh.ready.promise.catch((e: unknown) => this.logger.error(`serve: replacement worker failed: ${(e as Error).message}`));
+    this.threads[i] = fresh;
+  }
+}
