@@ -1,0 +1,164 @@
+// Our server with `threads`: connections served on worker threads over shared
+// devices, checked with nbdcopy (4 connections), nbdinfo, qemu-img and libnbd;
+// lame-duck shutdown, preconnect in the main thread, and a worker that dies.
+// Imports the built dist/: worker threads load JavaScript, not the TS sources.
+import { randomFillSync } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from '@nbd/client';
+import { Errno } from '@nbd/protocol';
+import { type Device, type Export, FileDevice, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
+import { run, runOk, runPython, tempDir, unixUri } from '../support/peers.js';
+
+const MiB = 1024 * 1024;
+const SIZE = 32 * MiB;
+
+interface Running {
+  uri: (name?: string) => string;
+  socket: string;
+  stop: () => Promise<void>;
+  done: Promise<void>;
+}
+
+async function start(exports: Export[], opts: ServeOptions = {}): Promise<Running> {
+  const { dir, cleanup } = tempDir('nbd-threads-');
+  const socket = join(dir, 'nbd.sock');
+  const ac = new AbortController();
+  let up!: () => void;
+  const listening = new Promise<void>((r) => (up = r));
+  const done = listenAndServe({ path: socket }, exports, { threads: 2, ...opts, signal: ac.signal, onListen: () => up() });
+  await Promise.race([listening, done]);
+  return {
+    socket,
+    uri: (name = '') => unixUri(socket, name),
+    done,
+    stop: async () => {
+      ac.abort();
+      await done;
+      cleanup();
+    },
+  };
+}
+
+describe('worker threads with a FileDevice', () => {
+  const tmp = tempDir('nbd-threads-data-');
+  const src = join(tmp.dir, 'src.img');
+  const img = join(tmp.dir, 'served.img');
+  let srv: Running;
+
+  beforeAll(async () => {
+    const data = Buffer.alloc(SIZE);
+    randomFillSync(data, 0, 10 * MiB);
+    randomFillSync(data, 20 * MiB);
+    writeFileSync(src, data);
+    writeFileSync(img, Buffer.alloc(SIZE));
+    srv = await start([{ name: '', size: SIZE, device: await FileDevice.open(img) }]);
+  });
+  afterAll(async () => {
+    await srv?.stop();
+    tmp.cleanup();
+  });
+
+  it('nbdcopy in and out over 4 connections is byte-for-byte identical', async () => {
+    await runOk('nbdcopy', [src, srv.uri()]);
+    const out = join(tmp.dir, 'out.img');
+    await runOk('nbdcopy', [srv.uri(), out]);
+    await runOk('cmp', [src, out]);
+    await runOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', src, srv.uri()]);
+  });
+
+  it('nbdinfo sees the export, multi-conn included', async () => {
+    const info = JSON.parse(await runOk('nbdinfo', ['--json', srv.uri()]));
+    expect(info.exports[0]['export-size']).toBe(SIZE);
+    expect(info.exports[0]['can_multi_conn']).toBe(true);
+  });
+
+  it('a write on one connection is read back on another after flush (libnbd, two connections)', async () => {
+    const r = await runPython(
+      [
+        'import nbd, sys',
+        'a = nbd.NBD(); a.connect_uri(sys.argv[1])',
+        'b = nbd.NBD(); b.connect_uri(sys.argv[1])',
+        'a.pwrite(b"threads!" * 512, 5 * 4096); a.flush()',
+        'print(bytes(b.pread(4096, 5 * 4096)[:16]).decode())',
+        'a.shutdown(); b.shutdown()',
+      ].join('\n'),
+      [srv.uri()],
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('threads!threads!');
+  });
+});
+
+/** A device whose worker-thread side comes from fixtures/thread-devices.mjs. */
+function testDevice(kind: 'crash' | 'slow'): Device {
+  const module = new URL('./fixtures/thread-devices.mjs', import.meta.url).href;
+  return { readAt: () => {}, share: () => ({ module, args: { size: MiB, kind } }) };
+}
+
+describe('worker-thread lifecycle', () => {
+  let srv: Running | undefined;
+  const tmp = tempDir('nbd-threads-life-');
+  const img = join(tmp.dir, 'disk.img');
+  writeFileSync(img, Buffer.alloc(MiB));
+  afterEach(async () => {
+    await srv?.stop();
+    srv = undefined;
+  });
+  afterAll(() => tmp.cleanup());
+
+  it('a request in flight gets ESHUTDOWN on abort, and listenAndServe settles once the worker closed', async () => {
+    srv = await start([{ name: '', size: MiB, device: testDevice('slow') }]);
+    const conn = await (await Client.connect(srv.uri())).go('');
+    const inFlight = conn.read(0, 4096);
+    await new Promise((r) => setTimeout(r, 100)); // the worker has it
+    const stopping = srv.stop();
+    srv = undefined;
+    await expect(inFlight).rejects.toMatchObject({ errno: Errno.ESHUTDOWN });
+    await stopping;
+  });
+
+  it('preconnect runs in the main thread and can refuse a client', async () => {
+    let calls = 0;
+    srv = await start([{ name: '', size: MiB, device: await FileDevice.open(img) }], { preconnect: () => ++calls > 1 });
+    expect((await run('nbdinfo', ['--size', srv.uri()])).code).not.toBe(0);
+    expect((await runOk('nbdinfo', ['--size', srv.uri()])).trim()).toBe(String(MiB));
+    expect(calls).toBe(2);
+  });
+
+  it('a worker that dies loses its connection only; another worker takes its place', async () => {
+    const errors: string[] = [];
+    srv = await start([{ name: '', size: MiB, device: testDevice('crash') }], {
+      threads: 1,
+      logger: { debug: () => {}, info: () => {}, warn: () => {}, error: (m) => errors.push(m) },
+    });
+    const read = (offset: number) =>
+      runPython(`import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint(h.pread(4, ${offset}).hex())`, [srv!.uri()]);
+    const crashed = await read(0);
+    expect(crashed.code).not.toBe(0);
+    expect(errors.join('\n')).toMatch(/worker thread died/);
+    let after = await read(4096);
+    for (let i = 0; i < 50 && after.code !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 100)); // the replacement may still be starting
+      after = await read(4096);
+    }
+    expect(after.stdout.trim()).toBe('07070707');
+  });
+
+  it('refuses devices without share(), the open hook, and a bad thread count, before listening', async () => {
+    const plain: Export = { name: '', size: MiB, device: { readAt: () => {} } };
+    await expect(listenAndServe({ path: join(tmp.dir, 'a.sock') }, [plain], { threads: 2 })).rejects.toThrow(/share\(\)/);
+    const shared: Export = { name: '', size: MiB, device: await FileDevice.open(img) };
+    await expect(listenAndServe({ path: join(tmp.dir, 'b.sock') }, [shared], { threads: 2, open: () => plain.device })).rejects.toThrow(/open hook/);
+    await expect(listenAndServe({ path: join(tmp.dir, 'c.sock') }, [shared], { threads: 1.5 })).rejects.toThrow(RangeError);
+  });
+
+  it('a listen failure stops the workers it started', async () => {
+    const shared: Export = { name: '', size: MiB, device: await FileDevice.open(img) };
+    const threadsNow = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    const before = threadsNow();
+    await expect(listenAndServe({ path: join(tmp.dir, 'missing-dir', 'x.sock') }, [shared], { threads: 2 })).rejects.toThrow(/listen E/);
+    expect(threadsNow()).toBeLessThanOrEqual(before);
+  });
+});
