@@ -1,0 +1,245 @@
+// A sparse in-memory device whose bytes live in SharedArrayBuffers, so worker
+// threads can serve the same device: `share()` gives a recipe, and a worker's
+// `openDevice(recipe.args)` builds a handle on the very same memory.
+//
+// The whole size is allocated up front as 64 MiB slabs; the OS backs a slab's
+// pages only once they are touched, so untouched space costs address space, not
+// RSS. An allocation bitmap (one bit per 32 KiB page, an Int32Array over its own
+// SharedArrayBuffer) answers `extents`.
+//
+// Memory is never given back to the OS (Node has no madvise): trim and zero
+// fill pages with zeroes in place and clear their bit, so a page once written
+// stays resident. Invariant: a page whose bit is clear holds only zeroes, which
+// lets reads ignore the bitmap and trim skip pages never written.
+//
+// No locks: bitmap bits change with Atomics (set after a write's copy, cleared
+// before a trim's fill, so a race never leaves data under a clear bit), and
+// overlapping concurrent requests may race on the data, as NBD allows.
+import { isSharedArrayBuffer } from 'node:util/types';
+import { AllocationState } from '@nbd/protocol';
+import type { Device, DeviceRecipe, Extent, Loan } from './device.js';
+import { MEMORY_PAGE_SIZE as PAGE } from './memory-device.js';
+
+/** Slab size: a power of 2 and a multiple of the page size, so no page spans two slabs. */
+export const SHARED_SLAB_SIZE = 64 * 1024 * 1024;
+// `x & MASK` is x mod size for any safe integer: ToInt32 drops multiples of 2^32.
+const SLAB_MASK = SHARED_SLAB_SIZE - 1;
+const PAGE_MASK = PAGE - 1;
+const HOLE = AllocationState.HOLE | AllocationState.ZERO;
+
+/** What `share()` hands to worker threads (structuredClone shares the buffers). */
+export interface SharedMemoryDeviceArgs {
+  size: number;
+  /** ceil(size / 64 MiB) slabs, each 64 MiB but the last (size mod 64 MiB, if not 0). */
+  slabs: SharedArrayBuffer[];
+  /** Allocation bitmap: 4 × ceil(pages / 32) bytes, bit (p & 31) of int32 word p / 32 = page p. */
+  map: SharedArrayBuffer;
+}
+
+// Lent slab memory is never moved to another offset, so a loan has nothing to give back.
+const noRelease = (): void => {};
+
+export class SharedMemoryDevice implements Device {
+  readonly size: number;
+  readonly multiConn = true;
+  // Native FUA: memory is as durable as it gets, so FUA needs no extra sync call.
+  readonly fua = true;
+  private readonly buffers: SharedArrayBuffer[];
+  private readonly slabs: Uint8Array[];
+  private readonly mapBuffer: SharedArrayBuffer;
+  private readonly map: Int32Array;
+
+  /** A new zeroed device of `size` bytes, or (given `share().args`) another handle on an existing one. */
+  constructor(sizeOrArgs: number | SharedMemoryDeviceArgs) {
+    if (typeof sizeOrArgs === 'number') {
+      const size = sizeOrArgs;
+      if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`SharedMemoryDevice: bad size ${size}`);
+      this.size = size;
+      this.buffers = [];
+      for (let at = 0; at < size; at += SHARED_SLAB_SIZE) this.buffers.push(new SharedArrayBuffer(Math.min(SHARED_SLAB_SIZE, size - at)));
+      this.mapBuffer = new SharedArrayBuffer(mapBytes(size));
+    } else {
+      const args = checkArgs(sizeOrArgs);
+      this.size = args.size;
+      this.buffers = args.slabs.slice();
+      this.mapBuffer = args.map;
+    }
+    this.slabs = this.buffers.map((b) => new Uint8Array(b));
+    this.map = new Int32Array(this.mapBuffer);
+  }
+
+  /** A handle on the device `args` (from `share()`) describes; TypeError if they do not describe one. */
+  static attach(args: unknown): SharedMemoryDevice {
+    // Checked here too: a bare number would otherwise make a new device.
+    return new SharedMemoryDevice(checkArgs(args));
+  }
+
+  /** How a worker thread opens this same device: import `module`, call its `openDevice(args)`. */
+  share(): DeviceRecipe {
+    const args: SharedMemoryDeviceArgs = { size: this.size, slabs: this.buffers.slice(), map: this.mapBuffer };
+    return { module: import.meta.url, args };
+  }
+
+  /** Bytes in pages marked allocated (written, or zeroed with noHole) and not trimmed since. */
+  get allocated(): number {
+    let pages = 0;
+    for (let w = 0; w < this.map.length; w++) {
+      // Popcount of a 32-bit word.
+      let v = Atomics.load(this.map, w);
+      v -= (v >>> 1) & 0x55555555;
+      v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+      pages += (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
+    }
+    return pages * PAGE;
+  }
+
+  // Holes are zero bytes in the slabs (the invariant), so reads ignore the bitmap.
+  readAt(buf: Uint8Array, offset: number): void {
+    const end = buf.length;
+    for (let pos = 0; pos < end; ) {
+      const at = offset + pos;
+      const inSlab = at & SLAB_MASK;
+      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
+      buf.set(this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.subarray(inSlab, inSlab + n), pos);
+      pos += n;
+    }
+  }
+
+  /** Views of the slabs themselves, one per slab touched: the server sends them without a copy. */
+  lend(offset: number, length: number): Loan {
+    const views: Uint8Array[] = [];
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const inSlab = at & SLAB_MASK;
+      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - at);
+      views.push(this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.subarray(inSlab, inSlab + n));
+      at += n;
+    }
+    return { views, release: noRelease };
+  }
+
+  writeAt(buf: Uint8Array, offset: number): void {
+    const end = buf.length;
+    if (end === 0) return;
+    for (let pos = 0; pos < end; ) {
+      const at = offset + pos;
+      const inSlab = at & SLAB_MASK;
+      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
+      this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.set(n === end ? buf : buf.subarray(pos, pos + n), inSlab);
+      pos += n;
+    }
+    // After the copy: a page's bit is never set before its data is there.
+    this.markPages(Math.floor(offset / PAGE), Math.floor((offset + end - 1) / PAGE));
+  }
+
+  sync(): void {}
+
+  cache(): void {}
+
+  trim(offset: number, length: number): void {
+    this.clear(offset, length);
+  }
+
+  /** Whole pages read back as zeroes and become holes unless `noHole` (then they stay or become allocated); partial pages are zero-filled. Always fast. */
+  zero(offset: number, length: number, opts?: { noHole?: boolean }): void {
+    if (opts?.noHole) this.fillKeep(offset, length);
+    else this.clear(offset, length);
+  }
+
+  extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
+    const out: Extent[] = [];
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const n = Math.min(PAGE - (at & PAGE_MASK), end - at);
+      const page = Math.floor(at / PAGE);
+      const flags = (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0 ? 0 : HOLE;
+      const last = out[out.length - 1];
+      if (last !== undefined && last.flags === flags) last.length += n;
+      else {
+        if (opts.reqOne && last !== undefined) break;
+        out.push({ length: n, flags });
+      }
+      at += n;
+    }
+    return out;
+  }
+
+  /** Sets the bits of pages first..last (inclusive), a word at a time. */
+  private markPages(first: number, last: number): void {
+    const firstWord = Math.floor(first / 32);
+    const lastWord = Math.floor(last / 32);
+    for (let w = firstWord; w <= lastWord; w++) {
+      const lo = w === firstWord ? first & 31 : 0;
+      const hi = w === lastWord ? last & 31 : 31;
+      // hi - lo + 1 ones, shifted to bit lo (-1 >>> 0 is 32 ones).
+      const mask = (-1 >>> (31 - hi + lo)) << lo;
+      if ((Atomics.load(this.map, w) & mask) !== mask) Atomics.or(this.map, w, mask);
+    }
+  }
+
+  /** Zeroes `n` bytes at `at`, within one page (so within one slab). */
+  private fillPage(at: number, n: number): void {
+    const inSlab = at & SLAB_MASK;
+    this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.fill(0, inSlab, inSlab + n);
+  }
+
+  /** trim / zero: whole pages become holes, partial pages are zero-filled; pages already holes are left alone (not even touched). */
+  private clear(offset: number, length: number): void {
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const inPage = at & PAGE_MASK;
+      const n = Math.min(PAGE - inPage, end - at);
+      const page = Math.floor(at / PAGE);
+      const word = Math.floor(page / 32);
+      const bit = 1 << (page & 31);
+      if ((Atomics.load(this.map, word) & bit) !== 0) {
+        // A whole page (the device's short last page counts) loses its bit before
+        // the fill: a write racing in sets it again after its copy, so data never
+        // sits under a clear bit.
+        if (inPage === 0 && (n === PAGE || at + n === this.size)) {
+          if ((Atomics.and(this.map, word, ~bit) & bit) !== 0) this.fillPage(at, n);
+        } else this.fillPage(at, n);
+      }
+      at += n;
+    }
+  }
+
+  /** zero with noHole: allocated pages are zero-filled, holes (already zero) are just marked allocated. */
+  private fillKeep(offset: number, length: number): void {
+    const end = offset + length;
+    for (let at = offset; at < end; ) {
+      const n = Math.min(PAGE - (at & PAGE_MASK), end - at);
+      const page = Math.floor(at / PAGE);
+      const bit = 1 << (page & 31);
+      if ((Atomics.or(this.map, Math.floor(page / 32), bit) & bit) !== 0) this.fillPage(at, n);
+      at += n;
+    }
+  }
+}
+
+/** What a worker thread's `import(recipe.module)` calls. */
+export function openDevice(args: unknown): SharedMemoryDevice {
+  return SharedMemoryDevice.attach(args);
+}
+
+function mapBytes(size: number): number {
+  return Math.ceil(Math.ceil(size / PAGE) / 32) * 4;
+}
+
+/** `args` as SharedMemoryDeviceArgs, or a TypeError saying what is wrong. */
+function checkArgs(args: unknown): SharedMemoryDeviceArgs {
+  const bad = (why: string): never => {
+    throw new TypeError(`SharedMemoryDevice: bad shared device args: ${why}`);
+  };
+  if (typeof args !== 'object' || args === null) return bad('not an object');
+  const { size, slabs, map } = args as Record<string, unknown>;
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return bad(`size ${String(size)}`);
+  if (!Array.isArray(slabs) || slabs.length !== Math.ceil(size / SHARED_SLAB_SIZE)) return bad('slabs is not an array of ceil(size / 64 MiB) buffers');
+  for (let i = 0; i < slabs.length; i++) {
+    const s: unknown = slabs[i];
+    const want = Math.min(SHARED_SLAB_SIZE, size - i * SHARED_SLAB_SIZE);
+    if (!isSharedArrayBuffer(s) || s.byteLength !== want) return bad(`slab ${i} is not a SharedArrayBuffer of ${want} bytes`);
+  }
+  if (!isSharedArrayBuffer(map) || map.byteLength !== mapBytes(size)) return bad(`map is not a SharedArrayBuffer of ${mapBytes(size)} bytes`);
+  return { size, slabs: slabs as SharedArrayBuffer[], map };
+}
