@@ -142,6 +142,22 @@ describe('SharedMemoryDevice', () => {
     expect(d.allocated).toBe(3 * P);
   });
 
+  it('copies data intact whatever the alignment of the caller\'s buffer (the scratch path, over 1 MiB)', () => {
+    const d = new SharedMemoryDevice(8 * 1024 * 1024);
+    const data = new Uint8Array(3 * 1024 * 1024 + 5);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 255;
+    for (const [srcShift, at] of [[3, 5], [28, 0], [0, 8], [1, 4096 + 7]] as const) {
+      const carrier = new Uint8Array(data.length + 32);
+      const src = carrier.subarray(srcShift, srcShift + data.length);
+      src.set(data);
+      d.writeAt(src, at);
+      const outCarrier = new Uint8Array(data.length + 8);
+      const out = outCarrier.subarray(5, 5 + data.length);
+      d.readAt(out, at);
+      expect(Buffer.compare(out, data)).toBe(0);
+    }
+  });
+
   it('lends views equal to readAt, one per slab touched', () => {
     const d = new SharedMemoryDevice(2 * S);
     d.writeAt(pattern(4 * P, 3), S - 2 * P);
