@@ -7,7 +7,7 @@
 # FOREGROUND and may use the placeholders {SOCK} {DIR} {SIZE}, e.g.
 #   'nbdkit -f -U {SOCK} memory {SIZE} allocator=malloc'
 
-srv_list="nbdkit-memory nbdkit-memory-t1 nbdkit-memory-tcp nbdkit-null nbdkit-file qemu-nbd qemu-nbd-nocache nbd-server nbd-ts"
+srv_list="nbdkit-memory nbdkit-memory-t1 nbdkit-memory-tcp nbdkit-null nbdkit-file qemu-nbd qemu-nbd-nocache nbd-server nbd-ts nbd-ts-t2"
 
 _bg() { # DIR CMD... : start in background (own output in DIR/server.log), record pid
   local d=$1; shift
@@ -78,3 +78,5 @@ srv_cleanup() { # DIR : stop the server by its recorded PID, remove backing file
 # Our TypeScript server (examples/serve-memory.ts; build first: pnpm exec tsc -b).
 _repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 srv_nbd-ts() { _bg "$1" node "$_repo/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2"; echo "nbd+unix:///?socket=$1/nbd.sock"; }
+# The same on 2 worker threads (one per core here) over a SharedMemoryDevice.
+srv_nbd-ts-t2() { _bg "$1" node "$_repo/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2" --threads 2; echo "nbd+unix:///?socket=$1/nbd.sock"; }

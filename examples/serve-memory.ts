@@ -1,8 +1,11 @@
 // Serves a sparse in-memory export until SIGINT/SIGTERM.
 //   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --size 1G
 //   node examples/dist/serve-memory.js --listen nbd://127.0.0.1:10809 --size 64M --name disk
+//   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --size 4G --threads 2
+// With --threads, connections are served on that many worker threads over a
+// SharedMemoryDevice (one memory, every thread); without, on this thread.
 import { parseArgs } from 'node:util';
-import { MemoryDevice, listenAndServe } from '@nbd/server';
+import { MemoryDevice, SharedMemoryDevice, listenAndServe } from '@nbd/server';
 
 const { values } = parseArgs({
   options: {
@@ -11,6 +14,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: '1G' },
     name: { type: 'string', default: '' },
     description: { type: 'string' },
+    threads: { type: 'string', default: '0' },
     verbose: { type: 'boolean', short: 'v', default: false },
   },
 });
@@ -28,14 +32,17 @@ function parseSize(text: string): number {
 
 const address = values.listen ?? (values.socket !== undefined ? { path: values.socket } : 'nbd://127.0.0.1:10809');
 const size = parseSize(values.size!);
+const threads = Number(values.threads);
+if (!Number.isSafeInteger(threads) || threads < 0) throw new Error(`bad --threads "${values.threads}"`);
 const ac = new AbortController();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
 
 const logger = values.verbose ? console : undefined;
 await listenAndServe(
   address,
-  [{ name: values.name!, description: values.description ?? `memory, ${size} bytes`, size, device: new MemoryDevice(size) }],
+  [{ name: values.name!, description: values.description ?? `memory, ${size} bytes`, size, device: threads > 0 ? new SharedMemoryDevice(size) : new MemoryDevice(size) }],
   {
+    threads,
     signal: ac.signal,
     logger,
     onListen: (where) => console.error(`serve-memory: ${size} bytes on ${typeof where === 'string' ? where : `${where.address}:${where.port}`}`),
