@@ -142,7 +142,7 @@ describe('SharedMemoryDevice', () => {
     expect(d.allocated).toBe(3 * P);
   });
 
-  it('copies data intact whatever the alignment of the caller\'s buffer (the scratch path, over 1 MiB)', () => {
+  it('copies data intact whatever the alignment of the caller\'s buffer (payloads sit at any offset of the read buffer)', () => {
     const d = new SharedMemoryDevice(8 * 1024 * 1024);
     const data = new Uint8Array(3 * 1024 * 1024 + 5);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 255;

@@ -37,29 +37,13 @@ export interface SharedMemoryDeviceArgs {
 }
 
 /**
- * V8 copies to and from shared memory word by word, but byte by byte when the two
- * sides are not equally aligned mod 8: a WRITE payload sits 28 bytes past its
- * header, and that copy ran at a fifth of the speed (measured). Such copies go
- * through a scratch buffer aligned like the shared side: a plain memmove, then an
- * aligned one.
+ * `dst.set(src, at)` where one side is a slab. V8 copies shared memory with a
+ * relaxed word loop, byte by byte when the two sides are not equally aligned mod 8
+ * (a WRITE payload sits 28 bytes past its header): 3.4 GiB/s, measured. Buffer's
+ * fill with a value exactly as long as the target is one memcpy (25 GiB/s).
  */
-const SCRATCH = 1024 * 1024;
-let scratch: Uint8Array | undefined;
-
-/** `dst.set(src, at)` where one side is a slab; `sharedAt` is the byte offset of the slab side's first byte. */
-function copyShared(dst: Uint8Array, at: number, src: Uint8Array, sharedAt: number): void {
-  if (((dst.byteOffset + at - src.byteOffset) & 7) === 0) {
-    dst.set(src, at);
-    return;
-  }
-  scratch ??= new Uint8Array(SCRATCH + 8);
-  for (let p = 0; p < src.length; p += SCRATCH) {
-    const n = Math.min(SCRATCH, src.length - p);
-    const k = (sharedAt + p) & 7;
-    const step = scratch.subarray(k, k + n);
-    step.set(src.subarray(p, p + n));
-    dst.set(step, at + p);
-  }
+function copyShared(dst: Uint8Array, at: number, src: Uint8Array): void {
+  if (src.length > 0) Buffer.from(dst.buffer, dst.byteOffset + at, src.length).fill(src);
 }
 
 // Lent slab memory is never moved to another offset, so a loan has nothing to give back.
@@ -127,7 +111,7 @@ export class SharedMemoryDevice implements Device {
       const inSlab = at & SLAB_MASK;
       const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
       const slab = this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!;
-      copyShared(buf, pos, slab.subarray(inSlab, inSlab + n), slab.byteOffset + inSlab);
+      copyShared(buf, pos, slab.subarray(inSlab, inSlab + n));
       pos += n;
     }
   }
@@ -153,7 +137,7 @@ export class SharedMemoryDevice implements Device {
       const inSlab = at & SLAB_MASK;
       const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
       const slab = this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!;
-      copyShared(slab, inSlab, n === end ? buf : buf.subarray(pos, pos + n), slab.byteOffset + inSlab);
+      copyShared(slab, inSlab, n === end ? buf : buf.subarray(pos, pos + n));
       pos += n;
     }
     // After the copy: a page's bit is never set before its data is there.
