@@ -1,4 +1,4 @@
-// The only file that loads koffi, and only on first use: importing @nbd/linux on
+// The only file of @nbd/linux that loads koffi, and only on first use: importing @nbd/linux on
 // macOS or Windows must not throw; calling into the kernel there may.
 import { createRequire } from 'node:module';
 import { NbdLinuxError } from './errors.js';
