@@ -108,6 +108,32 @@ describe('worker-thread lifecycle', () => {
   });
   afterAll(() => tmp.cleanup());
 
+  it('serves TCP connections too (nbdinfo and qemu-io over nbd://127.0.0.1)', async () => {
+    const ac = new AbortController();
+    let port = 0;
+    let up!: () => void;
+    const listening = new Promise<void>((r) => (up = r));
+    const done = listenAndServe({ host: '127.0.0.1', port: 0 }, [{ name: 'disk', size: MiB, device: await FileDevice.open(img) }], {
+      threads: 2,
+      signal: ac.signal,
+      onListen: (a) => {
+        if (typeof a !== 'string') port = a.port;
+        up();
+      },
+    });
+    await Promise.race([listening, done]);
+    try {
+      const uri = `nbd://127.0.0.1:${port}/disk`;
+      expect((await runOk('nbdinfo', ['--size', uri])).trim()).toBe(String(MiB));
+      const io = await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 4096 8192', '-c', 'read -P 0x5a 4096 8192', uri]);
+      expect(io).not.toMatch(/Pattern verification failed/);
+      expect(io).toMatch(/read 8192\/8192 bytes/);
+    } finally {
+      ac.abort();
+      await done;
+    }
+  });
+
   it('a request in flight gets ESHUTDOWN on abort, and listenAndServe settles once the worker closed', async () => {
     srv = await start([{ name: '', size: MiB, device: testDevice('slow') }]);
     const conn = await (await Client.connect(srv.uri())).go('');
