@@ -16,6 +16,27 @@ const SLAB_PAGES = 128;
 /** What a hole lends. */
 const ZERO_PAGE = new Uint8Array(MEMORY_PAGE_SIZE);
 
+/**
+ * Extents of a device made of MEMORY_PAGE_SIZE pages, each allocated (data) or
+ * not (a hole reading as zeroes): neighbours merged, only the first with reqOne.
+ */
+export function pageExtents(offset: number, length: number, reqOne: boolean, allocated: (page: number) => boolean): Extent[] {
+  const out: Extent[] = [];
+  const end = offset + length;
+  for (let at = offset; at < end; ) {
+    const n = Math.min(MEMORY_PAGE_SIZE - (at & MASK), end - at);
+    const flags = allocated(Math.floor(at / MEMORY_PAGE_SIZE)) ? 0 : HOLE;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.flags === flags) last.length += n;
+    else {
+      if (reqOne && last !== undefined) break;
+      out.push({ length: n, flags });
+    }
+    at += n;
+  }
+  return out;
+}
+
 export class MemoryDevice implements Device {
   readonly size: number;
   readonly multiConn = true;
@@ -142,21 +163,7 @@ export class MemoryDevice implements Device {
   }
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
-    const out: Extent[] = [];
-    const end = offset + length;
-    let at = offset;
-    while (at < end) {
-      const n = Math.min(MEMORY_PAGE_SIZE - (at & MASK), end - at);
-      const flags = this.pages.has(Math.floor(at / MEMORY_PAGE_SIZE)) ? 0 : HOLE;
-      const last = out[out.length - 1];
-      if (last !== undefined && last.flags === flags) last.length += n;
-      else {
-        if (opts.reqOne && last !== undefined) break;
-        out.push({ length: n, flags });
-      }
-      at += n;
-    }
-    return out;
+    return pageExtents(offset, length, opts.reqOne, (page) => this.pages.has(page));
   }
 
   private allocSlot(): number {

@@ -16,16 +16,14 @@
 // before a trim's fill, so a race never leaves data under a clear bit), and
 // overlapping concurrent requests may race on the data, as NBD allows.
 import { isSharedArrayBuffer } from 'node:util/types';
-import { AllocationState } from '@nbd/protocol';
 import type { Device, DeviceRecipe, Extent, Loan } from './device.js';
-import { MEMORY_PAGE_SIZE as PAGE } from './memory-device.js';
+import { MEMORY_PAGE_SIZE as PAGE, pageExtents } from './memory-device.js';
 
 /** Slab size: a power of 2 and a multiple of the page size, so no page spans two slabs. */
 export const SHARED_SLAB_SIZE = 64 * 1024 * 1024;
 // `x & MASK` is x mod size for any safe integer: ToInt32 drops multiples of 2^32.
 const SLAB_MASK = SHARED_SLAB_SIZE - 1;
 const PAGE_MASK = PAGE - 1;
-const HOLE = AllocationState.HOLE | AllocationState.ZERO;
 
 /** What `share()` hands to worker threads (structuredClone shares the buffers). */
 export interface SharedMemoryDeviceArgs {
@@ -159,21 +157,7 @@ export class SharedMemoryDevice implements Device {
   }
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
-    const out: Extent[] = [];
-    const end = offset + length;
-    for (let at = offset; at < end; ) {
-      const n = Math.min(PAGE - (at & PAGE_MASK), end - at);
-      const page = Math.floor(at / PAGE);
-      const flags = (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0 ? 0 : HOLE;
-      const last = out[out.length - 1];
-      if (last !== undefined && last.flags === flags) last.length += n;
-      else {
-        if (opts.reqOne && last !== undefined) break;
-        out.push({ length: n, flags });
-      }
-      at += n;
-    }
-    return out;
+    return pageExtents(offset, length, opts.reqOne, (page) => (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0);
   }
 
   /** Sets the bits of pages first..last (inclusive), a word at a time. */
