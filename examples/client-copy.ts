@@ -1,4 +1,4 @@
-// Our nbdcopy: `node examples/dist/client-copy.js [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST`
+// Our nbdcopy: `node examples/dist/client-copy.js [--threads=N] [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST`
 // SRC/DST: an NBD URI or a file path; DST may be `null:`.
 import { setFlagsFromString } from 'node:v8';
 import { copy } from '@nbd/client';
@@ -15,9 +15,10 @@ async function main(argv: string[]): Promise<void> {
     return a === undefined ? undefined : Number(a.slice(name.length + 3));
   };
   const [src, dst] = argv.filter((a) => !a.startsWith('--'));
-  if (!src || !dst) throw new Error('usage: client-copy [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST');
+  if (!src || !dst) throw new Error('usage: client-copy [--threads=N] [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST');
   const t0 = performance.now();
   const r = await copy(src, dst, {
+    threads: opt('threads'),
     connections: opt('connections'),
     inFlight: opt('requests'),
     requestSize: opt('request-size'),

@@ -2,8 +2,10 @@
 // zero extents (base:allocation) and all-zero blocks are not copied as data but
 // zeroed on the destination, or skipped when the destination is known to be zero.
 import { type FileHandle, open as openFile } from 'node:fs/promises';
+import { setMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
-import { AllocationState, MetaContext } from '@nbd/protocol';
+import { Worker } from 'node:worker_threads';
+import { AllocationState, MetaContext, NbdError } from '@nbd/protocol';
 import { Connection } from './connection.js';
 import { MultiConnection, connectMulti } from './multi.js';
 
@@ -37,6 +39,13 @@ export interface CopyOptions {
   flush?: boolean;
   onProgress?: (p: CopyProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Threads copying at once (default 1): this one and `threads - 1` worker threads, each with
+   * its own connections (`connections` are shared out among them), taking 64 MiB chunks in
+   * turn, as nbdcopy's threads do. Only when both endpoints are strings (URIs, paths, null:),
+   * which a worker can open again; otherwise the copy runs on this thread.
+   */
+  threads?: number;
 }
 
 export interface CopyResult {
@@ -46,7 +55,8 @@ export interface CopyResult {
   zeroBytes: number;
 }
 
-interface Source {
+/** @internal */
+export interface Source {
   size: number;
   /** NBD connections open (1 for files). */
   connections: number;
@@ -57,7 +67,8 @@ interface Source {
   close(): Promise<void>;
 }
 
-interface Sink {
+/** @internal */
+export interface Sink {
   size: number | undefined;
   connections: number;
   knownZero: boolean;
@@ -83,7 +94,8 @@ async function nbdEndpoint(e: CopyEndpoint, opts: CopyOptions, forSource: boolea
   return undefined;
 }
 
-async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
+/** @internal */
+export async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
   const nbd = await nbdEndpoint(e, opts, true);
   if (nbd) {
     const { conn, owned } = nbd;
@@ -129,7 +141,11 @@ async function openSource(e: CopyEndpoint, opts: CopyOptions): Promise<Source> {
   };
 }
 
-async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
+/**
+ * @internal `joining`: a worker thread's second handle on a destination the copying thread
+ * already opened: a file is opened without truncating, and only synced at the end.
+ */
+export async function openSink(e: CopyEndpoint, opts: CopyOptions, joining = false): Promise<Sink> {
   if (e === 'null:') {
     return { size: undefined, connections: 1, knownZero: true, write: async () => {}, zero: async () => {}, finish: async () => {}, close: async () => {} };
   }
@@ -159,7 +175,7 @@ async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
     };
   }
   const owned = typeof e === 'string';
-  const fh = typeof e === 'string' ? await openFile(e, 'w') : (e as FileHandle);
+  const fh = typeof e === 'string' ? await openFile(e, joining ? 'r+' : 'w') : (e as FileHandle);
   const st = await fh.stat();
   // A regular file we just created (or an empty one) reads as zeroes: leave holes by not writing.
   const knownZero = opts.destinationIsZero ?? (st.isFile() && st.size === 0);
@@ -181,7 +197,7 @@ async function openSink(e: CopyEndpoint, opts: CopyOptions): Promise<Sink> {
       for (let pos = 0; pos < len; pos += zeroes.length) await write(zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos);
     },
     finish: async (size, flush) => {
-      if (st.isFile()) await fh.truncate(size);
+      if (st.isFile() && !joining) await fh.truncate(size);
       if (flush && st.isFile()) await fh.sync();
     },
     close: async () => {
@@ -205,13 +221,18 @@ function isZero(b: Uint8Array): boolean {
 export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions = {}): Promise<CopyResult> {
   const requestSize = opts.requestSize ?? 512 * 1024;
   if (!Number.isSafeInteger(requestSize) || requestSize <= 0) throw new RangeError(`requestSize must be a positive integer, got ${requestSize}`);
+  const threads = opts.threads ?? 1;
+  if (!Number.isSafeInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  const helpers = typeof src === 'string' && typeof dst === 'string' ? threads - 1 : 0;
+  // Each thread opens its own connections: the total is shared out.
+  const perThread = { ...opts, connections: Math.max(1, Math.ceil((opts.connections ?? Math.min(4, availableParallelism())) / (helpers + 1))) };
   const signal = opts.signal;
   // Both ends connect at once (handshakes are round trips), except that a destination
   // file is opened (and truncated) only once the source is known to be there.
   const fileSink = typeof dst === 'string' && dst !== 'null:' && !isUri(dst);
-  const first = openSource(src, opts);
+  const first = openSource(src, perThread);
   if (fileSink) await first;
-  const [opened, sunk] = await Promise.allSettled([first, openSink(dst, opts)]);
+  const [opened, sunk] = await Promise.allSettled([first, openSink(dst, perThread)]);
   if (opened.status === 'rejected' || sunk.status === 'rejected') {
     await Promise.allSettled([opened.status === 'fulfilled' && opened.value.close(), sunk.status === 'fulfilled' && sunk.value.close()]);
     throw opened.status === 'rejected' ? opened.reason : (sunk as PromiseRejectedResult).reason;
@@ -224,84 +245,200 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     if (out.size !== undefined && out.size < total) {
       throw new Error(`copy: the destination (${out.size} bytes) is smaller than the source (${total} bytes)`);
     }
-    // The window grows with the connections actually open (one if the server refused multi-conn).
-    const window = (opts.inFlight ?? 32) * Math.max(source.connections, out.connections);
-    const sparse = opts.sparse !== false;
     let done = 0;
-    let zeroBytes = 0;
     const progress = (n: number) => {
       done += n;
       opts.onProgress?.({ done, total });
     };
-
-    // Work items in offset order: data ranges of ≤ requestSize, and whole zero ranges.
-    let next = 0;
-    let queue: { offset: number; length: number; zero: boolean }[] = [];
-    let mapping: Promise<void> | undefined;
-    const refill = async () => {
-      const ext = source.extents && sparse ? await source.extents(next, Math.min(total - next, 1 << 30), signal) : [{ length: total - next, zero: false }];
-      const end = next + ext.reduce((n, x) => n + x.length, 0);
-      let off = next;
-      for (const x of ext) {
-        const len = Math.min(x.length, total - off);
-        if (len <= 0) break;
-        if (x.zero) queue.push({ offset: off, length: len, zero: true });
-        else for (let p = 0; p < len; p += requestSize) queue.push({ offset: off + p, length: Math.min(requestSize, len - p), zero: false });
-        off += len;
-      }
-      next = Math.min(total, Math.max(end, next + 1));
-    };
-    // One block-status call at a time, started while a window's worth of work is still queued,
-    // so the pipe does not run dry while the next extents are asked for.
-    let mapError: unknown;
-    const prefetch = () => {
-      if (mapping !== undefined || next >= total || mapError !== undefined) return;
-      mapping = refill().then(
-        () => (mapping = undefined),
-        (e: unknown) => {
-          mapError = e;
-          mapping = undefined;
-        },
-      );
-    };
-    const take = async () => {
-      for (;;) {
-        if (queue.length < window) prefetch();
-        if (queue.length > 0) return queue.shift();
-        if (mapError !== undefined) throw mapError;
-        if (mapping === undefined) return undefined; // all mapped, all taken
-        await mapping;
-      }
-    };
-    const worker = async () => {
-      for (;;) {
-        signal?.throwIfAborted();
-        const item = queue.length >= window ? queue.shift() : await take();
-        if (!item) return;
-        if (item.zero) {
-          zeroBytes += item.length;
-          if (!out.knownZero) await out.zero(item.offset, item.length, signal);
-        } else {
-          const { data, release } = await source.read(item.offset, item.length, signal);
-          if (sparse && isZero(data)) {
-            release(); // zeroed below: the data is not needed any more
-            zeroBytes += item.length;
-            if (!out.knownZero) await out.zero(item.offset, item.length, signal);
-          } else {
-            await out.write(data, item.offset, signal);
-            // Only after a successful write: an aborted one may still be queued in the socket.
-            release();
-          }
-        }
-        progress(item.length);
-      }
-    };
-    const results = await Promise.allSettled(Array.from({ length: Math.max(1, window) }, worker));
+    const chunks = new Chunks(total);
+    const mine = copyChunks(source, out, chunks, opts, progress).catch((e: unknown) => {
+      chunks.stop(); // the other threads finish their chunk and take no more
+      throw e;
+    });
+    const theirs = helpers > 0 ? copyOnWorkers(helpers, src as string, dst as string, out.knownZero, chunks, perThread, progress) : [];
+    const results = await Promise.allSettled([mine, ...theirs]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
-    queue = [];
     await out.finish(total, opts.flush !== false);
+    let zeroBytes = 0;
+    for (const r of results) if (r.status === 'fulfilled') zeroBytes += r.value;
     return { bytes: total, zeroBytes };
   } finally {
     await Promise.allSettled([source.close(), sink.close()]);
   }
+}
+
+/** What a copy worker thread gets (copy-worker.ts). */
+export interface CopyWorkerData {
+  src: string;
+  dst: string;
+  total: number;
+  counter: SharedArrayBuffer;
+  opts: Pick<CopyOptions, 'requestSize' | 'inFlight' | 'connections' | 'destinationIsZero' | 'sparse' | 'flush'>;
+}
+
+export type FromCopyWorker =
+  | { type: 'progress'; bytes: number }
+  | { type: 'done'; zeroBytes: number }
+  | { type: 'error'; message: string; errno?: number; code?: string };
+
+/** Starts `n` worker threads on the same copy; each settles with its zero bytes. */
+function copyOnWorkers(n: number, src: string, dst: string, knownZero: boolean, chunks: Chunks, opts: CopyOptions, progress: (n: number) => void): Promise<number>[] {
+  const { requestSize, inFlight, connections, sparse, flush } = opts;
+  const workerData: CopyWorkerData = {
+    src,
+    dst,
+    total: chunks.total,
+    counter: chunks.counter.buffer as SharedArrayBuffer,
+    opts: { requestSize, inFlight, connections, sparse, flush, destinationIsZero: knownZero },
+  };
+  return Array.from({ length: n }, async () => {
+    const w = new Worker(new URL('./copy-worker.js', import.meta.url), { workerData });
+    const abort = () => w.postMessage('abort');
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    try {
+      return await new Promise<number>((resolve, reject) => {
+        w.on('message', (m: FromCopyWorker) => {
+          if (m.type === 'progress') progress(m.bytes);
+          else if (m.type === 'done') resolve(m.zeroBytes);
+          else reject(m.errno !== undefined ? new NbdError(m.errno, m.message) : Object.assign(new Error(m.message), { code: m.code }));
+        });
+        w.on('error', reject);
+        w.on('exit', (code) => reject(new Error(`copy: a worker thread exited (code ${code}) before finishing`)));
+      });
+    } catch (e) {
+      chunks.stop(); // the other threads finish their chunk and take no more
+      throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', abort);
+    }
+  });
+}
+
+/** Bytes per chunk that a thread takes at a time. */
+const CHUNK = 64 * 1024 * 1024;
+
+/** Work shared by the threads of one copy: chunk numbers handed out by an atomic counter. */
+export class Chunks {
+  readonly counter: Int32Array;
+  constructor(
+    readonly total: number,
+    shared: SharedArrayBuffer = new SharedArrayBuffer(4),
+  ) {
+    this.counter = new Int32Array(shared);
+  }
+  /** The next chunk [offset, end) nobody has taken, or undefined when all are. */
+  take(): [number, number] | undefined {
+    const n = Atomics.add(this.counter, 0, 1);
+    const offset = n * CHUNK;
+    return n >= 0 && offset < this.total ? [offset, Math.min(this.total, offset + CHUNK)] : undefined;
+  }
+  /** No chunk is handed out any more (a thread failed). */
+  stop(): void {
+    Atomics.store(this.counter, 0, -(2 ** 30));
+  }
+}
+
+/**
+ * This thread's share of a copy: takes chunks until none are left, copies them with up to a
+ * window of requests in flight. Returns the bytes found to be zero.
+ */
+export async function copyChunks(source: Source, out: Sink, chunks: Chunks, opts: CopyOptions, progress: (n: number) => void): Promise<number> {
+  const requestSize = opts.requestSize ?? 512 * 1024;
+  // Every request in flight listens to the signal: a follower of the caller's that may have that many listeners.
+  const outer = opts.signal;
+  const follower = new AbortController();
+  setMaxListeners(0, follower.signal);
+  const forward = () => follower.abort(outer?.reason);
+  if (outer?.aborted) forward();
+  outer?.addEventListener('abort', forward, { once: true });
+  try {
+    return await copyWithin(source, out, chunks, { ...opts, signal: outer ? follower.signal : undefined }, requestSize, progress);
+  } finally {
+    outer?.removeEventListener('abort', forward);
+  }
+}
+
+async function copyWithin(source: Source, out: Sink, chunks: Chunks, opts: CopyOptions, requestSize: number, progress: (n: number) => void): Promise<number> {
+  const signal = opts.signal;
+  // The window grows with the connections actually open (one if the server refused multi-conn).
+  const window = (opts.inFlight ?? 32) * Math.max(source.connections, out.connections);
+  const sparse = opts.sparse !== false;
+  let zeroBytes = 0;
+
+  // Work items in offset order: data ranges of ≤ requestSize, and whole zero ranges.
+  // The chunk being mapped is [next, end); the next one is taken when it is done.
+  let next = 0;
+  let end = 0;
+  let exhausted = false;
+  const queue: { offset: number; length: number; zero: boolean }[] = [];
+  let mapping: Promise<void> | undefined;
+  const refill = async () => {
+    if (next >= end) {
+      const chunk = chunks.take();
+      if (chunk === undefined) {
+        exhausted = true;
+        return;
+      }
+      [next, end] = chunk;
+    }
+    const ext = source.extents && sparse ? await source.extents(next, end - next, signal) : [{ length: end - next, zero: false }];
+    const mapped = next + ext.reduce((n, x) => n + x.length, 0);
+    let off = next;
+    for (const x of ext) {
+      const len = Math.min(x.length, end - off);
+      if (len <= 0) break;
+      if (x.zero) queue.push({ offset: off, length: len, zero: true });
+      else for (let p = 0; p < len; p += requestSize) queue.push({ offset: off + p, length: Math.min(requestSize, len - p), zero: false });
+      off += len;
+    }
+    next = Math.min(end, Math.max(mapped, next + 1));
+  };
+  // One block-status call at a time, started while a window's worth of work is still queued,
+  // so the pipe does not run dry while the next extents are asked for.
+  let mapError: unknown;
+  const prefetch = () => {
+    if (mapping !== undefined || exhausted || mapError !== undefined) return;
+    mapping = refill().then(
+      () => (mapping = undefined),
+      (e: unknown) => {
+        mapError = e;
+        mapping = undefined;
+      },
+    );
+  };
+  const take = async () => {
+    for (;;) {
+      if (queue.length < window) prefetch();
+      if (queue.length > 0) return queue.shift();
+      if (mapError !== undefined) throw mapError;
+      if (mapping === undefined && exhausted) return undefined; // all mapped, all taken
+      await mapping;
+    }
+  };
+  const worker = async () => {
+    for (;;) {
+      signal?.throwIfAborted();
+      const item = queue.length >= window ? queue.shift() : await take();
+      if (!item) return;
+      if (item.zero) {
+        zeroBytes += item.length;
+        if (!out.knownZero) await out.zero(item.offset, item.length, signal);
+      } else {
+        const { data, release } = await source.read(item.offset, item.length, signal);
+        if (sparse && isZero(data)) {
+          release(); // zeroed below: the data is not needed any more
+          zeroBytes += item.length;
+          if (!out.knownZero) await out.zero(item.offset, item.length, signal);
+        } else {
+          await out.write(data, item.offset, signal);
+          // Only after a successful write: an aborted one may still be queued in the socket.
+          release();
+        }
+      }
+      progress(item.length);
+    }
+  };
+  const results = await Promise.allSettled(Array.from({ length: Math.max(1, window) }, worker));
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+  return zeroBytes;
 }
