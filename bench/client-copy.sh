@@ -38,21 +38,23 @@ nbdcopy "$PAT" "$MEM"
 once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # ours and theirs alternate (A B A B ...) so drift on the shared CPU hits both; prints "ours theirs"
+# and ours again with --threads=2 (this thread plus one worker, 2 connections each); prints "ours ours-t2 theirs"
 pair() { # src dst
-  local os=() ts=()
+  local os=() o2=() ts=()
   for _ in $(seq "$RUNS"); do
     os+=("$(once node examples/dist/client-copy.js "$1" "$2")")
+    o2+=("$(once node examples/dist/client-copy.js --threads=2 "$1" "$2")")
     ts+=("$(once nbdcopy "$1" "$2")")
   done
-  echo "$(median "${os[@]}") $(median "${ts[@]}")"
+  echo "$(median "${os[@]}") $(median "${o2[@]}") $(median "${ts[@]}")"
 }
 gibs() { echo "scale=3; $BYTES / $1 / 1073741824" | bc -l; }
 
 log "copy memory → null:"
-read -r o1 t1 < <(pair "$MEM" null:)
+read -r o1 p1 t1 < <(pair "$MEM" null:)
 log "copy pattern → memory (destination pre-allocated by one untimed nbdcopy)"
 nbdcopy "$PAT" "$DST"
-read -r o2 t2 < <(pair "$PAT" "$DST")
+read -r o2 p2 t2 < <(pair "$PAT" "$DST")
 log "randread 4k qd32 (${SECS}s each)"
 o3=$(node examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
 t3=$(fio --name=rr --ioengine=nbd --uri="$MEM" --rw=randread --bs=4k --iodepth=32 --size="$BYTES" \
@@ -63,5 +65,7 @@ r() { echo "scale=2; $1 / $2" | bc -l; }
 echo "| workload ($SIZE export, median of $RUNS) | @nbd/client | libnbd | ratio ours/libnbd |"
 echo "|---|---|---|---|"
 echo "| copy nbdkit memory → null: (GiB/s) | $(gibs "$o1") | $(gibs "$t1") (nbdcopy) | $(r "$t1" "$o1") |"
+echo "| same, ours with --threads=2 | $(gibs "$p1") | $(gibs "$t1") (nbdcopy) | $(r "$t1" "$p1") |"
 echo "| copy nbdkit pattern → nbdkit memory (GiB/s) | $(gibs "$o2") | $(gibs "$t2") (nbdcopy) | $(r "$t2" "$o2") |"
+echo "| same, ours with --threads=2 | $(gibs "$p2") | $(gibs "$t2") (nbdcopy) | $(r "$t2" "$p2") |"
 echo "| randread 4 KiB qd32, 1 conn (IOPS) | $o3 | $t3 (fio nbd engine) | $(r "$o3" "$t3") |"
