@@ -4,26 +4,13 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { copy } from '../../packages/client/dist/index.js';
-import { type Peer, runOk, startNbdkit, tempDir } from '../support/peers.js';
+import { runOk } from '../support/peers.js';
+import { scoped } from '../support/scoped.js';
 
 const MiB = 1024 * 1024;
-let cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c();
-  cleanups = [];
-});
-async function nbdkit(args: string[]): Promise<Peer> {
-  const p = await startNbdkit(args);
-  cleanups.push(() => p.stop());
-  return p;
-}
-function tmp(): string {
-  const t = tempDir('nbd-copy-threads-');
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
+const { nbdkit, tmp } = scoped('nbd-copy-threads-');
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 const threadsNow = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 

@@ -3,26 +3,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { copy, open } from '@nbd/client';
-import { type Peer, runOk, startNbdkit, tempDir } from '../support/peers.js';
+import { runOk } from '../support/peers.js';
+import { scoped } from '../support/scoped.js';
 
 const MiB = 1024 * 1024;
-let cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.reverse()) await c();
-  cleanups = [];
-});
-async function nbdkit(args: string[]): Promise<Peer> {
-  const p = await startNbdkit(args);
-  cleanups.push(() => p.stop());
-  return p;
-}
-function tmp(): string {
-  const t = tempDir('nbd-copy-');
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
+const { nbdkit, tmp, defer } = scoped('nbd-copy-');
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 test('sparse export → file: same bytes as nbdcopy, holes left as holes, progress reported', async () => {
@@ -64,7 +51,7 @@ test('file → export (FileHandle and path), zero blocks become zero requests; d
   writeFileSync(file, data);
   const dst = await nbdkit(['memory', `size=${8 * MiB}`]);
   const fh = await openFile(file, 'r');
-  cleanups.push(() => fh.close());
+  defer(() => fh.close());
   const r = await copy(fh, dst.uri);
   expect(r.zeroBytes).toBeGreaterThanOrEqual(4 * MiB);
   const back = join(dir, 'back.img');
