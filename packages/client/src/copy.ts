@@ -226,7 +226,6 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
   const helpers = typeof src === 'string' && typeof dst === 'string' ? threads - 1 : 0;
   // Each thread opens its own connections: the total is shared out.
   const perThread = { ...opts, connections: Math.max(1, Math.ceil((opts.connections ?? Math.min(4, availableParallelism())) / (helpers + 1))) };
-  const signal = opts.signal;
   // Both ends connect at once (handshakes are round trips), except that a destination
   // file is opened (and truncated) only once the source is known to be there.
   const fileSink = typeof dst === 'string' && dst !== 'null:' && !isUri(dst);
@@ -251,12 +250,14 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
       opts.onProgress?.({ done, total });
     };
     const chunks = new Chunks(total);
-    const mine = copyChunks(source, out, chunks, opts, progress).catch((e: unknown) => {
-      chunks.stop(); // the other threads finish their chunk and take no more
-      throw e;
-    });
+    const mine = copyChunks(source, out, chunks, opts, progress);
     const theirs = helpers > 0 ? copyOnWorkers(helpers, src as string, dst as string, out.knownZero, chunks, perThread, progress) : [];
-    const results = await Promise.allSettled([mine, ...theirs]);
+    const stopOnError = (p: Promise<number>) =>
+      p.catch((e: unknown) => {
+        chunks.stop(); // the other threads finish their chunk and take no more
+        throw e;
+      });
+    const results = await Promise.allSettled([mine, ...theirs].map(stopOnError));
     for (const r of results) if (r.status === 'rejected') throw r.reason;
     await out.finish(total, opts.flush !== false);
     let zeroBytes = 0;
@@ -305,9 +306,6 @@ function copyOnWorkers(n: number, src: string, dst: string, knownZero: boolean, 
         w.on('error', reject);
         w.on('exit', (code) => reject(new Error(`copy: a worker thread exited (code ${code}) before finishing`)));
       });
-    } catch (e) {
-      chunks.stop(); // the other threads finish their chunk and take no more
-      throw e;
     } finally {
       opts.signal?.removeEventListener('abort', abort);
     }
