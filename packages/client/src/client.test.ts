@@ -1,19 +1,10 @@
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Duplex } from 'node:stream';
 import { NbdOptionError, Option, OptionReply } from '@nbd/protocol';
-import { type FakePeer, type FakeServer, fakeServer } from '../test/fake-server.js';
+import { scopedFakeServers } from '../test/fake-server.js';
 import { Client, NbdStateError, NbdUnsupportedError } from './client.js';
 
-let servers: FakeServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-async function serve(script: (p: FakePeer) => Promise<void>): Promise<FakeServer> {
-  const s = await fakeServer(script);
-  servers.push(s);
-  return s;
-}
+const serve = scopedFakeServers();
 
 describe('Client: handshake', () => {
   test('list, info, listMetaContexts, then go; afterwards the client is finished', async () => {

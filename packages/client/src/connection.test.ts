@@ -1,19 +1,10 @@
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Command, CommandFlag, Errno, ProtocolError, TransmissionFlag } from '@nbd/protocol';
-import { type FakePeer, type FakeServer, fakeServer } from '../test/fake-server.js';
+import { scopedFakeServers } from '../test/fake-server.js';
 import { Client } from './client.js';
 import { open } from './multi.js';
 
-let servers: FakeServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-async function serve(script: (p: FakePeer) => Promise<void>): Promise<FakeServer> {
-  const s = await fakeServer(script);
-  servers.push(s);
-  return s;
-}
+const serve = scopedFakeServers();
 const bytes = (...v: number[]) => new Uint8Array(v);
 
 describe('Connection: replies', () => {

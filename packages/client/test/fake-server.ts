@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterEach } from 'vitest';
 import {
   ClientStreamDecoder,
   type ClientFrame,
@@ -15,6 +16,7 @@ import {
   type Request,
   TransmissionFlag,
   decodeOptionRequest,
+  deferred,
   encodeChunk,
   encodeExportNameReply,
   encodeGreeting,
@@ -173,27 +175,36 @@ export interface FakeServer {
 export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Promise<FakeServer> {
   const dir = mkdtempSync(join(tmpdir(), 'nbd-fake-'));
   const path = join(dir, 's.sock');
-  let resolveDone!: () => void;
-  let rejectDone!: (e: unknown) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolveDone = res;
-    rejectDone = rej;
-  });
-  done.catch(() => {});
+  const done = deferred<void>();
+  done.promise.catch(() => {});
   const sockets: Socket[] = [];
   const server: Server = createServer((s) => {
     sockets.push(s);
-    script(new FakePeer(s)).then(resolveDone, rejectDone);
+    script(new FakePeer(s)).then(done.resolve, done.reject);
   });
   await new Promise<void>((r) => server.listen(path, r));
   return {
     uri: `nbd+unix:///?socket=${encodeURIComponent(path)}`,
-    done,
+    done: done.promise,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** fakeServer() for one test file: every server it starts is closed after each test. */
+export function scopedFakeServers(): (script: (peer: FakePeer) => Promise<void>) => Promise<FakeServer> {
+  let servers: FakeServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    servers = [];
+  });
+  return async (script) => {
+    const s = await fakeServer(script);
+    servers.push(s);
+    return s;
   };
 }
 
