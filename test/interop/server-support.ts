@@ -2,7 +2,7 @@
 // in a temp dir, and a raw-socket client speaking through the protocol codecs.
 import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
-import { type ServerFrame, ServerStreamDecoder } from '@nbd/protocol';
+import { type ServerFrame, ServerStreamDecoder, deferred } from '@nbd/protocol';
 import { type Export, MemoryDevice, type ServeOptions, listenAndServe } from '@nbd/server';
 import { tempDir, unixUri } from '../support/peers.js';
 
@@ -18,16 +18,18 @@ export interface OurServer {
 
 export const MiB = 1024 * 1024;
 
-/** Starts listenAndServe on `DIR/nbd.sock`; default: one 64 MiB MemoryDevice named "" . */
-export async function startOurServer(exports?: Export[], opts: ServeOptions = {}): Promise<OurServer> {
+/**
+ * Starts listenAndServe on `DIR/nbd.sock`; default: one 64 MiB MemoryDevice named "".
+ * `listen` may be another build's listenAndServe (the worker-thread tests use dist/).
+ */
+export async function startOurServer(exports?: Export[], opts: ServeOptions = {}, listen: typeof listenAndServe = listenAndServe): Promise<OurServer> {
   const { dir, cleanup } = tempDir('nbd-ours-');
   const socket = join(dir, 'nbd.sock');
   const ac = new AbortController();
   const exps = exports ?? [{ name: '', description: 'test memory', size: 64 * MiB, device: new MemoryDevice(64 * MiB) }];
-  let listening!: () => void;
-  const up = new Promise<void>((r) => (listening = r));
-  const done = listenAndServe({ path: socket }, exps, { ...opts, signal: ac.signal, onListen: () => listening() });
-  await Promise.race([up, done]);
+  const up = deferred<void>();
+  const done = listen({ path: socket }, exps, { ...opts, signal: ac.signal, onListen: () => up.resolve() });
+  await Promise.race([up.promise, done]);
   let stopped = false;
   return {
     socket,

@@ -7,45 +7,21 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
-import { Errno } from '@nbd/protocol';
+import { Errno, deferred } from '@nbd/protocol';
 import { type Device, type Export, FileDevice, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
-import { run, runOk, runPython, tempDir, unixUri } from '../support/peers.js';
+import { run, runOk, runPython, tempDir } from '../support/peers.js';
+import { MiB, type OurServer, startOurServer } from './server-support.js';
 
-const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;
 
-interface Running {
-  uri: (name?: string) => string;
-  socket: string;
-  stop: () => Promise<void>;
-  done: Promise<void>;
-}
-
-async function start(exports: Export[], opts: ServeOptions = {}): Promise<Running> {
-  const { dir, cleanup } = tempDir('nbd-threads-');
-  const socket = join(dir, 'nbd.sock');
-  const ac = new AbortController();
-  let up!: () => void;
-  const listening = new Promise<void>((r) => (up = r));
-  const done = listenAndServe({ path: socket }, exports, { threads: 2, ...opts, signal: ac.signal, onListen: () => up() });
-  await Promise.race([listening, done]);
-  return {
-    socket,
-    uri: (name = '') => unixUri(socket, name),
-    done,
-    stop: async () => {
-      ac.abort();
-      await done;
-      cleanup();
-    },
-  };
-}
+/** Our server from dist/ on worker threads (2 unless `opts` says otherwise). */
+const start = (exports: Export[], opts: ServeOptions = {}) => startOurServer(exports, { threads: 2, ...opts }, listenAndServe);
 
 describe('worker threads with a FileDevice', () => {
   const tmp = tempDir('nbd-threads-data-');
   const src = join(tmp.dir, 'src.img');
   const img = join(tmp.dir, 'served.img');
-  let srv: Running;
+  let srv: OurServer;
 
   beforeAll(async () => {
     const data = Buffer.alloc(SIZE);
@@ -98,7 +74,7 @@ function testDevice(kind: 'crash' | 'slow'): Device {
 }
 
 describe('worker-thread lifecycle', () => {
-  let srv: Running | undefined;
+  let srv: OurServer | undefined;
   const tmp = tempDir('nbd-threads-life-');
   const img = join(tmp.dir, 'disk.img');
   writeFileSync(img, Buffer.alloc(MiB));
@@ -111,17 +87,16 @@ describe('worker-thread lifecycle', () => {
   it('serves TCP connections too (nbdinfo and qemu-io over nbd://127.0.0.1)', async () => {
     const ac = new AbortController();
     let port = 0;
-    let up!: () => void;
-    const listening = new Promise<void>((r) => (up = r));
+    const up = deferred<void>();
     const done = listenAndServe({ host: '127.0.0.1', port: 0 }, [{ name: 'disk', size: MiB, device: await FileDevice.open(img) }], {
       threads: 2,
       signal: ac.signal,
       onListen: (a) => {
         if (typeof a !== 'string') port = a.port;
-        up();
+        up.resolve();
       },
     });
-    await Promise.race([listening, done]);
+    await Promise.race([up.promise, done]);
     try {
       const uri = `nbd://127.0.0.1:${port}/disk`;
       expect((await runOk('nbdinfo', ['--size', uri])).trim()).toBe(String(MiB));
