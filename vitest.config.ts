@@ -8,6 +8,7 @@ export default defineConfig({
   resolve: {
     alias: {
       '@nbd/protocol': src('protocol'),
+      '@nbd/node': src('node'),
       '@nbd/client': src('client'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),

@@ -66,7 +66,7 @@ function replay(conn: Connection): Set<string> {
   seen.add(`greeting ${greeting.greeting.style}`);
 
   if (greeting.greeting.style === 'oldstyle') {
-    client.phase = 'transmission';
+    client.startTransmission(false);
   } else {
     const flags = client.next();
     if (flags?.kind !== 'client-flags') throw new Error('expected client flags');
@@ -79,13 +79,13 @@ function replay(conn: Connection): Set<string> {
       cOut.push(encodeOptionRequest(req));
       seen.add(`option ${req.kind}`);
       if (req.kind === 'export-name') {
-        server.phase = 'export-name';
-        server.noZeroes = (flags.flags & 2) !== 0;
+        const noZeroes = (flags.flags & 2) !== 0;
+        server.expectExportNameReply(noZeroes);
         const r = server.next();
         if (r?.kind !== 'export-name-reply') throw new Error('expected an EXPORT_NAME reply');
-        sOut.push(encodeExportNameReply(r, server.noZeroes));
-        seen.add(`export-name reply${server.noZeroes ? ' no zeroes' : ''}`);
-        client.phase = 'transmission';
+        sOut.push(encodeExportNameReply(r, noZeroes));
+        seen.add(`export-name reply${noZeroes ? ' no zeroes' : ''}`);
+        client.startTransmission(false);
         break;
       }
       for (;;) {
@@ -104,7 +104,8 @@ function replay(conn: Connection): Set<string> {
           if (req.kind === 'structured-reply') structured = true;
           if (req.kind === 'extended-headers') extended = true;
           if (req.kind === 'go') {
-            client.phase = server.phase = 'transmission';
+            client.startTransmission(extended);
+            server.startTransmission(extended);
             break options;
           }
         }
@@ -114,7 +115,6 @@ function replay(conn: Connection): Set<string> {
     }
   }
 
-  client.extended = server.extended = extended;
   // Cookies may be reused once answered (qemu does), so keep each cookie's requests in order.
   const pending = new Map<bigint, { type: number; length: number }[]>();
   for (let f = client.next(); f !== undefined; f = client.next()) {

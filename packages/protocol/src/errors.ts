@@ -1,48 +1,141 @@
-import { Errno, OptionReply, nameOf } from './constants.js';
+// One error family for every package: a base class with a stable `code` per kind,
+// `cause` always kept, fields declared. Catch `NbdError` for anything this SDK
+// throws, then switch on `code` (undici's lib/core/errors.js does the same).
+import { Errno, Option, OptionReply, nameOf } from './constants.js';
 
-/** A malformed or hostile byte stream: the connection cannot continue in sync. */
-export class ProtocolError extends Error {
-  override readonly name = 'ProtocolError';
-}
+/** The stable codes of {@link NbdError}, one per kind of failure. */
+export const ErrorCode = {
+  /** The connection is closed, or closed while the call waited. */
+  CLOSED: 'NBD_ERR_CLOSED',
+  /** The caller's AbortSignal fired; `cause` is its reason. */
+  ABORTED: 'NBD_ERR_ABORTED',
+  /** A time limit passed (handshake limit, request timeout). */
+  TIMEOUT: 'NBD_ERR_TIMEOUT',
+  /** The caller's own mistake (a bad offset, an option the export lacks); nothing was sent. */
+  INVALID_ARGUMENT: 'NBD_ERR_INVALID_ARGUMENT',
+  /** A call not allowed in the object's current state (e.g. `info()` after `go()`). */
+  STATE: 'NBD_ERR_STATE',
+  /** The peer broke the protocol; the connection cannot go on. */
+  PROTOCOL: 'NBD_ERR_PROTOCOL',
+  /** A request failed with an NBD errno (from the server, or chosen by a device). */
+  ERRNO: 'NBD_ERR_ERRNO',
+  /** The server refused a handshake option (`NBD_REP_ERR_*`). */
+  OPTION_REFUSED: 'NBD_ERR_OPTION_REFUSED',
+  /** The peer does not offer what was asked (a feature, a handshake style). */
+  UNSUPPORTED: 'NBD_ERR_UNSUPPORTED',
+  /** The operating system refused (a syscall's errno, e.g. from the kernel NBD driver). */
+  SYSTEM: 'NBD_ERR_SYSTEM',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/**
- * A failed NBD request: carries the errno that crosses (or crossed) the wire.
- * Servers throw it from device methods to choose the reply's error; clients
- * reject with it when the server answers with an error.
- */
+/** The base of every error this SDK throws. `code` tells the kind; `cause` keeps the underlying error. */
 export class NbdError extends Error {
-  override readonly name = 'NbdError';
-  /** One of {@link Errno}; unknown values from a peer are kept as received. */
-  readonly errno: number;
-  /** `EIO`, `EINVAL`, … */
-  readonly code: string;
+  override name = 'NbdError';
+  readonly code: ErrorCode;
 
-  constructor(errno: number, message?: string, options?: { cause?: unknown }) {
-    const code = nameOf(Errno, errno);
-    super(message ? `${code}: ${message}` : code, options);
-    this.errno = errno;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.code = code;
   }
 }
 
+/** The connection is (or became) closed. */
+export class NbdClosedError extends NbdError {
+  override name = 'NbdClosedError';
+  constructor(message = 'the connection is closed', options?: { cause?: unknown }) {
+    super(ErrorCode.CLOSED, message, options);
+  }
+}
+
+/** The caller's signal aborted the call; `cause` is `signal.reason`. */
+export class NbdAbortError extends NbdError {
+  override name = 'AbortError';
+  constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super(ErrorCode.ABORTED, message, options);
+  }
+}
+
+/** A time limit passed. */
+export class NbdTimeoutError extends NbdError {
+  override name = 'NbdTimeoutError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.TIMEOUT, message, options);
+  }
+}
+
+/** The caller passed something invalid; nothing went on the wire. */
+export class NbdInvalidArgumentError extends NbdError {
+  override name = 'NbdInvalidArgumentError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.INVALID_ARGUMENT, message, options);
+  }
+}
+
+/** A call that the object's current state does not permit. */
+export class NbdStateError extends NbdError {
+  override name = 'NbdStateError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.STATE, message, options);
+  }
+}
+
+/** The peer does not offer what was asked. */
+export class NbdUnsupportedError extends NbdError {
+  override name = 'NbdUnsupportedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.UNSUPPORTED, message, options);
+  }
+}
+
+/** A malformed or hostile byte stream: the connection cannot continue in sync. */
+export class ProtocolError extends NbdError {
+  override name = 'ProtocolError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.PROTOCOL, message, options);
+  }
+}
+
+/**
+ * A failed NBD request: carries the errno that crosses (or crossed) the wire.
+ * Devices throw it to choose the reply's error; clients reject with it when the
+ * server answers with an error.
+ */
+export class NbdErrnoError extends NbdError {
+  override name = 'NbdErrnoError';
+  /** One of {@link Errno}; unknown values from a peer are kept as received. */
+  readonly errno: number;
+  /** `EIO`, `EINVAL`, … */
+  readonly errnoName: string;
+  /** For an `NBD_REPLY_TYPE_ERROR_OFFSET` reply: where the error happened. */
+  readonly offset: number | undefined;
+
+  constructor(errno: number, message?: string, options?: { cause?: unknown; offset?: number }) {
+    const errnoName = nameOf(Errno, errno);
+    super(ErrorCode.ERRNO, message ? `${errnoName}: ${message}` : errnoName, options);
+    this.errno = errno;
+    this.errnoName = errnoName;
+    this.offset = options?.offset;
+  }
+}
+
 /** An option the server refused during the handshake (a `NBD_REP_ERR_*` reply). */
-export class NbdOptionError extends Error {
-  override readonly name = 'NbdOptionError';
+export class NbdOptionError extends NbdError {
+  override name = 'NbdOptionError';
   /** The option that failed, one of `Option`. */
   readonly option: number;
   /** The error reply type, one of `OptionReply.ERR_*`. */
   readonly reply: number;
   /** `ERR_UNSUP`, `ERR_UNKNOWN`, … */
-  readonly code: string;
+  readonly replyName: string;
   /** The server's own message, if it sent one. */
   readonly serverMessage: string;
 
-  constructor(option: number, reply: number, serverMessage = '') {
-    const code = nameOf(OptionReply, reply);
-    super(`option ${option} refused: ${code}${serverMessage ? `: ${serverMessage}` : ''}`);
+  constructor(option: number, reply: number, serverMessage = '', options?: { cause?: unknown }) {
+    const replyName = nameOf(OptionReply, reply);
+    super(ErrorCode.OPTION_REFUSED, `NBD_OPT_${nameOf(Option, option)} refused: ${replyName}${serverMessage ? `: ${serverMessage}` : ''}`, options);
     this.option = option;
     this.reply = reply;
-    this.code = code;
+    this.replyName = replyName;
     this.serverMessage = serverMessage;
   }
 }
@@ -65,17 +158,19 @@ const errnoByCode: Record<string, number> = {
 };
 
 /**
- * The NBD errno for any thrown value: an {@link NbdError} keeps its own, a Node
+ * The NBD errno for any thrown value: an {@link NbdErrnoError} keeps its own, a Node
  * error maps by its `code` (`ENOSPC`, `EROFS`, `EDQUOT`, …), anything else is EIO.
  */
 export function toNbdErrno(err: unknown): number {
-  if (err instanceof NbdError) return err.errno;
+  if (err instanceof NbdErrnoError) return err.errno;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string') return errnoByCode[code] ?? Errno.EIO;
   return Errno.EIO;
 }
 
+const knownErrnos = new Set<number>(Object.values(Errno));
+
 /** A client SHOULD treat error values it does not know as EINVAL. */
 export function normalizeErrno(errno: number): number {
-  return Object.values(Errno).includes(errno as never) ? errno : Errno.EINVAL;
+  return knownErrnos.has(errno) ? errno : Errno.EINVAL;
 }

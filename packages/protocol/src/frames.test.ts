@@ -73,14 +73,13 @@ const clientFlagSteps: CStep[] = clientFlags.map((f) => ({ bytes: f.bytes, frame
 const optionSteps: CStep[] = optionRequests.map((f) => ({
   bytes: f.bytes,
   frame: { kind: 'option', option: view(f.bytes).getUint32(8), data: f.bytes.subarray(Size.OPTION_HEADER) },
-  setup: (d) => (d.phase = 'options'),
+  setup: (d) => d.startOptions(),
 }));
 const requestSteps: CStep[] = requests.map((f) => ({
   bytes: f.bytes,
   frame: { kind: 'request', request: f.value.request, ...(f.value.payload ? { payload: f.value.payload } : {}) },
   setup: (d) => {
-    d.phase = 'transmission';
-    d.extended = f.value.extended;
+    d.startTransmission(f.value.extended);
   },
 }));
 
@@ -95,8 +94,8 @@ describe('ClientStreamDecoder', () => {
     const steps: CStep[] = [
       clientFlagSteps[0]!,
       ...optionSteps.map((s) => ({ ...s, setup: undefined })), // 'options' must follow the flags by itself
-      ...compact.map((s, i) => ({ ...s, setup: i === 0 ? (d: ClientStreamDecoder) => (d.phase = 'transmission') : undefined })),
-      ...extended.map((s, i) => ({ ...s, setup: i === 0 ? (d: ClientStreamDecoder) => (d.extended = true) : undefined })),
+      ...compact.map((s, i) => ({ ...s, setup: i === 0 ? (d: ClientStreamDecoder) => d.startTransmission(false) : undefined })),
+      ...extended.map((s, i) => ({ ...s, setup: i === 0 ? (d: ClientStreamDecoder) => d.startTransmission(true) : undefined })),
     ];
     checkAllSplits(() => new ClientStreamDecoder(), steps);
   });
@@ -113,7 +112,7 @@ describe('ClientStreamDecoder', () => {
 
   test('a WRITE payload arriving slowly: midFrame and no frame until it is whole', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     const write = requests.find((f) => f.name.startsWith('compact WRITE'))!.bytes;
     d.push(write.subarray(0, Size.REQUEST + 1));
     expect(d.next()).toBeUndefined();
@@ -135,7 +134,7 @@ describe('ClientStreamDecoder', () => {
       ];
       checkAllSplits(() => {
         const d = new ClientStreamDecoder({ maxPayload: 8 });
-        d.phase = 'transmission';
+        d.startTransmission(false);
         return d;
       }, steps);
     });
@@ -148,15 +147,14 @@ describe('ClientStreamDecoder', () => {
       ];
       checkAllSplits(() => {
         const d = new ClientStreamDecoder({ maxPayload: 99 });
-        d.phase = 'transmission';
-        d.extended = true;
+        d.startTransmission(true);
         return d;
       }, steps);
     });
 
     test('the oversized frame comes at once; midFrame stays true while draining', () => {
       const d = new ClientStreamDecoder({ maxPayload: 8 });
-      d.phase = 'transmission';
+      d.startTransmission(false);
       d.push(encodeRequest(big));
       expect(d.next()).toEqual({ kind: 'request', request: big, oversized: true });
       expect(d.midFrame).toBe(true);
@@ -171,31 +169,33 @@ describe('ClientStreamDecoder', () => {
 
   test('a WRITE at exactly maxPayload is buffered, not drained', () => {
     const d = new ClientStreamDecoder({ maxPayload: 4 });
-    d.phase = 'transmission';
+    d.startTransmission(false);
     d.push(requests.find((f) => f.name.startsWith('compact WRITE'))!.bytes);
     expect(d.next()).toMatchObject({ kind: 'request', payload: Uint8Array.of(0xde, 0xad, 0xbe, 0xef) });
   });
 
   test('compact requests other than WRITE carry no payload, whatever their length', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     const trim = { flags: 0, type: Command.TRIM, cookie: 1n, offset: 0n, length: 0xffffffffn };
     d.push(encodeRequest(trim));
     expect(d.next()).toEqual({ kind: 'request', request: trim });
   });
 
-  test('extended WRITE without PAYLOAD_LEN carries no payload (the server rejects it)', () => {
+  test('extended WRITE without PAYLOAD_LEN still carries its payload (qemu 10 sends these; docs/interop.md)', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
-    d.extended = true;
-    const w = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 4n };
+    d.startTransmission(true);
+    const w = { flags: CommandFlag.FUA, type: Command.WRITE, cookie: 1n, offset: 0n, length: 4n };
     d.push(encodeRequest(w, true));
-    expect(d.next()).toEqual({ kind: 'request', request: w });
+    expect(d.wanted).toBe(4);
+    expect(d.next()).toBeUndefined();
+    d.push(Uint8Array.of(1, 2, 3, 4));
+    expect(d.next()).toEqual({ kind: 'request', request: w, payload: Uint8Array.of(1, 2, 3, 4) });
   });
 
   test('after STARTTLS, drain() hands over the bytes buffered beyond the option', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'options';
+    d.startOptions();
     d.push(concat([encodeOptionRequest({ kind: 'starttls' }), Uint8Array.of(0x16, 0x03, 0x01)]));
     expect(d.next()).toEqual({ kind: 'option', option: 5, data: new Uint8Array(0) });
     expect(d.drain()).toEqual(Uint8Array.of(0x16, 0x03, 0x01));
@@ -219,7 +219,7 @@ describe('ClientStreamDecoder', () => {
 
   test('wanted sees a whole header not yet taken, and counts a payload even before next()', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     const w = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 100n };
     d.push(concat([encodeRequest(w), new Uint8Array(30)]));
     expect(d.wanted).toBe(70);
@@ -230,9 +230,9 @@ describe('ClientStreamDecoder', () => {
   test('wanted is 0 outside transmission, for a header claiming more than maxPayload, and while draining', () => {
     const d = new ClientStreamDecoder({ maxPayload: 8 });
     expect(d.wanted).toBe(0);
-    d.phase = 'options';
+    d.startOptions();
     expect(d.wanted).toBe(0);
-    d.phase = 'transmission';
+    d.startTransmission(false);
     const big = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 100n };
     d.push(encodeRequest(big));
     expect(d.wanted).toBe(0);
@@ -245,20 +245,19 @@ describe('ClientStreamDecoder', () => {
     expect(d.wanted).toBe(Size.REQUEST);
   });
 
-  test('extended: a payload counts only with PAYLOAD_LEN, and a u64 length past 2^53 is still too large', () => {
+  test('extended: a payload counts for WRITE and with PAYLOAD_LEN, and a u64 length past 2^53 is still too large', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
-    d.extended = true;
+    d.startTransmission(true);
     const w = { flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 4n };
-    d.push(encodeRequest({ ...w, flags: 0 }, true));
+    const trim = { flags: 0, type: Command.TRIM, cookie: 2n, offset: 0n, length: 4n };
+    d.push(encodeRequest(trim, true));
     expect(d.wanted).toBe(0);
-    expect(d.next()).toEqual({ kind: 'request', request: { ...w, flags: 0 } });
+    expect(d.next()).toEqual({ kind: 'request', request: trim });
     d.push(encodeRequest(w, true));
     expect(d.wanted).toBe(4);
     const huge = { ...w, length: 2n ** 64n - 1n };
     const e = new ClientStreamDecoder();
-    e.phase = 'transmission';
-    e.extended = true;
+    e.startTransmission(true);
     e.push(encodeRequest(huge, true));
     expect(e.wanted).toBe(0);
     expect(() => e.next()).toThrow(/too large to drain/);
@@ -271,7 +270,7 @@ describe('ClientStreamDecoder', () => {
     const bytes = concat([encodeRequest(w), new Uint8Array(1000).fill(9)]);
     arena.set(bytes, 100);
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     for (let pos = 100; pos < 100 + bytes.length; pos += 97) d.push(arena.subarray(pos, Math.min(pos + 97, 100 + bytes.length)));
     const f = d.next();
     if (f?.kind !== 'request' || f.payload === undefined) throw new Error('no payload');
@@ -282,7 +281,7 @@ describe('ClientStreamDecoder', () => {
 
   test('drain() mid-payload and pushing the bytes back (moved elsewhere) resumes the request', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     const w = { flags: 0, type: Command.WRITE, cookie: 7n, offset: 0n, length: 10n };
     const payload = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
     d.push(concat([encodeRequest(w), payload.subarray(0, 4)]));
@@ -303,8 +302,7 @@ describe('ClientStreamDecoder', () => {
 
   test('a compact request when extended headers are on is a bad magic', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'transmission';
-    d.extended = true;
+    d.startTransmission(true);
     d.push(encodeRequest({ flags: 0, type: 0, cookie: 1n, offset: 0n, length: 1n }));
     d.push(new Uint8Array(4));
     expect(() => d.next()).toThrow(ProtocolError);
@@ -321,15 +319,14 @@ const optionReplySteps: SStep[] = optionReplies.map((f) => {
   return {
     bytes: f.bytes,
     frame: { kind: 'option-reply', option: v.getUint32(8), type: v.getUint32(12), data: f.bytes.subarray(Size.OPTION_REPLY_HEADER) },
-    setup: (d) => (d.phase = 'options'),
+    setup: (d) => d.startOptions(),
   };
 });
 const exportNameSteps: SStep[] = exportNameReplies.map((f) => ({
   bytes: f.bytes,
   frame: { kind: 'export-name-reply', ...f.value.reply },
   setup: (d) => {
-    d.phase = 'export-name';
-    d.noZeroes = f.value.noZeroes;
+    d.expectExportNameReply(f.value.noZeroes);
   },
 }));
 // The READ fixture's cookie is 1 and its data 4 bytes; the decoder must be told.
@@ -338,8 +335,7 @@ const simpleSteps: SStep[] = simpleReplies.map((f) => ({
   bytes: f.bytes,
   frame: { kind: 'simple-reply', ...f.value.reply, ...(f.value.data ? { data: f.value.data } : {}) },
   setup: (d) => {
-    d.phase = 'transmission';
-    d.extended = false;
+    d.startTransmission(false);
     d.readLength = readLength;
   },
 }));
@@ -350,8 +346,7 @@ const chunkSteps: SStep[] = chunks.map((f) => {
     bytes: f.bytes,
     frame: { kind: 'chunk', header, payload: f.bytes.subarray(size) },
     setup: (d) => {
-      d.phase = 'transmission';
-      d.extended = f.value.extended;
+      d.startTransmission(f.value.extended);
     },
   };
 });
@@ -382,7 +377,7 @@ describe('ServerStreamDecoder', () => {
   test('wanted is 0 outside transmission and for a chunk claiming more than maxChunk', () => {
     const d = new ServerStreamDecoder();
     expect(d.wanted).toBe(0);
-    d.phase = 'transmission';
+    d.startTransmission(false);
     d.maxChunk = 3;
     d.push(chunkSteps[1]!.bytes.subarray(0, 20)); // OFFSET_DATA header, length 12
     expect(d.wanted).toBe(0);
@@ -393,7 +388,7 @@ describe('ServerStreamDecoder', () => {
     const steps: SStep[] = [
       greetingSteps[1]!,
       ...optionReplySteps.map((s) => ({ ...s, setup: undefined })), // options follow a newstyle greeting by themselves
-      { ...exportNameSteps[1]!, setup: (d) => ((d.phase = 'export-name'), (d.noZeroes = true)) },
+      { ...exportNameSteps[1]!, setup: (d) => d.expectExportNameReply(true) },
       ...simpleSteps.map((s, i) => ({ ...s, setup: i === 0 ? (d: ServerStreamDecoder) => (d.readLength = readLength) : undefined })),
       ...chunkSteps.filter((_, i) => !chunks[i]!.value.extended).map((s) => ({ ...s, setup: undefined })),
     ];
@@ -420,7 +415,7 @@ describe('ServerStreamDecoder', () => {
 
   test('EXPORT_NAME reply moves to transmission by itself', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'export-name';
+    d.expectExportNameReply(false);
     d.push(exportNameReplies[0]!.bytes);
     expect(d.next()?.kind).toBe('export-name-reply');
     expect(d.phase).toBe('transmission');
@@ -428,7 +423,7 @@ describe('ServerStreamDecoder', () => {
 
   test('a READ that failed carries no data even though readLength knows the cookie', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     d.readLength = () => 4;
     d.push(simpleReplies[2]!.bytes);
     expect(d.next()).toEqual({ kind: 'simple-reply', error: 5, cookie: 3n });
@@ -437,20 +432,18 @@ describe('ServerStreamDecoder', () => {
 
   test('a simple reply after extended headers is a ProtocolError', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'transmission';
-    d.extended = true;
+    d.startTransmission(true);
     d.push(simpleReplies[1]!.bytes);
     expect(() => d.next()).toThrow(/extended/);
   });
 
   test('a structured chunk after extended headers, and an extended one without, are ProtocolErrors', () => {
     const a = new ServerStreamDecoder();
-    a.phase = 'transmission';
-    a.extended = true;
+    a.startTransmission(true);
     a.push(chunks[0]!.bytes);
     expect(() => a.next()).toThrow(ProtocolError);
     const b = new ServerStreamDecoder();
-    b.phase = 'transmission';
+    b.startTransmission(false);
     b.push(chunks.find((c) => c.value.extended)!.bytes);
     expect(() => b.next()).toThrow(ProtocolError);
   });

@@ -5,10 +5,10 @@
 // Limits are checked on headers, before any payload is buffered, so a peer's
 // claimed length never causes an allocation by itself. Payloads are returned as
 // views into the received chunk when they lie within one, else copied once.
-import { Command, CommandFlag, Limits, Magic, Size } from './constants.js';
+import { Limits, Magic, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
-import type { ChunkHeader, Request } from './transmission.js';
+import { type ChunkHeader, type Request, decodeSimpleReply, readChunkHeader, readRequestHeader, requestPayloadLength } from './transmission.js';
 
 /**
  * A FIFO of received byte slices, read without copying where possible. A slice that
@@ -122,12 +122,12 @@ export interface ClientDecoderLimits {
 /** Decodes the client → server stream (the server's side of the conversation). */
 export class ClientStreamDecoder {
   /**
-   * 'client-flags' first, then 'options' (set automatically). The owner switches to
-   * 'transmission' after the handshake ends, or back to 'options' after STARTTLS.
+   * 'client-flags' first, then 'options' (by itself); `startTransmission()` after the
+   * handshake. A decoder made for transmission only (no handshake) starts there.
    */
-  phase: 'client-flags' | 'options' | 'transmission' = 'client-flags';
-  /** Set once NBD_OPT_EXTENDED_HEADERS was acknowledged: requests are 32 bytes. */
-  extended = false;
+  private state: 'client-flags' | 'options' | 'transmission' = 'client-flags';
+  /** Requests are 32-byte extended headers. */
+  private extended = false;
   maxOptionLength: number;
   maxPayload: number;
   maxDrain: number;
@@ -140,6 +140,23 @@ export class ClientStreamDecoder {
     this.maxOptionLength = limits.maxOptionLength ?? 64 * 1024;
     this.maxPayload = limits.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD;
     this.maxDrain = limits.maxDrain ?? 2 ** 32;
+  }
+
+  /** Where the conversation is. */
+  get phase(): 'client-flags' | 'options' | 'transmission' {
+    return this.state;
+  }
+
+  /** The handshake is over: requests follow, 32 bytes long when `extended` headers were negotiated. */
+  startTransmission(extended: boolean, maxPayload = this.maxPayload): void {
+    this.state = 'transmission';
+    this.extended = extended;
+    this.maxPayload = maxPayload;
+  }
+
+  /** Option requests come next without client flags first (after STARTTLS, over TLS). */
+  startOptions(): void {
+    this.state = 'options';
   }
 
   push(chunk: Uint8Array): void {
@@ -172,18 +189,17 @@ export class ClientStreamDecoder {
    * dropped, for a header claiming more than `maxPayload`, or in other phases.
    */
   get wanted(): number {
-    if (this.phase !== 'transmission' || this.discard > 0) return 0;
+    if (this.state !== 'transmission' || this.discard > 0) return 0;
     const q = this.queue;
     if (this.pendingHeader !== undefined) return Math.max(0, this.pendingLength - q.length);
     const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
     if (q.length < size) return size - q.length;
-    const h = q.peek(size);
-    const v = new DataView(h.buffer, h.byteOffset, size);
-    const flags = v.getUint16(4);
-    const type = v.getUint16(6);
-    let n = 0;
-    if (this.extended) n = (flags & CommandFlag.PAYLOAD_LEN) !== 0 ? Number(v.getBigUint64(24)) : 0;
-    else n = type === Command.WRITE ? v.getUint32(24) : 0;
+    let n: number;
+    try {
+      n = requestPayloadLength(readRequestHeader(q.peek(size), 0, this.extended), this.extended);
+    } catch {
+      return 0; // a bad header: next() reports it
+    }
     if (n > this.maxPayload) return 0;
     return Math.max(0, size + n - q.length);
   }
@@ -195,11 +211,11 @@ export class ClientStreamDecoder {
       this.discard -= q.skip(this.discard);
       if (this.discard > 0) return undefined;
     }
-    switch (this.phase) {
+    switch (this.state) {
       case 'client-flags': {
         if (q.length < Size.CLIENT_FLAGS) return undefined;
         const flags = decodeClientFlags(q.take(Size.CLIENT_FLAGS));
-        this.phase = 'options'; // options always follow the client flags
+        this.state = 'options'; // options always follow the client flags
         return { kind: 'client-flags', flags };
       }
       case 'options':
@@ -226,31 +242,15 @@ export class ClientStreamDecoder {
     return { kind: 'option', option, data: q.take(length) };
   }
 
-  // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u32 length (extended: u64 length)
-  // Read in place rather than through decodeRequest: this runs once per request.
   private nextRequest(): ClientFrame | undefined {
     const q = this.queue;
     let request = this.pendingHeader;
     if (request === undefined) {
       const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
       if (q.length < size) return undefined;
-      const h = q.peek(size);
-      const v = new DataView(h.buffer, h.byteOffset, size);
-      const magic = v.getUint32(0);
-      const expected = this.extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
-      if (magic !== expected) {
-        throw new ProtocolError(`request: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
-      }
-      request = {
-        flags: v.getUint16(4),
-        type: v.getUint16(6),
-        cookie: v.getBigUint64(8),
-        offset: v.getBigUint64(16),
-        length: this.extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
-      };
+      request = readRequestHeader(q.peek(size), 0, this.extended);
       q.skip(size);
-      // Compared as numbers: exact below 2^53, and anything larger still compares larger than the limits.
-      const n = this.payloadLength(request);
+      const n = requestPayloadLength(request, this.extended);
       if (n === 0) return { kind: 'request', request };
       if (n > this.maxPayload) {
         if (n > this.maxDrain) throw new ProtocolError(`request: payload of ${request.length} bytes is too large to drain`);
@@ -266,12 +266,6 @@ export class ClientStreamDecoder {
     }
     this.pendingHeader = undefined;
     return { kind: 'request', request, payload: q.take(n) };
-  }
-
-  /** Bytes of payload that follow the request header. */
-  private payloadLength(req: Request): number {
-    if (this.extended) return (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? Number(req.length) : 0;
-    return req.type === Command.WRITE ? Number(req.length) : 0;
   }
 }
 
@@ -296,15 +290,15 @@ export interface ServerDecoderLimits {
 /** Decodes the server → client stream (the client's side of the conversation). */
 export class ServerStreamDecoder {
   /**
-   * 'greeting' first; then 'options' (newstyle) or 'transmission' (oldstyle, set
-   * automatically); 'export-name' after sending NBD_OPT_EXPORT_NAME; 'transmission'
-   * after the export-name reply (set automatically) or after GO's ACK (set by the owner).
+   * 'greeting' first; then 'options' (newstyle) or 'transmission' (oldstyle), by
+   * itself; 'export-name' from `expectExportNameReply()`, then 'transmission' by
+   * itself; or 'transmission' from `startTransmission()` after GO's ACK.
    */
-  phase: 'greeting' | 'options' | 'export-name' | 'transmission' = 'greeting';
+  private state: 'greeting' | 'options' | 'export-name' | 'transmission' = 'greeting';
   /** NO_ZEROES negotiated: the export-name reply is 10 bytes, not 134. */
-  noZeroes = false;
+  private noZeroes = false;
   /** EXTENDED_HEADERS negotiated: every reply is a 32-byte extended chunk. */
-  extended = false;
+  private extended = false;
   maxOptionReply: number;
   maxChunk: number;
   /**
@@ -318,6 +312,28 @@ export class ServerStreamDecoder {
   constructor(limits: ServerDecoderLimits = {}) {
     this.maxOptionReply = limits.maxOptionReply ?? 1024 * 1024;
     this.maxChunk = limits.maxChunk ?? Math.max(Limits.DEFAULT_MAX_PAYLOAD + 8, 8 + 16 * Limits.MAX_EXTENTS_PER_CHUNK);
+  }
+
+  /** Where the conversation is. */
+  get phase(): 'greeting' | 'options' | 'export-name' | 'transmission' {
+    return this.state;
+  }
+
+  /** NBD_OPT_EXPORT_NAME was sent: its reply comes next (10 bytes if NO_ZEROES was negotiated). */
+  expectExportNameReply(noZeroes: boolean): void {
+    this.state = 'export-name';
+    this.noZeroes = noZeroes;
+  }
+
+  /** GO was acknowledged: replies follow, as extended chunks if `extended` headers were negotiated. */
+  startTransmission(extended: boolean): void {
+    this.state = 'transmission';
+    this.extended = extended;
+  }
+
+  /** Option replies come next without a greeting first (after STARTTLS, over TLS). */
+  startOptions(): void {
+    this.state = 'options';
   }
 
   push(chunk: Uint8Array): void {
@@ -339,27 +355,28 @@ export class ServerStreamDecoder {
    * other phases. Never more than a header plus `maxChunk`.
    */
   get wanted(): number {
-    if (this.phase !== 'transmission') return 0;
+    if (this.state !== 'transmission') return 0;
     const q = this.queue;
     const pending = this.pendingSimple;
     if (pending !== undefined) return Math.max(0, pending.length - q.length);
     const first = this.extended ? Size.EXTENDED_CHUNK : Size.SIMPLE_REPLY;
     if (q.length < 4) return first - q.length;
-    const m = q.peek(4);
-    const magic = ((m[0]! << 24) | (m[1]! << 16) | (m[2]! << 8) | m[3]!) >>> 0;
+    const magic = peekMagic(q);
     if (magic === Magic.SIMPLE_REPLY) return Math.max(0, Size.SIMPLE_REPLY - q.length);
-    const size = magic === Magic.EXTENDED_REPLY ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+    const size = this.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
     if (q.length < size) return size - q.length;
-    // The payload length: u32 at byte 16 (structured), u64 at byte 24 (extended).
-    const h = q.peek(size);
-    const v = new DataView(h.buffer, h.byteOffset, size);
-    const length = size === Size.EXTENDED_CHUNK ? Number(v.getBigUint64(24)) : v.getUint32(16);
+    let length: number;
+    try {
+      length = readChunkHeader(q.peek(size), 0, this.extended).length;
+    } catch {
+      return 0; // a bad header: next() reports it
+    }
     if (length > this.maxChunk) return 0;
     return Math.max(0, size + length - q.length);
   }
 
   next(): ServerFrame | undefined {
-    switch (this.phase) {
+    switch (this.state) {
       case 'greeting':
         return this.nextGreeting();
       case 'options':
@@ -383,7 +400,7 @@ export class ServerStreamDecoder {
     if (size === 0) throw new ProtocolError(`greeting: unknown style magic 0x${style.toString(16)}`);
     if (q.length < size) return undefined;
     const greeting = decodeGreeting(q.take(size));
-    this.phase = greeting.style === 'oldstyle' ? 'transmission' : 'options';
+    this.state = greeting.style === 'oldstyle' ? 'transmission' : 'options';
     return { kind: 'greeting', greeting };
   }
 
@@ -409,7 +426,7 @@ export class ServerStreamDecoder {
     const size = this.noZeroes ? Size.EXPORT_NAME_REPLY_NO_ZEROES : Size.EXPORT_NAME_REPLY;
     if (this.queue.length < size) return undefined;
     const reply = decodeExportNameReply(this.queue.take(size));
-    this.phase = 'transmission';
+    this.state = 'transmission';
     return { kind: 'export-name-reply', ...reply };
   }
 
@@ -422,41 +439,32 @@ export class ServerStreamDecoder {
       return { kind: 'simple-reply', error: pending.error, cookie: pending.cookie, data: q.take(pending.length) };
     }
     if (q.length < 4) return undefined;
-    const m = q.peek(4);
-    const magic = ((m[0]! << 24) | (m[1]! << 16) | (m[2]! << 8) | m[3]!) >>> 0;
+    const magic = peekMagic(q);
     if (magic === Magic.SIMPLE_REPLY) {
       if (this.extended) throw new ProtocolError('simple reply received after extended headers were negotiated');
       if (q.length < Size.SIMPLE_REPLY) return undefined;
-      const h = q.take(Size.SIMPLE_REPLY);
-      const v = new DataView(h.buffer, h.byteOffset, Size.SIMPLE_REPLY);
-      const error = v.getUint32(4);
-      const cookie = v.getBigUint64(8);
+      const { error, cookie } = decodeSimpleReply(q.take(Size.SIMPLE_REPLY));
       const length = error === 0 ? this.readLength(cookie) : undefined;
       if (length === undefined || length === 0) return { kind: 'simple-reply', error, cookie };
       this.pendingSimple = { error, cookie, length };
       return this.nextReply();
     }
-    let size: number;
-    if (magic === Magic.STRUCTURED_REPLY && !this.extended) size = Size.STRUCTURED_CHUNK;
-    else if (magic === Magic.EXTENDED_REPLY && this.extended) size = Size.EXTENDED_CHUNK;
-    else throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)}`);
+    const expected = this.extended ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY;
+    if (magic !== expected) throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
+    const size = this.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
     if (q.length < size) return undefined;
-    // Read in place rather than through decodeChunkHeader: this runs once per reply.
-    // u32 magic | u16 flags | u16 type | u64 cookie | u32 length          (structured)
-    // u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u64 length (extended)
-    const h = q.peek(size);
-    const v = new DataView(h.buffer, h.byteOffset, size);
-    const flags = v.getUint16(4);
-    const type = v.getUint16(6);
-    const cookie = v.getBigUint64(8);
-    const length = size === Size.EXTENDED_CHUNK ? Number(v.getBigUint64(24)) : v.getUint32(16);
-    if (length > this.maxChunk) {
-      throw new ProtocolError(`reply chunk: length ${length} exceeds the limit of ${this.maxChunk}`);
+    const header = readChunkHeader(q.peek(size), 0, this.extended);
+    if (header.length > this.maxChunk) {
+      throw new ProtocolError(`reply chunk: length ${header.length} exceeds the limit of ${this.maxChunk}`);
     }
-    const header: ChunkHeader =
-      size === Size.EXTENDED_CHUNK ? { flags, type, cookie, offset: v.getBigUint64(16), length } : { flags, type, cookie, length };
-    if (q.length < size + length) return undefined;
+    if (q.length < size + header.length) return undefined;
     q.skip(size);
     return { kind: 'chunk', header, payload: q.take(header.length) };
   }
+}
+
+/** The first four bytes buffered, as a big-endian u32 (a reply's magic). */
+function peekMagic(q: ByteQueue): number {
+  const m = q.peek(4);
+  return ((m[0]! << 24) | (m[1]! << 16) | (m[2]! << 8) | m[3]!) >>> 0;
 }

@@ -38,8 +38,7 @@ function protocolErrorOrValue(f: () => unknown): void {
 
 function transmission(opts: { extended?: boolean; limits?: ConstructorParameters<typeof ClientStreamDecoder>[0] } = {}) {
   const d = new ClientStreamDecoder(opts.limits);
-  d.phase = 'transmission';
-  d.extended = opts.extended ?? false;
+  d.startTransmission(opts.extended ?? false);
   return d;
 }
 
@@ -124,14 +123,14 @@ describe('bad magics', () => {
 
   test('option request without IHAVEOPT', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'options';
+    d.startOptions();
     d.push(hex`4948415645000000 00000001 00000000  # "IHAVE" then garbage`);
     expect(() => d.next()).toThrow(/IHAVEOPT/);
   });
 
   test('option reply with a wrong magic', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'options';
+    d.startOptions();
     d.push(hex`0003e889045565aa 00000007 00000001 00000000  # magic off by one`);
     expect(() => d.next()).toThrow(/bad magic/);
   });
@@ -149,7 +148,7 @@ describe('bad magics', () => {
   test('replies with the reserved old magic, or a request magic', () => {
     for (const magic of [0x96744668, 0x25609513, 0]) {
       const d = new ServerStreamDecoder();
-      d.phase = 'transmission';
+      d.startTransmission(false);
       const b = new Uint8Array(32);
       new DataView(b.buffer).setUint32(0, magic);
       d.push(b);
@@ -161,7 +160,7 @@ describe('bad magics', () => {
 describe('absurd lengths and counts', () => {
   test('option length 2^32-1 is refused from the header alone', () => {
     const d = new ClientStreamDecoder();
-    d.phase = 'options';
+    d.startOptions();
     d.push(hex`
       49484156454f5054  # IHAVEOPT
       00000001          # EXPORT_NAME
@@ -172,14 +171,14 @@ describe('absurd lengths and counts', () => {
 
   test('option data over maxOptionLength is refused before it arrives', () => {
     const d = new ClientStreamDecoder({ maxOptionLength: 100 });
-    d.phase = 'options';
+    d.startOptions();
     d.push(hex`49484156454f5054 00000006 00000065  # INFO, length 101`);
     expect(() => d.next()).toThrow(ProtocolError);
   });
 
   test('option reply length 2^32-1 is refused from the header alone', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'options';
+    d.startOptions();
     d.push(hex`0003e889045565a9 00000003 00000002 ffffffff  # SERVER reply claiming 4 GiB`);
     expect(() => d.next()).toThrow(/exceeds the limit/);
   });
@@ -227,7 +226,7 @@ describe('absurd lengths and counts', () => {
 
   test('structured chunk length 2^32-1 is refused from the header alone', () => {
     const d = new ServerStreamDecoder();
-    d.phase = 'transmission';
+    d.startTransmission(false);
     d.push(hex`668e33ef 0001 0001 0000000000000001 ffffffff  # OFFSET_DATA claiming 4 GiB`);
     expect(() => d.next()).toThrow(/exceeds the limit/);
   });
@@ -236,8 +235,7 @@ describe('absurd lengths and counts', () => {
     const header = hex`6e8a278c 0001 0001 0000000000000001 0000000000000000 ffffffffffffffff`;
     expect(() => decodeChunkHeader(header)).toThrow(ProtocolError);
     const d = new ServerStreamDecoder();
-    d.phase = 'transmission';
-    d.extended = true;
+    d.startTransmission(true);
     d.push(header);
     expect(() => d.next()).toThrow(ProtocolError);
   });
@@ -326,11 +324,12 @@ describe('random bytes never crash the decoders', () => {
       fc.property(fc.constantFrom(...prefixes), bytes, fc.boolean(), fc.integer({ min: 0, max: 3 }), (prefix, b, extended, phase) => {
         const input = concat([prefix, b]);
         const c = new ClientStreamDecoder({ maxPayload: 64 });
-        c.phase = (['client-flags', 'options', 'transmission', 'transmission'] as const)[phase]!;
-        c.extended = extended;
+        if (phase === 1) c.startOptions();
+        if (phase >= 2) c.startTransmission(extended);
         const s = new ServerStreamDecoder({ maxOptionReply: 64, maxChunk: 64 });
-        s.phase = (['greeting', 'options', 'export-name', 'transmission'] as const)[phase]!;
-        s.extended = extended;
+        if (phase === 1) s.startOptions();
+        if (phase === 2) s.expectExportNameReply(extended);
+        if (phase === 3) s.startTransmission(extended);
         s.readLength = (cookie) => Number(cookie & 0xffn);
         for (const d of [c, s]) {
           d.push(input);

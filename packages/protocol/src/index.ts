@@ -22,7 +22,24 @@ export {
   flagNames,
   nameOf,
 } from './constants.js';
-export { NbdError, NbdOptionError, ProtocolError, normalizeErrno, toNbdErrno } from './errors.js';
+export {
+  ErrorCode,
+  NbdAbortError,
+  NbdClosedError,
+  NbdErrnoError,
+  NbdError,
+  NbdInvalidArgumentError,
+  NbdOptionError,
+  NbdStateError,
+  NbdTimeoutError,
+  NbdUnsupportedError,
+  ProtocolError,
+  normalizeErrno,
+  toNbdErrno,
+} from './errors.js';
+export { abortError, raceSignal, throwIfAborted, tieToSignal } from './abort.js';
+export { type ArenaDecoder, ArenaPool, type ArenaPolicy, ReadArenas } from './arenas.js';
+export type { ByteSink, PeerInfo, Transport } from './transport.js';
 export {
   type ExportNameReply,
   type Greeting,
@@ -43,10 +60,10 @@ export {
   optionReplyCode,
 } from './handshake.js';
 export {
+  type BlockDescriptor,
   type BlockStatusPayload,
   type ChunkHeader,
   type ChunkPayload,
-  type Extent,
   type Request,
   type SimpleReply,
   chunkTypeOf,
@@ -60,7 +77,12 @@ export {
   encodeChunkPayload,
   encodeRequest,
   encodeSimpleReply,
+  readChunkHeader,
+  readReplyHeadSize,
+  readRequestHeader,
+  requestPayloadLength,
   writeChunkHeader,
+  writeReadReplyHead,
   writeRequest,
   writeSimpleReply,
 } from './transmission.js';
@@ -74,4 +96,3 @@ export {
   ServerStreamDecoder,
 } from './frames.js';
 export { KNOWN_URI_PARAMS, type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from './uri.js';
-export { type Deferred, deferred } from './deferred.js';

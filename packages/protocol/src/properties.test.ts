@@ -193,7 +193,7 @@ describe('stream decoders, random frames cut at random places', () => {
         });
         const stream = concat(expected.map((f) => (f.kind === 'request' ? concat([encodeRequest(f.request), f.payload ?? new Uint8Array(0)]) : new Uint8Array(0))));
         const d = new ClientStreamDecoder();
-        d.phase = 'transmission';
+        d.startTransmission(false);
         const got: ClientFrame[] = [];
         for (const piece of cuts(stream, at)) {
           d.push(piece);
@@ -228,7 +228,7 @@ describe('stream decoders, random frames cut at random places', () => {
           }
         }
         const d = new ServerStreamDecoder();
-        d.phase = 'transmission';
+        d.startTransmission(false);
         const got: ServerFrame[] = [];
         for (const piece of cuts(concat(parts), at)) {
           d.push(piece);

@@ -1,7 +1,7 @@
 // Codecs for the transmission phase: requests, simple replies, structured and
 // extended reply chunks. Pure functions over bytes; the stream decoder is in frames.ts.
 import { Reader, Writer, utf8 } from './bytes.js';
-import { ChunkType, Magic, ReplyFlag, Size } from './constants.js';
+import { ChunkType, Command, CommandFlag, Magic, ReplyFlag, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 
 // ------------------------------------------------------------------ requests
@@ -45,23 +45,47 @@ export function encodeRequest(req: Request, extended = false): Uint8Array {
   return buf;
 }
 
-/** Decodes a whole request header (28 bytes compact, 32 extended; the magic tells which). */
-export function decodeRequest(bytes: Uint8Array): Request & { extended: boolean } {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.length < 4) throw new ProtocolError('request: truncated magic');
+/**
+ * Reads the request header at `pos` of `bytes` (which must hold all of it): the one
+ * request-header reader, used by `decodeRequest` and the stream decoder alike.
+ * The magic must be the one `extended` calls for.
+ */
+export function readRequestHeader(bytes: Uint8Array, pos: number, extended: boolean): Request {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + pos, extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
   const magic = v.getUint32(0);
-  const extended = magic === Magic.EXTENDED_REQUEST;
-  if (!extended && magic !== Magic.REQUEST) throw new ProtocolError(`request: bad magic 0x${magic.toString(16)}`);
-  const size = extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
-  if (bytes.length !== size) throw new ProtocolError(`request: expected ${size} bytes, got ${bytes.length}`);
+  const expected = extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
+  if (magic !== expected) {
+    throw new ProtocolError(`request: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
+  }
   return {
-    extended,
     flags: v.getUint16(4),
     type: v.getUint16(6),
     cookie: v.getBigUint64(8),
     offset: v.getBigUint64(16),
     length: extended ? v.getBigUint64(24) : BigInt(v.getUint32(24)),
   };
+}
+
+/**
+ * Bytes of payload that follow a request header: a compact WRITE carries `length`
+ * bytes; under extended headers, a request with PAYLOAD_LEN carries `length` bytes,
+ * and so does a WRITE without it (qemu 10 sends those; see docs/interop.md).
+ * Compared as a number: exact below 2^53, and anything larger still exceeds every limit.
+ */
+export function requestPayloadLength(req: Request, extended: boolean): number {
+  if (req.type === Command.WRITE) return Number(req.length);
+  return extended && (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 ? Number(req.length) : 0;
+}
+
+/** Decodes a whole request header (28 bytes compact, 32 extended; the magic tells which). */
+export function decodeRequest(bytes: Uint8Array): Request & { extended: boolean } {
+  if (bytes.length < 4) throw new ProtocolError('request: truncated magic');
+  const magic = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0);
+  const extended = magic === Magic.EXTENDED_REQUEST;
+  if (!extended && magic !== Magic.REQUEST) throw new ProtocolError(`request: bad magic 0x${magic.toString(16)}`);
+  const size = extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+  if (bytes.length !== size) throw new ProtocolError(`request: expected ${size} bytes, got ${bytes.length}`);
+  return { extended, ...readRequestHeader(bytes, 0, extended) };
 }
 
 // Extended-headers BLOCK_STATUS payload (with PAYLOAD_LEN): u64 effect length | n × u32 context id
@@ -154,29 +178,40 @@ export function writeChunkHeader(buf: Uint8Array, pos: number, h: ChunkHeader, e
   return Size.STRUCTURED_CHUNK;
 }
 
-/** Decodes a whole chunk header (20 bytes structured, 32 extended; the magic tells which). */
-export function decodeChunkHeader(bytes: Uint8Array): ChunkHeader & { extended: boolean } {
-  const r = new Reader(bytes, 'reply chunk');
-  const magic = r.u32('magic');
-  const extended = magic === Magic.EXTENDED_REPLY;
-  if (!extended && magic !== Magic.STRUCTURED_REPLY) throw new ProtocolError(`reply chunk: bad magic 0x${magic.toString(16)}`);
-  const flags = r.u16('flags');
-  const type = r.u16('type');
-  const cookie = r.u64('cookie');
-  if (extended) {
-    const offset = r.u64('offset');
-    const length = r.u64('length');
-    r.end();
-    if (length > 0xffffffffn) throw new ProtocolError(`reply chunk: length ${length} is beyond any payload limit`);
-    return { extended, flags, type, cookie, offset, length: Number(length) };
-  }
-  const length = r.u32('length');
-  r.end();
-  return { extended, flags, type, cookie, length };
+/**
+ * Reads the reply chunk header at `pos` of `bytes` (which must hold all of it): the
+ * one chunk-header reader. The magic must be the one `extended` calls for.
+ * structured: u32 magic | u16 flags | u16 type | u64 cookie | u32 length
+ * extended:   u32 magic | u16 flags | u16 type | u64 cookie | u64 offset | u64 length
+ */
+export function readChunkHeader(bytes: Uint8Array, pos: number, extended: boolean): ChunkHeader {
+  const v = new DataView(bytes.buffer, bytes.byteOffset + pos, extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK);
+  const magic = v.getUint32(0);
+  const expected = extended ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY;
+  if (magic !== expected) throw new ProtocolError(`reply chunk: bad magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
+  const flags = v.getUint16(4);
+  const type = v.getUint16(6);
+  const cookie = v.getBigUint64(8);
+  if (!extended) return { flags, type, cookie, length: v.getUint32(16) };
+  const length = v.getBigUint64(24);
+  if (length > 0xffffffffn) throw new ProtocolError(`reply chunk: length ${length} is beyond any payload limit`);
+  return { flags, type, cookie, offset: v.getBigUint64(16), length: Number(length) };
 }
 
-/** One extent of a block status reply: `length` bytes with the context's `flags`. */
-export interface Extent {
+/** Decodes a whole chunk header (20 bytes structured, 32 extended; the magic tells which). */
+export function decodeChunkHeader(bytes: Uint8Array): ChunkHeader & { extended: boolean } {
+  if (bytes.length < 4) throw new ProtocolError('reply chunk: truncated at magic');
+  const magic = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0);
+  const extended = magic === Magic.EXTENDED_REPLY;
+  if (!extended && magic !== Magic.STRUCTURED_REPLY) throw new ProtocolError(`reply chunk: bad magic 0x${magic.toString(16)}`);
+  const size = extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+  if (bytes.length < size) throw new ProtocolError(`reply chunk: truncated header (need ${size} bytes, have ${bytes.length})`);
+  if (bytes.length > size) throw new ProtocolError(`reply chunk: ${bytes.length - size} unexpected trailing bytes`);
+  return { extended, ...readChunkHeader(bytes, 0, extended) };
+}
+
+/** One block descriptor of a block status reply: `length` bytes with the context's `flags`. */
+export interface BlockDescriptor {
   length: bigint;
   flags: number;
 }
@@ -186,8 +221,8 @@ export type ChunkPayload =
   | { kind: 'none' }
   | { kind: 'offset-data'; offset: bigint; data: Uint8Array }
   | { kind: 'offset-hole'; offset: bigint; size: number }
-  | { kind: 'block-status'; contextId: number; extents: Extent[] }
-  | { kind: 'block-status-ext'; contextId: number; extents: Extent[] }
+  | { kind: 'block-status'; contextId: number; extents: BlockDescriptor[] }
+  | { kind: 'block-status-ext'; contextId: number; extents: BlockDescriptor[] }
   | { kind: 'error'; error: number; message: string }
   | { kind: 'error-offset'; error: number; message: string; offset: bigint }
   | { kind: 'unknown'; code: number; data: Uint8Array };
@@ -206,66 +241,112 @@ export function chunkTypeOf(p: ChunkPayload): number {
   return p.kind === 'unknown' ? p.code : chunkTypeByKind[p.kind];
 }
 
-/** Encodes a payload without its header. */
-export function encodeChunkPayload(p: ChunkPayload): Uint8Array {
+/** Payload bytes of `p`; error messages come back encoded, to be written as they are. */
+function payloadSize(p: ChunkPayload, message: Uint8Array | undefined): number {
   switch (p.kind) {
     case 'none':
-      return new Uint8Array(0);
-    case 'offset-data': // u64 offset | data
-      return new Writer(8 + p.data.length).u64(p.offset).raw(p.data).finish();
-    case 'offset-hole': // u64 offset | u32 hole size
-      return new Writer(12).u64(p.offset).u32(p.size).finish();
-    case 'block-status': {
-      // u32 context id | n × (u32 length | u32 flags)
-      const w = new Writer(4 + 8 * p.extents.length).u32(p.contextId);
-      for (const e of p.extents) w.u32(Number(e.length)).u32(e.flags);
-      return w.finish();
-    }
-    case 'block-status-ext': {
-      // u32 context id | u32 count | n × (u64 length | u64 flags)
-      const w = new Writer(8 + 16 * p.extents.length).u32(p.contextId).u32(p.extents.length);
-      for (const e of p.extents) w.u64(e.length).u64(BigInt(e.flags));
-      return w.finish();
-    }
-    case 'error': {
-      // u32 error | u16 message length | message
-      const m = utf8(p.message, 'error message');
-      return new Writer(6 + m.length).u32(p.error).u16(m.length).raw(m).finish();
-    }
-    case 'error-offset': {
-      // u32 error | u16 message length | message | u64 offset
-      const m = utf8(p.message, 'error message');
-      return new Writer(14 + m.length).u32(p.error).u16(m.length).raw(m).u64(p.offset).finish();
-    }
+      return 0;
+    case 'offset-data':
+      return 8 + p.data.length;
+    case 'offset-hole':
+      return 12;
+    case 'block-status':
+      return 4 + 8 * p.extents.length;
+    case 'block-status-ext':
+      return 8 + 16 * p.extents.length;
+    case 'error':
+      return 6 + message!.length;
+    case 'error-offset':
+      return 14 + message!.length;
     case 'unknown':
-      return p.data;
+      return p.data.length;
   }
 }
 
-/** A whole chunk (header and payload). `offset` is the request's offset, used by extended chunks. */
+function writePayload(w: Writer, p: ChunkPayload, message: Uint8Array | undefined): void {
+  switch (p.kind) {
+    case 'none':
+      return;
+    case 'offset-data': // u64 offset | data
+      w.u64(p.offset).raw(p.data);
+      return;
+    case 'offset-hole': // u64 offset | u32 hole size
+      w.u64(p.offset).u32(p.size);
+      return;
+    case 'block-status': // u32 context id | n × (u32 length | u32 flags)
+      w.u32(p.contextId);
+      for (const e of p.extents) {
+        if (e.length > 0xffffffffn) throw new RangeError(`extent length ${e.length} needs BLOCK_STATUS_EXT`);
+        w.u32(Number(e.length)).u32(e.flags);
+      }
+      return;
+    case 'block-status-ext': // u32 context id | u32 count | n × (u64 length | u64 flags)
+      w.u32(p.contextId).u32(p.extents.length);
+      for (const e of p.extents) w.u64(e.length).u64(BigInt(e.flags));
+      return;
+    case 'error': // u32 error | u16 message length | message
+      w.u32(p.error).u16(message!.length).raw(message!);
+      return;
+    case 'error-offset': // u32 error | u16 message length | message | u64 offset
+      w.u32(p.error).u16(message!.length).raw(message!).u64(p.offset);
+      return;
+    case 'unknown':
+      w.raw(p.data);
+      return;
+  }
+}
+
+const messageOf = (p: ChunkPayload) => (p.kind === 'error' || p.kind === 'error-offset' ? utf8(p.message, 'error message') : undefined);
+
+/** Encodes a payload without its header. */
+export function encodeChunkPayload(p: ChunkPayload): Uint8Array {
+  const message = messageOf(p);
+  const w = new Writer(payloadSize(p, message));
+  writePayload(w, p, message);
+  return w.finish();
+}
+
+/**
+ * A whole chunk (header and payload) in one buffer: the writer of every reply
+ * chunk but bulk READ data (see `writeReadReplyHead`). `offset` is the request's
+ * offset, echoed by extended chunks. `done` defaults to true.
+ */
 export function encodeChunk(
   cookie: bigint,
   payload: ChunkPayload,
   opts: { done?: boolean; extended?: boolean; offset?: bigint } = {},
 ): Uint8Array {
-  const body = encodeChunkPayload(payload);
+  const message = messageOf(payload);
+  const length = payloadSize(payload, message);
   const extended = opts.extended ?? false;
-  const header = extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
-  const buf = new Uint8Array(header + body.length);
-  writeChunkHeader(
-    buf,
-    0,
-    {
-      flags: opts.done === false ? 0 : ReplyFlag.DONE,
-      type: chunkTypeOf(payload),
-      cookie,
-      offset: opts.offset ?? 0n,
-      length: body.length,
-    },
-    extended,
-  );
-  buf.set(body, header);
-  return buf;
+  const w = new Writer((extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK) + length);
+  const flags = opts.done === false ? 0 : ReplyFlag.DONE;
+  w.pos = writeChunkHeader(w.bytes, 0, { flags, type: chunkTypeOf(payload), cookie, offset: opts.offset ?? 0n, length }, extended);
+  writePayload(w, payload, message);
+  return w.finish();
+}
+
+/** Bytes in front of READ data in a reply: a simple reply header, or an OFFSET_DATA chunk header and its offset. */
+export function readReplyHeadSize(structured: boolean, extended: boolean): number {
+  if (extended) return Size.EXTENDED_CHUNK + 8;
+  return structured ? Size.STRUCTURED_CHUNK + 8 : Size.SIMPLE_REPLY;
+}
+
+/**
+ * Writes, at `pos` of `buf`, what goes in front of `length` bytes of READ data
+ * answering the whole request at `offset` (a final chunk); the data follows at
+ * `pos + readReplyHeadSize(...)`, so the reply leaves in one buffer, filled in place.
+ */
+export function writeReadReplyHead(
+  buf: Uint8Array,
+  pos: number,
+  r: { cookie: bigint; offset: bigint; length: number; structured: boolean; extended: boolean },
+): number {
+  if (!r.structured && !r.extended) return writeSimpleReply(buf, pos, { error: 0, cookie: r.cookie });
+  const h = { flags: ReplyFlag.DONE, type: ChunkType.OFFSET_DATA, cookie: r.cookie, offset: r.offset, length: 8 + r.length };
+  const n = writeChunkHeader(buf, pos, h, r.extended);
+  new DataView(buf.buffer, buf.byteOffset + pos + n, 8).setBigUint64(0, r.offset);
+  return n + 8;
 }
 
 /**
@@ -295,7 +376,7 @@ export function decodeChunkPayload(type: number, payload: Uint8Array): ChunkPayl
       if (r.remaining === 0 || r.remaining % 8 !== 0) {
         throw new ProtocolError(`BLOCK_STATUS chunk: ${r.remaining} bytes of extents is not a positive multiple of 8`);
       }
-      const extents: Extent[] = [];
+      const extents: BlockDescriptor[] = [];
       while (r.remaining > 0) {
         const length = r.u32('extent length');
         extents.push({ length: BigInt(length), flags: r.u32('extent flags') });
@@ -308,7 +389,7 @@ export function decodeChunkPayload(type: number, payload: Uint8Array): ChunkPayl
       if (count === 0 || r.remaining !== count * 16) {
         throw new ProtocolError(`BLOCK_STATUS_EXT chunk: count ${count} does not match ${r.remaining} bytes`);
       }
-      const extents: Extent[] = [];
+      const extents: BlockDescriptor[] = [];
       for (let i = 0; i < count; i++) {
         const length = r.u64('extent length');
         const flags = r.u64('extent flags');

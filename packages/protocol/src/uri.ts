@@ -3,6 +3,7 @@
 //   nbd[s]+unix:///[export]?socket=PATH
 //   nbd[s]+vsock://cid[:port][/export]
 import { Limits } from './constants.js';
+import { NbdInvalidArgumentError } from './errors.js';
 
 export interface NbdUri {
   transport: 'tcp' | 'unix' | 'vsock';
@@ -32,8 +33,9 @@ export const KNOWN_URI_PARAMS = [
   'tls-psk-file',
 ] as const;
 
-export class NbdUriError extends Error {
-  override readonly name = 'NbdUriError';
+/** A string that is not a valid NBD URI (code NBD_ERR_INVALID_ARGUMENT). */
+export class NbdUriError extends NbdInvalidArgumentError {
+  override name = 'NbdUriError';
 }
 
 const SCHEMES: Record<string, { transport: NbdUri['transport']; tls: boolean }> = {

@@ -1,0 +1,25 @@
+// @nbd/node: the only code of the SDK that touches Node's sockets, descriptors and
+// internals, and the one loader of libc (koffi). Client, server and linux talk to
+// sockets through the Transport interface of @nbd/protocol, implemented here.
+export { type NbdAddress, connectSocket, listenOptionsOf, socketOptionsOf, toNbdUri } from './address.js';
+export { fdOf, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
+export { fastReadChannel } from './fast-read.js';
+export {
+  check,
+  closeFd,
+  dupFd,
+  errno,
+  ffiLoaded,
+  ioctlInt,
+  libc,
+  libcFunction,
+  nativeCallback,
+  openRdwr,
+  pollReadable,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  socketpairFds,
+} from './ffi.js';
+export { NodeTransport, type NodeTransportOptions, peerOf } from './node-transport.js';
+export { trimWhenQuiet } from './sweep.js';
+export { NbdSystemError, errnoName } from './system-error.js';
