@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Client } from '@nbd/client';
-import { AllocationState, TransmissionFlag as TF, deferred, flagNames } from '@nbd/protocol';
+import { AllocationState, TransmissionFlag as TF, flagNames } from '@nbd/protocol';
 import { MemoryDevice, listenAndServe } from '@nbd/server';
 
 const { values } = parseArgs({
@@ -19,7 +19,7 @@ const size = Number(values.size);
 const ac = new AbortController();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
 
-const ready = deferred<void>();
+const ready = Promise.withResolvers<void>();
 const served = listenAndServe(
   uri,
   [{ name: 'memory', description: `sparse in-memory export, ${size} bytes`, size, device: new MemoryDevice(size) }],

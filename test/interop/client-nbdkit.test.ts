@@ -163,7 +163,7 @@ describe('nbdkit handshake variants', () => {
     expect((await c.info('disk2')).size).toBe(MiB);
     const err = await c.info('nope').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NbdOptionError);
-    expect((err as NbdOptionError).code).toMatch(/^ERR_/);
+    expect((err as NbdOptionError).replyName).toMatch(/^ERR_/);
     expect(c.defaultExport).toBe('disk1');
     const conn = await c.go();
     expect(conn.info.name).toBe('disk1');
@@ -193,7 +193,7 @@ describe('nbdkit filters', () => {
 
     const q = await nbdkit(['--filter=error', 'memory', `size=${MiB}`, 'error-pwrite=ENOSPC', 'error-pwrite-rate=100%']);
     const c2 = await open(q.uri);
-    await expect(c2.write(new Uint8Array(512), 0)).rejects.toMatchObject({ errno: Errno.ENOSPC, code: 'ENOSPC' });
+    await expect(c2.write(new Uint8Array(512), 0)).rejects.toMatchObject({ errno: Errno.ENOSPC, errnoName: 'ENOSPC' });
     expect((await c2.read(0, 512)).length).toBe(512);
     await c2.disconnect();
   });

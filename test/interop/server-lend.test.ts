@@ -25,7 +25,7 @@ async function negotiate(path: string): Promise<RawClient> {
       if ((f.type & 0x80000000) !== 0) throw new Error(`option refused: ${f.type}`);
     }
   }
-  c.decoder.phase = 'transmission';
+  c.decoder.startTransmission(false);
   return c;
 }
 

@@ -2,7 +2,7 @@
 // maxConnections, device errors mapped to errnos, and graceful shutdown
 // (ESHUTDOWN to in-flight requests, ERR_SHUTDOWN in the handshake).
 import { afterEach, describe, expect, it } from 'vitest';
-import { Command, Errno, NbdError, OptionReply, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
+import { Command, Errno, NbdErrnoError, OptionReply, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
 import { type Device, MemoryDevice, serve } from '@nbd/server';
 import { run, runOk, runPython } from '../support/peers.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
@@ -56,7 +56,7 @@ describe('server options', () => {
   it('device errors become errnos: NbdError keeps its own, Node codes map, others are EIO', async () => {
     const failing: Device = {
       readAt: (_b, offset) => {
-        if (offset === 0) throw new NbdError(Errno.ENOSPC, 'full');
+        if (offset === 0) throw new NbdErrnoError(Errno.ENOSPC, 'full');
         if (offset === 4096) return Promise.reject(Object.assign(new Error('ro'), { code: 'EROFS' }));
         throw new Error('boom');
       },
@@ -95,7 +95,7 @@ describe('graceful shutdown', () => {
       const f = await c.frame();
       if (f?.kind === 'option-reply' && f.type === OptionReply.ACK) break;
     }
-    c.decoder.phase = 'transmission';
+    c.decoder.startTransmission(false);
     c.write(encodeRequest({ type: Command.READ, flags: 0, cookie: 1n, offset: 0n, length: 512n }));
     await new Promise((r) => setTimeout(r, 50));
     const stopping = srv.stop();

@@ -129,7 +129,7 @@ describe('option negotiation edge cases', () => {
   it('a plain-newstyle client gets the 134-byte EXPORT_NAME reply and simple replies', async () => {
     const c = await start(srv.socket, 0);
     c.write(encodeOptionRequest({ kind: 'export-name', name: 'm' }));
-    c.decoder.phase = 'export-name';
+    c.decoder.expectExportNameReply(false);
     const r = await c.frame();
     expect(r).toMatchObject({ kind: 'export-name-reply', size: BigInt(SIZE) });
     c.decoder.readLength = () => 4;
@@ -156,8 +156,7 @@ describe('extended headers (raw socket)', () => {
     const exp = go
       .map((f) => (f.kind === 'option-reply' ? decodeOptionReply(f.type, f.data) : f))
       .find((i) => i.kind === 'info' && i.info.kind === 'export') as { info: { flags: number } };
-    c.decoder.phase = 'transmission';
-    c.decoder.extended = true;
+    c.decoder.startTransmission(true);
     return { c, flags: exp.info.flags };
   }
 
@@ -262,7 +261,7 @@ describe('hostile clients', () => {
     const c = await start();
     await option(c, { kind: 'structured-reply' });
     expect(lastType(await option(c, { kind: 'go', name: 'm', requests: [] }))).toBe(OptionReply.ACK);
-    c.decoder.phase = 'transmission';
+    c.decoder.startTransmission(false);
     c.write(encodeRequest({ type: Command.WRITE, flags: 0, cookie: 1n, offset: 0n, length: 0xffffffffn }));
     // Send only a little of the payload, then the server must still be alive; then close.
     c.write(new Uint8Array(1024 * 1024));
@@ -276,7 +275,7 @@ describe('hostile clients', () => {
     const c = await start();
     await option(c, { kind: 'structured-reply' });
     await option(c, { kind: 'go', name: 'm', requests: [] });
-    c.decoder.phase = 'transmission';
+    c.decoder.startTransmission(false);
     const reqs = [
       encodeRequest({ type: Command.READ, flags: 0, cookie: 1n, offset: 0n, length: 512n }),
       encodeRequest({ type: Command.DISC, flags: 0, cookie: 2n, offset: 0n, length: 0n }),

@@ -2,7 +2,7 @@
 // in a temp dir, and a raw-socket client speaking through the protocol codecs.
 import { type Socket, connect } from 'node:net';
 import { join } from 'node:path';
-import { type ServerFrame, ServerStreamDecoder, deferred } from '@nbd/protocol';
+import { type ServerFrame, ServerStreamDecoder } from '@nbd/protocol';
 import { type Export, MemoryDevice, type ServeOptions, listenAndServe } from '@nbd/server';
 import { tempDir, unixUri } from '../support/peers.js';
 
@@ -27,7 +27,7 @@ export async function startOurServer(exports?: Export[], opts: ServeOptions = {}
   const socket = join(dir, 'nbd.sock');
   const ac = new AbortController();
   const exps = exports ?? [{ name: '', description: 'test memory', size: 64 * MiB, device: new MemoryDevice(64 * MiB) }];
-  const up = deferred<void>();
+  const up = Promise.withResolvers<void>();
   const done = listen({ path: socket }, exps, { ...opts, signal: ac.signal, onListen: () => up.resolve() });
   await Promise.race([up.promise, done]);
   let stopped = false;

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
-import { Errno, deferred } from '@nbd/protocol';
+import { Errno } from '@nbd/protocol';
 import { type Device, type Export, FileDevice, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
@@ -87,7 +87,7 @@ describe('worker-thread lifecycle', () => {
   it('serves TCP connections too (nbdinfo and qemu-io over nbd://127.0.0.1)', async () => {
     const ac = new AbortController();
     let port = 0;
-    const up = deferred<void>();
+    const up = Promise.withResolvers<void>();
     const done = listenAndServe({ host: '127.0.0.1', port: 0 }, [{ name: 'disk', size: MiB, device: await FileDevice.open(img) }], {
       threads: 2,
       signal: ac.signal,

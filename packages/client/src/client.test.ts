@@ -33,7 +33,7 @@ describe('Client: handshake', () => {
     const c = await Client.connect(srv.uri);
     const err = await c.go('nope').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NbdOptionError);
-    expect(err).toMatchObject({ option: Option.GO, reply: OptionReply.ERR_UNKNOWN, code: 'ERR_UNKNOWN', serverMessage: 'no export named "nope"' });
+    expect(err).toMatchObject({ option: Option.GO, reply: OptionReply.ERR_UNKNOWN, replyName: 'ERR_UNKNOWN', code: 'NBD_ERR_OPTION_REFUSED', serverMessage: 'no export named "nope"' });
     const conn = await c.go('disk');
     expect(conn.info.name).toBe('disk');
   });

@@ -109,6 +109,7 @@ export class Client {
     private readonly oldstyle: { size: bigint; flags: number } | undefined,
     /** The export named in the URI, used when `go()`/`info()` get no name. */
     readonly defaultExport: string,
+    private readonly noZeroes = false,
   ) {}
 
   /** Connects and reads the greeting. `target` is an NBD URI (nbd://, nbd+unix://) or a connected socket. */
@@ -131,9 +132,9 @@ export class Client {
       let flags = 0;
       if (fixed) flags |= ClientFlag.FIXED_NEWSTYLE;
       if (g.flags & HandshakeFlag.NO_ZEROES) flags |= ClientFlag.NO_ZEROES;
-      wire.decoder.noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
+      const noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
       wire.write(encodeClientFlags(flags));
-      return new Client(wire, fixed ? 'fixed-newstyle' : 'newstyle', g.flags, undefined, exportName ?? '');
+      return new Client(wire, fixed ? 'fixed-newstyle' : 'newstyle', g.flags, undefined, exportName ?? '', noZeroes);
     } catch (e) {
       wire.destroy();
       throw e;
@@ -215,8 +216,7 @@ export class Client {
         if (!(e instanceof NbdOptionError && e.reply === OptionReply.ERR_UNSUP) || this.extended) throw e;
         return this.exportName(name, signal, contexts);
       }
-      this.wire.decoder.phase = 'transmission';
-      this.wire.decoder.extended = this.extended;
+      this.wire.decoder.startTransmission(this.extended);
       return new Connection(this.wire.release(), info, { structured: this.structured, extended: this.extended, metaContexts: contexts });
     });
   }
@@ -339,7 +339,7 @@ export class Client {
   }
 
   private async exportName(name: string, signal: AbortSignal | undefined, contexts = new Map<string, number>()): Promise<Connection> {
-    this.wire.decoder.phase = 'export-name';
+    this.wire.decoder.expectExportNameReply(this.noZeroes);
     this.wire.write(encodeOptionRequest({ kind: 'export-name', name }));
     let f;
     try {

@@ -53,7 +53,7 @@ describe('Connection: replies', () => {
     const conn = await open(srv.uri);
     const r1 = conn.read(0, 8192);
     const r2 = conn.read(8192, 16);
-    await expect(r1).rejects.toMatchObject({ name: 'NbdError', errno: Errno.EIO, code: 'EIO', offset: 4096 });
+    await expect(r1).rejects.toMatchObject({ name: 'NbdErrnoError', errno: Errno.EIO, errnoName: 'EIO', code: 'NBD_ERR_ERRNO', offset: 4096 });
     await expect(r1).rejects.toThrow(/bad sector/);
     expect((await r2)[0]).toBe(7);
   });

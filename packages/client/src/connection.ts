@@ -8,12 +8,10 @@ import {
   Command,
   CommandFlag,
   decodeChunkPayload,
-  deferred,
-  type Deferred,
   encodeBlockStatusPayload,
   Errno,
   Limits,
-  NbdError,
+  NbdErrnoError,
   normalizeErrno,
   ProtocolError,
   ReplyFlag,
@@ -80,8 +78,8 @@ const SMALL_READ = 64 * 1024;
 /** Largest payload per request we send even when the server allows more (matches the decoder's chunk limit). */
 const MAX_REQUEST = Limits.DEFAULT_MAX_PAYLOAD;
 
-function einval(msg: string): NbdError {
-  return new NbdError(Errno.EINVAL, msg);
+function einval(msg: string): NbdErrnoError {
+  return new NbdErrnoError(Errno.EINVAL, msg);
 }
 
 export class Connection {
@@ -111,8 +109,8 @@ export class Connection {
   private closing = false; // disconnect() called or ESHUTDOWN seen: no new requests
   private shutdownSeen = false;
   private discSent = false;
-  private idle: Deferred<void> | undefined;
-  private readonly closed = deferred<void>();
+  private idle: PromiseWithResolvers<void> | undefined;
+  private readonly closed = Promise.withResolvers<void>();
   private detached = false;
   /** Largest aligned length of one request. */
   private readonly piece: number;
@@ -128,8 +126,7 @@ export class Connection {
     for (const [name, id] of negotiated.metaContexts) this.contextNames.set(id, name);
     this.structuredReplies = negotiated.structured;
     this.extendedHeaders = negotiated.extended;
-    this.decoder.phase = 'transmission';
-    this.decoder.extended = negotiated.extended;
+    this.decoder.startTransmission(negotiated.extended);
     this.decoder.readLength = (cookie) => {
       const p = this.pending.get(Number(cookie));
       return p !== undefined && p.cmd === Command.READ ? p.length : undefined;
@@ -284,7 +281,7 @@ export class Connection {
     this.closing = true;
     if (!this.failure) {
       if (this.pending.size > 0) {
-        this.idle ??= deferred<void>();
+        this.idle ??= Promise.withResolvers<void>();
         await raceSignal(this.idle.promise, opts.signal);
       }
       this.sendDisc();
@@ -331,7 +328,7 @@ export class Connection {
   }
 
   private checkWritable(what: string): void {
-    if (this.info.is.readOnly) throw new NbdError(Errno.EPERM, `${what}: the export is read-only`);
+    if (this.info.is.readOnly) throw new NbdErrnoError(Errno.EPERM, `${what}: the export is read-only`);
   }
 
   private fuaFlag(fua: boolean | undefined): number {
@@ -361,7 +358,7 @@ export class Connection {
     lend = false,
   ): Promise<unknown> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.shutdownSeen) return Promise.reject(new NbdError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));
+    if (this.shutdownSeen) return Promise.reject(new NbdErrnoError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));
     if (this.closing) return Promise.reject(new Error('the connection is closing (disconnect() was called)'));
     if (signal?.aborted) return Promise.reject(signal.reason);
     const cookie = this.nextCookie++;
@@ -541,8 +538,7 @@ export class Connection {
       const c = decodeChunkPayload(type, f.payload);
       if (c.kind === 'error' || c.kind === 'error-offset') {
         const where = c.kind === 'error-offset' ? ` (at offset ${c.offset})` : '';
-        p.error ??= this.replyError(c.error, c.message + where);
-        if (c.kind === 'error-offset') (p.error as NbdError & { offset?: number }).offset ??= Number(c.offset);
+        p.error ??= this.replyError(c.error, c.message + where, c.kind === 'error-offset' ? Number(c.offset) : undefined);
       }
     } else if (type === ChunkType.NONE) {
       if (f.payload.length !== 0) throw new ProtocolError('NONE chunk with a payload');
@@ -568,10 +564,10 @@ export class Connection {
     return p;
   }
 
-  private replyError(errno: number, message: string): NbdError {
+  private replyError(errno: number, message: string, offset?: number): NbdErrnoError {
     const e = normalizeErrno(errno);
     if (e === Errno.ESHUTDOWN) this.shutdownSeen = true;
-    return new NbdError(e, message || undefined);
+    return new NbdErrnoError(e, message || undefined, { offset });
   }
 
   private readData(p: Pending, offset: number, data: Uint8Array): void {
@@ -622,7 +618,7 @@ export class Connection {
     if (!p.abandoned) {
       if (p.error) p.reject(p.error);
       else if (p.cmd === Command.READ) {
-        if (p.covered < p.length) p.reject(new NbdError(Errno.EIO, `the server answered ${p.covered} of ${p.length} bytes of a read`));
+        if (p.covered < p.length) p.reject(new NbdErrnoError(Errno.EIO, `the server answered ${p.covered} of ${p.length} bytes of a read`));
         else if (p.lend) {
           p.resolve({ data: p.single ?? p.buf, release: p.release ?? noop });
           p.release = undefined; // the caller's now

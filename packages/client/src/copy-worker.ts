@@ -2,7 +2,7 @@
 // own connections, its own file handle) and takes chunks from the shared counter
 // until none are left, then flushes what it wrote.
 import { parentPort, workerData } from 'node:worker_threads';
-import { NbdError } from '@nbd/protocol';
+import { NbdErrnoError } from '@nbd/protocol';
 import { Chunks, type CopyWorkerData, type FromCopyWorker, copyChunks, openSink, openSource } from './copy.js';
 
 const port = parentPort!;
@@ -35,7 +35,7 @@ try {
 } catch (e) {
   // An NbdError keeps its NBD errno; a Node error its code (its own errno is a negated libc one).
   const err = e as Error & { errno?: number; code?: string };
-  post({ type: 'error', message: err.message, errno: err instanceof NbdError ? err.errno : undefined, code: typeof err.code === 'string' ? err.code : undefined });
+  post({ type: 'error', message: err.message, errno: err instanceof NbdErrnoError ? err.errno : undefined, code: typeof err.code === 'string' ? err.code : undefined });
 } finally {
   await Promise.allSettled([source.status === 'fulfilled' && source.value.close(), sink.status === 'fulfilled' && sink.value.close()]);
   port.close();

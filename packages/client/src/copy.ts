@@ -5,7 +5,7 @@ import { type FileHandle, open as openFile } from 'node:fs/promises';
 import { setMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { AllocationState, MetaContext, NbdError } from '@nbd/protocol';
+import { AllocationState, MetaContext, NbdErrnoError } from '@nbd/protocol';
 import { Connection } from './connection.js';
 import { MultiConnection, connectMulti } from './multi.js';
 
@@ -301,7 +301,7 @@ function copyOnWorkers(n: number, src: string, dst: string, knownZero: boolean, 
         w.on('message', (m: FromCopyWorker) => {
           if (m.type === 'progress') progress(m.bytes);
           else if (m.type === 'done') resolve(m.zeroBytes);
-          else reject(m.errno !== undefined ? new NbdError(m.errno, m.message) : Object.assign(new Error(m.message), { code: m.code }));
+          else reject(m.errno !== undefined ? new NbdErrnoError(m.errno, m.message) : Object.assign(new Error(m.message), { code: m.code }));
         });
         w.on('error', reject);
         w.on('exit', (code) => reject(new Error(`copy: a worker thread exited (code ${code}) before finishing`)));

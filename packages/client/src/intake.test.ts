@@ -22,7 +22,7 @@ function feed(intake: Intake, bytes: Uint8Array, readSize: number): void {
 
 function transmission(): Intake {
   const intake = new Intake();
-  intake.decoder.phase = 'transmission';
+  intake.decoder.startTransmission(false);
   intake.keepAll = false;
   return intake;
 }

@@ -16,7 +16,6 @@ import {
   type Request,
   TransmissionFlag,
   decodeOptionRequest,
-  deferred,
   encodeChunk,
   encodeExportNameReply,
   encodeGreeting,
@@ -101,7 +100,7 @@ export class FakePeer {
     this.send(encodeGreeting({ style: 'newstyle', flags: HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES }));
     const cf = await this.frame();
     if (cf.kind !== 'client-flags') throw new Error('fake server: no client flags');
-    this.decoder.phase = 'options';
+    this.decoder.startOptions();
     for (;;) {
       const f = await this.frame();
       if (f.kind !== 'option') throw new Error('fake server: expected an option');
@@ -144,14 +143,13 @@ export class FakePeer {
           if (o.blockSize) reply({ kind: 'info', info: { kind: 'block-size', ...o.blockSize } });
           reply({ kind: 'ack' });
           if (req.kind === 'go') {
-            this.decoder.phase = 'transmission';
-            this.decoder.extended = this.extended;
+            this.decoder.startTransmission(this.extended);
             return req.name;
           }
           break;
         case 'export-name':
           this.send(encodeExportNameReply({ size, flags }, true));
-          this.decoder.phase = 'transmission';
+          this.decoder.startTransmission(false);
           return req.name;
         case 'abort':
           reply({ kind: 'ack' });
@@ -175,7 +173,7 @@ export interface FakeServer {
 export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Promise<FakeServer> {
   const dir = mkdtempSync(join(tmpdir(), 'nbd-fake-'));
   const path = join(dir, 's.sock');
-  const done = deferred<void>();
+  const done = Promise.withResolvers<void>();
   done.promise.catch(() => {});
   const sockets: Socket[] = [];
   const server: Server = createServer((s) => {

@@ -3,7 +3,6 @@
 // a dedicated worker thread until the device disconnects.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { deferred } from '@nbd/protocol';
 import { NbdLinuxError } from './errors.js';
 import { closeFd, ioctlInt, openDevice } from './ffi.js';
 
@@ -129,7 +128,7 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
     throw err;
   }
 
-  const exited = deferred<{ ret: number; errno: number } | Error>();
+  const exited = Promise.withResolvers<{ ret: number; errno: number } | Error>();
   const worker = new Worker(new URL('./do-it.worker.js', import.meta.url), { workerData: { fd } });
   let result: { ret: number; errno: number } | Error = new Error('NBD_DO_IT worker exited without a result');
   worker.on('message', (m: { ret: number; errno: number }) => (result = m));

@@ -126,8 +126,7 @@ export class ClientStreamDecoder {
    * handshake. A decoder made for transmission only (no handshake) starts there.
    */
   private state: 'client-flags' | 'options' | 'transmission' = 'client-flags';
-  /** Requests are 32-byte extended headers. */
-  private extended = false;
+  private ext = false;
   maxOptionLength: number;
   maxPayload: number;
   maxDrain: number;
@@ -147,10 +146,15 @@ export class ClientStreamDecoder {
     return this.state;
   }
 
+  /** Requests are 32-byte extended headers (set by `startTransmission`). */
+  get extended(): boolean {
+    return this.ext;
+  }
+
   /** The handshake is over: requests follow, 32 bytes long when `extended` headers were negotiated. */
   startTransmission(extended: boolean, maxPayload = this.maxPayload): void {
     this.state = 'transmission';
-    this.extended = extended;
+    this.ext = extended;
     this.maxPayload = maxPayload;
   }
 
@@ -192,11 +196,11 @@ export class ClientStreamDecoder {
     if (this.state !== 'transmission' || this.discard > 0) return 0;
     const q = this.queue;
     if (this.pendingHeader !== undefined) return Math.max(0, this.pendingLength - q.length);
-    const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+    const size = this.ext ? Size.EXTENDED_REQUEST : Size.REQUEST;
     if (q.length < size) return size - q.length;
     let n: number;
     try {
-      n = requestPayloadLength(readRequestHeader(q.peek(size), 0, this.extended), this.extended);
+      n = requestPayloadLength(readRequestHeader(q.peek(size), 0, this.ext), this.ext);
     } catch {
       return 0; // a bad header: next() reports it
     }
@@ -246,11 +250,11 @@ export class ClientStreamDecoder {
     const q = this.queue;
     let request = this.pendingHeader;
     if (request === undefined) {
-      const size = this.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
+      const size = this.ext ? Size.EXTENDED_REQUEST : Size.REQUEST;
       if (q.length < size) return undefined;
-      request = readRequestHeader(q.peek(size), 0, this.extended);
+      request = readRequestHeader(q.peek(size), 0, this.ext);
       q.skip(size);
-      const n = requestPayloadLength(request, this.extended);
+      const n = requestPayloadLength(request, this.ext);
       if (n === 0) return { kind: 'request', request };
       if (n > this.maxPayload) {
         if (n > this.maxDrain) throw new ProtocolError(`request: payload of ${request.length} bytes is too large to drain`);
@@ -297,8 +301,7 @@ export class ServerStreamDecoder {
   private state: 'greeting' | 'options' | 'export-name' | 'transmission' = 'greeting';
   /** NO_ZEROES negotiated: the export-name reply is 10 bytes, not 134. */
   private noZeroes = false;
-  /** EXTENDED_HEADERS negotiated: every reply is a 32-byte extended chunk. */
-  private extended = false;
+  private ext = false;
   maxOptionReply: number;
   maxChunk: number;
   /**
@@ -319,6 +322,11 @@ export class ServerStreamDecoder {
     return this.state;
   }
 
+  /** EXTENDED_HEADERS negotiated: every reply is a 32-byte extended chunk (set by `startTransmission`). */
+  get extended(): boolean {
+    return this.ext;
+  }
+
   /** NBD_OPT_EXPORT_NAME was sent: its reply comes next (10 bytes if NO_ZEROES was negotiated). */
   expectExportNameReply(noZeroes: boolean): void {
     this.state = 'export-name';
@@ -328,7 +336,7 @@ export class ServerStreamDecoder {
   /** GO was acknowledged: replies follow, as extended chunks if `extended` headers were negotiated. */
   startTransmission(extended: boolean): void {
     this.state = 'transmission';
-    this.extended = extended;
+    this.ext = extended;
   }
 
   /** Option replies come next without a greeting first (after STARTTLS, over TLS). */
@@ -359,15 +367,15 @@ export class ServerStreamDecoder {
     const q = this.queue;
     const pending = this.pendingSimple;
     if (pending !== undefined) return Math.max(0, pending.length - q.length);
-    const first = this.extended ? Size.EXTENDED_CHUNK : Size.SIMPLE_REPLY;
+    const first = this.ext ? Size.EXTENDED_CHUNK : Size.SIMPLE_REPLY;
     if (q.length < 4) return first - q.length;
     const magic = peekMagic(q);
     if (magic === Magic.SIMPLE_REPLY) return Math.max(0, Size.SIMPLE_REPLY - q.length);
-    const size = this.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+    const size = this.ext ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
     if (q.length < size) return size - q.length;
     let length: number;
     try {
-      length = readChunkHeader(q.peek(size), 0, this.extended).length;
+      length = readChunkHeader(q.peek(size), 0, this.ext).length;
     } catch {
       return 0; // a bad header: next() reports it
     }
@@ -441,7 +449,7 @@ export class ServerStreamDecoder {
     if (q.length < 4) return undefined;
     const magic = peekMagic(q);
     if (magic === Magic.SIMPLE_REPLY) {
-      if (this.extended) throw new ProtocolError('simple reply received after extended headers were negotiated');
+      if (this.ext) throw new ProtocolError('simple reply received after extended headers were negotiated');
       if (q.length < Size.SIMPLE_REPLY) return undefined;
       const { error, cookie } = decodeSimpleReply(q.take(Size.SIMPLE_REPLY));
       const length = error === 0 ? this.readLength(cookie) : undefined;
@@ -449,11 +457,11 @@ export class ServerStreamDecoder {
       this.pendingSimple = { error, cookie, length };
       return this.nextReply();
     }
-    const expected = this.extended ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY;
+    const expected = this.ext ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY;
     if (magic !== expected) throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
-    const size = this.extended ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
+    const size = this.ext ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
     if (q.length < size) return undefined;
-    const header = readChunkHeader(q.peek(size), 0, this.extended);
+    const header = readChunkHeader(q.peek(size), 0, this.ext);
     if (header.length > this.maxChunk) {
       throw new ProtocolError(`reply chunk: length ${header.length} exceeds the limit of ${this.maxChunk}`);
     }

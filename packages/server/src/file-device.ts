@@ -2,7 +2,7 @@
 // positional reads and writes. Node has no fallocate (punch hole) and no
 // SEEK_HOLE, so this device has neither trim nor extents (see README gaps).
 import { type FileHandle, open, readFile } from 'node:fs/promises';
-import { NbdError, Errno } from '@nbd/protocol';
+import { NbdErrnoError, Errno } from '@nbd/protocol';
 import type { Device, DeviceRecipe, IoOptions } from './device.js';
 
 export interface FileDeviceOptions {
@@ -59,7 +59,7 @@ export class FileDevice implements Device {
     let pos = 0;
     while (pos < buf.length) {
       const { bytesWritten } = await this.fh.write(buf, pos, buf.length - pos, offset + pos);
-      if (bytesWritten === 0) throw new NbdError(Errno.ENOSPC, 'short write');
+      if (bytesWritten === 0) throw new NbdErrnoError(Errno.ENOSPC, 'short write');
       pos += bytesWritten;
     }
   }

@@ -3,7 +3,7 @@
 // whenever nobody wants a frame, so a peer cannot make the decoder's buffer grow
 // without bound. For transmission, `detach()` hands over to a RequestReader.
 import type { Duplex } from 'node:stream';
-import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder, deferred, type Deferred } from '@nbd/protocol';
+import { type ClientDecoderLimits, type ClientFrame, ClientStreamDecoder } from '@nbd/protocol';
 
 export class FrameSource {
   readonly decoder: ClientStreamDecoder;
@@ -11,7 +11,7 @@ export class FrameSource {
   ended = false;
   /** The decode error that ended the stream, if any. */
   error: Error | undefined;
-  private waiter: Deferred<ClientFrame | null> | undefined;
+  private waiter: PromiseWithResolvers<ClientFrame | null> | undefined;
 
   constructor(
     private readonly socket: Duplex,
@@ -54,7 +54,7 @@ export class FrameSource {
     }
     if (frame !== undefined) return Promise.resolve(frame);
     if (this.ended) return Promise.resolve(null);
-    this.waiter = deferred();
+    this.waiter = Promise.withResolvers();
     this.socket.resume();
     return this.waiter.promise;
   }

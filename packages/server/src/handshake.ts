@@ -93,7 +93,6 @@ export async function negotiate(ctx: HandshakeContext): Promise<Negotiated | und
   }
   const fixed = (first.flags & ClientFlag.FIXED_NEWSTYLE) !== 0;
   const noZeroes = (first.flags & ClientFlag.NO_ZEROES) !== 0;
-  src.decoder.phase = 'options';
 
   let structured = false;
   let extended = false;

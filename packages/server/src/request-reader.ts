@@ -86,8 +86,7 @@ export class RequestReader {
     leftover?: Uint8Array,
   ) {
     this.decoder = new ClientStreamDecoder({ maxPayload: limits.maxPayload, maxDrain: limits.maxDrain });
-    this.decoder.phase = 'transmission';
-    this.decoder.extended = limits.extended;
+    this.decoder.startTransmission(limits.extended);
     socket.pause();
     if (leftover !== undefined && leftover.length > 0) this.copyIn(leftover);
     for (let c = socket.read() as Uint8Array | null; c !== null; c = socket.read() as Uint8Array | null) this.copyIn(c);

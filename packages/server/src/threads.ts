@@ -5,7 +5,6 @@
 // served on several cores, as nbdkit's threads are.
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { type Deferred, deferred } from '@nbd/protocol';
 import type { DeviceRecipe, Export } from './device.js';
 import { prepareHandoff, takeDescriptor } from './handoff.js';
 import type { Logger } from './logger.js';
@@ -31,8 +30,8 @@ const EXIT_GRACE_MS = 5000;
 class Thread {
   readonly worker: Worker;
   /** Connections served, by id: settled when the worker reports them closed (or dies). */
-  readonly connections = new Map<number, Deferred<void>>();
-  readonly ready = deferred<void>();
+  readonly connections = new Map<number, PromiseWithResolvers<void>>();
+  readonly ready = Promise.withResolvers<void>();
   exited = false;
 
   constructor(url: URL, setup: WorkerSetup, logger: Logger, onDeath: (t: Thread, why: string) => void) {
@@ -103,7 +102,7 @@ export class ThreadPool {
     const thread = live.reduce((a, b) => (b.connections.size < a.connections.size ? b : a));
     const fd = takeDescriptor(socket);
     const id = this.nextId++;
-    const done = deferred<void>();
+    const done = Promise.withResolvers<void>();
     thread.connections.set(id, done);
     thread.worker.postMessage({ type: 'serve', id, fd } satisfies ToWorker);
     return done.promise;

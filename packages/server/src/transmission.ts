@@ -11,8 +11,6 @@ import {
   Command,
   CommandFlag,
   decodeBlockStatusPayload,
-  deferred,
-  type Deferred,
   encodeChunk,
   Errno,
   Limits,
@@ -82,7 +80,7 @@ export class Transmission {
   private closing = false;
   private shuttingDown = false;
   private socketClosed = false;
-  private readonly finished: Deferred<void> = deferred();
+  private readonly finished: PromiseWithResolvers<void> = Promise.withResolvers();
   private readonly ac = new AbortController();
   private readonly opts: IoOptions;
   private readonly fuaOpts: IoOptions;

@@ -53,9 +53,9 @@ export function validateRequest(req: Request, length: bigint, s: Session, oversi
     if (type === Command.BLOCK_STATUS && (tflags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) === 0) {
       return reject(Errno.EINVAL, 'BLOCK_STATUS payload was not advertised');
     }
-  } else if (type === Command.WRITE && s.extended) {
-    return reject(Errno.EINVAL, 'WRITE without PAYLOAD_LEN under extended headers');
   }
+  // An extended WRITE without PAYLOAD_LEN is accepted: its length is unambiguous, and qemu 10
+  // sends it so (the extension says a client MUST set the flag; see docs/interop.md).
   const needed = neededFlag[type];
   if (needed !== undefined && (tflags & needed) === 0) return reject(Errno.EINVAL, `command ${type} was not advertised`);
   if (type === Command.BLOCK_STATUS) {
