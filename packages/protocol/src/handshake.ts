@@ -184,6 +184,16 @@ export function decodeOptionRequest(code: number, data: Uint8Array): OptionReque
 
 // ----------------------------------------------------------- option replies
 
+/** Block size constraints (`NBD_INFO_BLOCK_SIZE`): what a server advertises and enforces. */
+export interface BlockSizes {
+  /** Power of 2, 1..65536: offsets and lengths must be multiples of it. */
+  min: number;
+  /** Power of 2, at least max(min, 512): the size that performs best. */
+  preferred: number;
+  /** Largest payload (READ/WRITE length) accepted; 0xffffffff means no limit. */
+  max: number;
+}
+
 /** The payload of `NBD_REP_INFO`, by info type. */
 export type InfoReply =
   | { kind: 'export'; size: bigint; flags: number }

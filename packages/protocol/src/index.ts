@@ -41,6 +41,7 @@ export { abortError, raceSignal, throwIfAborted, tieToSignal } from './abort.js'
 export { type ArenaDecoder, ArenaPool, type ArenaPolicy, ReadArenas } from './arenas.js';
 export type { ByteSink, PeerInfo, Transport } from './transport.js';
 export {
+  type BlockSizes,
   type ExportNameReply,
   type Greeting,
   type InfoReply,

@@ -333,19 +333,22 @@ export function readReplyHeadSize(structured: boolean, extended: boolean): numbe
 }
 
 /**
- * Writes, at `pos` of `buf`, what goes in front of `length` bytes of READ data
- * answering the whole request at `offset` (a final chunk); the data follows at
- * `pos + readReplyHeadSize(...)`, so the reply leaves in one buffer, filled in place.
+ * Writes, at `pos` of `buf`, what goes in front of `length` bytes of READ data: a
+ * simple reply header, or an OFFSET_DATA chunk header and the data's offset. The
+ * data follows at `pos + readReplyHeadSize(...)`, so a reply leaves in one buffer
+ * filled in place. `offset` is the request's (echoed by extended headers);
+ * `dataOffset` where these bytes start (default: the request's offset); `done`
+ * marks the final chunk (default true).
  */
 export function writeReadReplyHead(
   buf: Uint8Array,
   pos: number,
-  r: { cookie: bigint; offset: bigint; length: number; structured: boolean; extended: boolean },
+  r: { cookie: bigint; offset: bigint; length: number; structured: boolean; extended: boolean; dataOffset?: bigint; done?: boolean },
 ): number {
   if (!r.structured && !r.extended) return writeSimpleReply(buf, pos, { error: 0, cookie: r.cookie });
-  const h = { flags: ReplyFlag.DONE, type: ChunkType.OFFSET_DATA, cookie: r.cookie, offset: r.offset, length: 8 + r.length };
-  const n = writeChunkHeader(buf, pos, h, r.extended);
-  new DataView(buf.buffer, buf.byteOffset + pos + n, 8).setBigUint64(0, r.offset);
+  const flags = r.done === false ? 0 : ReplyFlag.DONE;
+  const n = writeChunkHeader(buf, pos, { flags, type: ChunkType.OFFSET_DATA, cookie: r.cookie, offset: r.offset, length: 8 + r.length }, r.extended);
+  new DataView(buf.buffer, buf.byteOffset + pos + n, 8).setBigUint64(0, r.dataOffset ?? r.offset);
   return n + 8;
 }
 

@@ -1,6 +1,7 @@
 // What a server serves: the Device interface (the breadth of nbdkit's plugin
 // callbacks) and the Export that names one. Built-in devices live in
 // memory-device.ts and file-device.ts.
+import type { BlockSizes } from '@nbd/protocol';
 
 /** Options every device call receives. */
 export interface IoOptions {
@@ -29,18 +30,9 @@ export interface ExtentsOptions extends IoOptions {
  * the requested offset. `flags` is a combination of `AllocationState.HOLE` and
  * `AllocationState.ZERO` (0 = allocated data).
  */
-export interface Extent {
+export interface DeviceExtent {
   length: number;
   flags: number;
-}
-
-export interface BlockSizes {
-  /** Power of 2, 1..65536: requests must be aligned to it. */
-  min: number;
-  /** Power of 2, ≥ max(min, 512). */
-  preferred: number;
-  /** Largest payload (READ/WRITE length) accepted. */
-  max: number;
 }
 
 /** Memory lent by {@link Device.lend}. */
@@ -91,7 +83,9 @@ export interface Device {
   /** Prefetch hint; without it the server reads the range and drops the data. */
   cache?(offset: number, length: number, opts: IoOptions): MaybePromise<void>;
   /** Allocation map of a range (base:allocation); without it everything is reported as data. */
-  extents?(offset: number, length: number, opts: ExtentsOptions): MaybePromise<Extent[]>;
+  extents?(offset: number, length: number, opts: ExtentsOptions): MaybePromise<DeviceExtent[]>;
+  /** Size in bytes, when the device has one: an export may not be larger (checked by `serve`). */
+  readonly size?: number;
   /** Refuse writes even though `writeAt` exists. */
   readonly readOnly?: boolean;
   /** Hint for the client's I/O scheduler. */

@@ -3,7 +3,7 @@
 // `extents`, lent to the server for zero-copy READ replies. Synchronous, so the
 // server replies in the same tick (the fast path the benchmark measures).
 import { AllocationState } from '@nbd/protocol';
-import type { Device, Extent, Loan } from './device.js';
+import type { Device, DeviceExtent, Loan } from './device.js';
 
 /** Page size: as nbdkit's sparse array, small enough that sparse images stay sparse. */
 export const MEMORY_PAGE_SIZE = 32 * 1024;
@@ -20,8 +20,8 @@ const ZERO_PAGE = new Uint8Array(MEMORY_PAGE_SIZE);
  * Extents of a device made of MEMORY_PAGE_SIZE pages, each allocated (data) or
  * not (a hole reading as zeroes): neighbours merged, only the first with reqOne.
  */
-export function pageExtents(offset: number, length: number, reqOne: boolean, allocated: (page: number) => boolean): Extent[] {
-  const out: Extent[] = [];
+export function pageExtents(offset: number, length: number, reqOne: boolean, allocated: (page: number) => boolean): DeviceExtent[] {
+  const out: DeviceExtent[] = [];
   const end = offset + length;
   for (let at = offset; at < end; ) {
     const n = Math.min(MEMORY_PAGE_SIZE - (at & MASK), end - at);
@@ -162,7 +162,7 @@ export class MemoryDevice implements Device {
     else this.clear(offset, length);
   }
 
-  extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
+  extents(offset: number, length: number, opts: { reqOne: boolean }): DeviceExtent[] {
     return pageExtents(offset, length, opts.reqOne, (page) => this.pages.has(page));
   }
 

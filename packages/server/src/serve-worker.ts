@@ -1,6 +1,6 @@
 // The worker-thread side of ServeOptions.threads: opens each export's device from
 // its recipe, then serves the sockets the main thread hands over (as descriptors).
-import { Socket } from 'node:net';
+import { socketFromFd } from '@nbd/node';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Device, Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
@@ -31,7 +31,7 @@ const stop = new AbortController();
 const live = new Set<Promise<void>>();
 port.on('message', (m: ToWorker) => {
   if (m.type === 'serve') {
-    const p = serve(new Socket({ fd: m.fd, readable: true, writable: true }), exports, { ...setup.options, signal: stop.signal, logger })
+    const p = serve(socketFromFd(m.fd), exports, { ...setup.options, signal: stop.signal, logger })
       .catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`))
       .finally(() => {
         live.delete(p);

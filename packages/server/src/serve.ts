@@ -1,31 +1,30 @@
-// Entry points: serve() runs one connected socket through greet → negotiate →
-// transmit; listenAndServe() accepts connections until its signal aborts and
-// settles only when every connection has closed.
+// Entry points: serve() runs one connected socket through the handshake and
+// transmission; listenAndServe() accepts connections until its signal aborts and
+// settles only when every connection has closed; serveTransmission() serves a
+// socket that is already past the handshake (the kernel's end of a socketpair).
 import { type AddressInfo, type ListenOptions, type Server, type Socket, createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Limits, parseNbdUri } from '@nbd/protocol';
+import { Limits, type PeerInfo, type Transport, tieToSignal } from '@nbd/protocol';
+import { type NbdAddress, NodeTransport, listenOptionsOf, peerOf } from '@nbd/node';
+import { type ConnectionLimits, ServerConnection, type Start } from './connection.js';
 import type { Device, Export } from './device.js';
-import { FrameSource } from './frame-source.js';
-import { type OpenContext, negotiate } from './handshake.js';
 import { type Logger, silentLogger } from './logger.js';
-import { RequestReader } from './request-reader.js';
+import { Negotiation, type OpenContext, oldstyleGreeting } from './negotiation.js';
+import { plainSession } from './session.js';
 import { ThreadPool } from './threads.js';
-import { Transmission } from './transmission.js';
 
 /** What `preconnect` learns about a client before the greeting. */
-export interface ConnectionInfo {
-  /** "host:port", the unix socket path, or "socket" when unknown. */
-  clientAddress: string;
-  remoteAddress?: string;
-  remotePort?: number;
-}
+export type ConnectionInfo = PeerInfo;
 
+/** Options of {@link serve}, {@link listenAndServe} and {@link serveTransmission}. */
 export interface ServeOptions {
   /** Aborting stops accepting, fails in-flight and new requests with ESHUTDOWN, then closes. */
   signal?: AbortSignal;
-  /** Connections served at once (listenAndServe); more are closed before the greeting. Default unlimited. */
+  /** Connections served at once (listenAndServe); more are closed before the greeting. Default 10 000. */
   maxConnections?: number;
-  /** Milliseconds a client has to finish the handshake. Default 30 000. */
+  /** Connections from one remote address at once (TCP only). Default 1 000. */
+  maxConnectionsPerClient?: number;
+  /** Milliseconds a client has to finish the handshake, from accept to transmission. Default 30 000. */
   handshakeTimeout?: number;
   /** Return false to close the connection before the greeting (nbdkit's preconnect). */
   preconnect?: (info: ConnectionInfo) => boolean | Promise<boolean>;
@@ -39,8 +38,16 @@ export interface ServeOptions {
   maxInFlight?: number;
   /** Request and reply bytes in flight per connection before reading pauses. Default 64 MiB. */
   maxInFlightBytes?: number;
+  /** TCP keepalive: probe after this many idle milliseconds (0: off). Default 30 000. */
+  keepAlive?: number;
   /** Serve every export read-only. */
   readOnly?: boolean;
+  /**
+   * 'newstyle' (default): fixed newstyle negotiation. 'oldstyle': no options, the first
+   * export's size and flags in a 152-byte greeting, then transmission with simple
+   * replies (the Perl Linux::NBD::Server, `nbdkit -o`).
+   */
+  handshake?: 'newstyle' | 'oldstyle';
   /**
    * listenAndServe: serve connections on this many worker threads (default 0: on
    * this thread). Every export's device needs `share()` (SharedMemoryDevice and
@@ -59,173 +66,114 @@ function checkExports(exports: readonly Export[]): void {
   for (const e of exports) {
     if (!Number.isSafeInteger(e.size) || e.size < 0) throw new TypeError(`serve: export "${e.name}" has a bad size ${e.size}`);
     if (typeof e.device?.readAt !== 'function') throw new TypeError(`serve: export "${e.name}" has no device`);
+    const dsize = e.device.size;
+    if (dsize !== undefined && e.size > dsize) {
+      throw new RangeError(`serve: export "${e.name}" is ${e.size} bytes but its device has only ${dsize}`);
+    }
   }
 }
 
-function describe(socket: Duplex): ConnectionInfo {
-  const s = socket as Partial<Socket>;
-  if (s.remoteAddress !== undefined) {
-    return { clientAddress: `${s.remoteAddress}:${s.remotePort}`, remoteAddress: s.remoteAddress, remotePort: s.remotePort };
+function limitsOf(opts: ServeOptions): ConnectionLimits {
+  return {
+    maxInFlight: opts.maxInFlight ?? 256,
+    maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024,
+    handshakeTimeout: opts.handshakeTimeout ?? 30_000,
+    maxOptionLength: 64 * 1024,
+    maxDrain: 2 ** 32,
+  };
+}
+
+function transportOf(socket: Duplex | Transport, opts: ServeOptions): Transport {
+  if ('read' in socket && 'rebuffer' in socket) return socket;
+  return new NodeTransport(socket as Duplex, { keepAlive: opts.keepAlive ?? 30_000 });
+}
+
+/** Runs one connection until it is done, shutting it down when `signal` aborts. */
+async function run(transport: Transport, start: Start, opts: ServeOptions, logger: Logger): Promise<void> {
+  const conn = new ServerConnection(transport, start, limitsOf(opts), logger);
+  const untie = tieToSignal(opts.signal, () => conn.shutdown(SHUTDOWN_GRACE_MS));
+  try {
+    await conn.done;
+  } finally {
+    untie();
   }
-  return { clientAddress: 'socket' };
 }
 
 /**
- * Serves one connected socket (TCP, unix, a socketpair end) until the client
- * disconnects or `opts.signal` aborts. Never rejects for client misbehaviour.
+ * Serves one connected socket (TCP, unix, a socketpair end) or transport until the
+ * client disconnects or `opts.signal` aborts. Never rejects for client misbehaviour.
  */
-export async function serve(socket: Duplex, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
+export async function serve(socket: Duplex | Transport, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
   checkExports(exports);
   const logger = opts.logger ?? silentLogger;
-  const info = describe(socket);
-  const peer = info.clientAddress;
-  const closed = new Promise<void>((resolve) => {
-    if (socket.destroyed) resolve();
-    else socket.once('close', () => resolve());
-  });
-  socket.on('error', (err) => logger.debug(`${peer}: socket error: ${err.message}`));
-  (socket as Partial<Socket>).setNoDelay?.(true);
-
-  const signal = opts.signal;
-  if (signal?.aborted) {
-    socket.destroy();
-    return closed;
-  }
-  if (!(await admitted(socket, info, opts, logger))) return closed;
-
-  const maxPayload = opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD;
-  const src = new FrameSource(socket, { maxPayload, maxOptionLength: 64 * 1024 });
-  let transmission: Transmission | undefined;
-  let shuttingDown = false;
-  let graceTimer: NodeJS.Timeout | undefined;
-  const onAbort = () => {
-    shuttingDown = true;
-    if (transmission) transmission.shutdown();
-    else {
-      graceTimer = setTimeout(() => socket.destroy(), SHUTDOWN_GRACE_MS);
-      graceTimer.unref();
-    }
-  };
-  signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = setTimeout(() => {
-    logger.info(`${peer}: handshake timed out`);
-    socket.destroy();
-  }, opts.handshakeTimeout ?? 30_000);
-  timer.unref();
-
-  let negotiated;
-  try {
-    negotiated = await negotiate({
-      src,
-      write: (b) => {
-        if (!socket.destroyed && socket.writable) socket.write(b);
-      },
-      exports,
-      maxPayload,
-      readOnly: opts.readOnly ?? false,
-      open: opts.open,
-      clientAddress: peer,
-      logger,
-      shuttingDown: () => shuttingDown,
-    });
-  } catch (e) {
-    logger.warn(`${peer}: handshake failed: ${(e as Error).message}`);
-  } finally {
-    clearTimeout(timer);
-  }
-  if (negotiated === undefined || socket.destroyed) {
-    if (negotiated?.ownsDevice) await closeDevice(negotiated.session.device, logger);
-    signal?.removeEventListener('abort', onAbort);
-    if (!socket.destroyed) socket.end();
-    const t = setTimeout(() => socket.destroy(), SHUTDOWN_GRACE_MS);
-    t.unref();
-    await closed;
-    clearTimeout(t);
-    if (graceTimer) clearTimeout(graceTimer);
+  const transport = transportOf(socket, opts);
+  if (opts.signal?.aborted || !(await admitted(transport.peer, opts, logger))) {
+    transport.destroy();
     return;
   }
-  if (graceTimer) clearTimeout(graceTimer);
-
-  const { session, ownsDevice } = negotiated;
-  logger.debug(`${peer}: serving "${session.export.name}" flags 0x${session.flags.toString(16)}`);
-  const reader = new RequestReader(
-    socket,
-    { extended: session.extended, maxPayload: session.blockSizes.max, maxDrain: src.decoder.maxDrain },
-    src.detach(),
-  );
-  transmission = new Transmission(
-    socket,
-    reader,
-    session,
-    { maxInFlight: opts.maxInFlight ?? 256, maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024 },
-    logger,
-    peer,
-  );
-  transmission.start();
-  if (shuttingDown) transmission.shutdown();
-  await transmission.done;
-  signal?.removeEventListener('abort', onAbort);
-  if (ownsDevice) await closeDevice(session.device, logger);
-  await closed;
+  const maxPayload = opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD;
+  const readOnly = opts.readOnly ?? false;
+  if (opts.handshake === 'oldstyle') {
+    const exp = exports[0]!;
+    const session = plainSession(exp, exp.device, { readOnly, maxPayload });
+    return run(transport, { session, ownsDevice: false, greeting: oldstyleGreeting(session) }, opts, logger);
+  }
+  const negotiation = new Negotiation({ exports, maxPayload, readOnly, open: opts.open, clientAddress: transport.peer.address });
+  return run(transport, { negotiation }, opts, logger);
 }
 
-/** Runs `opts.preconnect`; a refused (or failing) client's socket is destroyed. */
-async function admitted(socket: Duplex, info: ConnectionInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
+/**
+ * Serves `exp` on a socket whose handshake already happened elsewhere: the kernel's
+ * end of a socketpair that `@nbd/linux` configured, with the size and flags this
+ * session has (simple replies, compact requests).
+ */
+export async function serveTransmission(socket: Duplex | Transport, exp: Export, opts: ServeOptions = {}): Promise<void> {
+  checkExports([exp]);
+  const logger = opts.logger ?? silentLogger;
+  const session = plainSession(exp, exp.device, { readOnly: opts.readOnly ?? false, maxPayload: opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD });
+  return run(transportOf(socket, opts), { session, ownsDevice: false }, opts, logger);
+}
+
+/** The transmission flags `serveTransmission` will use for `exp` (what the kernel must be told). */
+export function transmissionFlagsOf(exp: Export, opts: { readOnly?: boolean } = {}): number {
+  return plainSession(exp, exp.device, { readOnly: opts.readOnly ?? false, maxPayload: Limits.DEFAULT_MAX_PAYLOAD }).flags;
+}
+
+/** Runs `opts.preconnect`; false (or a failure) refuses the client. */
+async function admitted(peer: PeerInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
   if (!opts.preconnect) return true;
   let ok = false;
   try {
-    ok = await opts.preconnect(info);
+    ok = await opts.preconnect(peer);
   } catch (e) {
-    logger.warn(`${info.clientAddress}: preconnect failed: ${(e as Error).message}`);
+    logger.warn(`${peer.address}: preconnect failed: ${(e as Error).message}`);
   }
-  if (!ok) {
-    logger.info(`${info.clientAddress}: refused by preconnect`);
-    socket.destroy();
-  }
+  if (!ok) logger.info(`${peer.address}: refused by preconnect`);
   return ok;
 }
 
-async function closeDevice(device: Device, logger: Logger): Promise<void> {
-  try {
-    await device.close?.();
-  } catch (e) {
-    logger.warn(`device close failed: ${(e as Error).message}`);
-  }
-}
-
-/** `nbd://host:port` or `nbd+unix:///?socket=PATH` as net.ListenOptions. */
-export function listenOptionsOf(address: string | ListenOptions): ListenOptions {
-  if (typeof address !== 'string') return address;
-  const uri = parseNbdUri(address);
-  if (uri.tls) throw new TypeError(`listen: TLS is not supported (${address})`);
-  if (uri.transport === 'unix') return { path: uri.socket! };
-  if (uri.transport === 'tcp') return { host: uri.host, port: uri.port ?? Limits.PORT };
-  throw new TypeError(`listen: ${uri.transport} is not supported (${address})`);
-}
-
 /**
- * Listens on `address` and serves every connection. Settles once `opts.signal`
- * aborted and every connection closed; rejects if listening fails.
+ * Listens on `address` (an NBD URI, `{ path }`, `{ host, port }` or net ListenOptions)
+ * and serves every connection. Settles once `opts.signal` aborted and every
+ * connection closed; rejects if listening fails.
  */
-export async function listenAndServe(address: string | ListenOptions, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
+export async function listenAndServe(address: NbdAddress | ListenOptions, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
   checkExports(exports);
   const logger = opts.logger ?? silentLogger;
   const listenOpts = listenOptionsOf(address);
   const pool = opts.threads ? await startPool(opts.threads, exports, opts, logger) : undefined;
   const connections = new Set<Promise<void>>();
+  const admission = new Admission(opts, logger);
   const handOff = async (socket: Socket, pool: ThreadPool) => {
-    if (!(await admitted(socket, describe(socket), opts, logger))) return;
-    if (opts.signal?.aborted) socket.destroy();
+    if (!(await admitted(peerOf(socket), opts, logger))) socket.destroy();
+    else if (opts.signal?.aborted) socket.destroy();
     else await pool.hand(socket);
   };
   const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
-    if (opts.maxConnections !== undefined && connections.size >= opts.maxConnections) {
-      logger.warn(`connection refused: ${connections.size} connections already (maxConnections)`);
-      socket.destroy();
-      return;
-    }
+    const leave = admission.enter(socket, connections.size);
+    if (leave === undefined) return;
     const served = pool ? handOff(socket, pool) : serve(socket, exports, opts);
-    const p = served.catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`));
+    const p = served.catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`)).finally(leave);
     connections.add(p);
     void p.finally(() => connections.delete(p));
   });
@@ -244,15 +192,10 @@ export async function listenAndServe(address: string | ListenOptions, exports: r
   const where = server.address();
   logger.info(`listening on ${typeof where === 'string' ? where : `${where?.address}:${where?.port}`}`);
   if (where !== null) opts.onListen?.(where);
-
-  const signal = opts.signal;
-  const stopped = new Promise<void>((resolve) => {
-    if (signal === undefined) return; // serves forever
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
   server.on('error', (e) => logger.error(`listener error: ${e.message}`));
-  await stopped;
+  const stopped = Promise.withResolvers<void>();
+  tieToSignal(opts.signal, () => stopped.resolve()); // no signal: serves forever
+  await stopped.promise;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   // serve() sees the same signal and winds its connection down; workers are told.
   pool?.shutdown();
@@ -261,8 +204,47 @@ export async function listenAndServe(address: string | ListenOptions, exports: r
   await pool?.close();
 }
 
+/** Connection limits of a listener: in all, and per remote address. */
+class Admission {
+  private readonly perClient = new Map<string, number>();
+  private readonly max: number;
+  private readonly maxPerClient: number;
+
+  constructor(
+    opts: ServeOptions,
+    private readonly logger: Logger,
+  ) {
+    this.max = opts.maxConnections ?? 10_000;
+    this.maxPerClient = opts.maxConnectionsPerClient ?? 1000;
+  }
+
+  /** Admits `socket` (the function to call when it leaves), or closes it and returns undefined. */
+  enter(socket: Socket, open: number): (() => void) | undefined {
+    if (open >= this.max) {
+      this.logger.warn(`connection refused: ${open} connections already (maxConnections)`);
+      socket.destroy();
+      return undefined;
+    }
+    const address = socket.remoteAddress;
+    if (address === undefined) return () => {};
+    const n = this.perClient.get(address) ?? 0;
+    if (n >= this.maxPerClient) {
+      this.logger.warn(`connection refused: ${n} connections from ${address} already (maxConnectionsPerClient)`);
+      socket.destroy();
+      return undefined;
+    }
+    this.perClient.set(address, n + 1);
+    return () => {
+      const left = (this.perClient.get(address) ?? 1) - 1;
+      if (left > 0) this.perClient.set(address, left);
+      else this.perClient.delete(address);
+    };
+  }
+}
+
 function startPool(threads: number, exports: readonly Export[], opts: ServeOptions, logger: Logger): Promise<ThreadPool> {
   if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
-  const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly } = opts;
-  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly }, logger, opts.logger !== undefined);
+  if (opts.handshake === 'oldstyle') throw new TypeError('serve: oldstyle is not served on worker threads');
+  const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive } = opts;
+  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive }, logger, opts.logger !== undefined);
 }

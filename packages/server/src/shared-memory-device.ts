@@ -16,7 +16,7 @@
 // before a trim's fill, so a race never leaves data under a clear bit), and
 // overlapping concurrent requests may race on the data, as NBD allows.
 import { isSharedArrayBuffer } from 'node:util/types';
-import type { Device, DeviceRecipe, Extent, Loan } from './device.js';
+import type { Device, DeviceRecipe, DeviceExtent, Loan } from './device.js';
 import { MEMORY_PAGE_SIZE as PAGE, pageExtents } from './memory-device.js';
 
 /** Slab size: a power of 2 and a multiple of the page size, so no page spans two slabs. */
@@ -156,7 +156,7 @@ export class SharedMemoryDevice implements Device {
     else this.clear(offset, length);
   }
 
-  extents(offset: number, length: number, opts: { reqOne: boolean }): Extent[] {
+  extents(offset: number, length: number, opts: { reqOne: boolean }): DeviceExtent[] {
     return pageExtents(offset, length, opts.reqOne, (page) => (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0);
   }
 

@@ -6,13 +6,13 @@
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { DeviceRecipe, Export } from './device.js';
-import { prepareHandoff, takeDescriptor } from './handoff.js';
+import { libc, takeDescriptor } from '@nbd/node';
 import type { Logger } from './logger.js';
 
 /** What a worker needs to serve: the exports with recipes instead of devices, and the plain options. */
 export interface WorkerSetup {
   exports: { name: string; description?: string; size: number; readOnly?: boolean; recipe: DeviceRecipe }[];
-  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean };
+  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean; keepAlive?: number };
   /** Forward log lines to the main thread's logger. */
   log: boolean;
 }
@@ -79,7 +79,8 @@ export class ThreadPool {
       options: opts,
       log,
     };
-    prepareHandoff();
+    if (process.platform !== 'linux') throw new Error(`serve: threads are supported on Linux only, not ${process.platform}`);
+    libc(); // sockets reach workers as dup(2)ed descriptors: a missing koffi fails now, not at the first client
     const pool = new ThreadPool(setup, logger);
     for (let i = 0; i < count; i++) pool.threads.push(pool.spawn());
     try {
@@ -100,7 +101,13 @@ export class ThreadPool {
       return Promise.resolve();
     }
     const thread = live.reduce((a, b) => (b.connections.size < a.connections.size ? b : a));
-    const fd = takeDescriptor(socket);
+    let fd: number;
+    try {
+      fd = takeDescriptor(socket);
+    } catch (e) {
+      this.logger.error(`serve: cannot hand a connection to a worker: ${(e as Error).message}`);
+      return Promise.resolve();
+    }
     const id = this.nextId++;
     const done = Promise.withResolvers<void>();
     thread.connections.set(id, done);

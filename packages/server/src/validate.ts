@@ -42,6 +42,11 @@ export function validateRequest(req: Request, length: bigint, s: Session, oversi
   if ((flags & ~allowed) !== 0) return reject(Errno.EINVAL, `invalid flags 0x${flags.toString(16)} for command ${type}`);
   const tflags = s.flags;
 
+  // Read-only first: TRIM and WRITE_ZEROES are not advertised on a read-only export, and the
+  // spec asks for EPERM (not "not advertised") when a client tries to write there.
+  const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
+  if (writes && (tflags & TransmissionFlag.READ_ONLY) !== 0) return reject(Errno.EPERM, 'export is read-only');
+
   // Flags that need an advertisement or a negotiated feature.
   if ((flags & CommandFlag.FUA) !== 0 && (tflags & TransmissionFlag.SEND_FUA) === 0) return reject(Errno.EINVAL, 'FUA was not advertised');
   if ((flags & CommandFlag.DF) !== 0 && (tflags & TransmissionFlag.SEND_DF) === 0) return reject(Errno.EINVAL, 'DF was not advertised');
@@ -62,16 +67,15 @@ export function validateRequest(req: Request, length: bigint, s: Session, oversi
     if (!s.structured) return reject(Errno.EINVAL, 'BLOCK_STATUS needs structured replies');
     if (s.metaContexts.size === 0) return reject(Errno.EINVAL, 'BLOCK_STATUS without a selected meta context');
   }
-
-  const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
-  if (writes && (tflags & TransmissionFlag.READ_ONLY) !== 0) return reject(Errno.EPERM, 'export is read-only');
   if (type === Command.FLUSH) return undefined; // offset and length carry nothing
 
-  // Payload size before range: an oversized WRITE was already drained.
+  // Payload size before range: an oversized WRITE was already drained. EOVERFLOW only for
+  // a request without a payload (READ): the spec says not to use it for one that carries one.
   const max = s.blockSizes.max;
-  if (oversized || ((type === Command.READ || type === Command.WRITE) && length > max)) {
-    return reject(Errno.EOVERFLOW, `length ${length} exceeds the maximum payload ${max}`);
+  if (oversized || (type === Command.WRITE && length > max)) {
+    return reject(Errno.EINVAL, `payload of ${length} bytes exceeds the maximum payload ${max}`);
   }
+  if (type === Command.READ && length > max) return reject(Errno.EOVERFLOW, `length ${length} exceeds the maximum payload ${max}`);
   if (length === 0n) return reject(Errno.EINVAL, 'zero-length request');
   const size = s.export.size;
   // Mixed bigint/number comparisons: exact, and no allocation.

@@ -1,14 +1,99 @@
-// RequestReader: requests and WRITE payloads come out intact whatever the read
-// boundaries, on a real unix socket (direct arena reads) and on a plain Duplex
-// (copied chunks); frames larger than an arena, oversized drains, bad magic.
+// Reading requests through the transport seam (NodeTransport → ReadArenas →
+// ClientStreamDecoder, as a server connection does): requests and WRITE payloads
+// come out intact whatever the read boundaries, on a real unix socket (direct arena
+// reads) and on a plain Duplex (copied chunks); frames larger than an arena,
+// oversized drains, bad magic, arenas pinned and reused.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { type Duplex, PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ClientFrame, Command, CommandFlag, type Request, encodeRequest } from '@nbd/protocol';
-import { ARENA_SIZE, RequestReader } from './request-reader.js';
+import {
+  ArenaPool,
+  type ClientFrame,
+  ClientStreamDecoder,
+  Command,
+  CommandFlag,
+  ReadArenas,
+  type Request,
+  encodeRequest,
+} from '@nbd/protocol';
+import { NodeTransport } from './node-transport.js';
+
+/** The server's large arena size. */
+const ARENA_SIZE = 4 * 1024 * 1024;
+
+/** What a server connection's reading is: a transport, its arenas and a request decoder. */
+class Reader {
+  readonly pool = new ArenaPool({ smallSize: 16 * 1024, largeSize: ARENA_SIZE, maxRead: 1024 * 1024, minRead: 64 * 1024, spares: 4 });
+  readonly decoder: ClientStreamDecoder;
+  readonly arenas: ReadArenas;
+  readonly transport: NodeTransport;
+  private paused = true;
+  private parsing = false;
+  private sink: ((f: ClientFrame) => void) | undefined;
+  private onEnd: ((err: Error | undefined) => void) | undefined;
+  private ended = false;
+
+  constructor(stream: Duplex, limits: { extended: boolean; maxPayload: number; maxDrain: number }, leftover?: Uint8Array) {
+    this.decoder = new ClientStreamDecoder({ maxPayload: limits.maxPayload, maxDrain: limits.maxDrain });
+    this.decoder.startTransmission(limits.extended);
+    this.arenas = new ReadArenas(this.pool, this.decoder);
+    if (leftover) this.arenas.copyIn(leftover);
+    this.transport = new NodeTransport(stream);
+    this.transport.read({
+      buffer: () => this.arenas.buffer(),
+      filled: (n) => {
+        this.arenas.filled(n);
+        this.parse();
+        return !this.paused;
+      },
+      ended: (err) => {
+        this.ended = true;
+        this.onEnd?.(err);
+      },
+    });
+  }
+
+  get mode(): 'direct' | 'copy' | undefined {
+    return this.transport.mode;
+  }
+
+  startPush(sink: (f: ClientFrame) => void, onEnd: (err: Error | undefined) => void): void {
+    this.sink = sink;
+    this.onEnd = onEnd;
+    this.resume();
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.transport.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.parse();
+    if (!this.paused && !this.ended) this.transport.resume();
+  }
+
+  private parse(): void {
+    if (this.parsing || this.sink === undefined) return;
+    this.parsing = true;
+    try {
+      while (!this.paused) {
+        const f = this.decoder.next();
+        if (f === undefined) break;
+        if (f.kind === 'request' && f.payload) this.arenas.hold(f.payload);
+        this.sink(f);
+      }
+    } catch (e) {
+      this.transport.destroy(e as Error);
+    } finally {
+      this.parsing = false;
+    }
+  }
+}
 
 interface Sent {
   request: Request;
@@ -76,12 +161,12 @@ async function socketPair(): Promise<[Socket, Socket]> {
   return [await accepted, client];
 }
 
-describe('RequestReader', () => {
+describe('reading requests through NodeTransport and ReadArenas', () => {
   it('reads straight into arenas on a net.Socket and keeps every payload intact', async () => {
     const [s, c] = await socketPair();
     const { sent, bytes } = workload(1, 120);
     const got: ClientFrame[] = [];
-    const reader = new RequestReader(s, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
+    const reader = new Reader(s, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
     expect(reader.mode).toBe('direct');
     const ended = new Promise<Error | undefined>((resolve) => reader.startPush((f) => got.push(f), resolve));
     for (const b of bytes) c.write(b);
@@ -96,14 +181,14 @@ describe('RequestReader', () => {
   it('reuses an arena once its payloads are released, and counts unreleased ones as pinned', async () => {
     const [s, c] = await socketPair();
     const held: Uint8Array[] = [];
-    const reader = new RequestReader(s, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
+    const reader = new Reader(s, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
     let frames = 0;
     const ended = new Promise<Error | undefined>((resolve) =>
       reader.startPush((f) => {
         frames++;
         // Hold the first payload (as a slow device would), release the rest at once.
         if (frames === 1) held.push(f.kind === 'request' ? f.payload! : new Uint8Array());
-        else if (f.kind === 'request' && f.payload) reader.release(f.payload);
+        else if (f.kind === 'request' && f.payload) reader.arenas.release(f.payload);
       }, resolve),
     );
     const payload = new Uint8Array(256 * 1024).fill(5);
@@ -115,11 +200,11 @@ describe('RequestReader', () => {
     c.end();
     await ended;
     expect(frames).toBe(n);
-    expect(reader.pinnedBytes).toBe(ARENA_SIZE);
+    expect(reader.arenas.pinnedBytes).toBe(ARENA_SIZE);
     // The held arena, and one more reused in place for everything else.
-    expect(reader.arenasAllocated).toBe(2);
-    reader.release(held[0]!);
-    expect(reader.pinnedBytes).toBe(0);
+    expect(reader.pool.allocated).toBe(2);
+    reader.arenas.release(held[0]!);
+    expect(reader.arenas.pinnedBytes).toBe(0);
     s.destroy();
   });
 
@@ -127,7 +212,7 @@ describe('RequestReader', () => {
     const [s, c] = await socketPair();
     const { sent, bytes } = workload(2, 60, true);
     const got: ClientFrame[] = [];
-    const reader = new RequestReader(s, { extended: true, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
+    const reader = new Reader(s, { extended: true, maxPayload: 32 << 20, maxDrain: 2 ** 32 });
     const ended = new Promise<Error | undefined>((resolve) =>
       reader.startPush((f) => {
         got.push(f);
@@ -148,7 +233,7 @@ describe('RequestReader', () => {
     const all = Buffer.concat(bytes);
     const d = new PassThrough();
     const got: ClientFrame[] = [];
-    const reader = new RequestReader(d, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 }, all.subarray(0, 100));
+    const reader = new Reader(d, { extended: false, maxPayload: 32 << 20, maxDrain: 2 ** 32 }, all.subarray(0, 100));
     expect(reader.mode).toBe('copy');
     const ended = new Promise<Error | undefined>((resolve) => reader.startPush((f) => got.push(f), resolve));
     // Odd chunk sizes so headers and payloads straddle chunks.
@@ -162,7 +247,7 @@ describe('RequestReader', () => {
   it('drains an oversized payload and goes on with the next request', async () => {
     const d = new PassThrough();
     const got: ClientFrame[] = [];
-    const reader = new RequestReader(d, { extended: false, maxPayload: 4096, maxDrain: 2 ** 32 });
+    const reader = new Reader(d, { extended: false, maxPayload: 4096, maxDrain: 2 ** 32 });
     const ended = new Promise<Error | undefined>((resolve) => reader.startPush((f) => got.push(f), resolve));
     const big: Request = { flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: 10_000n };
     const next: Request = { flags: 0, type: Command.FLUSH, cookie: 2n, offset: 0n, length: 0n };
@@ -184,7 +269,7 @@ describe('RequestReader', () => {
       [encodeRequest({ flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 2n ** 40n }, true), /too large/],
     ] as const) {
       const d = new PassThrough();
-      const reader = new RequestReader(d, { extended: bytes.length === 32, maxPayload: 4096, maxDrain: 2 ** 32 });
+      const reader = new Reader(d, { extended: bytes.length === 32, maxPayload: 4096, maxDrain: 2 ** 32 });
       const ended = new Promise<Error | undefined>((resolve) => reader.startPush(() => {}, resolve));
       d.write(bytes);
       expect((await ended)?.message).toMatch(msg);
@@ -194,7 +279,7 @@ describe('RequestReader', () => {
 
   it('does not allocate what a header merely claims', async () => {
     const [s, c] = await socketPair();
-    const reader = new RequestReader(s, { extended: false, maxPayload: 1 << 30, maxDrain: 2 ** 32 });
+    const reader = new Reader(s, { extended: false, maxPayload: 1 << 30, maxDrain: 2 ** 32 });
     reader.startPush(() => {}, () => {});
     const before = process.memoryUsage().arrayBuffers;
     c.write(encodeRequest({ flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: BigInt(1 << 30) }));

@@ -1,0 +1,381 @@
+// One client connection: a transport, its read arenas and request decoder, and
+// the two engines (negotiation, then transmission) driven through one state union:
+//
+//   new ──► handshake ──► transmitting ──► draining ──► closing ──► closed
+//    └──────────────────────►┘   └──────────────┴──────────►┘
+//
+// handshake: the greeting is sent; options are answered one at a time.
+// transmitting: requests are dispatched as they arrive, within the in-flight limits.
+// draining: NBD_CMD_DISC, the end of the stream, or server shutdown: no new requests
+//   (shutdown: ESHUTDOWN); what is in flight is answered, then we close.
+// closing: our side is ended (or the transport died); waiting for the transport to
+//   close and for device calls still running.
+// closed: everything settled; an owned device is closed.
+import {
+  ArenaPool,
+  type ClientFrame,
+  ClientStreamDecoder,
+  type Greeting,
+  ReadArenas,
+  type Transport,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeOptionReply,
+} from '@nbd/protocol';
+import { trimWhenQuiet } from '@nbd/node';
+import type { Device } from './device.js';
+import type { Logger } from './logger.js';
+import { type Negotiation, type NegotiationStep, type ServerMessage } from './negotiation.js';
+import { ReplyWriter } from './reply-writer.js';
+import type { Session } from './session.js';
+import { TransmissionEngine } from './transmission-engine.js';
+
+/** Limits of one connection. */
+export interface ConnectionLimits {
+  /** Requests in flight before reading pauses. */
+  maxInFlight: number;
+  /** Request and reply bytes in flight before reading pauses. */
+  maxInFlightBytes: number;
+  /** Milliseconds to finish the handshake. */
+  handshakeTimeout: number;
+  /** Largest option a client may send. */
+  maxOptionLength: number;
+  /** Largest payload drained to stay in sync before the stream is declared broken. */
+  maxDrain: number;
+}
+
+/** What a connection in transmission holds. */
+interface Transmit {
+  session: Session;
+  ownsDevice: boolean;
+  engine: TransmissionEngine;
+  writer: ReplyWriter;
+}
+
+type State =
+  | { phase: 'new' }
+  | { phase: 'handshake'; negotiation: Negotiation }
+  | { phase: 'transmitting' | 'draining'; t: Transmit }
+  | { phase: 'closing'; t: Transmit | undefined }
+  | { phase: 'closed' };
+type Phase = State['phase'];
+
+const transitions: Record<Phase, readonly Phase[]> = {
+  new: ['handshake', 'transmitting'],
+  handshake: ['transmitting', 'closing'],
+  transmitting: ['draining', 'closing'],
+  draining: ['closing'],
+  closing: ['closed'],
+  closed: [],
+};
+
+/** Read arenas of every server connection on this thread: 16 KiB while quiet, 4 MiB when busy. */
+const arenaPool = new ArenaPool(
+  { smallSize: 16 * 1024, largeSize: 4 * 1024 * 1024, maxRead: 1024 * 1024, minRead: 64 * 1024, spares: 4 },
+  (size) => Buffer.allocUnsafeSlow(size),
+);
+
+/** Grace for a client to read our last replies and close after we ended our side. */
+const CLOSE_GRACE_MS = 5000;
+
+/** How a connection starts: newstyle negotiation, or straight to transmission (oldstyle, kernel hand-over). */
+export type Start = { negotiation: Negotiation } | { session: Session; ownsDevice: boolean; greeting?: Greeting };
+
+export class ServerConnection {
+  private state: State = { phase: 'new' };
+  private readonly decoder: ClientStreamDecoder;
+  private readonly arenas: ReadArenas;
+  private paused = true;
+  private parsing = false;
+  /** An option handler is still running (an `open` hook): later frames wait. */
+  private busy = false;
+  private shuttingDown = false;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly untrim: () => void;
+  private readonly finished = Promise.withResolvers<void>();
+  private transportClosed = false;
+
+  constructor(
+    private readonly transport: Transport,
+    start: Start,
+    private readonly limits: ConnectionLimits,
+    private readonly logger: Logger,
+  ) {
+    this.decoder = new ClientStreamDecoder({ maxOptionLength: limits.maxOptionLength, maxDrain: limits.maxDrain });
+    this.arenas = new ReadArenas(arenaPool, this.decoder);
+    this.untrim = trimWhenQuiet(this.arenas, transport);
+    transport.onDrain = () => this.maybeResume();
+    transport.onClose = (err) => this.onTransportClosed(err);
+    if ('negotiation' in start) {
+      this.arenas.allowLarge = false; // a handshaking connection holds no large buffer
+      this.enter({ phase: 'handshake', negotiation: start.negotiation });
+      this.send(encodeGreeting(start.negotiation.greeting()));
+      this.timer(limits.handshakeTimeout, () => {
+        this.logger.info(`${this.peer}: handshake timed out`);
+        this.transport.destroy();
+      });
+    } else {
+      if (start.greeting) this.send(encodeGreeting(start.greeting));
+      this.transmit(start.session, start.ownsDevice);
+    }
+    transport.read({
+      buffer: () => this.arenas.buffer(),
+      filled: (n) => {
+        this.arenas.filled(n);
+        this.parse();
+        return !this.paused;
+      },
+      ended: (err) => this.onEnded(err),
+    });
+    if (this.transportClosed || transport.closed) this.onTransportClosed(undefined);
+    else this.resume();
+  }
+
+  get peer(): string {
+    return this.transport.peer.address;
+  }
+
+  get phase(): Phase {
+    return this.state.phase;
+  }
+
+  /** Settles once the transport closed, nothing is in flight and an owned device is closed. */
+  get done(): Promise<void> {
+    return this.finished.promise;
+  }
+
+  /** Server shutdown: options get ERR_SHUTDOWN, requests ESHUTDOWN; then the connection closes. */
+  shutdown(graceMs: number): void {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    const s = this.state;
+    if (s.phase === 'handshake') {
+      s.negotiation.shutdown();
+      this.timer(graceMs, () => this.transport.destroy());
+    } else if (s.phase === 'transmitting' || s.phase === 'draining') {
+      s.t.engine.shutdown();
+      if (s.phase === 'transmitting') this.enter({ phase: 'draining', t: s.t });
+      this.maybeFinishDraining();
+    }
+  }
+
+  // ------------------------------------------------------------ state
+
+  private enter(next: State): void {
+    const from = this.state.phase;
+    if (from !== next.phase && !transitions[from].includes(next.phase)) throw new Error(`internal: connection cannot go from ${from} to ${next.phase}`);
+    this.state = next;
+  }
+
+  private transmit(session: Session, ownsDevice: boolean): void {
+    this.decoder.startTransmission(session.extended, session.blockSizes.max);
+    this.arenas.allowLarge = true;
+    const writer = new ReplyWriter(this.transport, session, () => this.maybeResume(), this.limits.maxInFlightBytes);
+    const engine = new TransmissionEngine(
+      session,
+      writer,
+      { release: (payload) => this.arenas.release(payload), settled: () => this.settled() },
+      this.logger,
+      this.peer,
+    );
+    this.enter({ phase: 'transmitting', t: { session, ownsDevice, engine, writer } });
+    this.logger.debug(`${this.peer}: serving "${session.export.name}" flags 0x${session.flags.toString(16)}`);
+    if (this.shuttingDown) engine.shutdown();
+  }
+
+  // ------------------------------------------------------------ reading
+
+  private parse(): void {
+    if (this.parsing) return; // a frame's handler resumed us: the outer loop goes on
+    this.parsing = true;
+    try {
+      while (!this.paused && !this.busy && this.state.phase !== 'closed') {
+        // closing: frames are still decoded (to see the client's EOF) and dropped.
+        const frame = this.decoder.next();
+        if (frame === undefined) break;
+        this.onFrame(frame);
+      }
+    } catch (e) {
+      this.logger.warn(`${this.peer}: ${(e as Error).message}; closing`);
+      this.transport.destroy();
+    } finally {
+      this.parsing = false;
+    }
+  }
+
+  private onFrame(frame: ClientFrame): void {
+    const s = this.state;
+    if (s.phase === 'handshake') {
+      const step = s.negotiation.handle(frame);
+      if (!(step instanceof Promise)) return this.applyStep(step);
+      this.busy = true;
+      step.then(
+        (st) => {
+          this.busy = false;
+          this.applyStep(st);
+          this.parse();
+        },
+        (e: unknown) => {
+          this.busy = false;
+          this.logger.warn(`${this.peer}: handshake failed: ${(e as Error).message}`);
+          this.close();
+        },
+      );
+      return;
+    }
+    if (s.phase !== 'transmitting' || frame.kind !== 'request') return; // draining, closing: dropped
+    const outcome = s.t.engine.request(frame);
+    if (outcome === 'held') this.arenas.hold(frame.payload!);
+    else if (outcome === 'disconnect') {
+      this.drain(s.t);
+      return;
+    }
+    if (!this.canRead()) this.pause();
+  }
+
+  private applyStep(step: NegotiationStep): void {
+    if (this.state.phase !== 'handshake') {
+      if (step.next === 'transmit' && step.ownsDevice) void this.closeDevice(step.session.device);
+      return;
+    }
+    for (const m of step.send) this.send(encodeMessage(m));
+    if (step.next === 'close') {
+      this.logger.info(`${this.peer}: ${step.reason}; closing`);
+      this.close();
+    } else if (step.next === 'transmit') {
+      this.clearTimers();
+      this.transmit(step.session, step.ownsDevice);
+    }
+  }
+
+  private canRead(): boolean {
+    const s = this.state;
+    if (s.phase !== 'transmitting') return true;
+    const { maxInFlight, maxInFlightBytes } = this.limits;
+    return (
+      s.t.engine.inFlight < maxInFlight &&
+      s.t.engine.inFlightBytes < maxInFlightBytes &&
+      this.arenas.pinnedBytes < maxInFlightBytes &&
+      !s.t.writer.congested
+    );
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.transport.pause();
+  }
+
+  private resume(): void {
+    if (!this.paused || this.state.phase === 'closed') return;
+    this.paused = false;
+    this.parse();
+    if (!this.paused) this.transport.resume();
+  }
+
+  private maybeResume(): void {
+    if (this.paused && this.canRead()) this.resume();
+  }
+
+  // ------------------------------------------------------------ ending
+
+  private settled(): void {
+    const phase = this.state.phase;
+    if (phase === 'draining') this.maybeFinishDraining();
+    else if (phase === 'closing') this.maybeDone();
+    else this.maybeResume();
+  }
+
+  /** The client's stream ended (EOF) or broke: answer what is in flight, then close. */
+  private onEnded(err: Error | undefined): void {
+    if (err !== undefined) this.logger.debug(`${this.peer}: ${err.message}`);
+    const s = this.state;
+    if (s.phase === 'transmitting') this.drain(s.t);
+    else if (s.phase === 'handshake') this.close();
+  }
+
+  /** No more requests: close once what is in flight is answered. */
+  private drain(t: Transmit): void {
+    t.engine.stop();
+    this.enter({ phase: 'draining', t });
+    this.maybeFinishDraining();
+  }
+
+  private maybeFinishDraining(): void {
+    const s = this.state;
+    if (s.phase === 'draining' && s.t.engine.inFlight === 0) this.close();
+  }
+
+  /** Ends our side; a client that never reads the rest of our replies does not hold the connection forever. */
+  private close(): void {
+    const s = this.state;
+    if (s.phase === 'closing' || s.phase === 'closed') return;
+    this.enter({ phase: 'closing', t: s.phase === 'transmitting' || s.phase === 'draining' ? s.t : undefined });
+    this.clearTimers();
+    if (!this.transportClosed) {
+      this.transport.end();
+      // Drop whatever else arrives, but read on to see the peer's EOF.
+      this.paused = false;
+      this.transport.resume();
+      this.timer(CLOSE_GRACE_MS, () => this.transport.destroy());
+    }
+    this.maybeDone();
+  }
+
+  private onTransportClosed(err: Error | undefined): void {
+    if (this.transportClosed) return;
+    this.transportClosed = true;
+    if (err !== undefined) this.logger.debug(`${this.peer}: transport error: ${err.message}`);
+    const s = this.state;
+    if (s.phase !== 'closing' && s.phase !== 'closed') {
+      this.enter({ phase: 'closing', t: s.phase === 'transmitting' || s.phase === 'draining' ? s.t : undefined });
+    }
+    const c = this.state;
+    if (c.phase === 'closing') c.t?.engine.abort();
+    this.clearTimers();
+    this.untrim();
+    this.arenas.dispose();
+    this.maybeDone();
+  }
+
+  /** closing → closed once the transport is gone and no device call is running. */
+  private maybeDone(): void {
+    const s = this.state;
+    if (s.phase !== 'closing' || !this.transportClosed || (s.t !== undefined && s.t.engine.inFlight > 0)) return;
+    this.enter({ phase: 'closed' });
+    const owned = s.t?.ownsDevice ? this.closeDevice(s.t.session.device) : Promise.resolve();
+    void owned.then(() => this.finished.resolve());
+  }
+
+  private async closeDevice(device: Device): Promise<void> {
+    try {
+      await device.close?.();
+    } catch (e) {
+      this.logger.warn(`device close failed: ${(e as Error).message}`);
+    }
+  }
+
+  // ------------------------------------------------------------ helpers
+
+  private send(bytes: Uint8Array): void {
+    if (!this.transport.closed) this.transport.write(bytes);
+  }
+
+  private timer(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+}
+
+function encodeMessage(m: ServerMessage): Uint8Array {
+  return m.kind === 'option-reply' ? encodeOptionReply(m.option, m.reply) : encodeExportNameReply({ size: m.size, flags: m.flags }, m.noZeroes);
+}
