@@ -36,25 +36,47 @@ export interface ArenaPolicy {
   minRead: number;
   /** Spare large arenas the pool keeps for reuse; more are dropped. */
   spares: number;
+  /**
+   * Bytes of large arenas out at once across all connections (default 64 large arenas).
+   * Beyond it, a busy connection gets a `pressureSize` arena instead: memory stays bounded
+   * under many busy connections, at the cost of more, smaller reads.
+   */
+  budget?: number;
+  /** Arena of a busy connection when the budget is spent (default 256 KiB). */
+  pressureSize?: number;
 }
 
 /** Large arenas shared by the connections of one thread. */
 export class ArenaPool {
-  /** Large arenas allocated so far (monitoring, tests). */
+  /** Arenas allocated so far (monitoring, tests). */
   allocated = 0;
-  /** Large arenas handed out and not given back. */
+  /** Arenas handed out and not given back. */
   leased = 0;
+  /** Their bytes. */
+  leasedBytes = 0;
   private readonly spare: Uint8Array[] = [];
+  private readonly budget: number;
+  private takenSinceDecay = false;
 
   constructor(
     readonly policy: ArenaPolicy,
     /** Allocates an arena; a Node caller may skip zero-filling. */
     private readonly alloc: (size: number) => Uint8Array = (size) => new Uint8Array(size),
-  ) {}
+  ) {
+    this.budget = policy.budget ?? 64 * policy.largeSize;
+  }
+
+  /** The size of the next arena of a busy connection: large while the budget allows, else smaller. */
+  get busySize(): number {
+    const { largeSize, pressureSize = 256 * 1024 } = this.policy;
+    return this.leasedBytes + largeSize <= this.budget ? largeSize : Math.min(largeSize, pressureSize);
+  }
 
   /** An arena of `size` bytes: a spare when `size` is the standard large size. */
   take(size: number): Uint8Array {
     this.leased++;
+    this.leasedBytes += size;
+    this.takenSinceDecay = true;
     if (size === this.policy.largeSize) {
       const s = this.spare.pop();
       if (s !== undefined) return s;
@@ -65,13 +87,25 @@ export class ArenaPool {
 
   /** An arena nothing reads from any more: kept as a spare, or dropped. */
   give(bytes: Uint8Array): void {
-    this.leased--;
+    this.forget(bytes);
     if (bytes.length === this.policy.largeSize && this.spare.length < this.policy.spares) this.spare.push(bytes);
+  }
+
+  /** An arena that leaves the pool for good (a caller kept a view of it). */
+  forget(bytes: Uint8Array): void {
+    this.leased--;
+    this.leasedBytes -= bytes.length;
   }
 
   /** Spare arenas held. */
   get spares(): number {
     return this.spare.length;
+  }
+
+  /** Called periodically: a pool nobody took from since the last call drops a spare, so memory returns after load. */
+  decay(): void {
+    if (!this.takenSinceDecay) this.spare.pop();
+    this.takenSinceDecay = false;
   }
 
   /** Drops every spare (tests; a process under memory pressure). */
@@ -108,7 +142,7 @@ export class ReadArenas {
   active = false;
 
   constructor(
-    private readonly pool: ArenaPool,
+    readonly pool: ArenaPool,
     private readonly decoder: ArenaDecoder,
   ) {
     this.arena = this.small();
@@ -124,14 +158,14 @@ export class ReadArenas {
     const { maxRead, minRead } = this.pool.policy;
     const have = this.decoder.buffered;
     const want = this.decoder.wanted;
-    if (have > 0 && want > 0) this.typical = Math.min(this.pool.policy.largeSize / 2, Math.max(this.typical, have + want));
     const a = this.arena;
+    if (have > 0 && want > 0) this.typical = Math.min(a.bytes.length / 2, Math.max(this.typical, have + want));
     const room = a.bytes.length - this.tail;
     if (a.pooled) {
       if (room < want) {
         // The frame under way does not fit. One that fits a standard arena moves on now (little
         // to copy yet); a larger one fills this arena first, then grows into one twice its bytes.
-        if (have + want + minRead <= this.pool.policy.largeSize || room === 0) this.rotate(have, want);
+        if (have + want + minRead <= this.pool.busySize || room === 0) this.rotate(have, want);
       } else if (room < Math.max(minRead, this.typical)) {
         // Near the end: finish the frame under way exactly here, or start a new arena between frames.
         if (have > 0 && want > 0) return a.bytes.subarray(this.tail, this.tail + want);
@@ -231,8 +265,8 @@ export class ReadArenas {
       // Handshake: small arenas, grown to the frame in progress (the decoder's limits bound it).
       size = Math.max(smallSize, need + smallSize / 4);
       pooled = false;
-    } else if (need + minRead <= largeSize) {
-      size = largeSize;
+    } else if (need + minRead <= this.pool.busySize) {
+      size = this.pool.busySize;
     } else {
       // A frame larger than a standard arena grows into one twice what arrived (never to what is claimed).
       size = want > 0 ? Math.min(need, Math.max(largeSize, 2 * have)) : Math.max(largeSize, have + minRead);
@@ -261,7 +295,7 @@ export class ReadArenas {
   /** An arena nobody reads from: pooled ones go back to the pool (kept ones only leave the count). */
   private drop(a: Arena): void {
     if (!a.pooled) return;
-    if (a.kept) this.pool.leased--;
+    if (a.kept) this.pool.forget(a.bytes);
     else this.pool.give(a.bytes);
   }
 }

@@ -69,9 +69,12 @@ const transitions: Record<Phase, readonly Phase[]> = {
   closed: [],
 };
 
-/** Read arenas of every server connection on this thread: 16 KiB while quiet, 4 MiB when busy. */
+/**
+ * Read arenas of every server connection on this thread: 4 KiB while quiet, 4 MiB when
+ * busy; beyond 256 MiB of large arenas out at once, busy connections get 256 KiB ones.
+ */
 const arenaPool = new ArenaPool(
-  { smallSize: 16 * 1024, largeSize: 4 * 1024 * 1024, maxRead: 1024 * 1024, minRead: 64 * 1024, spares: 4 },
+  { smallSize: 4 * 1024, largeSize: 4 * 1024 * 1024, maxRead: 1024 * 1024, minRead: 64 * 1024, spares: 4, budget: 256 * 1024 * 1024 },
   (size) => Buffer.allocUnsafeSlow(size),
 );
 
