@@ -277,7 +277,7 @@ test('configure refuses a busy device index with EBUSY', async () => {
   const srv = await nbdkitMemory(sock);
   let err;
   await configure(await goKernel(sock), { index: lb.index }).catch((e) => (err = e));
-  assert(err && err.code === 'EBUSY' && /busy/.test(err.message), `EBUSY with a clear message, got ${err}`);
+  assert(err && err.errnoName === 'EBUSY' && /busy/.test(err.message), `EBUSY with a clear message, got ${err}`);
   await lb.close();
   await srv.kill();
 });

@@ -43,10 +43,32 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
     let detached = 0;
     const sock = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
     const conn = {
-      detach: () => (detached++, { socket: sock, info: { size: 8192, flags, blockSizes: { min: 4096, preferred: 4096 } } }),
+      info: { size: 8192, flags, blockSizes: { min: 4096, preferred: 4096 } },
+      detach: () => (detached++, { socket: sock }),
     };
     const p = prepare(conn);
     expect(detached).toBe(1);
     expect(p).toMatchObject({ fds: [42], size: 8192, flags, blockSize: 4096 });
+  });
+
+  test('a refusal detaches nothing: the Connections stay usable', () => {
+    let detached = 0;
+    const conn = () => ({
+      info: { size: 8192, flags },
+      detach: () => (detached++, { socket: Object.assign(new PassThrough(), { _handle: { fd: 42 } }) }),
+    });
+    expect(() => prepare([conn(), conn()])).toThrow(/does not advertise CAN_MULTI_CONN/);
+    expect(() => prepare(conn(), 1000)).toThrow(/power of 2/);
+    expect(detached).toBe(0);
+  });
+
+  test('if a socket cannot go to the kernel, the sockets already detached are closed, not leaked', () => {
+    const good = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
+    const conns = [
+      { info: { size: 8192, flags: flags | T.CAN_MULTI_CONN }, detach: () => ({ socket: good }) },
+      { info: { size: 8192, flags: flags | T.CAN_MULTI_CONN }, detach: () => ({ socket: new PassThrough() }) },
+    ];
+    expect(() => prepare(conns)).toThrow(/no file descriptor/);
+    expect(good.destroyed).toBe(true);
   });
 });

@@ -2,15 +2,18 @@
 // first (CONNECT returns at once, the kernel owns the sockets), ioctls as fallback.
 // Also disconnect, status, and a supervisor that reconnects dead links.
 import type { Duplex } from 'node:stream';
-import { TransmissionFlag } from '@nbd/protocol';
-import { NbdLinuxError } from './errors.js';
+import { NbdInvalidArgumentError, TransmissionFlag, throwIfAborted, tieToSignal } from '@nbd/protocol';
+import { NbdSystemError, fdOf } from '@nbd/node';
 import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
-import { ClientFlag, type DeviceStatus, NbdNetlink } from './netlink.js';
+import { KernelClientFlag } from './netlink-codec.js';
+import { type DeviceStatus, NbdNetlink } from './netlink.js';
 import { existsSync } from 'node:fs';
 
 /** What `@nbd/client`'s `Connection` offers for the hand-over (structural, no import). */
 export interface DetachableConnection {
-  detach(): { socket: Duplex; info: { size: number; flags: number; blockSizes?: { min: number; preferred: number } } };
+  readonly info: { size: number; flags: number; blockSizes?: { min: number } };
+  /** Stops using the socket (nothing read past the handshake) and hands it over. */
+  detach(): { socket: Duplex };
 }
 
 /** A socket (or raw fd) already in the transmission phase, with what the handshake said. */
@@ -42,6 +45,7 @@ export interface ConfigureOptions {
   destroyOnDisconnect?: boolean;
   /** Shown in /sys/block/nbdN/backend (netlink only; ignored with ioctls). */
   backend?: string;
+  /** Checked before anything is handed to the kernel. */
   signal?: AbortSignal;
 }
 
@@ -53,47 +57,46 @@ interface Prepared {
   blockSize: number;
 }
 
-function fdOf(socket: Duplex): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw new NbdLinuxError('configure: this socket has no file descriptor (only unix/TCP sockets can go to the kernel)', 'EINVAL');
-  }
-  return fd;
-}
-
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+const isDetachable = (c: ConnectionInput): c is DetachableConnection => typeof (c as DetachableConnection).detach === 'function';
 
-/** Detaches and checks every connection: one export, consistent flags, multi-conn only if advertised. */
+/**
+ * Checks every connection (one export, consistent flags, multi-conn only if advertised,
+ * a valid block size), and only then detaches them. A refusal leaves every Connection
+ * as it was; if a detach fails, the sockets already detached are closed.
+ */
 export function prepare(input: ConnectionInput | readonly ConnectionInput[], blockSize?: number): Prepared {
   const list = Array.isArray(input) ? (input as readonly ConnectionInput[]) : [input as ConnectionInput];
-  if (list.length === 0) throw new NbdLinuxError('configure: no connections given', 'EINVAL');
-  const raw: RawConnection[] = list.map((c) => {
-    if ('detach' in c && typeof c.detach === 'function') {
-      const { socket, info } = c.detach();
-      const bs = info.blockSizes?.min;
-      return { socket, size: info.size, flags: info.flags, ...(bs !== undefined ? { blockSize: bs } : {}) };
-    }
-    return c as RawConnection;
-  });
-  const first = raw[0] as RawConnection;
-  for (const r of raw) {
-    if (r.size !== first.size || r.flags !== first.flags) {
-      throw new NbdLinuxError('configure: the connections disagree on size or flags; they must all be to the same export', 'EINVAL');
-    }
+  if (list.length === 0) throw new NbdInvalidArgumentError('configure: no connections given');
+  const described = list.map((c) =>
+    isDetachable(c) ? { size: c.info.size, flags: c.info.flags, blockSize: c.info.blockSizes?.min } : { size: c.size, flags: c.flags, blockSize: c.blockSize },
+  );
+  const first = described[0]!;
+  if (described.some((d) => d.size !== first.size || d.flags !== first.flags)) {
+    throw new NbdInvalidArgumentError('configure: the connections disagree on size or flags; they must all be to the same export');
   }
-  if (!Number.isSafeInteger(first.size) || first.size < 0) throw new NbdLinuxError(`configure: bad export size ${first.size}`, 'EINVAL');
-  if (raw.length > 1 && !(first.flags & TransmissionFlag.CAN_MULTI_CONN)) {
-    throw new NbdLinuxError(
-      `configure: ${raw.length} connections, but the export does not advertise CAN_MULTI_CONN; the kernel would refuse them (use one connection)`,
-      'EINVAL',
+  if (!Number.isSafeInteger(first.size) || first.size < 0) throw new NbdInvalidArgumentError(`configure: bad export size ${first.size}`);
+  if (list.length > 1 && !(first.flags & TransmissionFlag.CAN_MULTI_CONN)) {
+    throw new NbdInvalidArgumentError(
+      `configure: ${list.length} connections, but the export does not advertise CAN_MULTI_CONN; the kernel would refuse them (use one connection)`,
     );
   }
   const bs = blockSize ?? Math.max(512, first.blockSize ?? 512);
   if (!isPow2(bs) || bs < 512 || bs > 65536) {
-    throw new NbdLinuxError(`configure: block size ${bs} must be a power of 2 from 512 to the page size`, 'EINVAL');
+    throw new NbdInvalidArgumentError(`configure: block size ${bs} must be a power of 2 from 512 to the page size`);
   }
-  const sockets = raw.flatMap((r) => (r.socket ? [r.socket] : []));
-  const fds = raw.map((r) => (r.fd !== undefined ? r.fd : fdOf(r.socket as Duplex)));
+  const sockets: Duplex[] = [];
+  const fds: number[] = [];
+  try {
+    for (const c of list) {
+      const socket = isDetachable(c) ? c.detach().socket : c.socket;
+      if (socket) sockets.push(socket);
+      fds.push(socket ? fdOf(socket) : (c as RawConnection).fd!);
+    }
+  } catch (err) {
+    release(sockets);
+    throw err;
+  }
   return { fds, sockets, size: first.size, flags: first.flags, blockSize: bs };
 }
 
@@ -108,7 +111,7 @@ async function openNetlinkOrNull(mode: ConfigureOptions['mode']): Promise<NbdNet
     return await NbdNetlink.open();
   } catch (err) {
     // No netlink family: fall back to ioctls unless netlink was asked for.
-    if (mode === undefined && err instanceof NbdLinuxError && err.code === 'ENOENT' && listDevices().length > 0) return null;
+    if (mode === undefined && err instanceof NbdSystemError && err.errnoName === 'ENOENT' && listDevices().length > 0) return null;
     throw err;
   }
 }
@@ -119,14 +122,14 @@ async function openNetlinkOrNull(mode: ConfigureOptions['mode']): Promise<NbdNet
  * entries are closed here once the kernel holds them; `{ fd }` entries stay the caller's.
  */
 export async function configure(connections: ConnectionInput | readonly ConnectionInput[], opts: ConfigureOptions = {}): Promise<number> {
-  opts.signal?.throwIfAborted();
+  throwIfAborted(opts.signal, 'configure');
   const p = prepare(connections, opts.blockSize);
   try {
     const nl = await openNetlinkOrNull(opts.mode);
     if (!nl) {
       if (opts.disconnectOnClose || opts.destroyOnDisconnect || opts.deadConnTimeout !== undefined) {
         // Silently dropping these would change behaviour the caller relies on (`backend` is cosmetic).
-        throw new NbdLinuxError('configure: disconnectOnClose, destroyOnDisconnect and deadConnTimeout need netlink', 'EINVAL');
+        throw new NbdInvalidArgumentError('configure: disconnectOnClose, destroyOnDisconnect and deadConnTimeout need netlink');
       }
       const dev = await ioctlConnect(
         {
@@ -142,7 +145,7 @@ export async function configure(connections: ConnectionInput | readonly Connecti
       return dev.index;
     }
     try {
-      const clientFlags = (opts.disconnectOnClose ? ClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? ClientFlag.DESTROY_ON_DISCONNECT : 0);
+      const clientFlags = (opts.disconnectOnClose ? KernelClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? KernelClientFlag.DESTROY_ON_DISCONNECT : 0);
       return await nl.connect({
         size: p.size,
         blockSize: p.blockSize,
@@ -164,21 +167,21 @@ export async function configure(connections: ConnectionInput | readonly Connecti
 
 /** Disconnects /dev/nbdN (whoever bound it) and, for our ioctl devices, waits for DO_IT to return. */
 export async function disconnect(index: number, opts: { signal?: AbortSignal } = {}): Promise<void> {
-  opts.signal?.throwIfAborted();
+  throwIfAborted(opts.signal);
   const own = ioctlDevice(index);
   if (own) return own.disconnect();
   let nl: NbdNetlink | null = null;
   try {
     nl = await NbdNetlink.open();
   } catch (err) {
-    if (!(err instanceof NbdLinuxError && err.code === 'ENOENT')) throw err;
+    if (!(err instanceof NbdSystemError && err.errnoName === 'ENOENT')) throw err;
   }
   if (!nl) return ioctlDisconnectForeign(index);
   try {
     await nl.disconnect(index);
   } catch (err) {
     // A device bound through ioctls by another process refuses netlink control.
-    if (err instanceof NbdLinuxError && err.code === 'EINVAL' && existsSync(`/sys/block/nbd${index}/pid`)) return ioctlDisconnectForeign(index);
+    if (err instanceof NbdSystemError && err.errnoName === 'EINVAL' && existsSync(`/sys/block/nbd${index}/pid`)) return ioctlDisconnectForeign(index);
     throw err;
   } finally {
     nl.close();
@@ -187,12 +190,12 @@ export async function disconnect(index: number, opts: { signal?: AbortSignal } =
 
 /** Which devices exist and which are connected (netlink STATUS; sysfs without netlink). */
 export async function status(index?: number, opts: { signal?: AbortSignal } = {}): Promise<DeviceStatus[]> {
-  opts.signal?.throwIfAborted();
+  throwIfAborted(opts.signal);
   let nl: NbdNetlink | null = null;
   try {
     nl = await NbdNetlink.open();
   } catch (err) {
-    if (!(err instanceof NbdLinuxError && err.code === 'ENOENT') || listDevices().length === 0) throw err;
+    if (!(err instanceof NbdSystemError && err.errnoName === 'ENOENT') || listDevices().length === 0) throw err;
   }
   if (!nl) {
     const all = listDevices().map((i) => ({ index: i, connected: existsSync(`/sys/block/nbd${i}/pid`) }));
@@ -233,7 +236,7 @@ export async function supervise(
   reconnect: () => Promise<ConnectionInput[]>,
   opts: SuperviseOptions = {},
 ): Promise<Supervisor> {
-  opts.signal?.throwIfAborted();
+  throwIfAborted(opts.signal);
   const nl = await NbdNetlink.open();
   let count = 0;
   let stopped = false;
@@ -252,7 +255,7 @@ export async function supervise(
         return;
       } catch (err) {
         // No dead socket left to replace: an earlier attempt already repaired the device.
-        if (err instanceof NbdLinuxError && err.code === 'ENOSPC') return;
+        if (err instanceof NbdSystemError && err.errnoName === 'ENOSPC') return;
         opts.onReconnect?.(err);
         await new Promise((r) => setTimeout(r, retryDelay));
       } finally {
@@ -284,12 +287,13 @@ export async function supervise(
     nl.close();
     throw err;
   }
+  let untie = (): void => {};
   const close = () => {
     stopped = true;
     nl.close();
-    opts.signal?.removeEventListener('abort', close);
+    untie();
   };
-  opts.signal?.addEventListener('abort', close, { once: true });
+  untie = tieToSignal(opts.signal, close);
   return {
     get reconnects() {
       return count;

@@ -12,23 +12,20 @@ export {
   status,
   supervise,
 } from './configure.js';
-export { NbdLinuxError, errnoName } from './errors.js';
-export { ffiLoaded } from './ffi.js';
+export { NbdSystemError, errnoName, ffiLoaded } from '@nbd/node';
 export { NbdIoctl, deviceInUse, listDevices } from './ioctl.js';
 export { type Loopback, type LoopbackOptions, loopback } from './loopback.js';
+export { type DeviceStatus, NbdNetlink } from './netlink.js';
 export {
   type Attr,
   type AttrSpec,
-  ClientFlag,
-  type DeviceStatus,
+  KernelClientFlag,
   NbdAttr,
   NbdCmd,
-  NbdNetlink,
   decodeAttrs,
   decodeError,
   decodeGenl,
   decodeMessages,
-  decodeStatus,
   encodeAttrs,
   encodeGenlRequest,
-} from './netlink.js';
+} from './netlink-codec.js';

@@ -3,8 +3,7 @@
 // a dedicated worker thread until the device disconnects.
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { NbdLinuxError } from './errors.js';
-import { closeFd, ioctlInt, openDevice } from './ffi.js';
+import { NbdSystemError, closeFd, ioctlInt, openRdwr } from '@nbd/node';
 
 /** `_IO(0xab, n)`: no size or direction bits. */
 export const NbdIoctl = {
@@ -81,7 +80,7 @@ export async function ioctlConnect(p: IoctlParams, signal?: AbortSignal): Promis
   const candidates = p.index !== undefined ? [p.index] : listDevices().filter((i) => !deviceInUse(i));
   if (p.index === undefined && candidates.length === 0) {
     const any = listDevices().length > 0;
-    throw new NbdLinuxError(
+    throw new NbdSystemError(
       any ? 'no free /dev/nbdN: every device is in use (modprobe nbd nbds_max=N for more)' : 'no /dev/nbdN devices: modprobe nbd',
       any ? 'EBUSY' : 'ENOENT',
     );
@@ -94,7 +93,7 @@ export async function ioctlConnect(p: IoctlParams, signal?: AbortSignal): Promis
     } catch (err) {
       last = err;
       // Lost a race for a free device: try the next one.
-      if (p.index !== undefined || !(err instanceof NbdLinuxError) || err.code !== 'EBUSY') throw err;
+      if (p.index !== undefined || !(err instanceof NbdSystemError) || err.errnoName !== 'EBUSY') throw err;
     }
   }
   throw last;
@@ -104,10 +103,10 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
   const path = `/dev/nbd${index}`;
   let fd: number;
   try {
-    fd = openDevice(path);
+    fd = openRdwr(path);
   } catch (err) {
-    if (err instanceof NbdLinuxError && err.code === 'ENOENT') {
-      throw new NbdLinuxError(`${path} does not exist: modprobe nbd (nbds_max=N for more devices)`, 'ENOENT', 2);
+    if (err instanceof NbdSystemError && err.errnoName === 'ENOENT') {
+      throw new NbdSystemError(`${path} does not exist: modprobe nbd (nbds_max=N for more devices)`, 'ENOENT', 2);
     }
     throw err;
   }
@@ -157,12 +156,12 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
     if (early !== undefined) {
       await done;
       if (early instanceof Error) throw early;
-      throw NbdLinuxError.fromErrno(early.errno || 5, `${path}: NBD_DO_IT`);
+      throw NbdSystemError.fromErrno(early.errno || 5, `${path}: NBD_DO_IT`);
     }
     if (Date.now() - started > START_TIMEOUT_MS) {
       ioctlInt(fd, NbdIoctl.CLEAR_SOCK, 0, 'NBD_CLEAR_SOCK');
       await done;
-      throw new NbdLinuxError(`${path}: NBD_DO_IT did not start within ${START_TIMEOUT_MS} ms`, 'ETIMEDOUT');
+      throw new NbdSystemError(`${path}: NBD_DO_IT did not start within ${START_TIMEOUT_MS} ms`, 'ETIMEDOUT');
     }
   }
 
@@ -193,7 +192,7 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
 /** Disconnects a device bound by another process (like `nbd-client -d`). */
 export function ioctlDisconnectForeign(index: number): void {
   const path = `/dev/nbd${index}`;
-  const fd = openDevice(path);
+  const fd = openRdwr(path);
   try {
     ioctlInt(fd, NbdIoctl.DISCONNECT, 0, `${path}: NBD_DISCONNECT`);
     ioctlInt(fd, NbdIoctl.CLEAR_SOCK, 0, `${path}: NBD_CLEAR_SOCK`);

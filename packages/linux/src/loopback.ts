@@ -1,14 +1,14 @@
 // A Device as /dev/nbdN inside this process: per connection a socketpair, our
-// server on one end, our client's handshake on the other, whose fd then goes to
-// the kernel. Everything the kernel asks of the device is served on this event
-// loop, so I/O on /dev/nbdN from this thread must be async (see README).
+// server's transmission phase on one end (no handshake: we tell the kernel the size
+// and flags ourselves), the other end's fd to the kernel. Everything the kernel
+// asks of the device is served on this event loop, so I/O on /dev/nbdN from this
+// thread must be async (see README).
 import { open } from 'node:fs/promises';
-import { Socket } from 'node:net';
-import { Client } from '@nbd/client';
-import { type Device, serve } from '@nbd/server';
+import type { Socket } from 'node:net';
+import { NbdInvalidArgumentError, tieToSignal, throwIfAborted } from '@nbd/protocol';
+import { socketPair } from '@nbd/node';
+import { type Device, type Export, serveTransmission, transmissionFlagsOf } from '@nbd/server';
 import { type ConfigureOptions, configure, disconnect, status } from './configure.js';
-import { NbdLinuxError } from './errors.js';
-import { closeFd, socketpair } from './ffi.js';
 
 export interface LoopbackOptions {
   /** Connections (default 1); more than one needs `device.multiConn`. */
@@ -41,48 +41,39 @@ const SERVER_DRAIN_MS = 5_000;
 
 /** Serves `device` (of `size` bytes) to the kernel and resolves once /dev/nbdN is live. */
 export async function loopback(device: Device, size: number, opts: LoopbackOptions = {}): Promise<Loopback> {
-  opts.signal?.throwIfAborted();
+  throwIfAborted(opts.signal, 'loopback');
   const n = opts.connections ?? 1;
-  if (!Number.isInteger(n) || n < 1) throw new NbdLinuxError(`loopback: connections must be a positive integer, not ${n}`, 'EINVAL');
+  if (!Number.isInteger(n) || n < 1) throw new NbdInvalidArgumentError(`loopback: connections must be a positive integer, not ${n}`);
   if (n > 1 && !device.multiConn) {
-    throw new NbdLinuxError(`loopback: ${n} connections need a device with multiConn (the kernel refuses them otherwise)`, 'EINVAL');
+    throw new NbdInvalidArgumentError(`loopback: ${n} connections need a device with multiConn (the kernel refuses them otherwise)`);
   }
+  const exp: Export = { name: '', size, device, readOnly: opts.readOnly ?? false };
+  const flags = transmissionFlagsOf(exp);
   const stopServers = new AbortController();
   const serving: Promise<void>[] = [];
-  const clientSockets: Socket[] = [];
+  const kernelEnds: Socket[] = [];
   try {
-    const conns = [];
     for (let i = 0; i < n; i++) {
-      const [serverFd, clientFd] = socketpair();
-      let serverSock: Socket;
-      try {
-        serverSock = new Socket({ fd: serverFd, readable: true, writable: true });
-      } catch (err) {
-        closeFd(serverFd);
-        closeFd(clientFd);
-        throw err;
-      }
-      const clientSock = new Socket({ fd: clientFd, readable: true, writable: true });
-      clientSockets.push(clientSock);
-      serving.push(
-        Promise.resolve(serve(serverSock, [{ name: '', size, device, readOnly: opts.readOnly ?? false }], { signal: stopServers.signal })).then(
-          () => undefined,
-        ),
-      );
-      const client = await Client.connect(clientSock, opts.signal ? { signal: opts.signal } : {});
-      conns.push(await client.go('', { structuredReplies: false, ...(opts.signal ? { signal: opts.signal } : {}) }));
+      const [ours, kernels] = socketPair();
+      kernelEnds.push(kernels);
+      serving.push(serveTransmission(ours, exp, { signal: stopServers.signal }));
     }
-    const index = await configure(conns, {
-      backend: 'nbd-loopback',
-      ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
-      ...(opts.blockSize !== undefined ? { blockSize: opts.blockSize } : {}),
-      ...(opts.index !== undefined ? { index: opts.index } : {}),
-      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
-    });
+    const index = await configure(
+      // The block size defaults to the device's minimum (at least 512), as a handshake would have told.
+      kernelEnds.map((socket) => ({ socket, size, flags, ...(device.blockSizes ? { blockSize: device.blockSizes.min } : {}) })),
+      {
+        backend: 'nbd-loopback',
+        ...(opts.mode !== undefined ? { mode: opts.mode } : {}),
+        ...(opts.blockSize !== undefined ? { blockSize: opts.blockSize } : {}),
+        ...(opts.index !== undefined ? { index: opts.index } : {}),
+        ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+        ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+      },
+    );
     return running(index, device, serving, stopServers, opts.signal);
   } catch (err) {
     stopServers.abort();
-    for (const s of clientSockets) s.destroy();
+    for (const s of kernelEnds) s.destroy();
     await Promise.allSettled(serving);
     throw err;
   }
@@ -118,12 +109,10 @@ function running(index: number, device: Device, serving: Promise<void>[], stopSe
   const ended = served.then(async () => {
     if (!closing) await detach(index).catch(() => {});
   });
-  const closed = Promise.race([ended, new Promise<void>((resolve, reject) => {
-    const onAbort = () => close().then(resolve, reject);
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-    ended.then(() => signal?.removeEventListener('abort', onAbort));
-  })]).then(async () => {
+  const aborted = Promise.withResolvers<void>();
+  const untie = tieToSignal(signal, () => close().then(aborted.resolve, aborted.reject));
+  void ended.then(untie);
+  const closed = Promise.race([ended, aborted.promise]).then(async () => {
     if (closing) await closing;
     const failed = (await served).find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed && !stopServers.signal.aborted) throw failed.reason;

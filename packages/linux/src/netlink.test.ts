@@ -1,11 +1,10 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { NbdLinuxError } from './errors.js';
+import { NbdSystemError } from '@nbd/node';
+import { GenlSocket, resolveFamily } from './genl-socket.js';
 import {
   Ctrl,
-  GenlSocket,
   NbdAttr,
-  NbdNetlink,
   NlmFlag,
   Nlmsg,
   attrString,
@@ -13,17 +12,14 @@ import {
   attrU32,
   attrU64,
   attrU8,
-  connectAttrs,
   decodeAttrs,
   decodeError,
   decodeGenl,
   decodeMessages,
-  decodeStatus,
   encodeAttrs,
   encodeGenlRequest,
-  reconfigureAttrs,
-  resolveFamily,
-} from './netlink.js';
+} from './netlink-codec.js';
+import { NbdNetlink, connectAttrs, decodeStatus, reconfigureAttrs } from './netlink.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const bytes = (h: string) => new Uint8Array(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
@@ -67,7 +63,7 @@ describe('attributes', () => {
 
   test('a length beyond the buffer or below the header is a protocol error, not a crash', () => {
     expect(() => decodeAttrs(bytes('ff00 0100 0000'))).toThrow(/bad attribute length/);
-    expect(() => decodeAttrs(bytes('0200 0100'))).toThrow(NbdLinuxError);
+    expect(() => decodeAttrs(bytes('0200 0100'))).toThrow(NbdSystemError);
   });
 
   test('an attribute too short for its type is refused', () => {
@@ -161,7 +157,7 @@ describe('generic netlink socket (host kernel)', () => {
   test('an unknown family is ENOENT with a modprobe hint', async () => {
     const s = new GenlSocket();
     try {
-      await expect(resolveFamily(s, 'nosuchfam')).rejects.toMatchObject({ code: 'ENOENT', message: expect.stringMatching(/modprobe nbd/) });
+      await expect(resolveFamily(s, 'nosuchfam')).rejects.toMatchObject({ errnoName: 'ENOENT', message: expect.stringMatching(/modprobe nbd/) });
     } finally {
       s.close();
     }
@@ -177,11 +173,11 @@ describe('generic netlink socket (host kernel)', () => {
     }
   });
 
-  test('a kernel error arrives as NbdLinuxError with errno (bad nlctrl command)', async () => {
+  test('a kernel error arrives as NbdSystemError with errno (bad nlctrl command)', async () => {
     const s = new GenlSocket();
     try {
-      await expect(s.request(0x10, 0xee, 2, [], 'bogus ctrl command')).rejects.toMatchObject({ name: 'NbdLinuxError', code: 'EOPNOTSUPP' });
-      await expect(s.request(0x10, Ctrl.CMD_GETFAMILY, 2, [], 'getfamily without a name')).rejects.toBeInstanceOf(NbdLinuxError);
+      await expect(s.request(0x10, 0xee, 2, [], 'bogus ctrl command')).rejects.toMatchObject({ name: 'NbdSystemError', errnoName: 'EOPNOTSUPP' });
+      await expect(s.request(0x10, Ctrl.CMD_GETFAMILY, 2, [], 'getfamily without a name')).rejects.toBeInstanceOf(NbdSystemError);
     } finally {
       s.close();
     }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { NbdLinuxError, errnoName } from './errors.js';
+import { NbdSystemError, errnoName } from './system-error.js';
 
 describe('errno mapping', () => {
   test('names come from the OS table, unknown ones stay numeric', () => {
@@ -15,7 +15,7 @@ describe('errno mapping', () => {
     [22, /EINVAL: .*CAN_MULTI_CONN/],
     [28, /ENOSPC: no dead connection to replace/],
   ])('errno %i gets a hint', (errno, re) => {
-    const e = NbdLinuxError.fromErrno(errno, 'netlink NBD connect');
+    const e = NbdSystemError.fromErrno(errno, 'netlink NBD connect');
     expect(e).toBeInstanceOf(Error);
     expect(e.message).toMatch(/^netlink NBD connect: /);
     expect(e.message).toMatch(re);
@@ -23,6 +23,6 @@ describe('errno mapping', () => {
   });
 
   test("the kernel's own text wins over the generic hint", () => {
-    expect(NbdLinuxError.fromErrno(-22, 'x', 'nbd: must specify a size').message).toBe('x: EINVAL: nbd: must specify a size');
+    expect(NbdSystemError.fromErrno(-22, 'x', 'nbd: must specify a size').message).toBe('x: EINVAL: nbd: must specify a size');
   });
 });
