@@ -5,9 +5,16 @@
 #   randread 4 KiB, queue depth 32, one connection, nbdkit memory: ours vs fio (libnbd engine)
 # Prints one markdown table with ratios (ours / theirs; > 1 = ours faster).
 #   SIZE (default 1G), RUNS (default 3), SECS (randread seconds, default 10)
+#   BUILDS  our builds to compare, "label=checkout ..." (default "ours=." ; bench/before-after.sh
+#           passes the old commit's build too); each runs its own examples/dist scripts
+#   T2=1    also ours with --threads=2 (this thread plus one worker)
+#   NODE    the node that runs ours (default: the newest supported node the bootstrap cached)
 set -eu
 cd "$(dirname "$0")/.."
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+NODE=${NODE:-$(ls -d "${HOME:-/root}"/.cache/nbd-node/node-*/bin/node 2>/dev/null | sort -V | tail -1)}
+NODE=${NODE:-node}
+read -r -a BUILDS <<<"${BUILDS:-ours=.}"
 # This machine sets NODE_EXTRA_CA_CERTS for its HTTPS proxy; node then parses the whole CA
 # bundle at every start (~30 ms of a ~0.8 s copy, measured with perf), which has nothing to
 # do with NBD. A plain machine has no such variable, so the runs here go without it.
@@ -37,35 +44,57 @@ nbdcopy "$PAT" "$MEM"
 # wall time (s) of one command
 once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# ours and theirs alternate (A B A B ...) so drift on the shared CPU hits both; prints "ours theirs"
-# and ours again with --threads=2 (this thread plus one worker, 2 connections each); prints "ours ours-t2 theirs"
+# every build and nbdcopy alternate (A B C A B C ...) so drift on the shared CPU hits all;
+# prints one median per build (and per build with --threads=2 if T2=1), then nbdcopy's
 pair() { # src dst
-  local os=() o2=() ts=()
+  local -A t=()
+  local variants=("")
+  [ "${T2:-0}" = 1 ] && variants+=("--threads=2")
   for _ in $(seq "$RUNS"); do
-    os+=("$(once node examples/dist/client-copy.js "$1" "$2")")
-    o2+=("$(once node examples/dist/client-copy.js --threads=2 "$1" "$2")")
-    ts+=("$(once nbdcopy "$1" "$2")")
+    for b in "${BUILDS[@]}"; do
+      for v in "${variants[@]}"; do
+        # shellcheck disable=SC2086
+        t["$b$v"]+=" $(once "$NODE" "${b#*=}/examples/dist/client-copy.js" $v "$1" "$2")"
+      done
+    done
+    t[nbdcopy]+=" $(once nbdcopy "$1" "$2")"
   done
-  echo "$(median "${os[@]}") $(median "${o2[@]}") $(median "${ts[@]}")"
+  local out=""
+  for b in "${BUILDS[@]}"; do for v in "${variants[@]}"; do out+="$(median ${t["$b$v"]}) "; done; done
+  echo "$out$(median ${t[nbdcopy]})"
 }
 gibs() { echo "scale=3; $BYTES / $1 / 1073741824" | bc -l; }
+r() { echo "scale=2; $1 / $2" | bc -l; }
+names=()
+for b in "${BUILDS[@]}"; do names+=("${b%%=*}"); [ "${T2:-0}" = 1 ] && names+=("${b%%=*} --threads=2"); done
+
+rows() { # title times... (the last is nbdcopy's)
+  local title=$1; shift
+  local all=("$@") theirs=${*: -1} i=0
+  for n in "${names[@]}"; do
+    echo "| $title, $n (GiB/s) | $(gibs "${all[$i]}") | $(gibs "$theirs") (nbdcopy) | $(r "$theirs" "${all[$i]}") |"
+    i=$((i+1))
+  done
+}
 
 log "copy memory → null:"
-read -r o1 p1 t1 < <(pair "$MEM" null:)
+read -r -a c1 < <(pair "$MEM" null:)
 log "copy pattern → memory (destination pre-allocated by one untimed nbdcopy)"
 nbdcopy "$PAT" "$DST"
-read -r o2 p2 t2 < <(pair "$PAT" "$DST")
+read -r -a c2 < <(pair "$PAT" "$DST")
 log "randread 4k qd32 (${SECS}s each)"
-o3=$(node examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
+rr=()
+for b in "${BUILDS[@]}"; do rr+=("$("$NODE" "${b#*=}/examples/dist/client-randread.js" "$MEM" "$SECS" 32 4096)"); done
 t3=$(fio --name=rr --ioengine=nbd --uri="$MEM" --rw=randread --bs=4k --iodepth=32 --size="$BYTES" \
   --time_based --runtime="$SECS" --ramp_time=1 --norandommap --randrepeat=0 --output-format=json --output="$WORK/fio.json" >/dev/null && \
   /usr/bin/python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$WORK/fio.json")
 
-r() { echo "scale=2; $1 / $2" | bc -l; }
-echo "| workload ($SIZE export, median of $RUNS) | @nbd/client | libnbd | ratio ours/libnbd |"
+echo "| workload ($SIZE export, median of $RUNS, $("$NODE" --version)) | @nbd/client | libnbd | ratio ours/libnbd |"
 echo "|---|---|---|---|"
-echo "| copy nbdkit memory → null: (GiB/s) | $(gibs "$o1") | $(gibs "$t1") (nbdcopy) | $(r "$t1" "$o1") |"
-echo "| same, ours with --threads=2 | $(gibs "$p1") | $(gibs "$t1") (nbdcopy) | $(r "$t1" "$p1") |"
-echo "| copy nbdkit pattern → nbdkit memory (GiB/s) | $(gibs "$o2") | $(gibs "$t2") (nbdcopy) | $(r "$t2" "$o2") |"
-echo "| same, ours with --threads=2 | $(gibs "$p2") | $(gibs "$t2") (nbdcopy) | $(r "$t2" "$p2") |"
-echo "| randread 4 KiB qd32, 1 conn (IOPS) | $o3 | $t3 (fio nbd engine) | $(r "$o3" "$t3") |"
+rows "copy nbdkit memory → null:" "${c1[@]}"
+rows "copy nbdkit pattern → nbdkit memory" "${c2[@]}"
+i=0
+for b in "${BUILDS[@]}"; do
+  echo "| randread 4 KiB qd32, 1 conn, ${b%%=*} (IOPS) | ${rr[$i]} | $t3 (fio nbd engine) | $(r "${rr[$i]}" "$t3") |"
+  i=$((i+1))
+done

@@ -75,8 +75,12 @@ srv_cleanup() { # DIR : stop the server by its recorded PID, remove backing file
   rm -rf "$d"
 }
 
-# Our TypeScript server (examples/serve-memory.ts; build first: pnpm exec tsc -b).
+# Our TypeScript server (examples/serve-memory.ts; build first: pnpm exec tsc -b), run by
+# $NODE (default: the newest supported node the bootstrap cached, else `node`). NBD_TS_REPO
+# picks another checkout's build (bench/before-after.sh uses it for the old commit).
 _repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-srv_nbd-ts() { _bg "$1" node "$_repo/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2"; echo "nbd+unix:///?socket=$1/nbd.sock"; }
+NODE=${NODE:-$(ls -d "${HOME:-/root}"/.cache/nbd-node/node-*/bin/node 2>/dev/null | sort -V | tail -1)}
+NODE=${NODE:-node}
+srv_nbd-ts() { _bg "$1" "$NODE" "${NBD_TS_REPO:-$_repo}/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2"; echo "nbd+unix:///?socket=$1/nbd.sock"; }
 # The same on 2 worker threads (one per core here) over a SharedMemoryDevice.
-srv_nbd-ts-t2() { _bg "$1" node "$_repo/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2" --threads 2; echo "nbd+unix:///?socket=$1/nbd.sock"; }
+srv_nbd-ts-t2() { _bg "$1" "$NODE" "${NBD_TS_REPO:-$_repo}/examples/dist/serve-memory.js" --socket "$1/nbd.sock" --size "$2" --threads 2; echo "nbd+unix:///?socket=$1/nbd.sock"; }
