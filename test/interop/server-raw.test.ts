@@ -78,10 +78,10 @@ async function stillServes(): Promise<void> {
 }
 
 describe('option negotiation edge cases', () => {
-  it('unknown options get ERR_UNSUP and parsing goes on; STARTTLS is refused', async () => {
+  it('unknown options get ERR_UNSUP and parsing goes on; STARTTLS is refused (ERR_POLICY: a server without TLS is NOTLS)', async () => {
     const c = await start();
     expect(lastType(await option(c, { kind: 'unknown', code: 99, data: new Uint8Array([1, 2, 3]) }))).toBe(OptionReply.ERR_UNSUP);
-    expect(lastType(await option(c, { kind: 'starttls' }))).toBe(OptionReply.ERR_UNSUP);
+    expect(lastType(await option(c, { kind: 'starttls' }))).toBe(OptionReply.ERR_POLICY);
     // LIST with data is invalid.
     expect(lastType(await option(c, { kind: 'unknown', code: Option.LIST, data: new Uint8Array(4) }))).toBe(OptionReply.ERR_INVALID);
     // Malformed INFO (name length beyond the data).

@@ -22,6 +22,8 @@ const packageOf: Record<string, string> = {
   'nbd-server': 'nbd-server',
   'nbd-client': 'nbd-client',
   fio: 'fio',
+  certtool: 'gnutls-bin',
+  psktool: 'gnutls-bin',
 };
 
 /** Absolute path of a peer tool; throws (fails the test) when it is not installed. */

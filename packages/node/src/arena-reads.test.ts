@@ -54,6 +54,7 @@ class Reader {
         this.onEnd?.(err);
       },
     });
+    this.transport.readDirect();
   }
 
   get mode(): 'direct' | 'copy' | undefined {

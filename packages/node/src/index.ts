@@ -22,4 +22,14 @@ export {
 } from './ffi.js';
 export { NodeTransport, type NodeTransportOptions, peerOf } from './node-transport.js';
 export { trimWhenQuiet } from './sweep.js';
+export {
+  type ClientTlsOptions,
+  type Pem,
+  type ServerTls,
+  type ServerTlsOptions,
+  type TlsIdentity,
+  clientTls,
+  parsePskFile,
+  serverTls,
+} from './tls.js';
 export { NbdSystemError, errnoName } from './system-error.js';

@@ -60,6 +60,8 @@ describe('NodeTransport', () => {
     const t = new NodeTransport(server);
     const { sink, got, state } = collector();
     t.read(sink);
+    expect(t.mode).toBe('copy'); // until the handshake is over: STARTTLS may still wrap it
+    expect(t.readDirect()).toBe(true);
     expect(t.mode).toBe('direct');
     t.resume();
     client.write(Uint8Array.of(1, 2, 3));
@@ -75,6 +77,7 @@ describe('NodeTransport', () => {
     const t = new NodeTransport(stream);
     const { sink, got, state } = collector(2);
     t.read(sink);
+    expect(t.readDirect()).toBe(false);
     expect(t.mode).toBe('copy');
     t.resume();
     stream.write(Uint8Array.of(1, 2, 3, 4, 5));

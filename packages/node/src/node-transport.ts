@@ -1,10 +1,13 @@
 // A Transport over a Node stream: a net.Socket (TCP, unix socket, socketpair end),
-// a tls.TLSSocket, or any Duplex. Plain sockets read straight into the sink's
-// buffers (fast-read.ts); everything else has its 'data' chunks copied in.
+// a tls.TLSSocket, or any Duplex. Bytes are copied from 'data' chunks into the
+// sink's buffers; once the handshake is over (no STARTTLS can follow), `readDirect()`
+// lets a plain socket read straight into them instead (fast-read.ts).
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 import type { ByteSink, PeerInfo, Transport } from '@nbd/protocol';
 import { type DirectReads, directReads, stopReading } from './fast-read.js';
+import type { TlsIdentity } from './tls.js';
 
 export interface NodeTransportOptions {
   /** Disable Nagle's algorithm (TCP). Default true: requests and replies are latency-bound. */
@@ -36,6 +39,22 @@ export class NodeTransport implements Transport {
   private endTold = false;
   private isClosed = false;
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- EventEmitter listeners take any arguments
+  private readonly listeners: { [event: string]: (...args: any[]) => void } = {
+    error: (err: Error) => {
+      this.error ??= err;
+      this.end_(err);
+    },
+    end: () => this.end_(undefined),
+    drain: () => this.onDrain?.(),
+    close: () => {
+      this.isClosed = true;
+      this.end_(this.error);
+      this.onClose?.(this.error);
+    },
+    data: (chunk: Uint8Array) => this.copyIn(chunk),
+  };
+
   constructor(
     readonly socket: Duplex,
     opts: NodeTransportOptions = {},
@@ -45,17 +64,7 @@ export class NodeTransport implements Transport {
     if (opts.noDelay !== false) s.setNoDelay?.(true);
     if (opts.keepAlive) s.setKeepAlive?.(true, opts.keepAlive);
     socket.pause();
-    socket.on('error', (err: Error) => {
-      this.error ??= err;
-      this.end_(err);
-    });
-    socket.on('end', () => this.end_(undefined));
-    socket.on('drain', () => this.onDrain?.());
-    socket.on('close', () => {
-      this.isClosed = true;
-      this.end_(this.error);
-      this.onClose?.(this.error);
-    });
+    for (const event of ['error', 'end', 'drain', 'close']) socket.on(event, this.listeners[event]!);
     if (socket.destroyed) this.isClosed = true;
   }
 
@@ -78,18 +87,58 @@ export class NodeTransport implements Transport {
       this.direct?.rebuffer();
       return;
     }
-    // Chunks the stream buffered before we took over come first.
-    for (let c = this.socket.read() as Uint8Array | null; c !== null; c = this.socket.read() as Uint8Array | null) this.copyIn(c);
+    this.takeBuffered();
+    this.mode = 'copy';
+    this.socket.on('data', this.listeners.data!);
+    this.socket.pause();
+    if (this.socket.readableEnded) this.end_(this.error);
+    this.tellEnd();
+  }
+
+  /**
+   * From now on, a plain TCP or unix socket reads straight into the sink's buffers
+   * (no copy, up to 1 MiB per read). Call it once no STARTTLS can follow. Other
+   * streams go on copying. Returns whether reads are direct now.
+   */
+  readDirect(): boolean {
+    if (this.mode !== 'copy' || this.sink === undefined) return this.mode === 'direct';
+    const paused = this.socket.isPaused();
+    this.socket.pause();
+    this.socket.off('data', this.listeners.data!);
+    this.takeBuffered();
     this.direct = directReads(
       this.socket,
       () => this.sink!.buffer(),
       (n) => this.sink!.filled(n),
     );
-    this.mode = this.direct ? 'direct' : 'copy';
-    if (!this.direct) this.socket.on('data', (chunk: Uint8Array) => this.copyIn(chunk));
+    if (this.direct) this.mode = 'direct';
+    else this.socket.on('data', this.listeners.data!);
+    if (!paused) this.resume();
+    return this.direct !== undefined;
+  }
+
+  /** Chunks the stream buffered before we read it go to the sink first. */
+  private takeBuffered(): void {
+    for (let c = this.socket.read() as Uint8Array | null; c !== null; c = this.socket.read() as Uint8Array | null) this.copyIn(c);
+  }
+
+  /**
+   * STARTTLS: stops using the plain socket (nothing more is read from it here; bytes
+   * received but not consumed are dropped, never interpreted), and continues over the
+   * TLS socket `upgrade` makes of it.
+   */
+  async startTls(upgrade: (socket: Socket) => Promise<{ socket: TLSSocket; identity: TlsIdentity }>): Promise<{ transport: NodeTransport; identity: TlsIdentity }> {
+    const raw = this.release();
+    const { socket, identity } = await upgrade(raw as Socket);
+    return { transport: new NodeTransport(socket), identity };
+  }
+
+  /** Removes every listener of ours from the socket: another owner takes it over. */
+  private release(): Duplex {
     this.socket.pause();
-    if (this.socket.readableEnded) this.end_(this.error);
-    this.tellEnd();
+    for (const [event, fn] of Object.entries(this.listeners)) this.socket.off(event, fn);
+    this.sink = undefined;
+    return this.socket;
   }
 
   pause(): void {
@@ -137,9 +186,7 @@ export class NodeTransport implements Transport {
    */
   detach(): Duplex {
     stopReading(this.socket);
-    this.socket.removeAllListeners('data');
-    this.sink = undefined;
-    return this.socket;
+    return this.release();
   }
 
   private copyIn(chunk: Uint8Array): void {

@@ -34,6 +34,11 @@ export interface Transport {
   resume(): void;
   /** The sink's `buffer()` changed outside a read (an arena was trimmed): take the new one now. */
   rebuffer(): void;
+  /**
+   * Where the transport can, read straight into the sink's buffers from now on instead of
+   * copying (called once no STARTTLS can follow). Returns whether it does.
+   */
+  readDirect?(): boolean;
   /** Queues `bytes`; `done` runs once they are written, with an error if they never will be. */
   write(bytes: Uint8Array, done?: (error?: Error) => void): void;
   /** Writes until `uncork()` leave together. */

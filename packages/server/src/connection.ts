@@ -2,9 +2,13 @@
 // the two engines (negotiation, then transmission) driven through one state union:
 //
 //   new ──► handshake ──► transmitting ──► draining ──► closing ──► closed
-//    └──────────────────────►┘   └──────────────┴──────────►┘
+//    │        ▲    │ ▲                          ▲             ▲
+//    │  starting-tls ┘ └────────────────────────┼─────────────┘
+//    └────────────────►┘                        │
+//                 (the transport died, a protocol error)
 //
 // handshake: the greeting is sent; options are answered one at a time.
+// starting-tls: STARTTLS was acknowledged; the TLS handshake runs; then handshake again.
 // transmitting: requests are dispatched as they arrive, within the in-flight limits.
 // draining: NBD_CMD_DISC, the end of the stream, or server shutdown: no new requests
 //   (shutdown: ESHUTDOWN); what is in flight is answered, then we close.
@@ -22,7 +26,7 @@ import {
   encodeGreeting,
   encodeOptionReply,
 } from '@nbd/protocol';
-import { trimWhenQuiet } from '@nbd/node';
+import { NodeTransport, type ServerTls, type TlsIdentity, trimWhenQuiet } from '@nbd/node';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
 import { type Negotiation, type NegotiationStep, type ServerMessage } from './negotiation.js';
@@ -54,7 +58,7 @@ interface Transmit {
 
 type State =
   | { phase: 'new' }
-  | { phase: 'handshake'; negotiation: Negotiation }
+  | { phase: 'handshake' | 'starting-tls'; negotiation: Negotiation }
   | { phase: 'transmitting' | 'draining'; t: Transmit }
   | { phase: 'closing'; t: Transmit | undefined }
   | { phase: 'closed' };
@@ -62,7 +66,8 @@ type Phase = State['phase'];
 
 const transitions: Record<Phase, readonly Phase[]> = {
   new: ['handshake', 'transmitting'],
-  handshake: ['transmitting', 'closing'],
+  handshake: ['starting-tls', 'transmitting', 'closing'],
+  'starting-tls': ['handshake', 'closing'],
   transmitting: ['draining', 'closing'],
   draining: ['closing'],
   closing: ['closed'],
@@ -84,6 +89,13 @@ const CLOSE_GRACE_MS = 5000;
 /** How a connection starts: newstyle negotiation, or straight to transmission (oldstyle, kernel hand-over). */
 export type Start = { negotiation: Negotiation } | { session: Session; ownsDevice: boolean; greeting?: Greeting };
 
+/** STARTTLS on this connection: the credentials, and a check of who the client turned out to be. */
+export interface ConnectionTls {
+  server: ServerTls;
+  /** Called once TLS is up (ServeOptions.preconnect with `tls` set); false closes the connection. */
+  authorize?: (identity: TlsIdentity) => boolean | Promise<boolean>;
+}
+
 export class ServerConnection {
   private state: State = { phase: 'new' };
   private readonly decoder: ClientStreamDecoder;
@@ -94,25 +106,25 @@ export class ServerConnection {
   private busy = false;
   private shuttingDown = false;
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly untrim: () => void;
+  private untrim: () => void;
   private readonly finished = Promise.withResolvers<void>();
   private transportClosed = false;
 
   constructor(
-    private readonly transport: Transport,
+    private transport: Transport,
     start: Start,
     private readonly limits: ConnectionLimits,
     private readonly logger: Logger,
+    private readonly tls?: ConnectionTls,
   ) {
     this.decoder = new ClientStreamDecoder({ maxOptionLength: limits.maxOptionLength, maxDrain: limits.maxDrain });
     this.arenas = new ReadArenas(arenaPool, this.decoder);
-    this.untrim = trimWhenQuiet(this.arenas, transport);
-    transport.onDrain = () => this.maybeResume();
-    transport.onClose = (err) => this.onTransportClosed(err);
+    this.untrim = this.attach(transport);
     if ('negotiation' in start) {
       this.arenas.allowLarge = false; // a handshaking connection holds no large buffer
       this.enter({ phase: 'handshake', negotiation: start.negotiation });
       this.send(encodeGreeting(start.negotiation.greeting()));
+      // The limit covers every option and a TLS handshake.
       this.timer(limits.handshakeTimeout, () => {
         this.logger.info(`${this.peer}: handshake timed out`);
         this.transport.destroy();
@@ -121,6 +133,14 @@ export class ServerConnection {
       if (start.greeting) this.send(encodeGreeting(start.greeting));
       this.transmit(start.session, start.ownsDevice);
     }
+    if (this.transportClosed || transport.closed) this.onTransportClosed(undefined);
+    else this.resume();
+  }
+
+  /** Reads `transport` into this connection's arenas; returns what stops its arena trimming. */
+  private attach(transport: Transport): () => void {
+    transport.onDrain = () => this.maybeResume();
+    transport.onClose = (err) => this.onTransportClosed(err);
     transport.read({
       buffer: () => this.arenas.buffer(),
       filled: (n) => {
@@ -130,8 +150,7 @@ export class ServerConnection {
       },
       ended: (err) => this.onEnded(err),
     });
-    if (this.transportClosed || transport.closed) this.onTransportClosed(undefined);
-    else this.resume();
+    return trimWhenQuiet(this.arenas, transport);
   }
 
   get peer(): string {
@@ -152,7 +171,7 @@ export class ServerConnection {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
     const s = this.state;
-    if (s.phase === 'handshake') {
+    if (s.phase === 'handshake' || s.phase === 'starting-tls') {
       s.negotiation.shutdown();
       this.timer(graceMs, () => this.transport.destroy());
     } else if (s.phase === 'transmitting' || s.phase === 'draining') {
@@ -173,6 +192,7 @@ export class ServerConnection {
   private transmit(session: Session, ownsDevice: boolean): void {
     this.decoder.startTransmission(session.extended, session.blockSizes.max);
     this.arenas.allowLarge = true;
+    this.transport.readDirect?.();
     const writer = new ReplyWriter(this.transport, session, () => this.maybeResume(), this.limits.maxInFlightBytes);
     const engine = new TransmissionEngine(
       session,
@@ -236,6 +256,46 @@ export class ServerConnection {
     if (!this.canRead()) this.pause();
   }
 
+  /**
+   * STARTTLS was acknowledged: bytes the client sent after it and before the TLS
+   * handshake are dropped, never interpreted (the class of nbdkit's CVE-2021-3716);
+   * the options that follow come over TLS, with everything negotiated so far forgotten.
+   */
+  private startTls(): void {
+    const s = this.state;
+    const tls = this.tls;
+    if (s.phase !== 'handshake' || tls === undefined || !(this.transport instanceof NodeTransport)) {
+      this.logger.warn(`${this.peer}: STARTTLS on a transport that cannot upgrade; closing`);
+      this.close();
+      return;
+    }
+    this.enter({ phase: 'starting-tls', negotiation: s.negotiation });
+    this.pause();
+    this.decoder.drain();
+    this.untrim();
+    const plain = this.transport;
+    plain.startTls((raw) => tls.server.accept(raw, this.limits.handshakeTimeout)).then(
+      async ({ transport, identity }) => {
+        this.transport = transport;
+        this.untrim = this.attach(transport);
+        this.logger.debug(`${this.peer}: TLS up (${identity.protocol}, ${identity.cipher}${identity.psk ? `, PSK user ${identity.psk}` : identity.subject ? `, ${identity.subject}` : ''})`);
+        if (tls.authorize && !(await tls.authorize(identity))) {
+          this.logger.info(`${this.peer}: refused by preconnect after TLS`);
+          this.transport.destroy();
+          return;
+        }
+        s.negotiation.afterTls(identity);
+        this.enter({ phase: 'handshake', negotiation: s.negotiation });
+        this.resume();
+      },
+      (e: unknown) => {
+        this.logger.info(`${this.peer}: ${(e as Error).message}; closing`);
+        plain.destroy();
+        this.onTransportClosed(undefined);
+      },
+    );
+  }
+
   private applyStep(step: NegotiationStep): void {
     if (this.state.phase !== 'handshake') {
       if (step.next === 'transmit' && step.ownsDevice) void this.closeDevice(step.session.device);
@@ -245,6 +305,8 @@ export class ServerConnection {
     if (step.next === 'close') {
       this.logger.info(`${this.peer}: ${step.reason}; closing`);
       this.close();
+    } else if (step.next === 'starttls') {
+      this.startTls();
     } else if (step.next === 'transmit') {
       this.clearTimers();
       this.transmit(step.session, step.ownsDevice);

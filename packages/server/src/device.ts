@@ -112,4 +112,6 @@ export interface Export {
   device: Device;
   /** Serve read-only even if the device can write. */
   readOnly?: boolean;
+  /** Only over TLS (a server with `tls.mode: 'on'`): left out of LIST and refused without it. */
+  tlsOnly?: boolean;
 }

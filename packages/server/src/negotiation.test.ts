@@ -110,13 +110,13 @@ describe('Negotiation', () => {
     expect(go.session.metaContexts.size).toBe(0);
   });
 
-  it('malformed option data is ERR_INVALID; unknown options ERR_UNSUP; STARTTLS refused; ABORT acks and closes', async () => {
+  it('malformed option data is ERR_INVALID; unknown options ERR_UNSUP; STARTTLS without TLS ERR_POLICY; ABORT acks and closes', async () => {
     const n = await fixed();
     expect(replies(await step(n, { kind: 'option', option: Option.INFO, data: Uint8Array.of(0, 0, 0, 9) }))).toEqual([
       `error ${OptionReply.ERR_INVALID.toString(16)}`,
     ]);
     expect(replies(await step(n, { kind: 'option', option: 99, data: new Uint8Array(0) }))).toEqual([`error ${OptionReply.ERR_UNSUP.toString(16)}`]);
-    expect(replies(await step(n, option({ kind: 'starttls' })))).toEqual([`error ${OptionReply.ERR_UNSUP.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'starttls' })))).toEqual([`error ${OptionReply.ERR_POLICY.toString(16)}`]);
     const abort = await step(n, option({ kind: 'abort' }));
     expect(abort.next).toBe('close');
     expect(replies(abort)).toEqual(['ack']);
@@ -165,6 +165,37 @@ describe('Negotiation', () => {
     expect(replies(await step(n, option({ kind: 'list' })))).toEqual([`error ${OptionReply.ERR_SHUTDOWN.toString(16)}`]);
     expect((await step(n, option({ kind: 'export-name', name: 'a' }))).next).toBe('close');
     expect(replies(await step(n, option({ kind: 'abort' })))).toEqual(['ack']);
+  });
+
+  it('FORCEDTLS: ERR_TLS_REQD before STARTTLS, EXPORT_NAME closes; after it every state is forgotten', async () => {
+    const n = await fixed(engine({ tls: 'require' }));
+    expect(replies(await step(n, option({ kind: 'list' })))).toEqual([`error ${OptionReply.ERR_TLS_REQD.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'structured-reply' })))).toEqual([`error ${OptionReply.ERR_TLS_REQD.toString(16)}`]);
+    expect(await step(n, option({ kind: 'starttls' }))).toMatchObject({ next: 'starttls', send: [{ reply: { kind: 'ack' } }] });
+    n.afterTls({ protocol: 'TLSv1.3', cipher: 'x', psk: 'alice' });
+    expect(replies(await step(n, option({ kind: 'starttls' })))).toEqual([`error ${OptionReply.ERR_INVALID.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'list' })))).toEqual(['server', 'server', 'ack']);
+    const m = await fixed(engine({ tls: 'require' }));
+    expect((await step(m, option({ kind: 'export-name', name: 'a' }))).next).toBe('close');
+  });
+
+  it('SELECTIVETLS: TLS-only exports are hidden and refused until TLS; negotiated state is forgotten by STARTTLS', async () => {
+    const exports = [
+      { name: 'open', size: SIZE, device: new MemoryDevice(SIZE) },
+      { name: 'secret', size: SIZE, device: new MemoryDevice(SIZE), tlsOnly: true },
+    ];
+    const n = await fixed(engine({ tls: 'on', exports }));
+    expect(replies(await step(n, option({ kind: 'list' })))).toEqual(['server', 'ack']);
+    expect(replies(await step(n, option({ kind: 'info', name: 'secret', requests: [] })))).toEqual([`error ${OptionReply.ERR_TLS_REQD.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'structured-reply' })))).toEqual(['ack']);
+    n.afterTls({ protocol: 'TLSv1.3', cipher: 'x', subject: 'CN=c' });
+    expect(replies(await step(n, option({ kind: 'list' })))).toEqual(['server', 'server', 'ack']);
+    // Structured replies were negotiated before TLS: forgotten, so they can be negotiated again.
+    expect(replies(await step(n, option({ kind: 'structured-reply' })))).toEqual(['ack']);
+    const go = await step(n, option({ kind: 'go', name: 'secret', requests: [] }));
+    expect(go.next).toBe('transmit');
+    const m = await fixed(engine({ tls: 'on', exports }));
+    expect((await step(m, option({ kind: 'export-name', name: 'secret' }))).next).toBe('close');
   });
 
   it(`gives up after ${MAX_OPTIONS} options`, async () => {

@@ -15,6 +15,7 @@ import {
   decodeOptionRequest,
   nameOf,
 } from '@nbd/protocol';
+import type { TlsIdentity } from '@nbd/node';
 import type { Device, Export } from './device.js';
 import { type Session, blockSizesOf, isReadOnly, transmissionFlags } from './session.js';
 
@@ -23,6 +24,8 @@ export interface OpenContext {
   export: Export;
   clientAddress: string;
   readOnly: boolean;
+  /** Who the client authenticated as over TLS (PSK username or certificate subject); undefined without TLS. */
+  tls: TlsIdentity | undefined;
 }
 
 /** A message to the client, as a value; the connection encodes it. */
@@ -34,6 +37,8 @@ export type ServerMessage =
 export type NegotiationStep =
   | { next: 'negotiate'; send: ServerMessage[] }
   | { next: 'transmit'; send: ServerMessage[]; session: Session; ownsDevice: boolean }
+  /** STARTTLS acknowledged: upgrade to TLS, then call `afterTls`. */
+  | { next: 'starttls'; send: ServerMessage[] }
   | { next: 'close'; send: ServerMessage[]; reason: string };
 
 export interface NegotiationConfig {
@@ -45,6 +50,12 @@ export interface NegotiationConfig {
   /** A device per connection (nbdkit's open); the export's device otherwise. */
   open?: (ctx: OpenContext) => Device | Promise<Device>;
   clientAddress: string;
+  /**
+   * 'off' (NOTLS, the default): STARTTLS is refused with ERR_POLICY. 'on' (SELECTIVETLS):
+   * exports marked `tlsOnly` need TLS. 'require' (FORCEDTLS): every option but STARTTLS
+   * and ABORT needs TLS.
+   */
+  tls?: 'off' | 'on' | 'require';
 }
 
 /** Options a client may send before we give up on it (libnbd's opt mode needs a handful). */
@@ -61,6 +72,8 @@ interface State {
   meta: { exportName: string; ids: Map<number, string> } | undefined;
   options: number;
   shuttingDown: boolean;
+  /** TLS is active, and who the client is over it. */
+  tls: TlsIdentity | undefined;
 }
 
 type Kind = OptionRequest['kind'];
@@ -81,6 +94,7 @@ export class Negotiation {
     meta: undefined,
     options: 0,
     shuttingDown: false,
+    tls: undefined,
   };
 
   constructor(readonly config: NegotiationConfig) {}
@@ -108,6 +122,10 @@ export class Negotiation {
       if (option === Option.EXPORT_NAME) return close('server is shutting down');
       return refuse(option, OptionReply.ERR_SHUTDOWN, 'server is shutting down');
     }
+    if (this.config.tls === 'require' && s.tls === undefined && option !== Option.STARTTLS && option !== Option.ABORT) {
+      if (option === Option.EXPORT_NAME) return close('EXPORT_NAME without TLS, which this server requires');
+      return refuse(option, OptionReply.ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+    }
     let req: OptionRequest;
     try {
       req = decodeOptionRequest(option, data);
@@ -117,6 +135,18 @@ export class Negotiation {
       return refuse(option, OptionReply.ERR_INVALID, (e as Error).message);
     }
     return (handlers[req.kind] as Handler<Kind>)(this, req, option);
+  }
+
+  /**
+   * TLS is up: everything negotiated before is forgotten (structured replies, extended
+   * headers, meta contexts), as the spec asks; the options that follow come over TLS.
+   */
+  afterTls(identity: TlsIdentity): void {
+    const s = this.state;
+    s.tls = identity;
+    s.structured = false;
+    s.extended = false;
+    s.meta = undefined;
   }
 
   private clientFlags(flags: number): NegotiationStep {
@@ -133,11 +163,17 @@ export class Negotiation {
     return name === '' ? this.config.exports[0] : this.config.exports.find((e) => e.name === name);
   }
 
+  /** @internal Whether `exp` may be used now: a `tlsOnly` export needs TLS (SELECTIVETLS). */
+  allowed(exp: Export): boolean {
+    return exp.tlsOnly !== true || this.state.tls !== undefined;
+  }
+
   /** @internal The export's device, or a fresh one from the `open` hook (then owned by the connection). */
   async openDevice(exp: Export): Promise<{ device: Device; owned: boolean }> {
     const { open, readOnly, clientAddress } = this.config;
     if (open === undefined) return { device: exp.device, owned: false };
-    return { device: await open({ export: exp, clientAddress, readOnly: readOnly || exp.readOnly === true }), owned: true };
+    const ctx = { export: exp, clientAddress, readOnly: readOnly || exp.readOnly === true, tls: this.state.tls };
+    return { device: await open(ctx), owned: true };
   }
 
   /** @internal */ sessionFor(exp: Export, device: Device): Session {
@@ -165,7 +201,14 @@ async function exportName(n: Negotiation, req: { name: string }): Promise<Negoti
   if (n.negotiated.extended) return close('EXPORT_NAME after EXTENDED_HEADERS');
   const exp = n.find(req.name);
   if (exp === undefined) return close(`unknown export "${req.name}"`);
-  const { device, owned } = await n.openDevice(exp);
+  if (!n.allowed(exp)) return close(`EXPORT_NAME "${exp.name}" without TLS, which that export requires`);
+  let opened: { device: Device; owned: boolean };
+  try {
+    opened = await n.openDevice(exp);
+  } catch (e) {
+    return close(`cannot open export "${exp.name}": ${(e as Error).message}`);
+  }
+  const { device, owned } = opened;
   const session = n.sessionFor(exp, device);
   const answer: ServerMessage = { kind: 'export-name-reply', size: BigInt(exp.size), flags: session.flags, noZeroes: n.negotiated.noZeroes };
   return { next: 'transmit', send: [answer], session, ownsDevice: owned };
@@ -174,6 +217,7 @@ async function exportName(n: Negotiation, req: { name: string }): Promise<Negoti
 async function infoOrGo(n: Negotiation, req: { kind: 'info' | 'go'; name: string; requests: number[] }, option: number): Promise<NegotiationStep> {
   const exp = n.find(req.name);
   if (exp === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
+  if (!n.allowed(exp)) return refuse(option, OptionReply.ERR_TLS_REQD, `export "${exp.name}" requires TLS`);
   const minBlock = exp.device.blockSizes?.min ?? 1;
   if (req.kind === 'go' && !req.requests.includes(Info.BLOCK_SIZE) && minBlock > 1) {
     return refuse(option, OptionReply.ERR_BLOCK_SIZE_REQD, `export "${exp.name}" needs ${minBlock}-byte aligned requests`);
@@ -219,7 +263,9 @@ function metaContext(n: Negotiation, req: { kind: 'list-meta-context' | 'set-met
   const set = req.kind === 'set-meta-context';
   if (set) s.meta = undefined; // SET replaces the selection, even when it fails
   if (!s.structured) return refuse(option, OptionReply.ERR_INVALID, 'meta contexts need structured replies');
-  if (n.find(req.name) === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
+  const exp = n.find(req.name);
+  if (exp === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
+  if (!n.allowed(exp)) return refuse(option, OptionReply.ERR_TLS_REQD, `export "${exp.name}" requires TLS`);
   // base:allocation is always offered: devices without extents report all data.
   const matches = set
     ? req.queries.some((q) => q === MetaContext.BASE_ALLOCATION)
@@ -234,9 +280,17 @@ function metaContext(n: Negotiation, req: { kind: 'list-meta-context' | 'set-met
 const handlers: { [K in Kind]: Handler<K> } = {
   'export-name': exportName,
   abort: (_n, _req, option) => close('client sent NBD_OPT_ABORT', ack(option)),
+  // TLS-only exports are left out of the list until TLS is up (SELECTIVETLS may omit them).
   list: (n, _req, option) =>
-    more(...n.config.exports.map((e) => reply(option, { kind: 'server', name: e.name, description: e.description ?? '' })), ack(option)),
-  starttls: (_n, _req, option) => refuse(option, OptionReply.ERR_UNSUP, 'TLS is not supported by this server'),
+    more(
+      ...n.config.exports.filter((e) => n.allowed(e)).map((e) => reply(option, { kind: 'server', name: e.name, description: e.description ?? '' })),
+      ack(option),
+    ),
+  starttls: (n, _req, option) => {
+    if ((n.config.tls ?? 'off') === 'off') return refuse(option, OptionReply.ERR_POLICY, 'TLS is not enabled on this server');
+    if (n.negotiated.tls !== undefined) return refuse(option, OptionReply.ERR_INVALID, 'TLS is already active');
+    return { next: 'starttls', send: [ack(option)] };
+  },
   info: infoOrGo,
   go: infoOrGo,
   'structured-reply': structuredReply,

@@ -1,6 +1,6 @@
 // The worker-thread side of ServeOptions.threads: opens each export's device from
 // its recipe, then serves the sockets the main thread hands over (as descriptors).
-import { socketFromFd } from '@nbd/node';
+import { type ServerTls, serverTls, socketFromFd } from '@nbd/node';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Device, Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
@@ -20,8 +20,11 @@ async function open(recipe: { module: string; args: unknown }): Promise<Device> 
 }
 
 let exports: Export[];
+let tls: ServerTls | undefined;
 try {
   exports = await Promise.all(setup.exports.map(async ({ recipe, ...e }) => ({ ...e, device: await open(recipe) })));
+  // Credentials are read once per worker, not per connection.
+  tls = setup.options.tls ? await serverTls(setup.options.tls) : undefined;
 } catch (e) {
   post({ type: 'failed', message: `worker could not open a device: ${(e as Error).message}` });
   process.exit(1);
@@ -31,7 +34,7 @@ const stop = new AbortController();
 const live = new Set<Promise<void>>();
 port.on('message', (m: ToWorker) => {
   if (m.type === 'serve') {
-    const p = serve(socketFromFd(m.fd), exports, { ...setup.options, signal: stop.signal, logger })
+    const p = serve(socketFromFd(m.fd), exports, { ...setup.options, tls, signal: stop.signal, logger })
       .catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`))
       .finally(() => {
         live.delete(p);

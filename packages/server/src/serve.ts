@@ -4,17 +4,29 @@
 // socket that is already past the handshake (the kernel's end of a socketpair).
 import { type AddressInfo, type ListenOptions, type Server, type Socket, createServer } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Limits, type PeerInfo, type Transport, tieToSignal } from '@nbd/protocol';
-import { type NbdAddress, NodeTransport, listenOptionsOf, peerOf } from '@nbd/node';
-import { type ConnectionLimits, ServerConnection, type Start } from './connection.js';
+import { Limits, NbdInvalidArgumentError, type PeerInfo, type Transport, parseNbdUri, tieToSignal } from '@nbd/protocol';
+import {
+  type NbdAddress,
+  NodeTransport,
+  type ServerTls,
+  type ServerTlsOptions,
+  type TlsIdentity,
+  listenOptionsOf,
+  peerOf,
+  serverTls,
+} from '@nbd/node';
+import { type ConnectionLimits, type ConnectionTls, ServerConnection, type Start } from './connection.js';
 import type { Device, Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
 import { Negotiation, type OpenContext, oldstyleGreeting } from './negotiation.js';
 import { plainSession } from './session.js';
 import { ThreadPool } from './threads.js';
 
-/** What `preconnect` learns about a client before the greeting. */
-export type ConnectionInfo = PeerInfo;
+/** What `preconnect` learns about a client: before the greeting, and again once TLS is up. */
+export interface ConnectionInfo extends PeerInfo {
+  /** Set when preconnect runs again after STARTTLS: who the client authenticated as. */
+  tls?: TlsIdentity;
+}
 
 /** Options of {@link serve}, {@link listenAndServe} and {@link serveTransmission}. */
 export interface ServeOptions {
@@ -26,8 +38,17 @@ export interface ServeOptions {
   maxConnectionsPerClient?: number;
   /** Milliseconds a client has to finish the handshake, from accept to transmission. Default 30 000. */
   handshakeTimeout?: number;
-  /** Return false to close the connection before the greeting (nbdkit's preconnect). */
+  /**
+   * Return false to close the connection (nbdkit's preconnect): called before the greeting,
+   * and again once a client has started TLS, with `info.tls` saying who it authenticated as.
+   */
   preconnect?: (info: ConnectionInfo) => boolean | Promise<boolean>;
+  /**
+   * TLS: credentials (a certificates directory in nbdkit's layout, PEM values, a PSK file
+   * or keys) and a mode ('off', 'on', or 'require', the default). Loaded once by
+   * listenAndServe; `serverTls()` of @nbd/node prepares them for `serve`.
+   */
+  tls?: ServerTlsOptions | ServerTls;
   /** A device per connection (nbdkit's open); closed with the connection. Default: the export's device. */
   open?: (ctx: OpenContext) => Device | Promise<Device>;
   /** Default: silent. `console` works. */
@@ -88,9 +109,16 @@ function transportOf(socket: Duplex | Transport, opts: ServeOptions): Transport 
   return new NodeTransport(socket as Duplex, { keepAlive: opts.keepAlive ?? 30_000 });
 }
 
+/** The prepared TLS credentials of `opts`, if any (files are read here). */
+async function tlsOf(opts: ServeOptions): Promise<ServerTls | undefined> {
+  const t = opts.tls;
+  if (t === undefined) return undefined;
+  return 'accept' in t ? t : serverTls(t);
+}
+
 /** Runs one connection until it is done, shutting it down when `signal` aborts. */
-async function run(transport: Transport, start: Start, opts: ServeOptions, logger: Logger): Promise<void> {
-  const conn = new ServerConnection(transport, start, limitsOf(opts), logger);
+async function run(transport: Transport, start: Start, opts: ServeOptions, logger: Logger, tls?: ConnectionTls): Promise<void> {
+  const conn = new ServerConnection(transport, start, limitsOf(opts), logger, tls);
   const untie = tieToSignal(opts.signal, () => conn.shutdown(SHUTDOWN_GRACE_MS));
   try {
     await conn.done;
@@ -118,8 +146,11 @@ export async function serve(socket: Duplex | Transport, exports: readonly Export
     const session = plainSession(exp, exp.device, { readOnly, maxPayload });
     return run(transport, { session, ownsDevice: false, greeting: oldstyleGreeting(session) }, opts, logger);
   }
-  const negotiation = new Negotiation({ exports, maxPayload, readOnly, open: opts.open, clientAddress: transport.peer.address });
-  return run(transport, { negotiation }, opts, logger);
+  const tls = await tlsOf(opts);
+  const negotiation = new Negotiation({ exports, maxPayload, readOnly, open: opts.open, clientAddress: transport.peer.address, tls: tls?.mode ?? 'off' });
+  const preconnect = opts.preconnect;
+  const authorize = preconnect && ((identity: TlsIdentity) => admitted({ ...transport.peer, tls: identity }, opts, logger));
+  return run(transport, { negotiation }, opts, logger, tls && { server: tls, ...(authorize ? { authorize } : {}) });
 }
 
 /**
@@ -140,7 +171,7 @@ export function transmissionFlagsOf(exp: Export, opts: { readOnly?: boolean } = 
 }
 
 /** Runs `opts.preconnect`; false (or a failure) refuses the client. */
-async function admitted(peer: PeerInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
+async function admitted(peer: ConnectionInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
   if (!opts.preconnect) return true;
   let ok = false;
   try {
@@ -161,6 +192,11 @@ export async function listenAndServe(address: NbdAddress | ListenOptions, export
   checkExports(exports);
   const logger = opts.logger ?? silentLogger;
   const listenOpts = listenOptionsOf(address);
+  if (typeof address === 'string' || address instanceof URL) {
+    if (parseNbdUri(String(address)).tls && opts.tls === undefined) throw new NbdInvalidArgumentError(`listen: ${String(address)} asks for TLS; give ServeOptions.tls`);
+  }
+  // Credentials are read once for every connection (workers read their own).
+  if (opts.tls !== undefined && !opts.threads) opts = { ...opts, tls: await tlsOf(opts) };
   const pool = opts.threads ? await startPool(opts.threads, exports, opts, logger) : undefined;
   const connections = new Set<Promise<void>>();
   const admission = new Admission(opts, logger);
@@ -246,5 +282,7 @@ function startPool(threads: number, exports: readonly Export[], opts: ServeOptio
   if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
   if (opts.handshake === 'oldstyle') throw new TypeError('serve: oldstyle is not served on worker threads');
   const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive } = opts;
-  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive }, logger, opts.logger !== undefined);
+  if (opts.tls !== undefined && 'accept' in opts.tls) throw new TypeError('serve: with threads, give tls as options (each worker loads them)');
+  const tls = opts.tls as ServerTlsOptions | undefined;
+  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive, tls }, logger, opts.logger !== undefined);
 }

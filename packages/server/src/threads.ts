@@ -6,13 +6,13 @@
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import type { DeviceRecipe, Export } from './device.js';
-import { libc, takeDescriptor } from '@nbd/node';
+import { type ServerTlsOptions, libc, takeDescriptor } from '@nbd/node';
 import type { Logger } from './logger.js';
 
 /** What a worker needs to serve: the exports with recipes instead of devices, and the plain options. */
 export interface WorkerSetup {
-  exports: { name: string; description?: string; size: number; readOnly?: boolean; recipe: DeviceRecipe }[];
-  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean; keepAlive?: number };
+  exports: { name: string; description?: string; size: number; readOnly?: boolean; tlsOnly?: boolean; recipe: DeviceRecipe }[];
+  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean; keepAlive?: number; tls?: ServerTlsOptions };
   /** Forward log lines to the main thread's logger. */
   log: boolean;
 }
@@ -74,7 +74,7 @@ export class ThreadPool {
     const setup: WorkerSetup = {
       exports: exports.map((e) => {
         if (typeof e.device.share !== 'function') throw new TypeError(`serve: threads need shareable devices; export "${e.name}" has no share()`);
-        return { name: e.name, description: e.description, size: e.size, readOnly: e.readOnly, recipe: e.device.share() };
+        return { name: e.name, description: e.description, size: e.size, readOnly: e.readOnly, tlsOnly: e.tlsOnly, recipe: e.device.share() };
       }),
       options: opts,
       log,
