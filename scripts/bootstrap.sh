@@ -79,7 +79,7 @@ for b in $backports; do
       if ! ls "$VM_CACHE"/linux-image-6.12*/boot/vmlinuz-* >/dev/null 2>&1; then
         ensure_backports
         pkg=$(apt-cache depends -t bookworm-backports linux-image-amd64 2>/dev/null |
-              awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.12/ { print $2; exit }')
+              awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.12/ && !n++ { print $2 }')
         [ -n "$pkg" ] || { echo "bootstrap: no 6.12 linux-image-amd64 in bookworm-backports" >&2; exit 1; }
         mkdir -p "$VM_CACHE"
         fetch_backport "$pkg" "$VM_CACHE/$pkg"
