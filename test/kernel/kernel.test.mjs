@@ -6,6 +6,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 import { Client } from '../../packages/client/dist/index.js';
 import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
 import { FileDevice, MemoryDevice } from '../../packages/server/dist/index.js';
@@ -359,6 +360,7 @@ test('12 attach/detach cycles (netlink and ioctl): no device stuck, no thread le
 
 await rm(TMP, { recursive: true, force: true });
 await mkdir(TMP, { recursive: true });
+console.log(`kernel ${release()} (${process.env.KERNEL_LABEL ?? 'unlabelled'})`);
 let passed = 0;
 let failed = 0;
 const started = Date.now();
@@ -385,5 +387,7 @@ for (const t of tests) {
 }
 // Leave nothing attached even after failures.
 for (const d of await status().catch(() => [])) if (d.connected) await disconnect(d.index).catch(() => {});
-console.log(`kernel: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+// run.sh adds up the kernels' lines into one "kernel: N passed, M failed".
+const label = process.env.KERNEL_LABEL ?? release();
+console.log(`kernel ${label}: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 process.exit(failed || passed === 0 ? 1 : 0); // running no test at all is a failure too
