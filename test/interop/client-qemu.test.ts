@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { AllocationState, DirtyBitmapState } from '@nbd/protocol';
 import { Client, type Connection, type Extent, connectMulti } from '@nbd/client';
 import { type Peer, runOk, tempDir } from '../support/peers.js';
-import { QEMUS, qemuTool, startQemuNbdOf } from '../support/qemu.js';
+import { EACH_QEMU, qemuTool, startQemuNbdOf } from '../support/qemu.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 64 * MiB;
@@ -22,7 +22,7 @@ interface MapEntry {
   data: boolean;
 }
 
-describe.each(QEMUS)('our client against qemu-nbd $version', (q) => {
+describe.each(EACH_QEMU)('our client against qemu-nbd %s', (_version, q) => {
   const img = (tool: 'qemu-img' | 'qemu-io', args: string[]) => runOk(qemuTool(q, tool), args);
   let tmp: ReturnType<typeof tempDir>;
   let peer: Peer;

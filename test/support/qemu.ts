@@ -1,6 +1,6 @@
 // The qemu installs the interop tests run against: Debian 12's qemu 7.2 (qemu-utils)
 // and bookworm-backports' qemu 10.0, which scripts/bootstrap.sh --peers unpacks into
-// ~/.cache/nbd-qemu-10 (never installed). Tests `describe.each(QEMUS)` and name the
+// ~/.cache/nbd-qemu-10 (never installed). Tests `describe.each(EACH_QEMU)` and name the
 // version in their titles; a missing or wrong install fails the test, never skips it.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -37,8 +37,10 @@ export const QEMU_10: QemuInstall = {
   extendedHeaders: true,
 };
 
-/** Every install, oldest first: `describe.each(QEMUS)('… qemu $version', …)`. */
+/** Every install, oldest first. */
 export const QEMUS: readonly QemuInstall[] = [QEMU_7_2, QEMU_10];
+/** `describe.each(EACH_QEMU)('… qemu %s', (_version, q) => …)` names the version unquoted. */
+export const EACH_QEMU: readonly (readonly [string, QemuInstall])[] = QEMUS.map((q) => [q.version, q] as const);
 
 const checked = new Map<string, string>();
 
