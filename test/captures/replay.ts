@@ -9,6 +9,7 @@ import {
   CommandFlag,
   OptionReply,
   ServerStreamDecoder,
+  decodeBlockStatusPayload,
   decodeChunkPayload,
   decodeOptionReply,
   decodeOptionRequest,
@@ -118,7 +119,9 @@ export function replay(conn: Connection): Set<string> {
     seen.add(`request ${name}${f.payload ? ' with payload' : ''}`);
     if (f.request.flags !== 0) seen.add(`request ${name} ${flagNames(CommandFlag, f.request.flags).join('+')}`);
     if (f.request.offset >= 2n ** 32n) seen.add(`request ${name} offset ≥ 4 GiB`);
-    if (BigInt(f.request.length) >= 2n ** 32n) seen.add(`request ${name} length ≥ 4 GiB`);
+    // A BLOCK_STATUS with PAYLOAD_LEN carries its effect length in the payload.
+    const effect = f.request.type === Command.BLOCK_STATUS && f.payload ? decodeBlockStatusPayload(f.payload).effectLength : f.request.length;
+    if (effect >= 2n ** 32n) seen.add(`request ${name} length ≥ 4 GiB`);
   }
   // Without structured replies a READ's data follows its simple reply, and only the requests say how much.
   server.readLength = (cookie) => {
