@@ -13,16 +13,20 @@ import { recordTo } from '../support/recorder.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 
 const SIZE = 16 * MiB;
+const GiB = 2 ** 30;
+const BIG = 8 * GiB;
 
 describe.each(EACH_QEMU)('qemu-io, qemu-img and qemu-storage-daemon %s against our server', (_version, q) => {
   const tmp = tempDir('nbd-qemu-');
   const c = new MemoryDevice(SIZE);
+  const big = new MemoryDevice(BIG); // sparse: only written pages take memory
   let srv: OurServer;
   beforeAll(async () => {
     srv = await startOurServer([
       { name: 'a', size: SIZE, device: new MemoryDevice(SIZE) },
       { name: 'b', size: SIZE, device: new MemoryDevice(SIZE) },
       { name: 'c', size: SIZE, device: c },
+      { name: 'big', size: BIG, device: big },
     ]);
   });
   afterAll(async () => {
@@ -94,10 +98,35 @@ describe.each(EACH_QEMU)('qemu-io, qemu-img and qemu-storage-daemon %s against o
     const seen = replay(conns[0]!);
     expect(seen.has('transmission extended')).toBe(q.extendedHeaders);
     expect(seen).toContain('request WRITE with payload');
+    expect(seen).toContain('request WRITE FUA'); // qemu-io writes through: FUA, and (10.0) no PAYLOAD_LEN
     if (q.extendedHeaders) expect([...seen].filter((k) => k.startsWith('request WRITE ') && k.includes('PAYLOAD_LEN'))).toEqual([]);
     expect(bytesOf(c, MiB, 4096).every((b) => b === 0x33)).toBe(true);
     expect(bytesOf(c, MiB - 1, 1)[0]).toBe(0);
     expect(bytesOf(c, MiB + 4096, 1)[0]).toBe(0);
+  });
+
+  it(`an 8 GiB export: I/O above 4 GiB, a 5 GiB write -z -n -u${q.extendedHeaders ? ' in one 64-bit request' : ''}, qemu-img map`, async () => {
+    const rec = await recordTo(srv.socket);
+    const out = await io(
+      ['write -P 0x21 5G 64k', 'write -P 0x22 1G 64k', 'write -z -n -u 0 5G', 'read -P 0x21 5G 64k', 'read -P 0 1G 64k', 'read -P 0 4G 64k'],
+      rec.uri('big'),
+    );
+    expect(out).not.toMatch(/Pattern verification failed/);
+    const map = JSON.parse(await img(['map', '--output=json', '-f', 'raw', rec.uri('big')])) as { start: number; length: number; data: boolean }[];
+    expect(map.filter((e) => e.data).map((e) => [e.start, e.length])).toEqual([[5 * GiB, 65536]]);
+    const conns = await rec.stop();
+    const seen = new Set(conns.flatMap((conn) => [...replay(conn)]));
+    expect(seen.has('transmission extended')).toBe(q.extendedHeaders);
+    for (const kind of ['request WRITE offset ≥ 4 GiB', 'request READ offset ≥ 4 GiB', 'request BLOCK_STATUS offset ≥ 4 GiB', 'request WRITE_ZEROES FUA+FAST_ZERO']) {
+      expect(seen, kind).toContain(kind);
+    }
+    // qemu 10 sends the 5 GiB WRITE_ZEROES and map's BLOCK_STATUS whole, and gets BLOCK_STATUS_EXT back.
+    for (const kind of ['request WRITE_ZEROES length ≥ 4 GiB', 'request BLOCK_STATUS length ≥ 4 GiB', 'chunk BLOCK_STATUS_EXT']) {
+      expect(seen.has(kind), kind).toBe(q.extendedHeaders);
+    }
+    expect(seen.has('chunk BLOCK_STATUS')).toBe(!q.extendedHeaders);
+    expect(bytesOf(big, 5 * GiB, 65536).every((b) => b === 0x21)).toBe(true);
+    expect(bytesOf(big, GiB, 65536).every((b) => b === 0)).toBe(true);
   });
 
   it('qemu-storage-daemon: an nbd blockdev on our server, exported again; qemu-io and qemu-img through it', async () => {
