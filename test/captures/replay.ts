@@ -53,6 +53,7 @@ export function replay(conn: Connection): Set<string> {
   seen.add(`greeting ${greeting.greeting.style}`);
 
   if (greeting.greeting.style === 'oldstyle') {
+    seen.add('transmission simple');
     client.startTransmission(false);
   } else {
     const flags = client.next();
@@ -72,6 +73,7 @@ export function replay(conn: Connection): Set<string> {
         if (r?.kind !== 'export-name-reply') throw new Error('expected an EXPORT_NAME reply');
         sOut.push(encodeExportNameReply(r, noZeroes));
         seen.add(`export-name reply${noZeroes ? ' no zeroes' : ''}`);
+        seen.add(`transmission ${structured ? 'structured' : 'simple'}`);
         client.startTransmission(false);
         break;
       }
