@@ -6,6 +6,8 @@
 # prints "kernel 6.1: N passed, M failed" per kernel, then the sum as
 # "kernel: N passed, M failed".
 #   VM_KERNELS="6.1 6.12"      the kernels to boot (VM_KERNEL_SERIES of run-in-vm.sh)
+#   NODE=/path/to/node         the node run in the guest (default: `node` on the caller's
+#                              PATH; it must be ≥ 22, Debian's /usr/bin/node 20 is too old)
 #   KERNEL_TEST_FILTER=regex   only the tests whose name matches
 #   VM_TIMEOUT, VM_CPUS, VM_MEM, VM_DEBUG   see run-in-vm.sh
 set -uo pipefail
