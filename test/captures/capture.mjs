@@ -11,7 +11,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startRecorder } from './record.mjs';
@@ -19,6 +19,9 @@ import { startRecorder } from './record.mjs';
 const PATH = `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}`;
 const env = { ...process.env, PATH, LANG: 'C' };
 const outDir = fileURLToPath(new URL('./vectors/', import.meta.url));
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+// qemu 10.0 (extended headers) as scripts/bootstrap.sh --peers unpacks it; shown as $QEMU10 in the vectors.
+const QEMU10 = `${process.env.NBD_QEMU10_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'nbd-qemu-10')}/usr/bin/`;
 
 // {SOCK} is the server's socket, {PROXY} the recorder's, {DIR} the temp dir.
 // `setup` runs first (in {DIR}), e.g. to make an image.
@@ -32,6 +35,10 @@ const qcow2Bitmap = [
   ['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x11 65536 4096', '{DIR}/disk.qcow2'],
 ];
 const uri = (name = '') => `nbd+unix:///${name}?socket={PROXY}`;
+const qemu10Nbd = (opts, image = '{DIR}/disk.raw', fmt = 'raw') => [`${QEMU10}qemu-nbd`, '-k', '{SOCK}', '-t', '-f', fmt, ...opts, image];
+const qemu10Io = (...cmds) => [`${QEMU10}qemu-io`, '-f', 'raw', ...cmds.flatMap((c) => ['-c', c]), uri()];
+// Our own server (examples/serve-memory, built by tsc -b), to record what qemu 10's client sends.
+const ourServer = [process.execPath, `${repo}examples/dist/serve-memory.js`, '--socket', '{SOCK}', '--size', '1M'];
 
 export const scenarios = [
   // nbdkit greetings and option replies, seen through nbdinfo
@@ -57,6 +64,11 @@ export const scenarios = [
   { name: 'qemu-nbd-named-unknown-export', setup: rawImage, server: qemuNbd(['-x', 'disk', '-D', 'a described disk']), client: ['nbdinfo', uri('nosuch')], mayFail: true },
   { name: 'qemu-nbd-qcow2-bitmap-map', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:dirty-bitmap:b0', uri()] },
   { name: 'qemu-nbd-qcow2-allocation-depth-map', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:allocation-depth', uri()] },
+  // qemu 10.0: extended headers (NBD_OPT_EXTENDED_HEADERS) on both sides
+  { name: 'qemu10-nbd-raw-qemu10-io', setup: rawImage, server: qemu10Nbd([]), client: qemu10Io('read -v 0 16', 'write -P 0x33 4096 16', 'write -z 8192 4096', 'discard 12288 4096', 'flush') },
+  { name: 'qemu10-nbd-qcow2-qemu10-img-map', setup: qcow2Bitmap, server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: [`${QEMU10}qemu-img`, 'map', '--output=json', '-f', 'raw', uri()] },
+  { name: 'qemu10-nbd-qcow2-nbdinfo-map', setup: qcow2Bitmap, server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:allocation-depth', uri()] },
+  { name: 'ours-qemu10-io', server: ourServer, client: qemu10Io('write -P 0x33 4096 16', 'read -v 4096 16', 'write -z -u 8192 4096', 'discard 0 4096', 'map') },
   { name: 'qemu-nbd-qcow2-list-contexts', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--content', '--list', uri()] },
 ];
 
@@ -107,7 +119,11 @@ export async function capture(sc) {
     });
     if (result.code !== 0 && !sc.mayFail) throw new Error(`${sc.name}: client exited ${result.code}\n${result.out}`);
     const connections = await rec.stop();
-    const show = (args) => args.map((a) => sub(a).replaceAll(dir, '$DIR')).join(' ');
+    const show = (args) =>
+      args
+        .map((a) => sub(a).replaceAll(dir, '$DIR').replaceAll(QEMU10, '$QEMU10/').replaceAll(repo, './'))
+        .map((a) => (a === process.execPath ? 'node' : a))
+        .join(' ');
     return {
       name: sc.name,
       captured: new Date().toISOString().slice(0, 10),

@@ -6,6 +6,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 import { Client } from '../../packages/client/dist/index.js';
 import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
 import { FileDevice, MemoryDevice } from '../../packages/server/dist/index.js';
@@ -114,7 +115,7 @@ async function withMount(path, opts, fn) {
 
 /** A MemoryDevice wrapper counting the calls the kernel causes. */
 function counting(inner) {
-  const n = { sync: 0, trim: 0, write: 0 };
+  const n = { sync: 0, trim: 0, write: 0, zero: 0, noHole: 0 };
   const dev = {
     n,
     multiConn: true,
@@ -122,9 +123,15 @@ function counting(inner) {
     writeAt: (b, o, x) => (n.write++, inner.writeAt(b, o, x)),
     sync: (x) => (n.sync++, inner.sync(x)),
     trim: (o, l, x) => (n.trim++, inner.trim(o, l, x)),
+    zero: (o, l, x) => (n.zero++, x?.noHole && n.noHole++, inner.zero(o, l, x)),
   };
   return dev;
 }
+/** 6.12 or later: the driver sends NBD_CMD_WRITE_ZEROES (6.1 has no REQ_OP_WRITE_ZEROES mapping). */
+const sendsWriteZeroes = (() => {
+  const [major, minor] = release().split('.').map(Number);
+  return major > 6 || (major === 6 && minor >= 12);
+})();
 
 function superblockMagic(dev) {
   const b = new Uint8Array(2);
@@ -193,6 +200,28 @@ test('FLUSH reaches Device.sync (fsync, sync) and TRIM reaches Device.trim (blkd
   assert(dev.n.trim > 0, 'blkdiscard sent TRIM');
   mem.readAt(back, 4 * MiB, {});
   assert(back.every((b) => b === 0), 'trimmed range of the MemoryDevice reads as zeroes');
+  await lb.close();
+});
+
+test(`blkdiscard -z: ${sendsWriteZeroes ? 'WRITE_ZEROES reaches Device.zero (6.12)' : 'the block layer writes zero pages (6.1 sends no WRITE_ZEROES)'}`, async () => {
+  const mem = new MemoryDevice(SIZE);
+  const dev = counting(mem);
+  const lb = await attach(dev, SIZE);
+  const ref = await refFile('ref-zero.bin', 2 * MiB);
+  await ddWrite(lb.path, ref.file, 8);
+  const writes = dev.n.write;
+  // --zeroout = BLKZEROOUT: REQ_OP_WRITE_ZEROES with REQ_NOUNMAP (6.12 maps it to NO_HOLE).
+  await ok('blkdiscard', ['-z', '-o', `${8 * MiB}`, '-l', `${2 * MiB}`, lb.path]);
+  const back = new Uint8Array(2 * MiB);
+  mem.readAt(back, 8 * MiB, {});
+  assert(back.every((b) => b === 0), 'zeroed range reads as zeroes in the device');
+  if (sendsWriteZeroes) {
+    assert(dev.n.zero > 0 && dev.n.noHole === dev.n.zero, `WRITE_ZEROES with NO_HOLE (zero calls ${dev.n.zero}, noHole ${dev.n.noHole})`);
+    assertEq(dev.n.write, writes, 'no WRITE for the zeroed range');
+  } else {
+    assertEq(dev.n.zero, 0, 'zero calls');
+    assert(dev.n.write > writes, `zero pages arrived as WRITEs (${writes} -> ${dev.n.write})`);
+  }
   await lb.close();
 });
 
@@ -359,6 +388,7 @@ test('12 attach/detach cycles (netlink and ioctl): no device stuck, no thread le
 
 await rm(TMP, { recursive: true, force: true });
 await mkdir(TMP, { recursive: true });
+console.log(`kernel ${release()} (${process.env.KERNEL_LABEL ?? 'unlabelled'})`);
 let passed = 0;
 let failed = 0;
 const started = Date.now();
@@ -385,5 +415,7 @@ for (const t of tests) {
 }
 // Leave nothing attached even after failures.
 for (const d of await status().catch(() => [])) if (d.connected) await disconnect(d.index).catch(() => {});
-console.log(`kernel: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+// run.sh adds up the kernels' lines into one "kernel: N passed, M failed".
+const label = process.env.KERNEL_LABEL ?? release();
+console.log(`kernel ${label}: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 process.exit(failed || passed === 0 ? 1 : 0); // running no test at all is a failure too

@@ -5,7 +5,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 /** Debian's binaries first: libnbd's Python module exists only for /usr/bin/python3. */
 export const PATH = `/usr/bin:/usr/sbin:/bin:/sbin:${process.env.PATH ?? ''}`;
@@ -28,7 +28,11 @@ const packageOf: Record<string, string> = {
 
 /** Absolute path of a peer tool; throws (fails the test) when it is not installed. */
 export function requireTool(name: string): string {
-  if (name.startsWith('/') && existsSync(name)) return name; // e.g. PYTHON
+  if (name.startsWith('/')) {
+    // e.g. PYTHON, or a tool of the qemu 10 install (test/support/qemu.ts)
+    if (existsSync(name)) return name;
+    throw new Error(`interop peer "${name}" is missing (scripts/bootstrap.sh --peers installs the peers)`);
+  }
   for (const dir of PATH.split(':')) {
     const p = join(dir, name);
     if (dir && existsSync(p)) return p;
@@ -116,7 +120,7 @@ export interface Peer {
  */
 export async function startServer(cmd: string, args: string[], exportName = ''): Promise<Peer> {
   requireTool(cmd);
-  const { dir, cleanup } = tempDir(`nbd-${cmd}-`);
+  const { dir, cleanup } = tempDir(`nbd-${basename(cmd)}-`);
   const socket = join(dir, 'nbd.sock');
   const sub = (a: string) => a.replaceAll('{SOCK}', socket).replaceAll('{DIR}', dir);
   const proc = spawn(cmd, args.map(sub), { env: { ...process.env, PATH }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { Command, CommandFlag, Errno, ProtocolError, TransmissionFlag } from '@nbd/protocol';
-import { scopedFakeServers } from '../test/fake-server.js';
+import { RW_FLAGS, scopedFakeServers } from '../test/fake-server.js';
 import { Client } from './client.js';
 import { open } from './multi.js';
 
@@ -261,6 +261,38 @@ describe('Connection: extended headers', () => {
     expect(m.get('base:allocation')).toEqual([{ offset: 0, length: 1 << 19, flags: 3 }]);
     await conn.disconnect();
     await srv.done;
+  });
+
+  test('TRIM, WRITE_ZEROES and CACHE go out whole with a 64-bit length (compact headers split them)', async () => {
+    const GiB = 2 ** 30;
+    const seen: { type: number; length: bigint }[] = [];
+    const script = (extended: boolean) => async (p: Parameters<Parameters<typeof serve>[0]>[0]) => {
+      await p.negotiate({ extended, size: BigInt(8 * GiB), flags: RW_FLAGS | TransmissionFlag.SEND_CACHE, blockSize: { min: 512, preferred: 4096, max: 1 << 20 } });
+      for (;;) {
+        const r = await p.request().catch(() => undefined);
+        if (!r || r.type === Command.DISC) return;
+        seen.push({ type: r.type, length: r.length });
+        p.chunk(r.cookie, { kind: 'none' }, true, r.offset);
+      }
+    };
+    for (const extended of [true, false]) {
+      seen.length = 0;
+      const srv = await serve(script(extended));
+      const client = await Client.connect(srv.uri);
+      const conn = await client.go('', { extendedHeaders: extended });
+      expect(conn.extendedHeaders).toBe(extended);
+      await conn.trim(GiB, 5 * GiB);
+      await conn.zero(0, 6 * GiB, { noHole: true });
+      await conn.cache(0, 4 * GiB + 512);
+      await conn.disconnect();
+      const lengths = (type: number) => seen.filter((x) => x.type === type).map((x) => x.length);
+      if (extended) {
+        expect([lengths(Command.TRIM), lengths(Command.WRITE_ZEROES), lengths(Command.CACHE)]).toEqual([[BigInt(5 * GiB)], [BigInt(6 * GiB)], [BigInt(4 * GiB + 512)]]);
+      } else {
+        expect(lengths(Command.TRIM)).toHaveLength(5 * 1024);
+        expect(lengths(Command.TRIM).every((n) => n === 1n << 20n)).toBe(true);
+      }
+    }
   });
 
   test('extended headers refused: falls back to structured replies', async () => {

@@ -337,11 +337,17 @@ export class Connection {
     return CommandFlag.FUA;
   }
 
+  /**
+   * TRIM, WRITE_ZEROES and CACHE carry no payload, so the maximum payload does not bound them;
+   * with extended headers their 64-bit length goes out whole (qemu 10 and nbdkit take it),
+   * otherwise they are split into maximum-payload pieces, which every server accepts.
+   */
   private async split(cmd: number, flags: number, offset: number, length: number, signal: AbortSignal | undefined): Promise<void> {
     this.checkRange(offset, length, nameOfCmd(cmd));
+    const step = this.extendedHeaders ? Math.max(length, 1) : this.piece;
     const jobs: Promise<unknown>[] = [];
-    for (let pos = 0; pos < length; pos += this.piece) {
-      jobs.push(this.submit(cmd, flags, offset + pos, Math.min(this.piece, length - pos), undefined, undefined, signal));
+    for (let pos = 0; pos < length; pos += step) {
+      jobs.push(this.submit(cmd, flags, offset + pos, Math.min(step, length - pos), undefined, undefined, signal));
     }
     await all(jobs);
   }

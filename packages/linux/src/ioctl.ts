@@ -47,6 +47,17 @@ export function listDevices(): number[] {
     .sort((a, b) => a - b);
 }
 
+/** Whether DO_IT has started on /dev/nbdN and the device has its capacity (`size` in bytes). */
+function isLive(index: number, size: number): boolean {
+  if (!existsSync(sysfs(index, 'pid'))) return false;
+  try {
+    // sysfs `size` counts 512-byte sectors; the kernel sets bytesize >> 9.
+    return Number(readFileSync(sysfs(index, 'size'), 'utf8')) === Math.floor(size / 512);
+  } catch {
+    return false;
+  }
+}
+
 /** A device bound through ioctls, with the worker that sits in NBD_DO_IT. */
 export interface IoctlDevice {
   index: number;
@@ -148,10 +159,12 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
   };
   const done = exited.promise.then(cleanup);
 
-  // DO_IT creates /sys/block/nbdN/pid once the device is live.
+  // DO_IT (nbd_start_device) creates /sys/block/nbdN/pid first and sets the capacity
+  // last: 6.12 freezes the queue and commits its limits in between (milliseconds under
+  // load), so the device is usable only once both are there.
   const started = Date.now();
   for (;;) {
-    if (existsSync(sysfs(index, 'pid'))) break;
+    if (isLive(index, p.size)) break;
     const early = await Promise.race([exited.promise, new Promise<undefined>((r) => setTimeout(() => r(undefined), POLL_MS))]);
     if (early !== undefined) {
       await done;
