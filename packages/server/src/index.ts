@@ -16,4 +16,5 @@ export { SharedMemoryDevice } from './shared-memory-device.js';
 export { FileDevice, type FileDeviceOptions } from './file-device.js';
 export type { OpenContext } from './negotiation.js';
 export { type Logger, silentLogger } from './logger.js';
-export { type ConnectionInfo, type ServeOptions, listenAndServe, serve, serveTransmission, transmissionFlagsOf } from './serve.js';
+export { type ConnectionInfo, type ServeOptions, serve, serveTransmission, transmissionFlagsOf } from './serve.js';
+export { NbdServer, listen, listenAndServe } from './listener.js';

@@ -1,26 +1,15 @@
-// Entry points: serve() runs one connected socket through the handshake and
-// transmission; listenAndServe() accepts connections until its signal aborts and
-// settles only when every connection has closed; serveTransmission() serves a
-// socket that is already past the handshake (the kernel's end of a socketpair).
-import { type AddressInfo, type ListenOptions, type Server, type Socket, createServer } from 'node:net';
+// Serving one connection: serve() runs a connected socket through the handshake and
+// transmission; serveTransmission() serves a socket already past the handshake (the
+// kernel's end of a socketpair). Listening is in listener.ts.
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Limits, NbdInvalidArgumentError, type PeerInfo, type Transport, parseNbdUri, tieToSignal } from '@nbd/protocol';
-import {
-  type NbdAddress,
-  NodeTransport,
-  type ServerTls,
-  type ServerTlsOptions,
-  type TlsIdentity,
-  listenOptionsOf,
-  peerOf,
-  serverTls,
-} from '@nbd/node';
+import { Limits, type PeerInfo, type Transport, tieToSignal } from '@nbd/protocol';
+import { NodeTransport, type ServerTls, type ServerTlsOptions, type TlsIdentity, serverTls } from '@nbd/node';
 import { type ConnectionLimits, type ConnectionTls, ServerConnection, type Start } from './connection.js';
 import type { Device, Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
 import { Negotiation, type OpenContext, oldstyleGreeting } from './negotiation.js';
 import { plainSession } from './session.js';
-import { ThreadPool } from './threads.js';
 
 /** What `preconnect` learns about a client: before the greeting, and again once TLS is up. */
 export interface ConnectionInfo extends PeerInfo {
@@ -82,7 +71,7 @@ export interface ServeOptions {
 /** Grace for connections still negotiating when the server shuts down. */
 const SHUTDOWN_GRACE_MS = 1000;
 
-function checkExports(exports: readonly Export[]): void {
+export function checkExports(exports: readonly Export[]): void {
   if (exports.length === 0) throw new TypeError('serve: at least one export is needed');
   for (const e of exports) {
     if (!Number.isSafeInteger(e.size) || e.size < 0) throw new TypeError(`serve: export "${e.name}" has a bad size ${e.size}`);
@@ -110,7 +99,7 @@ function transportOf(socket: Duplex | Transport, opts: ServeOptions): Transport 
 }
 
 /** The prepared TLS credentials of `opts`, if any (files are read here). */
-async function tlsOf(opts: ServeOptions): Promise<ServerTls | undefined> {
+export async function tlsOf(opts: ServeOptions): Promise<ServerTls | undefined> {
   const t = opts.tls;
   if (t === undefined) return undefined;
   return 'accept' in t ? t : serverTls(t);
@@ -171,7 +160,7 @@ export function transmissionFlagsOf(exp: Export, opts: { readOnly?: boolean } = 
 }
 
 /** Runs `opts.preconnect`; false (or a failure) refuses the client. */
-async function admitted(peer: ConnectionInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
+export async function admitted(peer: ConnectionInfo, opts: ServeOptions, logger: Logger): Promise<boolean> {
   if (!opts.preconnect) return true;
   let ok = false;
   try {
@@ -181,108 +170,4 @@ async function admitted(peer: ConnectionInfo, opts: ServeOptions, logger: Logger
   }
   if (!ok) logger.info(`${peer.address}: refused by preconnect`);
   return ok;
-}
-
-/**
- * Listens on `address` (an NBD URI, `{ path }`, `{ host, port }` or net ListenOptions)
- * and serves every connection. Settles once `opts.signal` aborted and every
- * connection closed; rejects if listening fails.
- */
-export async function listenAndServe(address: NbdAddress | ListenOptions, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
-  checkExports(exports);
-  const logger = opts.logger ?? silentLogger;
-  const listenOpts = listenOptionsOf(address);
-  if (typeof address === 'string' || address instanceof URL) {
-    if (parseNbdUri(String(address)).tls && opts.tls === undefined) throw new NbdInvalidArgumentError(`listen: ${String(address)} asks for TLS; give ServeOptions.tls`);
-  }
-  // Credentials are read once for every connection (workers read their own).
-  if (opts.tls !== undefined && !opts.threads) opts = { ...opts, tls: await tlsOf(opts) };
-  const pool = opts.threads ? await startPool(opts.threads, exports, opts, logger) : undefined;
-  const connections = new Set<Promise<void>>();
-  const admission = new Admission(opts, logger);
-  const handOff = async (socket: Socket, pool: ThreadPool) => {
-    if (!(await admitted(peerOf(socket), opts, logger))) socket.destroy();
-    else if (opts.signal?.aborted) socket.destroy();
-    else await pool.hand(socket);
-  };
-  const server: Server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
-    const leave = admission.enter(socket, connections.size);
-    if (leave === undefined) return;
-    const served = pool ? handOff(socket, pool) : serve(socket, exports, opts);
-    const p = served.catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`)).finally(leave);
-    connections.add(p);
-    void p.finally(() => connections.delete(p));
-  });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(listenOpts, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  } catch (e) {
-    await pool?.close();
-    throw e;
-  }
-  const where = server.address();
-  logger.info(`listening on ${typeof where === 'string' ? where : `${where?.address}:${where?.port}`}`);
-  if (where !== null) opts.onListen?.(where);
-  server.on('error', (e) => logger.error(`listener error: ${e.message}`));
-  const stopped = Promise.withResolvers<void>();
-  tieToSignal(opts.signal, () => stopped.resolve()); // no signal: serves forever
-  await stopped.promise;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  // serve() sees the same signal and winds its connection down; workers are told.
-  pool?.shutdown();
-  while (connections.size > 0) await Promise.all([...connections]);
-  await closed;
-  await pool?.close();
-}
-
-/** Connection limits of a listener: in all, and per remote address. */
-class Admission {
-  private readonly perClient = new Map<string, number>();
-  private readonly max: number;
-  private readonly maxPerClient: number;
-
-  constructor(
-    opts: ServeOptions,
-    private readonly logger: Logger,
-  ) {
-    this.max = opts.maxConnections ?? 10_000;
-    this.maxPerClient = opts.maxConnectionsPerClient ?? 1000;
-  }
-
-  /** Admits `socket` (the function to call when it leaves), or closes it and returns undefined. */
-  enter(socket: Socket, open: number): (() => void) | undefined {
-    if (open >= this.max) {
-      this.logger.warn(`connection refused: ${open} connections already (maxConnections)`);
-      socket.destroy();
-      return undefined;
-    }
-    const address = socket.remoteAddress;
-    if (address === undefined) return () => {};
-    const n = this.perClient.get(address) ?? 0;
-    if (n >= this.maxPerClient) {
-      this.logger.warn(`connection refused: ${n} connections from ${address} already (maxConnectionsPerClient)`);
-      socket.destroy();
-      return undefined;
-    }
-    this.perClient.set(address, n + 1);
-    return () => {
-      const left = (this.perClient.get(address) ?? 1) - 1;
-      if (left > 0) this.perClient.set(address, left);
-      else this.perClient.delete(address);
-    };
-  }
-}
-
-function startPool(threads: number, exports: readonly Export[], opts: ServeOptions, logger: Logger): Promise<ThreadPool> {
-  if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
-  if (opts.handshake === 'oldstyle') throw new TypeError('serve: oldstyle is not served on worker threads');
-  const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive } = opts;
-  if (opts.tls !== undefined && 'accept' in opts.tls) throw new TypeError('serve: with threads, give tls as options (each worker loads them)');
-  const tls = opts.tls as ServerTlsOptions | undefined;
-  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive, tls }, logger, opts.logger !== undefined);
 }
