@@ -9,6 +9,7 @@ import { Client } from '@nbd/client';
 import { Magic } from '@nbd/protocol';
 import { MemoryDevice } from '@nbd/server';
 import { runOk, tempDir } from '../support/peers.js';
+import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 
 const SIZE = 8 * MiB;
@@ -54,11 +55,11 @@ describe('oldstyle handshake', () => {
     expect(readFileSync(back).equals(data)).toBe(true);
   });
 
-  it('qemu-io writes a pattern and reads it back; qemu-img info sees the size', async () => {
-    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', srv.uri()]);
-    const read = await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0x5a 1M 64k', srv.uri()]);
+  it.each(EACH_QEMU)('qemu-io %s writes a pattern and reads it back; qemu-img info sees the size', async (_version, q) => {
+    await runOk(qemuTool(q, 'qemu-io'), ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', srv.uri()]);
+    const read = await runOk(qemuTool(q, 'qemu-io'), ['-f', 'raw', '-c', 'read -P 0x5a 1M 64k', srv.uri()]);
     expect(read).toMatch(/read 65536\/65536 bytes/);
-    const info = JSON.parse(await runOk('qemu-img', ['info', '--output=json', '-f', 'raw', srv.uri()])) as { 'virtual-size': number };
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '-f', 'raw', srv.uri()])) as { 'virtual-size': number };
     expect(info['virtual-size']).toBe(SIZE);
   });
 

@@ -11,6 +11,7 @@ import { Option, OptionReply, ServerStreamDecoder, encodeClientFlags, encodeOpti
 import { parsePskFile } from '@nbd/node';
 import { type ConnectionInfo, type Export, MemoryDevice, type ServeOptions, listenAndServe } from '@nbd/server';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
+import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { type Credentials, makeCredentials } from '../support/tls.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 
@@ -119,11 +120,11 @@ describe('TLS with PSK (FORCEDTLS)', () => {
     expect(readFileSync(back).equals(data)).toBe(true);
   });
 
-  it('qemu-io and qemu-img with --object tls-creds-psk', async () => {
+  it.each(EACH_QEMU)('qemu-io and qemu-img %s with --object tls-creds-psk', async (_version, q) => {
     const object = `tls-creds-psk,id=tls0,endpoint=client,dir=${creds.dir},username=alice`;
     const image = `driver=nbd,server.type=unix,server.path=${srv.socket},export=disk,tls-creds=tls0`;
-    await runOk('qemu-io', ['--object', object, '--image-opts', image, '-c', 'write -P 0x77 0 64k', '-c', 'read -P 0x77 0 64k']);
-    const info = JSON.parse(await runOk('qemu-img', ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
+    await runOk(qemuTool(q, 'qemu-io'), ['--object', object, '--image-opts', image, '-c', 'write -P 0x77 0 64k', '-c', 'read -P 0x77 0 64k']);
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
     expect(info['virtual-size']).toBe(SIZE);
   });
 
@@ -206,11 +207,12 @@ describe('TLS with X.509', () => {
     }
   });
 
-  it('qemu-img with --object tls-creds-x509', async () => {
+  it.each(EACH_QEMU)('qemu-img and qemu-io %s with --object tls-creds-x509', async (_version, q) => {
     const object = `tls-creds-x509,id=tls0,endpoint=client,dir=${creds.dir}`;
     const image = `driver=nbd,server.type=unix,server.path=${srv.socket},export=disk,tls-creds=tls0,tls-hostname=localhost`;
-    const info = JSON.parse(await runOk('qemu-img', ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
     expect(info['virtual-size']).toBe(SIZE);
+    await runOk(qemuTool(q, 'qemu-io'), ['--object', object, '--image-opts', image, '-c', 'write -P 0x31 64k 64k', '-c', 'read -P 0x31 64k 64k']);
   });
 
   it('nbd-client -l lists over TLS with its certificate options', async () => {
