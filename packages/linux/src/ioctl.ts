@@ -86,6 +86,30 @@ export function ioctlDevice(index: number): IoctlDevice | undefined {
 const POLL_MS = 10;
 const START_TIMEOUT_MS = 20_000;
 
+/**
+ * Waits until DO_IT has the device live. nbd_start_device creates /sys/block/nbdN/pid
+ * first and sets the capacity last: 6.12 freezes the queue and commits its limits in
+ * between (milliseconds under load), so the device is usable only once both are there.
+ * Fails if DO_IT returns early, or does not start within the limit.
+ */
+async function waitLive(index: number, fd: number, size: number, exited: Promise<{ ret: number; errno: number } | Error>, done: Promise<void>): Promise<void> {
+  const path = `/dev/nbd${index}`;
+  const started = Date.now();
+  while (!isLive(index, size)) {
+    const early = await Promise.race([exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), POLL_MS))]);
+    if (early !== undefined) {
+      await done;
+      if (early instanceof Error) throw early;
+      throw NbdSystemError.fromErrno(early.errno || 5, `${path}: NBD_DO_IT`);
+    }
+    if (Date.now() - started > START_TIMEOUT_MS) {
+      ioctlInt(fd, NbdIoctl.CLEAR_SOCK, 0, 'NBD_CLEAR_SOCK');
+      await done;
+      throw new NbdSystemError(`${path}: NBD_DO_IT did not start within ${START_TIMEOUT_MS} ms`, 'ETIMEDOUT');
+    }
+  }
+}
+
 /** Binds the sockets to /dev/nbdN (a free one unless `index` is given) and starts DO_IT. */
 export async function ioctlConnect(p: IoctlParams, signal?: AbortSignal): Promise<IoctlDevice> {
   const candidates = p.index !== undefined ? [p.index] : listDevices().filter((i) => !deviceInUse(i));
@@ -159,24 +183,7 @@ async function bind(index: number, p: IoctlParams): Promise<IoctlDevice> {
   };
   const done = exited.promise.then(cleanup);
 
-  // DO_IT (nbd_start_device) creates /sys/block/nbdN/pid first and sets the capacity
-  // last: 6.12 freezes the queue and commits its limits in between (milliseconds under
-  // load), so the device is usable only once both are there.
-  const started = Date.now();
-  for (;;) {
-    if (isLive(index, p.size)) break;
-    const early = await Promise.race([exited.promise, new Promise<undefined>((r) => setTimeout(() => r(undefined), POLL_MS))]);
-    if (early !== undefined) {
-      await done;
-      if (early instanceof Error) throw early;
-      throw NbdSystemError.fromErrno(early.errno || 5, `${path}: NBD_DO_IT`);
-    }
-    if (Date.now() - started > START_TIMEOUT_MS) {
-      ioctlInt(fd, NbdIoctl.CLEAR_SOCK, 0, 'NBD_CLEAR_SOCK');
-      await done;
-      throw new NbdSystemError(`${path}: NBD_DO_IT did not start within ${START_TIMEOUT_MS} ms`, 'ETIMEDOUT');
-    }
-  }
+  await waitLive(index, fd, p.size, exited.promise, done);
 
   const dev: IoctlDevice = {
     index,

@@ -4,11 +4,13 @@ import { describe, expect, test } from 'vitest';
 import { concat } from './bytes.js';
 import { Command, CommandFlag, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { ByteQueue, type ClientFrame, ClientStreamDecoder, type ServerFrame, ServerStreamDecoder } from './frames.js';
+import { ByteQueue } from './byte-queue.js';
+import { type ClientFrame, ClientStreamDecoder, type ServerFrame, ServerStreamDecoder } from './frames.js';
 import { clientFlags, exportNameReplies, greetings, optionReplies, optionRequests } from './fixtures/handshake.js';
 import { chunks, requests, simpleReplies } from './fixtures/transmission.js';
 import { encodeOptionRequest } from './handshake.js';
-import { decodeChunkHeader, encodeRequest } from './transmission.js';
+import { encodeRequest } from './transmission.js';
+import { decodeChunkHeader } from './chunks.js';
 
 interface Decoder<F> {
   push(chunk: Uint8Array): void;

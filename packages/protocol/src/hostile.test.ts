@@ -18,14 +18,8 @@ import {
   decodeOptionRequest,
   encodeGreeting,
 } from './handshake.js';
-import {
-  decodeBlockStatusPayload,
-  decodeChunkHeader,
-  decodeChunkPayload,
-  decodeRequest,
-  decodeSimpleReply,
-  encodeRequest,
-} from './transmission.js';
+import { decodeBlockStatusPayload, decodeRequest, decodeSimpleReply, encodeRequest } from './transmission.js';
+import { decodeChunkHeader, decodeChunkPayload } from './chunks.js';
 
 /** Runs `f`; passes if it returns or throws ProtocolError, fails on anything else. */
 function protocolErrorOrValue(f: () => unknown): void {

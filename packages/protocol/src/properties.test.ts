@@ -20,19 +20,8 @@ import {
   encodeOptionReply,
   encodeOptionRequest,
 } from './handshake.js';
-import {
-  type ChunkPayload,
-  type Request,
-  decodeBlockStatusPayload,
-  decodeChunkHeader,
-  decodeChunkPayload,
-  decodeRequest,
-  decodeSimpleReply,
-  encodeBlockStatusPayload,
-  encodeChunk,
-  encodeRequest,
-  encodeSimpleReply,
-} from './transmission.js';
+import { type Request, decodeBlockStatusPayload, decodeRequest, decodeSimpleReply, encodeBlockStatusPayload, encodeRequest, encodeSimpleReply } from './transmission.js';
+import { type ChunkPayload, decodeChunkHeader, decodeChunkPayload, encodeChunk } from './chunks.js';
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.nat({ max: 0xffffffff });
