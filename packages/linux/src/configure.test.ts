@@ -35,8 +35,12 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
     expect(() => prepare({ fd: 3, size: -1, flags })).toThrow(/bad export size/);
   });
 
-  test('a stream without a file descriptor cannot go to the kernel', () => {
-    expect(() => prepare({ socket: new PassThrough(), size: 4096, flags })).toThrow(/no file descriptor/);
+  test('a stream without a file descriptor (TLS) reaches the kernel through a pump: a socketpair end', () => {
+    const stream = new PassThrough();
+    const p = prepare({ socket: stream, size: 4096, flags });
+    expect(p.fds).toHaveLength(1);
+    expect(p.pumped).toEqual([stream]);
+    for (const s of [...p.sockets, ...p.pumped]) s.destroy();
   });
 
   test('a detachable Connection is detached and its info used', () => {
@@ -62,13 +66,18 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
     expect(detached).toBe(0);
   });
 
-  test('if a socket cannot go to the kernel, the sockets already detached are closed, not leaked', () => {
+  test('if a detach fails, the sockets already detached are closed, not leaked', () => {
     const good = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
     const conns = [
       { info: { size: 8192, flags: flags | T.CAN_MULTI_CONN }, detach: () => ({ socket: good }) },
-      { info: { size: 8192, flags: flags | T.CAN_MULTI_CONN }, detach: () => ({ socket: new PassThrough() }) },
+      {
+        info: { size: 8192, flags: flags | T.CAN_MULTI_CONN },
+        detach: (): { socket: PassThrough } => {
+          throw new Error('cannot stop reading');
+        },
+      },
     ];
-    expect(() => prepare(conns)).toThrow(/no file descriptor/);
+    expect(() => prepare(conns)).toThrow(/cannot stop reading/);
     expect(good.destroyed).toBe(true);
   });
 });

@@ -3,7 +3,8 @@
 // Also disconnect, status, and a supervisor that reconnects dead links.
 import type { Duplex } from 'node:stream';
 import { NbdInvalidArgumentError, TransmissionFlag, throwIfAborted, tieToSignal } from '@nbd/protocol';
-import { NbdSystemError, fdOf } from '@nbd/node';
+import { NbdSystemError, fdOf, hasDescriptor } from '@nbd/node';
+import { pumpFor } from './pump.js';
 import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
 import { KernelClientFlag } from './netlink-codec.js';
 import { type DeviceStatus, NbdNetlink } from './netlink.js';
@@ -51,7 +52,10 @@ export interface ConfigureOptions {
 
 interface Prepared {
   fds: number[];
+  /** Our copies of what the kernel gets: closed once it holds its own references. */
   sockets: Duplex[];
+  /** Connections pumped to the kernel (TLS): they live on with the device; closed only if configuring fails. */
+  pumped: Duplex[];
   size: number;
   flags: number;
   blockSize: number;
@@ -63,7 +67,8 @@ const isDetachable = (c: ConnectionInput): c is DetachableConnection => typeof (
 /**
  * Checks every connection (one export, consistent flags, multi-conn only if advertised,
  * a valid block size), and only then detaches them. A refusal leaves every Connection
- * as it was; if a detach fails, the sockets already detached are closed.
+ * as it was; if a detach fails, the sockets already detached are closed. A connection
+ * without a descriptor of its own (TLS) reaches the kernel through a pump (pump.ts).
  */
 export function prepare(input: ConnectionInput | readonly ConnectionInput[], blockSize?: number): Prepared {
   const list = Array.isArray(input) ? (input as readonly ConnectionInput[]) : [input as ConnectionInput];
@@ -86,23 +91,29 @@ export function prepare(input: ConnectionInput | readonly ConnectionInput[], blo
     throw new NbdInvalidArgumentError(`configure: block size ${bs} must be a power of 2 from 512 to the page size`);
   }
   const sockets: Duplex[] = [];
+  const pumped: Duplex[] = [];
   const fds: number[] = [];
   try {
     for (const c of list) {
-      const socket = isDetachable(c) ? c.detach().socket : c.socket;
+      let socket = isDetachable(c) ? c.detach().socket : c.socket;
+      if (socket && !hasDescriptor(socket)) {
+        pumped.push(socket);
+        socket = pumpFor(socket).kernelEnd;
+      }
       if (socket) sockets.push(socket);
       fds.push(socket ? fdOf(socket) : (c as RawConnection).fd!);
     }
   } catch (err) {
-    release(sockets);
+    release(sockets, pumped);
     throw err;
   }
-  return { fds, sockets, size: first.size, flags: first.flags, blockSize: bs };
+  return { fds, sockets, pumped, size: first.size, flags: first.flags, blockSize: bs };
 }
 
 /** Our copies of the sockets go once the kernel holds its own references. */
-function release(sockets: readonly Duplex[]): void {
+function release(sockets: readonly Duplex[], failed?: readonly Duplex[]): void {
   for (const s of sockets) s.destroy();
+  for (const s of failed ?? []) s.destroy();
 }
 
 async function openNetlinkOrNull(mode: ConfigureOptions['mode']): Promise<NbdNetlink | null> {
@@ -120,48 +131,58 @@ async function openNetlinkOrNull(mode: ConfigureOptions['mode']): Promise<NbdNet
  * Gives the kernel the connections (all to one export, in the transmission phase)
  * and resolves with the index of /dev/nbdN. Sockets of `Connection`s and `{ socket }`
  * entries are closed here once the kernel holds them; `{ fd }` entries stay the caller's.
+ * A TLS connection stays open in this process, pumped to the kernel through a
+ * socketpair, for as long as the device uses it: keep the process running.
  */
 export async function configure(connections: ConnectionInput | readonly ConnectionInput[], opts: ConfigureOptions = {}): Promise<number> {
   throwIfAborted(opts.signal, 'configure');
   const p = prepare(connections, opts.blockSize);
   try {
-    const nl = await openNetlinkOrNull(opts.mode);
-    if (!nl) {
-      if (opts.disconnectOnClose || opts.destroyOnDisconnect || opts.deadConnTimeout !== undefined) {
-        // Silently dropping these would change behaviour the caller relies on (`backend` is cosmetic).
-        throw new NbdInvalidArgumentError('configure: disconnectOnClose, destroyOnDisconnect and deadConnTimeout need netlink');
-      }
-      const dev = await ioctlConnect(
-        {
-          size: p.size,
-          blockSize: p.blockSize,
-          serverFlags: p.flags,
-          fds: p.fds,
-          ...(opts.index !== undefined ? { index: opts.index } : {}),
-          ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
-        },
-        opts.signal,
-      );
-      return dev.index;
+    const index = await attach(p, opts);
+    release(p.sockets);
+    return index;
+  } catch (err) {
+    release(p.sockets, p.pumped);
+    throw err;
+  }
+}
+
+/** Gives the prepared descriptors to the kernel: netlink CONNECT, or the ioctls and a DO_IT thread. */
+async function attach(p: Prepared, opts: ConfigureOptions): Promise<number> {
+  const nl = await openNetlinkOrNull(opts.mode);
+  if (!nl) {
+    if (opts.disconnectOnClose || opts.destroyOnDisconnect || opts.deadConnTimeout !== undefined) {
+      // Silently dropping these would change behaviour the caller relies on (`backend` is cosmetic).
+      throw new NbdInvalidArgumentError('configure: disconnectOnClose, destroyOnDisconnect and deadConnTimeout need netlink');
     }
-    try {
-      const clientFlags = (opts.disconnectOnClose ? KernelClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? KernelClientFlag.DESTROY_ON_DISCONNECT : 0);
-      return await nl.connect({
+    const dev = await ioctlConnect(
+      {
         size: p.size,
         blockSize: p.blockSize,
         serverFlags: p.flags,
-        clientFlags,
         fds: p.fds,
         ...(opts.index !== undefined ? { index: opts.index } : {}),
         ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
-        ...(opts.deadConnTimeout !== undefined ? { deadConnTimeout: opts.deadConnTimeout } : {}),
-        ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
-      });
-    } finally {
-      nl.close();
-    }
+      },
+      opts.signal,
+    );
+    return dev.index;
+  }
+  try {
+    const clientFlags = (opts.disconnectOnClose ? KernelClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? KernelClientFlag.DESTROY_ON_DISCONNECT : 0);
+    return await nl.connect({
+      size: p.size,
+      blockSize: p.blockSize,
+      serverFlags: p.flags,
+      clientFlags,
+      fds: p.fds,
+      ...(opts.index !== undefined ? { index: opts.index } : {}),
+      ...(opts.timeout !== undefined ? { timeout: opts.timeout } : {}),
+      ...(opts.deadConnTimeout !== undefined ? { deadConnTimeout: opts.deadConnTimeout } : {}),
+      ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
+    });
   } finally {
-    release(p.sockets);
+    nl.close();
   }
 }
 
@@ -247,9 +268,11 @@ export async function supervise(
   const attempt = async (): Promise<void> => {
     while (!stopped) {
       let p: Prepared | undefined;
+      let ok = false;
       try {
         p = prepare(await reconnect());
         await nl.reconfigure(index, { fds: p.fds });
+        ok = true;
         count++;
         opts.onReconnect?.();
         return;
@@ -259,7 +282,7 @@ export async function supervise(
         opts.onReconnect?.(err);
         await new Promise((r) => setTimeout(r, retryDelay));
       } finally {
-        if (p) release(p.sockets);
+        if (p) release(p.sockets, ok ? undefined : p.pumped);
       }
     }
   };

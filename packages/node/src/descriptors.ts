@@ -6,6 +6,12 @@ import type { Duplex } from 'node:stream';
 import { closeFd, dupFd, socketpairFds } from './ffi.js';
 import { NbdSystemError } from './system-error.js';
 
+/** Whether `socket` is a net.Socket with a descriptor of its own (not TLS, not in-memory). */
+export function hasDescriptor(socket: Duplex): boolean {
+  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0;
+}
+
 /** The descriptor under a net.Socket; throws for streams that have none (TLS, in-memory). */
 export function fdOf(socket: Duplex): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;

@@ -2,7 +2,7 @@
 // internals, and the one loader of libc (koffi). Client, server and linux talk to
 // sockets through the Transport interface of @nbd/protocol, implemented here.
 export { type NbdAddress, connectSocket, listenOptionsOf, socketOptionsOf, toNbdUri } from './address.js';
-export { fdOf, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
+export { fdOf, hasDescriptor, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
 export { fastReadChannel } from './fast-read.js';
 export {
   check,
