@@ -7,6 +7,10 @@
 #   SIZE (default 1G), RUNS (default 3), SECS (randread seconds, default 10)
 set -eu
 cd "$(dirname "$0")/.."
+# The node of the caller's PATH (Node >= 22: the SDK uses Promise.withResolvers), found before
+# Debian's /usr/bin (Node 20 here) goes first for the peers.
+NODE=${NODE:-$(command -v node)}
+"$NODE" -e 'if (+process.versions.node.split(".")[0] < 22) { console.error(`client-bench: Node ${process.version} is too old; put Node >= 22 first in PATH or set NODE`); process.exit(1); }'
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 # This machine sets NODE_EXTRA_CA_CERTS for its HTTPS proxy; node then parses the whole CA
 # bundle at every start (~30 ms of a ~0.8 s copy, measured with perf), which has nothing to
@@ -35,15 +39,15 @@ log "filling $MEM with data"
 nbdcopy "$PAT" "$MEM"
 
 # wall time (s) of one command
-once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || { log "FAILED: $*"; kill $$; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # ours and theirs alternate (A B A B ...) so drift on the shared CPU hits both; prints "ours theirs"
 # and ours again with --threads=2 (this thread plus one worker, 2 connections each); prints "ours ours-t2 theirs"
 pair() { # src dst
   local os=() o2=() ts=()
   for _ in $(seq "$RUNS"); do
-    os+=("$(once node examples/dist/client-copy.js "$1" "$2")")
-    o2+=("$(once node examples/dist/client-copy.js --threads=2 "$1" "$2")")
+    os+=("$(once "$NODE" examples/dist/client-copy.js "$1" "$2")")
+    o2+=("$(once "$NODE" examples/dist/client-copy.js --threads=2 "$1" "$2")")
     ts+=("$(once nbdcopy "$1" "$2")")
   done
   echo "$(median "${os[@]}") $(median "${o2[@]}") $(median "${ts[@]}")"
@@ -56,7 +60,7 @@ log "copy pattern → memory (destination pre-allocated by one untimed nbdcopy)"
 nbdcopy "$PAT" "$DST"
 read -r o2 p2 t2 < <(pair "$PAT" "$DST")
 log "randread 4k qd32 (${SECS}s each)"
-o3=$(node examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
+o3=$("$NODE" examples/dist/client-randread.js "$MEM" "$SECS" 32 4096)
 t3=$(fio --name=rr --ioengine=nbd --uri="$MEM" --rw=randread --bs=4k --iodepth=32 --size="$BYTES" \
   --time_based --runtime="$SECS" --ramp_time=1 --norandommap --randrepeat=0 --output-format=json --output="$WORK/fio.json" >/dev/null && \
   /usr/bin/python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' "$WORK/fio.json")
