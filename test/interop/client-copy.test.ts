@@ -4,7 +4,8 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { copy, open } from '@nbd/client';
+import { open } from '@nbd/client';
+import { copy } from '@nbd/copy';
 import { runOk } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 
@@ -69,5 +70,5 @@ test('export → null: and an aborted copy rejects', async () => {
   expect((await copy(src.uri, 'null:', { sparse: false })).bytes).toBe(16 * MiB);
   const ac = new AbortController();
   const p = copy(src.uri, 'null:', { signal: ac.signal, inFlight: 1, connections: 1, requestSize: 4096, onProgress: (x) => x.done > MiB && ac.abort(new Error('stop')) });
-  await expect(p).rejects.toThrow('stop');
+  await expect(p).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED', cause: new Error('stop') });
 });

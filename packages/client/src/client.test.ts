@@ -1,8 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import { Duplex } from 'node:stream';
-import { NbdOptionError, Option, OptionReply } from '@nbd/protocol';
+import { NbdOptionError, NbdStateError, NbdTimeoutError, NbdUnsupportedError, Option, OptionReply } from '@nbd/protocol';
 import { scopedFakeServers } from '../test/fake-server.js';
-import { Client, NbdStateError, NbdUnsupportedError } from './client.js';
+import { Client } from './client.js';
 
 const serve = scopedFakeServers();
 
@@ -82,7 +82,7 @@ describe('Client: handshake', () => {
   test('a handshake timeout rejects and closes the socket', async () => {
     const srv = await serve(async () => {}); // accepts, never greets
     const t0 = Date.now();
-    await expect(Client.connect(srv.uri, { timeout: 100 })).rejects.toThrow();
+    await expect(Client.connect(srv.uri, { handshakeTimeout: 100 })).rejects.toBeInstanceOf(NbdTimeoutError);
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 
