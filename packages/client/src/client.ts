@@ -130,6 +130,11 @@ export class Client {
     }
   }
 
+  /** Milliseconds the server has for each handshake step (the `handshakeTimeout` option; 0: no limit). */
+  get handshakeTimeout(): number {
+    return this.limit;
+  }
+
   /** Where the client is (see ClientState). */
   get state(): ClientState {
     return this.stateNow;

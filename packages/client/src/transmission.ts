@@ -175,8 +175,10 @@ export class Transmission {
     try {
       socket = t.detach();
     } catch (e) {
-      t.resume(); // still ours: go on reading
-      throw new NbdUnsupportedError(`detach(): ${(e as Error).message}`, { cause: e });
+      // Still ours. A socket reading into our arenas never stopped (the failing pause was the
+      // handle's readStop); one that copies 'data' was paused and must go on.
+      if (t.mode !== 'direct') t.resume();
+      throw new NbdUnsupportedError(`detach(): the socket cannot stop reading, so it cannot be handed over: ${(e as Error).message}`, { cause: e });
     }
     this.to('detached');
     this.refusal = new NbdStateError('the connection was detached (its socket was handed over)');
