@@ -413,7 +413,8 @@ describe('Connection: regressions', () => {
     const lent = await conn.readLent(65536, 65536);
     expect(lent.data.length).toBe(65536);
     expect(lent.data[0]).toBe(1);
-    lent.release();
+    const { release } = lent; // works destructured too
+    release();
     lent.release(); // twice is harmless
     {
       using again = await conn.readLent(131072, 4096);

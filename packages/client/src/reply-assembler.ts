@@ -56,6 +56,9 @@ export interface ReplyState {
   readonly intoCaller: boolean;
   /** READ: the one chunk covering the whole range, held in its arena until handed on. */
   single: Uint8Array | undefined;
+  /** READ: the one chunk so far covered the whole request (the usual reply: no ReadCoverage needed). */
+  whole: boolean;
+  /** READ: what a reply in several chunks has described. */
   coverage: ReadCoverage | undefined;
   /** BLOCK_STATUS: context ids asked about, and the extents each got. */
   readonly contextIds: readonly number[];
@@ -81,7 +84,6 @@ export function newReply(req: {
   destPos?: number;
   contextIds?: readonly number[];
 }): ReplyState {
-  const read = req.command === Command.READ;
   return {
     command: req.command,
     offset: req.offset,
@@ -91,7 +93,8 @@ export function newReply(req: {
     destPos: req.destPos ?? 0,
     intoCaller: req.dest !== undefined,
     single: undefined,
-    coverage: read ? new ReadCoverage() : undefined,
+    whole: false,
+    coverage: undefined,
     contextIds: req.contextIds ?? [],
     extents: req.command === Command.BLOCK_STATUS ? new Map() : undefined,
     error: undefined,
@@ -194,13 +197,29 @@ function safeOffset(v: bigint): number {
   return Number(v);
 }
 
+/** Records [start, end) of a READ as described; false if it overlaps what was (unless `union`). */
+function describe(st: ReplyState, start: number, end: number, union: boolean): boolean {
+  if (!st.whole && st.coverage === undefined && start === 0 && end === st.length) return (st.whole = true);
+  if (st.coverage === undefined) {
+    st.coverage = new ReadCoverage();
+    if (st.whole) st.coverage.add(0, st.length);
+  }
+  return st.coverage.add(start, end, union);
+}
+
+/** The first byte of a READ not described yet, and how many were; undefined gap when all were. */
+function gapOf(st: ReplyState): { gap: number | undefined; covered: number } {
+  if (st.coverage === undefined) return st.whole ? { gap: undefined, covered: st.length } : { gap: 0, covered: 0 };
+  return { gap: st.coverage.firstGap(st.length), covered: st.coverage.covered };
+}
+
 /** `size` bytes at `at`: `data`, or zeroes (a hole). Checks bounds and overlaps, then stores unless abandoned. */
 function content(rules: ReplyRules, st: ReplyState, at: number, data: Uint8Array | undefined, size: number, views: ViewHolder): void {
   const rel = at - st.offset;
   if (rel < 0 || rel + size > st.length) {
     throw new ProtocolError(`READ chunk ${at}+${size} lies outside the request ${st.offset}+${st.length} (the spec: content MUST lie within the request)`);
   }
-  if (!st.coverage!.add(rel, rel + size, !rules.strict)) {
+  if (!describe(st, rel, rel + size, !rules.strict)) {
     throw new ProtocolError(`READ chunk ${at}+${size} overlaps bytes an earlier chunk described (the spec: content chunks MUST NOT overlap)`);
   }
   if (st.abandoned) return;
@@ -295,9 +314,8 @@ function errnoError(rules: ReplyRules, errno: number, message: string, offset?: 
 /** The reply is complete: check what the request needed, and produce its outcome. */
 function finish(rules: ReplyRules, st: ReplyState, views: ViewHolder): ReplyOutcome {
   if (st.command === Command.READ && st.error === undefined) {
-    const gap = st.coverage!.firstGap(st.length);
+    const { gap, covered } = gapOf(st);
     if (gap !== undefined) {
-      const covered = st.coverage!.covered;
       if (rules.strict) {
         throw new ProtocolError(
           `READ reply done with ${st.length - covered} of ${st.length} bytes not described, the first at ${st.offset + gap} (the spec: a successful reply MUST cover the whole request)`,

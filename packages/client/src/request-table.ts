@@ -49,12 +49,14 @@ export class RequestTable {
     const p: PendingRequest = { cookie, reply, lend: opts.lend ?? false, payload: opts.payload, settled: false, resolve, reject, untie: noop };
     this.pending.set(cookie, p);
     const signal = opts.signal;
-    p.untie = tieToSignal(signal, () => {
-      if (p.settled) return;
-      p.settled = true;
-      reject(abortError(signal, opts.what));
-      this.onAbandon?.(p);
-    });
+    if (signal !== undefined) {
+      p.untie = tieToSignal(signal, () => {
+        if (p.settled) return;
+        p.settled = true;
+        reject(abortError(signal, opts.what));
+        this.onAbandon?.(p);
+      });
+    }
     return { cookie, promise };
   }
 

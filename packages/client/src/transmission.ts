@@ -224,8 +224,8 @@ export class Transmission {
 
   /** A READ's bytes for its caller: lent, kept as a view (large), or copied out of the arena (small). */
   private deliver(p: PendingRequest, value: unknown, held: Uint8Array | undefined): unknown {
-    if (held === undefined) return p.lend ? lent(value as Uint8Array, noop) : value;
-    if (p.lend) return lent(held, () => this.views.release(held));
+    if (held === undefined) return p.lend ? notLent(value as Uint8Array) : value;
+    if (p.lend) return new Lent(held, this.views);
     let out = held;
     if (held.length >= SMALL_READ) this.reader.arenas.keep(held);
     else out = held.slice(); // a small answer kept for long must not pin a whole arena
@@ -292,19 +292,25 @@ export class Transmission {
   }
 }
 
-function lent(data: Uint8Array, giveBack: () => void): LentBytes {
-  let out = false;
-  const release = () => {
-    if (out) return;
-    out = true;
-    giveBack();
+/** A view lent from a read arena; `release()` gives it back once, also when destructured (`const { data, release } = …`). */
+class Lent implements LentBytes {
+  constructor(
+    readonly data: Uint8Array,
+    private holder: ViewHolder | undefined,
+  ) {}
+
+  readonly release = (): void => {
+    const h = this.holder;
+    this.holder = undefined;
+    h?.release(this.data);
   };
-  return { data, release, [Symbol.dispose]: release };
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }
 
 /** Bytes that need no giving back, as LentBytes. */
 export function notLent(data: Uint8Array): LentBytes {
-  return lent(data, noop);
+  return new Lent(data, undefined);
 }
-
-function noop(): void {}
