@@ -1,6 +1,6 @@
 #!/bin/bash
 # @nbd/client vs libnbd, side by side in one run:
-#   copy   nbdkit memory (filled) → null:      ours (copy()) vs nbdcopy
+#   copy   nbdkit memory (filled) → null:      ours (@nbd/copy, examples/client-copy) vs nbdcopy
 #   copy   nbdkit pattern → nbdkit memory       ours vs nbdcopy
 #   randread 4 KiB, queue depth 32, one connection, nbdkit memory: ours vs fio (libnbd engine)
 # Prints one markdown table with ratios (ours / theirs; > 1 = ours faster).

@@ -81,6 +81,11 @@ interface Call {
   signal: AbortSignal | undefined;
 }
 
+/**
+ * The negotiating phase: `Client.connect()`, then `list()`, `info()`, `listMetaContexts()`
+ * as often as needed, one at a time, and `go()` for a Connection (the Client is done
+ * then) or `abort()`.
+ */
 export class Client {
   private stateNow: ClientState = 'connecting';
   private closeReason: unknown;

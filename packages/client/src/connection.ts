@@ -34,7 +34,9 @@ export class Connection {
   readonly info: ExportInfo;
   /** Selected metadata contexts, name → id. */
   readonly metaContexts: ReadonlyMap<string, number>;
+  /** Structured replies were negotiated (READ may come in chunks; BLOCK_STATUS is possible). */
   readonly structuredReplies: boolean;
+  /** Extended headers were negotiated (32-byte requests and replies, 64-bit lengths). */
   readonly extendedHeaders: boolean;
   /** Replies are checked against every rule of the spec (the `strict` option of go()). */
   readonly strict: boolean;

@@ -38,6 +38,7 @@ export function clientArenaPool(): ArenaPool {
 /** Takes each frame as it is decoded; returns false to stop after this one (the rest wait in the decoder). */
 export type FrameConsumer = (frame: ServerFrame) => boolean;
 
+/** A connection's read side: transport → ReadArenas → ServerStreamDecoder → one frame consumer at a time. */
 export class FrameReader implements ByteSink {
   readonly decoder = new ServerStreamDecoder();
   readonly arenas: ReadArenas;

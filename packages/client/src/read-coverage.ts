@@ -3,6 +3,7 @@
 // the chunks are ordered. One chunk (the usual reply) is one interval; chunks that
 // arrive in order merge into one as they come.
 
+/** The byte ranges of one READ that its reply has described, as sorted, merged intervals. */
 export class ReadCoverage {
   private readonly starts: number[] = [];
   private readonly ends: number[] = [];

@@ -23,6 +23,7 @@ export interface PendingRequest {
   untie(): void;
 }
 
+/** The requests of one connection awaiting replies, by cookie. */
 export class RequestTable {
   private readonly pending = new Map<number, PendingRequest>();
   private nextCookie = 1;

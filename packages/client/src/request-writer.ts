@@ -24,6 +24,7 @@ export interface RequestHeader {
   length: number;
 }
 
+/** Stages, batches and writes one connection's requests. */
 export class RequestWriter {
   /** Request headers are written here one after another; a run of them leaves as one chunk. */
   private stage: Buffer = Buffer.allocUnsafe(STAGE);

@@ -78,6 +78,7 @@ const SMALL_READ = 64 * 1024;
 /** After DISC, how long the server has to close before we do. */
 const CLOSE_WAIT = 2000;
 
+/** One connection in the transmission phase: the glue between its transport, reader and engines. */
 export class Transmission {
   private stateNow: ConnectionState = 'transmitting';
   private failure: NbdError | undefined;

@@ -4,6 +4,7 @@
 /** Bytes per chunk that a thread takes at a time. */
 export const CHUNK = 64 * 1024 * 1024;
 
+/** The chunks of one copy, taken in turn by every thread (the counter lives in shared memory). */
 export class Chunks {
   readonly counter: Int32Array;
 

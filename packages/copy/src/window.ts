@@ -2,7 +2,7 @@
 // copies each with a window of requests in flight. Zero extents (from the source's
 // map) and all-zero blocks are zeroed on the destination, or skipped when it reads
 // as zeroes already. A source without offsets (standard input) is copied in order.
-import { throwIfAborted } from '@nbd/protocol';
+import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
 import type { Sink, Source } from './endpoints.js';
 
@@ -146,7 +146,7 @@ export async function copyStream(source: Source, out: Sink, opts: WindowOptions,
   let failed: unknown;
   const put = async (block: Uint8Array, at: number) => {
     if (out.size !== undefined && at + block.length > out.size) {
-      throw new RangeError(`copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`);
+      throw new NbdInvalidArgumentError(`copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`);
     }
     if (sparse && isZero(block)) {
       zeroBytes += block.length;
@@ -188,8 +188,9 @@ export async function settleAll(jobs: Promise<unknown>[]): Promise<unknown[]> {
   return results.map((r) => (r as PromiseFulfilledResult<unknown>).value);
 }
 
-/** True when every byte of `b` is 0 (memcmp against a zero page, not a JS loop). */
 const ZERO_PAGE = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `b` is 0 (memcmp against a zero page, not a JS loop). */
 export function isZero(b: Uint8Array): boolean {
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   for (let pos = 0; pos < buf.length; pos += ZERO_PAGE.length) {
