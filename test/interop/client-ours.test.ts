@@ -93,3 +93,14 @@ test('read-only export and multi-conn copy through our server', async () => {
     cleanup();
   }
 });
+
+test('await using: a MultiConnection disconnects every connection at the end of its block', async () => {
+  let conns: readonly { state: string }[] = [];
+  {
+    await using m = await connectMulti({ path: sock }, { exportName: 'disk', connections: 2 });
+    conns = m.connections;
+    await m.write(new Uint8Array(4096).fill(3), 0);
+    expect(conns.every((c) => c.state === 'transmitting')).toBe(true);
+  }
+  expect(conns.map((c) => c.state)).toEqual(conns.map(() => 'closed'));
+});
