@@ -35,6 +35,9 @@ export function clientArenaPool(): ArenaPool {
   return pool;
 }
 
+/** Where a stopped reader's last reads land, to be ignored (never an arena from the pool). */
+const DISCARD = new Uint8Array(64 * 1024);
+
 /** Takes each frame as it is decoded; returns false to stop after this one (the rest wait in the decoder). */
 export type FrameConsumer = (frame: ServerFrame) => boolean;
 
@@ -70,10 +73,12 @@ export class FrameReader implements ByteSink {
   }
 
   buffer(): Uint8Array {
-    return this.arenas.buffer();
+    // Node asks for the next buffer even after a read whose frames closed the connection.
+    return this.stopped ? DISCARD : this.arenas.buffer();
   }
 
   filled(n: number): boolean {
+    if (this.stopped) return false; // stop reading
     this.arenas.filled(n);
     this.pump();
     return true;
