@@ -137,6 +137,13 @@ describe('Client: targets', () => {
     expect((await viaTransport.go('disk')).info.size).toBe(1 << 20);
   });
 
+  test('a stream that is closed already is refused at once', async () => {
+    const { PassThrough } = await import('node:stream');
+    const dead = new PassThrough();
+    dead.destroy();
+    await expect(Client.connect(dead)).rejects.toMatchObject({ code: 'NBD_ERR_CLOSED' });
+  });
+
   test('what is not a target, or names TLS or vsock, is refused before connecting', async () => {
     await expect(Client.connect(42 as never)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
     await expect(Client.connect('http://example.com/')).rejects.toBeInstanceOf(NbdInvalidArgumentError);

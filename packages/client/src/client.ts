@@ -122,6 +122,7 @@ export class Client {
     } catch (e) {
       throw interpret(e, call);
     }
+    if (opened.transport.closed) throw new NbdClosedError('connect: the stream given is closed already');
     const client = new Client(opened.transport, opened.exportName, call.limit);
     try {
       const clientFlags = (await client.awaitStep(call)) as Uint8Array | undefined;
