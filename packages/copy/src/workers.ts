@@ -1,7 +1,6 @@
 // copy({ threads }): worker threads that open both endpoints again and take chunks
 // from the counter they share with this thread. Each worker reports progress in
 // steps, then its zero bytes, or its error (rebuilt here with its errno or code).
-import { Worker } from 'node:worker_threads';
 import { ErrorCode, NbdErrnoError, NbdError, tieToSignal } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
 
@@ -45,6 +44,8 @@ export function copyOnWorkers(
 ): Promise<number>[] {
   const workerData: CopyWorkerData = { ...data, total: chunks.total, counter: chunks.counter.buffer as SharedArrayBuffer };
   return Array.from({ length: n }, async () => {
+    // Loaded only when threads are asked for: a one-thread copy starts without it.
+    const { Worker } = await import('node:worker_threads');
     const w = new Worker(new URL('./copy-worker.js', import.meta.url), { workerData });
     const untie = tieToSignal(signal, () => w.postMessage('abort'));
     try {
