@@ -10,6 +10,7 @@ export default defineConfig({
       '@nbd/protocol': src('protocol'),
       '@nbd/node': src('node'),
       '@nbd/client': src('client'),
+      '@nbd/copy': src('copy'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
     },

@@ -1,6 +1,6 @@
 #!/bin/bash
 # @nbd/client vs libnbd, side by side in one run:
-#   copy   nbdkit memory (filled) → null:      ours (copy()) vs nbdcopy
+#   copy   nbdkit memory (filled) → null:      ours (@nbd/copy, examples/client-copy) vs nbdcopy
 #   copy   nbdkit pattern → nbdkit memory       ours vs nbdcopy
 #   randread 4 KiB, queue depth 32, one connection, nbdkit memory: ours vs fio (libnbd engine)
 # Prints one markdown table with ratios (ours / theirs; > 1 = ours faster).
@@ -11,9 +11,13 @@
 #   NODE    the node that runs ours (default: the newest supported node the bootstrap cached)
 set -eu
 cd "$(dirname "$0")/.."
-export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
+# Our side runs on a supported node (>= 22: the SDK uses Promise.withResolvers): $NODE, else the
+# newest the bootstrap cached, else the caller's; found before Debian's /usr/bin (Node 20 here)
+# goes first for the peers.
 NODE=${NODE:-$(ls -d "${HOME:-/root}"/.cache/nbd-node/node-*/bin/node 2>/dev/null | sort -V | tail -1)}
-NODE=${NODE:-node}
+NODE=${NODE:-$(command -v node)}
+"$NODE" -e 'if (+process.versions.node.split(".")[0] < 22) { console.error(`client-bench: Node ${process.version} is too old; set NODE to Node >= 22`); process.exit(1); }'
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH
 read -r -a BUILDS <<<"${BUILDS:-ours=.}"
 # This machine sets NODE_EXTRA_CA_CERTS for its HTTPS proxy; node then parses the whole CA
 # bundle at every start (~30 ms of a ~0.8 s copy, measured with perf), which has nothing to
@@ -42,7 +46,7 @@ log "filling $MEM with data"
 nbdcopy "$PAT" "$MEM"
 
 # wall time (s) of one command
-once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || { log "FAILED: $*"; kill $$; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # every build and nbdcopy alternate (A B C A B C ...) so drift on the shared CPU hits all;
 # prints one median per build (and per build with --threads=2 if T2=1), then nbdcopy's

@@ -1,7 +1,7 @@
 // Our nbdcopy: `node examples/dist/client-copy.js [--threads=N] [--connections=N] [--requests=N] [--request-size=BYTES] [--progress] SRC DST`
-// SRC/DST: an NBD URI or a file path; DST may be `null:`.
+// SRC/DST: an NBD URI or a file path; DST may be `null:`; `-` is standard output as DST, standard input as SRC.
 import { setFlagsFromString } from 'node:v8';
-import { copy } from '@nbd/client';
+import { copy } from '@nbd/copy';
 
 // A copy is a short, I/O-bound run whose per-request JavaScript is small: V8's optimizing
 // compiler (TurboFan) cost more CPU than it saved (~0.1 s per run, measured with perf), CPU

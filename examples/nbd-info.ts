@@ -6,7 +6,7 @@ async function main(argv: string[]): Promise<void> {
   const uri = argv.find((a) => !a.startsWith('--'));
   if (!uri) throw new Error('usage: nbd-info [--list] [--map[=CONTEXT]] NBD-URI');
   const mapArg = argv.find((a) => a.startsWith('--map'));
-  const client = await Client.connect(uri, { timeout: 10_000 });
+  const client = await Client.connect(uri, { handshakeTimeout: 10_000 });
   if (argv.includes('--list')) {
     for (const e of await client.list()) console.log(`export="${e.name}"${e.description ? ` description="${e.description}"` : ''}`);
     await client.abort();

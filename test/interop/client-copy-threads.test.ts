@@ -5,7 +5,7 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
-import { copy } from '../../packages/client/dist/index.js';
+import { copy } from '../../packages/copy/dist/index.js';
 import { runOk } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 
@@ -77,7 +77,7 @@ test('aborting stops every thread and rejects', async () => {
 
 test('endpoints that are not strings copy on this thread only (threads is ignored)', async () => {
   const src = await nbdkit(['pattern', `${8 * MiB}`]);
-  const { open } = await import('../../packages/client/dist/index.js');
+  const { open } = await import('@nbd/client');
   const conn = await open(src.uri);
   const before = threadsNow();
   let most = before;

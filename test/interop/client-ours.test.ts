@@ -4,8 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { AllocationState, Errno } from '@nbd/protocol';
-import { Client, connectMulti, copy } from '@nbd/client';
+import { AllocationState } from '@nbd/protocol';
+import { Client, connectMulti } from '@nbd/client';
+import { copy } from '@nbd/copy';
 import { MemoryDevice, listenAndServe } from '@nbd/server';
 import { unixUri } from '../support/peers.js';
 
@@ -68,7 +69,7 @@ describe.each([
       const at = ext.find((e) => e.offset <= 2 * MiB && 2 * MiB < e.offset + e.length)!;
       expect(at.flags & AllocationState.HOLE).toBe(0);
     }
-    await expect(conn.read(16 * MiB - 1, 2)).rejects.toMatchObject({ errno: Errno.EINVAL });
+    await expect(conn.read(16 * MiB - 1, 2)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/beyond the end/) });
     await conn.disconnect();
   });
 });
@@ -76,7 +77,7 @@ describe.each([
 test('read-only export and multi-conn copy through our server', async () => {
   const ro = await (await Client.connect(unixUri(sock, 'ro'))).go();
   expect(ro.info.is.readOnly).toBe(true);
-  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({ errno: Errno.EPERM });
+  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
   await ro.disconnect();
 
   const m = await connectMulti(unixUri(sock, 'disk'), { connections: 2 });
@@ -91,4 +92,15 @@ test('read-only export and multi-conn copy through our server', async () => {
   } finally {
     cleanup();
   }
+});
+
+test('await using: a MultiConnection disconnects every connection at the end of its block', async () => {
+  let conns: readonly { state: string }[] = [];
+  {
+    await using m = await connectMulti({ path: sock }, { exportName: 'disk', connections: 2 });
+    conns = m.connections;
+    await m.write(new Uint8Array(4096).fill(3), 0);
+    expect(conns.every((c) => c.state === 'transmitting')).toBe(true);
+  }
+  expect(conns.map((c) => c.state)).toEqual(conns.map(() => 'closed'));
 });

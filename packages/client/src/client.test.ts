@@ -1,8 +1,18 @@
 import { describe, expect, test } from 'vitest';
 import { Duplex } from 'node:stream';
-import { NbdOptionError, Option, OptionReply } from '@nbd/protocol';
+import { NbdSystemError, NodeTransport } from '@nbd/node';
+import {
+  NbdAbortError,
+  NbdInvalidArgumentError,
+  NbdOptionError,
+  NbdStateError,
+  NbdTimeoutError,
+  NbdUnsupportedError,
+  Option,
+  OptionReply,
+} from '@nbd/protocol';
 import { scopedFakeServers } from '../test/fake-server.js';
-import { Client, NbdStateError, NbdUnsupportedError } from './client.js';
+import { Client, DEFAULT_HANDSHAKE_TIMEOUT } from './client.js';
 
 const serve = scopedFakeServers();
 
@@ -82,7 +92,7 @@ describe('Client: handshake', () => {
   test('a handshake timeout rejects and closes the socket', async () => {
     const srv = await serve(async () => {}); // accepts, never greets
     const t0 = Date.now();
-    await expect(Client.connect(srv.uri, { timeout: 100 })).rejects.toThrow();
+    await expect(Client.connect(srv.uri, { handshakeTimeout: 100 })).rejects.toBeInstanceOf(NbdTimeoutError);
     expect(Date.now() - t0).toBeLessThan(2000);
   });
 
@@ -98,5 +108,137 @@ describe('Client: handshake', () => {
     const conn = await c.go('');
     expect(conn.info.size).toBe(1 << 20);
     await conn.disconnect();
+  });
+});
+
+describe('Client: targets', () => {
+  test('an NBD URI string, a URL, { path }, { host, port } (TCP), and a Transport all connect', async () => {
+    const unix = await serve(async (p) => {
+      await p.negotiate({ exports: ['disk'] });
+    });
+    const tcp = await serve(
+      async (p) => {
+        await p.negotiate({ exports: ['disk'] });
+      },
+      { tcp: true },
+    );
+    const viaUrl = await Client.connect(new URL(tcp.uri.replace(/\/$/, '/disk')));
+    expect(viaUrl.defaultExport).toBe('disk');
+    expect((await viaUrl.go()).info.name).toBe('disk');
+    const viaPath = await Client.connect(unix.address);
+    expect(viaPath.defaultExport).toBe('');
+    expect((await viaPath.go('disk')).info.size).toBe(1 << 20);
+    const viaHostPort = await Client.connect(tcp.address);
+    expect((await viaHostPort.go('disk')).info.size).toBe(1 << 20);
+    const { connect } = await import('node:net');
+    const sock = connect((unix.address as { path: string }).path);
+    await new Promise((r) => sock.once('connect', r));
+    const viaTransport = await Client.connect(new NodeTransport(sock));
+    expect((await viaTransport.go('disk')).info.size).toBe(1 << 20);
+  });
+
+  test('a stream that is closed already is refused at once', async () => {
+    const { PassThrough } = await import('node:stream');
+    const dead = new PassThrough();
+    dead.destroy();
+    await expect(Client.connect(dead)).rejects.toMatchObject({ code: 'NBD_ERR_CLOSED' });
+  });
+
+  test('what is not a target, or names TLS or vsock, is refused before connecting', async () => {
+    await expect(Client.connect(42 as never)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
+    await expect(Client.connect('http://example.com/')).rejects.toBeInstanceOf(NbdInvalidArgumentError);
+    await expect(Client.connect(new URL('nbds://localhost/x'))).rejects.toThrow(/nbds: TLS is not supported/);
+    await expect(Client.connect('nbd+vsock://1')).rejects.toBeInstanceOf(NbdUnsupportedError);
+  });
+
+  test('a refused connection is an NbdSystemError that keeps the OS error as its cause', async () => {
+    const err = await Client.connect({ path: '/nonexistent/nbd.sock' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdSystemError);
+    expect(err).toMatchObject({ errnoName: 'ENOENT', cause: { code: 'ENOENT' } });
+  });
+});
+
+describe('Client: limits, aborts, refusals', () => {
+  test('the handshake limit covers every option, not only the greeting (default 30 s)', async () => {
+    const srv = await serve(async (p) => {
+      await p.negotiate({ silentOn: 'go' });
+    });
+    const c = await Client.connect(srv.uri, { handshakeTimeout: 150 });
+    expect(c.handshakeTimeout).toBe(150);
+    expect(await c.list()).toEqual([{ name: '', description: 'export ' }]); // answered options are fine
+    const t0 = Date.now();
+    const err = await c.go('').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdTimeoutError);
+    expect((err as Error).message).toMatch(/go: no answer from the server within 150 ms \(handshakeTimeout\)/);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(c.state).toBe('closed');
+    await expect(c.list()).rejects.toThrow(/closed.*handshakeTimeout/);
+    const d = await Client.connect(srv.uri);
+    expect(d.handshakeTimeout).toBe(DEFAULT_HANDSHAKE_TIMEOUT);
+    expect(DEFAULT_HANDSHAKE_TIMEOUT).toBe(30_000);
+    await d.abort();
+  });
+
+  test('an aborted option rejects with NbdAbortError (cause: the reason) and closes the client; aborted before: nothing sent', async () => {
+    const srv = await serve(async (p) => {
+      await p.negotiate({ silentOn: 'info' });
+    });
+    const c = await Client.connect(srv.uri);
+    await expect(c.list({ signal: AbortSignal.abort(new Error('not now')) })).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED', cause: new Error('not now') });
+    expect(c.state).toBe('negotiating'); // nothing was sent
+    const ac = new AbortController();
+    const info = c.info('', { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('too slow')), 30);
+    const err = await info.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdAbortError);
+    expect((err as NbdAbortError).cause).toEqual(new Error('too slow'));
+    expect(c.state).toBe('closed');
+  });
+
+  test('EXPORT_NAME: a server closing is a refusal (with the close as cause); an abort stays an abort', async () => {
+    const srv = await serve(async (p) => {
+      await p.negotiate({ plainNewstyle: true, exports: ['disk'] });
+    });
+    const c = await Client.connect(srv.uri);
+    expect(c.style).toBe('newstyle');
+    const err = await c.go('nope').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdOptionError);
+    expect(err).toMatchObject({ option: Option.EXPORT_NAME, cause: { code: 'NBD_ERR_CLOSED' } });
+    expect((err as Error).message).toMatch(/refuses the export "nope"/);
+
+    const stalled = await serve(async (p) => {
+      await p.negotiate({ plainNewstyle: true, silentOn: 'export-name' });
+    });
+    const d = await Client.connect(stalled.uri);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(new Error('stop')), 30);
+    const aborted = await d.go('x', { signal: ac.signal }).catch((e: unknown) => e);
+    expect(aborted).toBeInstanceOf(NbdAbortError);
+    expect(aborted).toMatchObject({ cause: new Error('stop') });
+  });
+
+  test('await using: a Client left negotiating sends NBD_OPT_ABORT; a Connection disconnects', async () => {
+    let sawAbort = false;
+    let sawDisc = false;
+    const srv = await serve(async (p) => {
+      const chosen = await p.negotiate();
+      sawAbort = chosen === '' && p.closed === false;
+      const d = await p.request().catch(() => undefined);
+      sawDisc = d?.type === 2;
+    });
+    {
+      await using client = await Client.connect(srv.uri);
+      expect(client.state).toBe('negotiating');
+    }
+    await srv.done;
+    expect(sawAbort).toBe(true);
+    let state = '';
+    {
+      await using conn = await (await Client.connect(srv.uri)).go();
+      state = conn.state;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(state).toBe('transmitting');
+    expect(sawDisc).toBe(true);
   });
 });

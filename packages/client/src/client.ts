@@ -1,356 +1,332 @@
-// The negotiating phase: greeting, options (LIST, INFO, LIST/SET_META_CONTEXT,
-// STRUCTURED_REPLY, EXTENDED_HEADERS, GO or EXPORT_NAME), then hand-over to a
-// Connection. Once `go()` succeeds this Client is finished (libnbd's states).
-import { connect as netConnect, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+// The negotiating phase as glue: a transport, a frame reader, and the option engine.
+// Each public call runs option steps one at a time (the engine decides which), under
+// the caller's signal and the handshake limit. Once go() returns a Connection this
+// Client is done (libnbd's permitted states).
 import {
-  ClientFlag,
-  HandshakeFlag,
-  Info,
+  NbdAbortError,
+  NbdClosedError,
+  type NbdError,
+  NbdInvalidArgumentError,
   NbdOptionError,
+  NbdStateError,
+  NbdTimeoutError,
+  NbdUnsupportedError,
   Option,
   OptionReply,
   ProtocolError,
-  decodeOptionReply,
-  encodeClientFlags,
-  encodeOptionRequest,
-  nameOf,
-  parseNbdUri,
-  type OptionReplyMessage,
-  type OptionRequest,
+  type Transport,
+  tieToSignal,
 } from '@nbd/protocol';
-import { Connection } from './connection.js';
-import { type BlockSizes, type ExportInfo, makeExportInfo, validBlockSizes } from './export-info.js';
-import { Intake } from './intake.js';
-import { Wire } from './wire.js';
+import { Connection, type Signal } from './connection.js';
+import { type ExportInfo, makeExportInfo } from './export-info.js';
+import { FrameReader } from './frame-reader.js';
+import {
+  type ExportListing,
+  type HandshakeStyle,
+  OptionEngine,
+  type StepCall,
+  goSteps,
+  listMetaContextSteps,
+  selectedContexts,
+} from './option-engine.js';
+import { type ConnectTarget, openTransport } from './target.js';
 
-export type HandshakeStyle = 'oldstyle' | 'newstyle' | 'fixed-newstyle';
-
-export interface ConnectOptions {
-  signal?: AbortSignal;
-  /** Milliseconds allowed for connecting and reading the greeting. */
-  timeout?: number;
+/** Options of `Client.connect`. */
+export interface ConnectOptions extends Signal {
+  /**
+   * Milliseconds the server has for each handshake step: connecting and its greeting,
+   * then each call (list, info, listMetaContexts, go) with all its options. Past it the
+   * call rejects with NbdTimeoutError and the client closes. Default 30 000 (qemu-nbd's
+   * --handshake-limit is 10 s); 0 waits forever.
+   */
+  handshakeTimeout?: number;
 }
 
-export interface GoOptions {
+/** Options of `go()`. */
+export interface GoOptions extends Signal {
   /** Negotiate structured replies (default true). Off for the Linux kernel, which speaks simple replies only. */
   structuredReplies?: boolean;
   /** Negotiate extended headers (default false; opt-in, no Debian peer speaks them yet). */
   extendedHeaders?: boolean;
   /** Metadata contexts to select for BLOCK_STATUS, e.g. ["base:allocation"]. */
   metaContexts?: string[];
-  signal?: AbortSignal;
+  /** Check every rule of the spec about replies (default true); false relaxes the safe ones (see the README). */
+  strict?: boolean;
 }
 
-/** Misuse of a Client or Connection in a state where the call is not permitted. */
-export class NbdStateError extends Error {
-  override readonly name = 'NbdStateError';
-}
-
-/** A feature the server (or its handshake style) does not offer. */
-export class NbdUnsupportedError extends Error {
-  override readonly name = 'NbdUnsupportedError';
-}
-
-type State = 'negotiating' | 'busy' | 'done' | 'dead';
+/** The default handshake limit, in milliseconds. */
+export const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
 
 /**
- * The write buffer of sockets we open: as large as the queue a Connection allows itself, so
- * write() keeps returning true (no 'drain' round per batch) until that much is waiting.
+ * Where a Client is: `connecting` (transport and greeting), `negotiating` (ready for an
+ * option), `busy` (one option sequence under way), `done` (go() returned a Connection),
+ * `closed` (aborted, failed, or refused).
  */
-const WRITE_HIGH_WATER = 4 * 1024 * 1024;
-// net.connect passes its options on to stream.Duplex; @types/node's NetConnectOpts omits this one.
-const duplexOpts: object = { writableHighWaterMark: WRITE_HIGH_WATER };
+export type ClientState = 'connecting' | 'negotiating' | 'busy' | 'done' | 'closed';
 
-/** Opens the transport for `target` (an NBD URI or a connected Duplex). */
-async function openTransport(target: string | Duplex, signal: AbortSignal | undefined): Promise<{ socket: Duplex; intake: Intake; exportName?: string }> {
-  const intake = new Intake();
-  if (typeof target !== 'string') {
-    intake.listen(target);
-    return { socket: target, intake };
-  }
-  const uri = parseNbdUri(target);
-  if (uri.tls) throw new NbdUnsupportedError(`${target.split(':')[0]}: TLS is not supported yet; use nbd:// or nbd+unix://`);
-  if (uri.transport === 'vsock') throw new NbdUnsupportedError('nbd+vsock: vsock is not supported by Node.js sockets');
-  const socket: Socket =
-    uri.transport === 'unix'
-      ? netConnect({ path: uri.socket!, onread: intake.onread, ...duplexOpts })
-      : netConnect({ host: uri.host ?? 'localhost', port: uri.port ?? 10809, noDelay: true, onread: intake.onread, ...duplexOpts });
-  await new Promise<void>((resolve, reject) => {
-    const onAbort = () => {
-      socket.destroy();
-      reject(signal?.reason);
-    };
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('connect', () => {
-      signal?.removeEventListener('abort', onAbort);
-      socket.off('error', reject);
-      resolve();
-    });
-    socket.once('error', (e) => {
-      signal?.removeEventListener('abort', onAbort);
-      reject(e);
-    });
-  });
-  return { socket, intake, exportName: uri.exportName };
+const TRANSITIONS: Record<ClientState, readonly ClientState[]> = {
+  connecting: ['negotiating', 'closed'],
+  negotiating: ['busy', 'closed'],
+  busy: ['negotiating', 'done', 'closed'],
+  done: [],
+  closed: [],
+};
+
+/** One call's limits: the caller's signal, and the handshake limit as a signal of its own. */
+interface Call {
+  what: string;
+  user: AbortSignal | undefined;
+  limit: number;
+  /** Aborts when either does. */
+  signal: AbortSignal | undefined;
 }
 
+/**
+ * The negotiating phase: `Client.connect()`, then `list()`, `info()`, `listMetaContexts()`
+ * as often as needed, one at a time, and `go()` for a Connection (the Client is done
+ * then) or `abort()`.
+ */
 export class Client {
-  private state: State = 'negotiating';
-  private structured = false;
-  private extended = false;
+  private stateNow: ClientState = 'connecting';
+  private closeReason: unknown;
+  private readonly engine = new OptionEngine();
+  private readonly reader: FrameReader;
+  /** Rejects the step waiting for frames when the stream ends under it. */
+  private interrupt: ((error: NbdError) => void) | undefined;
+  private streamEnd: NbdError | undefined;
 
   private constructor(
-    private readonly wire: Wire,
-    /** How the server greeted us. */
-    readonly style: HandshakeStyle,
-    private readonly serverFlags: number,
-    private readonly oldstyle: { size: bigint; flags: number } | undefined,
+    private readonly transport: Transport,
     /** The export named in the URI, used when `go()`/`info()` get no name. */
     readonly defaultExport: string,
-    private readonly noZeroes = false,
-  ) {}
+    private readonly limit: number,
+  ) {
+    this.reader = new FrameReader(transport);
+    this.reader.onEnd = (err) => {
+      this.streamEnd = err instanceof ProtocolError ? err : new NbdClosedError('the server closed the connection during the handshake', { cause: err });
+      this.interrupt?.(this.streamEnd);
+    };
+  }
 
-  /** Connects and reads the greeting. `target` is an NBD URI (nbd://, nbd+unix://) or a connected socket. */
-  static async connect(target: string | Duplex, opts: ConnectOptions = {}): Promise<Client> {
-    const signals = [opts.signal, opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined].filter(
-      (s): s is AbortSignal => s !== undefined,
-    );
-    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
-    const { socket, intake, exportName } = await openTransport(target, signal);
-    (socket as Partial<Socket>).setNoDelay?.(true);
-    const wire = new Wire(socket, intake);
+  /**
+   * Connects and reads the greeting. `target`: an NBD URI (string or URL), `{ path }`,
+   * `{ host, port }`, a connected Duplex or a Transport. `signal` aborts connecting (the
+   * socket is closed; NbdAbortError).
+   */
+  static async connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Client> {
+    const call = callOf('connect', opts.signal, handshakeLimit(opts.handshakeTimeout));
+    if (call.user?.aborted) throw interpret(undefined, call);
+    let opened: { transport: Transport; exportName: string };
     try {
-      const f = await wire.next(signal);
-      if (f.kind !== 'greeting') throw new ProtocolError(`expected a greeting, got ${f.kind}`);
-      const g = f.greeting;
-      if (g.style === 'oldstyle') {
-        return new Client(wire, 'oldstyle', 0, { size: g.size, flags: g.flags & 0xffff }, exportName ?? '');
-      }
-      const fixed = (g.flags & HandshakeFlag.FIXED_NEWSTYLE) !== 0;
-      let flags = 0;
-      if (fixed) flags |= ClientFlag.FIXED_NEWSTYLE;
-      if (g.flags & HandshakeFlag.NO_ZEROES) flags |= ClientFlag.NO_ZEROES;
-      const noZeroes = (flags & ClientFlag.NO_ZEROES) !== 0;
-      wire.write(encodeClientFlags(flags));
-      return new Client(wire, fixed ? 'fixed-newstyle' : 'newstyle', g.flags, undefined, exportName ?? '', noZeroes);
+      opened = await openTransport(target, call.signal);
     } catch (e) {
-      wire.destroy();
-      throw e;
+      throw interpret(e, call);
     }
+    if (opened.transport.closed) throw new NbdClosedError('connect: the stream given is closed already');
+    const client = new Client(opened.transport, opened.exportName, call.limit);
+    try {
+      const clientFlags = (await client.awaitStep(call)) as Uint8Array | undefined;
+      if (clientFlags !== undefined) client.transport.write(clientFlags);
+      client.to('negotiating');
+      return client;
+    } catch (e) {
+      const err = interpret(e, call);
+      client.close(err);
+      throw err;
+    }
+  }
+
+  /** Milliseconds the server has for each handshake step (the `handshakeTimeout` option; 0: no limit). */
+  get handshakeTimeout(): number {
+    return this.limit;
+  }
+
+  /** Where the client is (see ClientState). */
+  get state(): ClientState {
+    return this.stateNow;
+  }
+
+  /** How the server greeted us. */
+  get style(): HandshakeStyle {
+    return this.engine.state.style!;
   }
 
   /** Handshake flags the server sent (`HandshakeFlag`); 0 for oldstyle. */
   get handshakeFlags(): number {
-    return this.serverFlags;
+    return this.engine.state.handshakeFlags;
   }
 
   /** Exports the server lists (NBD_OPT_LIST). */
-  async list(opts: { signal?: AbortSignal } = {}): Promise<{ name: string; description: string }[]> {
-    return this.run('list', true, async () => {
-      const out: { name: string; description: string }[] = [];
-      await this.option({ kind: 'list' }, opts.signal, (r) => {
-        if (r.kind === 'server') out.push({ name: r.name, description: r.description });
-      });
-      return out;
-    });
+  async list(opts: Signal = {}): Promise<ExportListing[]> {
+    return this.run('list', opts.signal, (call) => this.exchange({ kind: 'list', args: undefined }, call) as Promise<ExportListing[]>);
   }
 
   /** Size, flags, block sizes and description of an export (NBD_OPT_INFO); the client stays negotiating. */
-  async info(name: string = this.defaultExport, opts: { signal?: AbortSignal } = {}): Promise<ExportInfo> {
-    if (this.style === 'oldstyle') {
-      this.check('info');
+  async info(name: string = this.defaultExport, opts: Signal = {}): Promise<ExportInfo> {
+    return this.run('info', opts.signal, async (call) => {
+      const n = this.engine.state;
+      if (n.style !== 'oldstyle') return (await this.exchange({ kind: 'info', args: { name } }, call)) as ExportInfo;
       if (name !== '') throw new NbdUnsupportedError('an oldstyle server has no export names');
-      return makeExportInfo('', this.oldstyle!.size, this.oldstyle!.flags);
-    }
-    return this.run('info', true, () => this.infoOrGo('info', name, opts.signal));
+      return makeExportInfo('', n.oldstyle!.size, n.oldstyle!.flags);
+    });
   }
 
   /** Metadata contexts matching `queries` (all, when empty) on `name` (NBD_OPT_LIST_META_CONTEXT). */
-  async listMetaContexts(name: string = this.defaultExport, queries: string[] = [], opts: { signal?: AbortSignal } = {}): Promise<string[]> {
-    return this.run('listMetaContexts', true, async () => {
-      // Servers (nbdkit, qemu) only answer meta-context options once structured replies are on.
-      await this.negotiateReplies(true, false, opts.signal);
-      const out: string[] = [];
-      await this.option({ kind: 'list-meta-context', name, queries }, opts.signal, (r) => {
-        if (r.kind === 'meta-context') out.push(r.name);
-      });
-      return out;
+  async listMetaContexts(name: string = this.defaultExport, queries: string[] = [], opts: Signal = {}): Promise<string[]> {
+    return this.run('listMetaContexts', opts.signal, async (call) => {
+      let names: unknown;
+      for (const step of listMetaContextSteps(this.engine.state, name, queries)) names = await this.exchange(step, call);
+      return names as string[];
     });
   }
 
-  /** Selects the export and enters the transmission phase. This Client is finished afterwards. */
+  /**
+   * Selects the export and enters the transmission phase: this Client is done afterwards.
+   * An aborted or timed-out go() closes the client (the server's answer may still come).
+   */
   async go(name: string = this.defaultExport, opts: GoOptions = {}): Promise<Connection> {
-    const { structuredReplies = true, extendedHeaders = false, metaContexts = [], signal } = opts;
-    if (this.style === 'oldstyle') {
-      this.check('go');
-      if (name !== '') throw new NbdUnsupportedError(`an oldstyle server has no export names (asked for "${name}")`);
-      if (metaContexts.length > 0) throw new NbdUnsupportedError('an oldstyle server cannot negotiate meta contexts');
-      if (extendedHeaders) throw new NbdUnsupportedError('an oldstyle server cannot negotiate extended headers');
-      this.state = 'done';
-      const info = makeExportInfo('', this.oldstyle!.size, this.oldstyle!.flags);
-      return new Connection(this.wire.release(), info, { structured: false, extended: false, metaContexts: new Map() });
-    }
-    if (this.style === 'newstyle') {
-      this.check('go');
-      if (metaContexts.length > 0 || extendedHeaders) {
-        throw new NbdUnsupportedError('the server is not fixed-newstyle: only NBD_OPT_EXPORT_NAME is possible (no meta contexts, no extended headers)');
+    const want = { name, structured: opts.structuredReplies ?? true, extended: opts.extendedHeaders ?? false, metaContexts: opts.metaContexts ?? [] };
+    return this.run('go', opts.signal, async (call) => {
+      for (const step of goSteps(this.engine.state, want)) {
+        try {
+          await this.exchange(step, call);
+        } catch (e) {
+          // EXPORT_NAME has no error reply: a server refusing the export just closes.
+          if (step.kind !== 'export-name' || !(e instanceof NbdClosedError)) throw e;
+          throw new NbdOptionError(Option.EXPORT_NAME, OptionReply.ERR_UNKNOWN, `the server closed the connection: it refuses the export "${name}"`, { cause: e });
+        }
       }
-      return this.run('go', false, () => this.exportName(name, signal));
-    }
-    return this.run('go', true, async () => {
-      if (structuredReplies || extendedHeaders) await this.negotiateReplies(true, extendedHeaders, signal);
-      else if (this.structured) throw new NbdStateError('structured replies were already negotiated; cannot go() without them');
-      const contexts = new Map<string, number>();
-      if (metaContexts.length > 0) {
-        if (!this.structured) throw new NbdUnsupportedError('the server refused structured replies, so meta contexts cannot be used');
-        await this.option({ kind: 'set-meta-context', name, queries: metaContexts }, signal, (r) => {
-          if (r.kind === 'meta-context') contexts.set(r.name, r.id);
-        });
-      }
-      let info: ExportInfo;
-      try {
-        info = await this.infoOrGo('go', name, signal);
-      } catch (e) {
-        if (!(e instanceof NbdOptionError && e.reply === OptionReply.ERR_UNSUP) || this.extended) throw e;
-        return this.exportName(name, signal, contexts);
-      }
-      this.wire.decoder.startTransmission(this.extended);
-      return new Connection(this.wire.release(), info, { structured: this.structured, extended: this.extended, metaContexts: contexts });
+      const n = this.engine.state;
+      this.to('done');
+      this.reader.onEnd = undefined; // the Connection's from now on
+      const negotiated = { structured: n.structured, extended: n.extended, metaContexts: selectedContexts(n, name, want.metaContexts), strict: opts.strict ?? true };
+      return new Connection(this.transport, this.reader, n.export!, negotiated);
     });
   }
 
-  /** Ends the negotiation politely (NBD_OPT_ABORT) and closes the socket. */
-  async abort(opts: { signal?: AbortSignal } = {}): Promise<void> {
-    if (this.state === 'done' || this.state === 'dead') return;
-    if (this.state === 'busy') throw new NbdStateError('abort() while another option is in progress');
-    this.state = 'dead';
-    if (this.style !== 'fixed-newstyle') {
-      this.wire.destroy();
-      return;
+  /** Ends the negotiation politely (NBD_OPT_ABORT, waiting up to a second for its ACK) and closes. */
+  async abort(opts: Signal = {}): Promise<void> {
+    if (this.stateNow === 'done' || this.stateNow === 'closed') return;
+    if (this.stateNow === 'busy') throw new NbdStateError('abort() while another option is in progress');
+    if (this.engine.state.style === 'fixed-newstyle' && this.streamEnd === undefined) {
+      this.to('busy');
+      const call = callOf('abort', opts.signal, 1000);
+      await this.exchange({ kind: 'abort', args: undefined }, call).catch(() => undefined); // the server may just close
     }
-    try {
-      this.wire.write(encodeOptionRequest({ kind: 'abort' }));
-      // The server SHOULD ack, but may just close: either ends the conversation.
-      await Promise.race([this.wire.next(opts.signal).catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
-    } finally {
-      this.wire.destroy();
-    }
+    this.close(new NbdClosedError('the client was closed (abort())'));
+  }
+
+  /** `await using client = await Client.connect(...)`: aborts the negotiation unless go() took over. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.stateNow === 'busy') this.close(new NbdClosedError('the client was disposed during an option'));
+    else await this.abort();
   }
 
   // ------------------------------------------------------------- internals
 
-  private check(what: string): void {
-    if (this.state === 'done') throw new NbdStateError(`${what}(): the handshake is over (go() already returned a Connection)`);
-    if (this.state === 'dead') throw new NbdStateError(`${what}(): this client is closed${this.wire.failed ? `: ${this.wire.failed.message}` : ''}`);
-    if (this.state === 'busy') throw new NbdStateError(`${what}(): another option is in progress; options go one at a time`);
+  private to(next: ClientState): void {
+    if (!TRANSITIONS[this.stateNow].includes(next)) throw new Error(`internal: client state ${this.stateNow} → ${next}`);
+    this.stateNow = next;
   }
 
-  /** Runs one negotiation step; option errors leave the client usable, anything else kills it. */
-  private async run<T>(what: string, needsFixed: boolean, fn: () => Promise<T>): Promise<T> {
-    this.check(what);
-    if (needsFixed && this.style !== 'fixed-newstyle') {
-      throw new NbdUnsupportedError(`${what}(): the server is ${this.style}; only fixed-newstyle servers accept this option`);
-    }
-    this.state = 'busy';
-    try {
-      const out = await fn();
-      if (this.state === 'busy') this.state = out instanceof Connection ? 'done' : 'negotiating';
-      return out;
-    } catch (e) {
-      if (this.state === 'busy') this.state = e instanceof NbdOptionError && !this.wire.failed ? 'negotiating' : 'dead';
-      if (this.state === 'dead') this.wire.destroy();
-      throw e;
-    }
+  private close(reason: unknown): void {
+    if (this.stateNow === 'closed' || this.stateNow === 'done') return;
+    if (this.engine.state.phase === 'closed' && this.streamEnd === undefined && !this.transport.closed) {
+      this.transport.write(this.engine.softDisconnect()); // ERR_SHUTDOWN: the spec asks for NBD_OPT_ABORT
+      this.transport.end();
+    } else this.transport.destroy();
+    this.to('closed');
+    this.closeReason = reason;
+    this.reader.stop();
+  }
+
+  private check(what: string): void {
+    const s = this.stateNow;
+    if (s === 'done') throw new NbdStateError(`${what}(): the handshake is over (go() already returned a Connection)`);
+    if (s === 'closed') throw new NbdStateError(`${what}(): this client is closed: ${(this.closeReason as Error | undefined)?.message}`, { cause: this.closeReason });
+    if (s === 'busy') throw new NbdStateError(`${what}(): another option is in progress; options go one at a time`);
   }
 
   /**
-   * Sends one option and reads replies until the final one. `each` sees every
-   * non-final reply; an error reply throws NbdOptionError (ERR_SHUTDOWN also ends the session).
+   * Runs one call's option steps. A refusal, or the caller's own mistake, leaves the
+   * client negotiating; a broken stream, an abort or a timeout closes it.
    */
-  private async option(req: OptionRequest, signal: AbortSignal | undefined, each: (r: OptionReplyMessage) => void): Promise<void> {
-    const code = encodeOptionRequest(req);
-    const option = new DataView(code.buffer, code.byteOffset).getUint32(8);
-    this.wire.write(code);
-    for (;;) {
-      const f = await this.wire.next(signal);
-      if (f.kind !== 'option-reply') throw new ProtocolError(`expected an option reply, got ${f.kind}`);
-      if (f.option !== option) {
-        throw new ProtocolError(`reply for option ${nameOf(Option, f.option)} while waiting for ${nameOf(Option, option)}`);
-      }
-      const r = decodeOptionReply(f.type, f.data);
-      if (r.kind === 'ack') return;
-      if (r.kind === 'error') {
-        const err = new NbdOptionError(option, r.code, r.message);
-        if (r.code === OptionReply.ERR_SHUTDOWN) {
-          // The server is going away: the spec asks for a soft disconnect.
-          this.wire.write(encodeOptionRequest({ kind: 'abort' }));
-          this.state = 'dead';
-          this.wire.destroy();
-        }
-        throw err;
-      }
-      each(r);
-    }
-  }
-
-  /** NBD_OPT_EXTENDED_HEADERS (if asked) then NBD_OPT_STRUCTURED_REPLY, once per session. */
-  private async negotiateReplies(structured: boolean, extended: boolean, signal: AbortSignal | undefined): Promise<void> {
-    if (extended && !this.extended) {
-      try {
-        await this.option({ kind: 'extended-headers' }, signal, () => {});
-        this.extended = true;
-        this.structured = true; // extended headers imply structured replies
-      } catch (e) {
-        if (!(e instanceof NbdOptionError) || this.wire.failed) throw e;
-        // Refused: fall back to structured replies.
-      }
-    }
-    if (structured && !this.structured) {
-      try {
-        await this.option({ kind: 'structured-reply' }, signal, () => {});
-        this.structured = true;
-      } catch (e) {
-        if (!(e instanceof NbdOptionError) || this.wire.failed) throw e;
-        // Refused: simple replies it is.
-      }
-    }
-  }
-
-  private async infoOrGo(kind: 'info' | 'go', name: string, signal: AbortSignal | undefined): Promise<ExportInfo> {
-    let exp: { size: bigint; flags: number } | undefined;
-    let canonical: string | undefined;
-    let description: string | undefined;
-    let blockSizes: BlockSizes | undefined;
-    await this.option({ kind, name, requests: [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE] }, signal, (r) => {
-      if (r.kind !== 'info') return;
-      const i = r.info;
-      if (i.kind === 'export') exp = { size: i.size, flags: i.flags };
-      else if (i.kind === 'name') canonical = i.name;
-      else if (i.kind === 'description') description = i.description;
-      else if (i.kind === 'block-size') {
-        const b = { min: i.min, preferred: i.preferred, max: i.max };
-        if (validBlockSizes(b)) blockSizes = b;
-      }
-    });
-    if (!exp) throw new ProtocolError(`NBD_OPT_${kind.toUpperCase()} acknowledged without NBD_INFO_EXPORT`);
-    return makeExportInfo(canonical ?? name, exp.size, exp.flags, { blockSizes, description });
-  }
-
-  private async exportName(name: string, signal: AbortSignal | undefined, contexts = new Map<string, number>()): Promise<Connection> {
-    this.wire.decoder.expectExportNameReply(this.noZeroes);
-    this.wire.write(encodeOptionRequest({ kind: 'export-name', name }));
-    let f;
+  private async run<T>(what: string, signal: AbortSignal | undefined, body: (call: Call) => Promise<T>): Promise<T> {
+    this.check(what);
+    const call = callOf(what, signal, this.limit);
+    if (call.user?.aborted) throw interpret(undefined, call); // nothing sent: still negotiating
+    this.to('busy');
     try {
-      f = await this.wire.next(signal);
+      const out = await body(call);
+      if (this.stateNow === 'busy') this.to('negotiating');
+      return out;
     } catch (e) {
-      throw new NbdOptionError(Option.EXPORT_NAME, OptionReply.ERR_UNKNOWN, `the server closed the connection: no export "${name}"?`);
+      const err = interpret(e, call);
+      if (this.stateNow === 'busy') {
+        const usable = this.streamEnd === undefined && this.engine.state.phase === 'options' && !this.engine.busy;
+        if (usable && (err instanceof NbdOptionError || err instanceof NbdStateError || err instanceof NbdUnsupportedError)) this.to('negotiating');
+        else this.close(err);
+      }
+      throw err;
     }
-    if (f.kind !== 'export-name-reply') throw new ProtocolError(`expected the export-name reply, got ${f.kind}`);
-    this.state = 'done';
-    const info = makeExportInfo(name, f.size, f.flags);
-    // Meta contexts set before a refused GO still apply to this export (nbd-server-style servers).
-    return new Connection(this.wire.release(), info, { structured: this.structured, extended: false, metaContexts: contexts });
+  }
+
+  /** Sends one option step and resolves with its result. */
+  private exchange(step: StepCall, call: Call): Promise<unknown> {
+    if (this.streamEnd !== undefined) return Promise.reject(this.streamEnd);
+    const { bytes, expect } = this.engine.start(step);
+    if (expect === 'export-name-reply') this.reader.decoder.expectExportNameReply(this.engine.state.noZeroes);
+    this.transport.write(bytes);
+    return this.awaitStep(call);
+  }
+
+  /** Feeds frames to the engine until the step in progress (or the greeting) is over. */
+  private awaitStep(call: Call): Promise<unknown> {
+    if (this.streamEnd !== undefined) return Promise.reject(this.streamEnd);
+    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    let untie = noop;
+    const settle = (fn: () => void) => {
+      untie();
+      this.interrupt = undefined;
+      this.reader.consume(undefined);
+      fn();
+    };
+    this.interrupt = (err) => settle(() => reject(err));
+    untie = tieToSignal(call.signal, () => settle(() => reject(interpret(undefined, call))));
+    this.reader.consume((f) => {
+      try {
+        const out = this.engine.feed(f);
+        if (!out.done) return true;
+        settle(() => resolve(out.value));
+      } catch (e) {
+        settle(() => reject(e));
+      }
+      return false;
+    });
+    return promise;
   }
 }
+
+function handshakeLimit(ms: number | undefined): number {
+  const limit = ms ?? DEFAULT_HANDSHAKE_TIMEOUT;
+  if (!Number.isFinite(limit) || limit < 0) throw new NbdInvalidArgumentError(`handshakeTimeout must be a non-negative number of milliseconds, got ${ms}`);
+  return limit;
+}
+
+function callOf(what: string, user: AbortSignal | undefined, limit: number): Call {
+  const timer = limit > 0 ? AbortSignal.timeout(limit) : undefined;
+  const signal = user && timer ? AbortSignal.any([user, timer]) : (user ?? timer);
+  return { what, user, limit, signal };
+}
+
+/**
+ * The error a call rejects with: the caller's abort (NbdAbortError, `cause` its reason),
+ * the handshake limit (NbdTimeoutError), or what went wrong (kept as it is).
+ */
+function interpret(e: unknown, call: Call): unknown {
+  if (call.user?.aborted) return e instanceof NbdAbortError && e.cause === call.user.reason ? e : new NbdAbortError(`${call.what} was aborted`, { cause: call.user.reason });
+  if (call.signal?.aborted) return new NbdTimeoutError(`${call.what}: no answer from the server within ${call.limit} ms (handshakeTimeout)`, { cause: e });
+  return e;
+}
+
+function noop(): void {}

@@ -2,6 +2,7 @@
 // raw transmission flags once so callers read `info.can.trim`, not bit masks.
 import { Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
 
+/** An export's block size constraints (NBD_INFO_BLOCK_SIZE): requests must respect `min` and `max`. */
 export interface BlockSizes {
   /** Every offset and length must be a multiple of this (a power of 2, ≤ 64 KiB). */
   min: number;
@@ -11,12 +12,15 @@ export interface BlockSizes {
   max: number;
 }
 
+/** What the handshake says about an export, decoded from its transmission flags. */
 export interface ExportInfo {
   /** The canonical name when the server sent one, else the name asked for. */
   name: string;
+  /** Bytes. */
   size: number;
   /** Raw transmission flags (`TransmissionFlag`). */
   flags: number;
+  /** Commands and flags the server advertises (writes, trims and zeroes are false on a read-only export). */
   can: {
     read: true;
     write: boolean;
@@ -30,8 +34,11 @@ export interface ExportInfo {
     multiConn: boolean;
     blockStatusPayload: boolean;
   };
+  /** Properties of the export. */
   is: { readOnly: boolean; rotational: boolean };
+  /** Present when the server sent NBD_INFO_BLOCK_SIZE with valid values. */
   blockSizes?: BlockSizes;
+  /** The server's description (NBD_INFO_DESCRIPTION), if it sent one. */
   description?: string;
 }
 

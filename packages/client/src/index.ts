@@ -1,6 +1,9 @@
-// @nbd/client: negotiate with `Client`, then talk to the export through a `Connection`.
-export { Client, type ConnectOptions, type GoOptions, type HandshakeStyle, NbdStateError, NbdUnsupportedError } from './client.js';
-export { Connection, type Extent, type Negotiated } from './connection.js';
+// @nbd/client: negotiate with `Client`, then talk to the export through a `Connection`
+// (or several, as a `MultiConnection`). Errors are @nbd/protocol's NbdError family.
+export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
+export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
 export { type BlockSizes, type ExportInfo } from './export-info.js';
-export { MultiConnection, connectMulti, open } from './multi.js';
-export { type CopyEndpoint, type CopyOptions, type CopyProgress, type CopyResult, copy } from './copy.js';
+export { type ExportListing, type HandshakeStyle } from './option-engine.js';
+export { type Extent } from './reply-assembler.js';
+export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
+export { type ConnectTarget } from './target.js';

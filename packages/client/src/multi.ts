@@ -1,15 +1,22 @@
-// Several connections to one export, used as one: requests go to the least
-// loaded connection; flush goes to all. Only when the server advertises
-// CAN_MULTI_CONN (otherwise caches need not be coherent across connections).
-import type { Duplex } from 'node:stream';
+// One call from target to transmission (`open`), and several connections to one
+// export used as one (`connectMulti`): requests go to the least loaded connection;
+// flush goes to all. Several only when the server advertises CAN_MULTI_CONN
+// (otherwise caches need not be coherent across connections).
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { Client, type ConnectOptions, type GoOptions } from './client.js';
-import type { Connection, Extent } from './connection.js';
+import type { Connection, LentBytes, Signal } from './connection.js';
 import type { ExportInfo } from './export-info.js';
+import type { Extent } from './reply-assembler.js';
+import { type ConnectTarget, isStreamTarget } from './target.js';
 
-type Signal = { signal?: AbortSignal };
+/** Options of `open()`: connecting, go(), and the export (default: the URI's). */
+export type OpenOptions = GoOptions & ConnectOptions & { exportName?: string };
 
-/** Connects to `target` and enters transmission on its export (the URI's, or `exportName`). */
-export async function open(target: string | Duplex, opts: GoOptions & ConnectOptions & { exportName?: string } = {}): Promise<Connection> {
+/**
+ * Connects to `target` and enters transmission on its export (the URI's, or
+ * `exportName`). `signal` covers connecting and negotiating.
+ */
+export async function open(target: ConnectTarget, opts: OpenOptions = {}): Promise<Connection> {
   const client = await Client.connect(target, opts);
   try {
     return await client.go(opts.exportName ?? client.defaultExport, opts);
@@ -19,19 +26,24 @@ export async function open(target: string | Duplex, opts: GoOptions & ConnectOpt
   }
 }
 
+/** Several connections to one export, used as one. */
 export class MultiConnection {
+  /** Takes `connections` (at least one, all to the same export) into use. */
   constructor(readonly connections: readonly Connection[]) {
-    if (connections.length === 0) throw new Error('MultiConnection needs at least one connection');
+    if (connections.length === 0) throw new NbdInvalidArgumentError('MultiConnection needs at least one connection');
   }
 
+  /** The export, as the first connection saw it. */
   get info(): ExportInfo {
     return this.connections[0]!.info;
   }
 
+  /** Selected metadata contexts, name → id (the first connection's). */
   get metaContexts(): ReadonlyMap<string, number> {
     return this.connections[0]!.metaContexts;
   }
 
+  /** Requests in flight on all connections. */
   get inFlight(): number {
     let n = 0;
     for (const c of this.connections) n += c.inFlight;
@@ -45,28 +57,35 @@ export class MultiConnection {
     return best;
   }
 
+  /** See Connection.read. */
   read(offset: number, length: number, opts?: Signal): Promise<Uint8Array> {
     return this.pick().read(offset, length, opts);
   }
-  /** @internal See Connection.readLent. */
-  readLent(offset: number, length: number, opts?: Signal): Promise<{ data: Uint8Array; release: () => void }> {
+  /** See Connection.readLent: bytes lent from a read arena until `release()`. */
+  readLent(offset: number, length: number, opts?: Signal): Promise<LentBytes> {
     return this.pick().readLent(offset, length, opts);
   }
+  /** See Connection.readInto. */
   readInto(buf: Uint8Array, offset: number, opts?: Signal): Promise<void> {
     return this.pick().readInto(buf, offset, opts);
   }
+  /** See Connection.write. */
   write(buf: Uint8Array, offset: number, opts?: { fua?: boolean } & Signal): Promise<void> {
     return this.pick().write(buf, offset, opts);
   }
+  /** See Connection.trim. */
   trim(offset: number, length: number, opts?: { fua?: boolean } & Signal): Promise<void> {
     return this.pick().trim(offset, length, opts);
   }
+  /** See Connection.zero. */
   zero(offset: number, length: number, opts?: { noHole?: boolean; fast?: boolean; fua?: boolean } & Signal): Promise<void> {
     return this.pick().zero(offset, length, opts);
   }
+  /** See Connection.cache. */
   cache(offset: number, length: number, opts?: Signal): Promise<void> {
     return this.pick().cache(offset, length, opts);
   }
+  /** See Connection.blockStatus. */
   blockStatus(offset: number, length: number, opts?: { contexts?: string[]; reqOne?: boolean } & Signal): Promise<Map<string, Extent[]>> {
     return this.pick().blockStatus(offset, length, opts);
   }
@@ -79,26 +98,36 @@ export class MultiConnection {
     await Promise.all(this.connections.map((c) => c.flush(opts)));
   }
 
+  /** Disconnects every connection (see Connection.disconnect); rejects with the first failure. */
   async disconnect(opts?: Signal): Promise<void> {
     const results = await Promise.allSettled(this.connections.map((c) => c.disconnect(opts)));
     for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
+
+  /** `await using multi = await connectMulti(...)`: disconnects every connection. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.allSettled(this.connections.map((c) => c[Symbol.asyncDispose]()));
+  }
 }
 
+/** Options of `connectMulti()`. */
+export type ConnectMultiOptions = OpenOptions & {
+  /** Connections to open (default 4); one when the server does not advertise CAN_MULTI_CONN. */
+  connections?: number;
+};
+
 /**
- * Opens up to `connections` connections to `uri` (default 4): as many as asked when the
- * server advertises CAN_MULTI_CONN, else just one.
+ * Opens up to `connections` connections to `target` (default 4): as many as asked when
+ * the server advertises CAN_MULTI_CONN, else just one. A stream target (a Duplex or a
+ * Transport) can be connected once only: one connection.
  */
-export async function connectMulti(
-  uri: string,
-  opts: GoOptions & ConnectOptions & { connections?: number; exportName?: string } = {},
-): Promise<MultiConnection> {
+export async function connectMulti(target: ConnectTarget, opts: ConnectMultiOptions = {}): Promise<MultiConnection> {
   const want = opts.connections ?? 4;
-  if (!Number.isInteger(want) || want < 1) throw new RangeError(`connections must be a positive integer, got ${want}`);
-  const first = await open(uri, opts);
+  if (!Number.isInteger(want) || want < 1) throw new NbdInvalidArgumentError(`connections must be a positive integer, got ${want}`);
+  const first = await open(target, opts);
   const conns = [first];
-  if (want > 1 && first.info.can.multiConn) {
-    const rest = await Promise.allSettled(Array.from({ length: want - 1 }, () => open(uri, opts)));
+  if (want > 1 && first.info.can.multiConn && !isStreamTarget(target)) {
+    const rest = await Promise.allSettled(Array.from({ length: want - 1 }, () => open(target, opts)));
     for (const r of rest) if (r.status === 'fulfilled') conns.push(r.value);
     const failed = rest.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {

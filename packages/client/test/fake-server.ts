@@ -35,6 +35,10 @@ export interface NegotiateOptions {
   noGo?: boolean;
   /** Refuse every export but these names. */
   exports?: string[];
+  /** Answer nothing from this option on (a stalled server). */
+  silentOn?: string;
+  /** Greet as plain (not fixed) newstyle: only EXPORT_NAME is possible. */
+  plainNewstyle?: boolean;
 }
 
 export const RW_FLAGS =
@@ -97,7 +101,8 @@ export class FakePeer {
   async negotiate(o: NegotiateOptions = {}): Promise<string> {
     const size = o.size ?? 1n << 20n;
     const flags = o.flags ?? RW_FLAGS;
-    this.send(encodeGreeting({ style: 'newstyle', flags: HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES }));
+    const fixed = o.plainNewstyle ? 0 : HandshakeFlag.FIXED_NEWSTYLE;
+    this.send(encodeGreeting({ style: 'newstyle', flags: fixed | HandshakeFlag.NO_ZEROES }));
     const cf = await this.frame();
     if (cf.kind !== 'client-flags') throw new Error('fake server: no client flags');
     this.decoder.startOptions();
@@ -105,6 +110,7 @@ export class FakePeer {
       const f = await this.frame();
       if (f.kind !== 'option') throw new Error('fake server: expected an option');
       const req = decodeOptionRequest(f.option, f.data);
+      if (req.kind === o.silentOn) return new Promise<string>(() => {});
       const reply = (r: Parameters<typeof encodeOptionReply>[1]) => this.send(encodeOptionReply(f.option, r));
       const err = (code: number, message = '') => reply({ kind: 'error', code, message });
       switch (req.kind) {
@@ -148,6 +154,10 @@ export class FakePeer {
           }
           break;
         case 'export-name':
+          if (o.exports && !o.exports.includes(req.name)) {
+            this.socket.end(); // EXPORT_NAME has no error reply: a refusing server closes
+            return req.name;
+          }
           this.send(encodeExportNameReply({ size, flags }, true));
           this.decoder.startTransmission(false);
           return req.name;
@@ -164,13 +174,15 @@ export class FakePeer {
 
 export interface FakeServer {
   uri: string;
+  /** Where it listens: `{ path }` of its unix socket, or `{ host, port }` for TCP. */
+  address: { path: string } | { host: string; port: number };
   /** Settles when the script finishes; a throwing script rejects it. */
   done: Promise<void>;
   close: () => Promise<void>;
 }
 
-/** Listens on a fresh unix socket; the first client that connects runs `script`. */
-export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Promise<FakeServer> {
+/** Listens on a fresh unix socket (or a TCP port on 127.0.0.1); each client that connects runs `script`. */
+export async function fakeServer(script: (peer: FakePeer) => Promise<void>, opts: { tcp?: boolean } = {}): Promise<FakeServer> {
   const dir = mkdtempSync(join(tmpdir(), 'nbd-fake-'));
   const path = join(dir, 's.sock');
   const done = Promise.withResolvers<void>();
@@ -180,9 +192,12 @@ export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Pro
     sockets.push(s);
     script(new FakePeer(s)).then(done.resolve, done.reject);
   });
-  await new Promise<void>((r) => server.listen(path, r));
+  if (opts.tcp) await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  else await new Promise<void>((r) => server.listen(path, r));
+  const port = (server.address() as { port?: number }).port ?? 0;
   return {
-    uri: `nbd+unix:///?socket=${encodeURIComponent(path)}`,
+    uri: opts.tcp ? `nbd://127.0.0.1:${port}/` : `nbd+unix:///?socket=${encodeURIComponent(path)}`,
+    address: opts.tcp ? { host: '127.0.0.1', port } : { path },
     done: done.promise,
     close: async () => {
       for (const s of sockets) s.destroy();
@@ -193,14 +208,14 @@ export async function fakeServer(script: (peer: FakePeer) => Promise<void>): Pro
 }
 
 /** fakeServer() for one test file: every server it starts is closed after each test. */
-export function scopedFakeServers(): (script: (peer: FakePeer) => Promise<void>) => Promise<FakeServer> {
+export function scopedFakeServers(): (script: (peer: FakePeer) => Promise<void>, opts?: { tcp?: boolean }) => Promise<FakeServer> {
   let servers: FakeServer[] = [];
   afterEach(async () => {
     await Promise.all(servers.map((s) => s.close()));
     servers = [];
   });
-  return async (script) => {
-    const s = await fakeServer(script);
+  return async (script, opts) => {
+    const s = await fakeServer(script, opts);
     servers.push(s);
     return s;
   };

@@ -2,8 +2,10 @@
 // own connections, its own file handle) and takes chunks from the shared counter
 // until none are left, then flushes what it wrote.
 import { parentPort, workerData } from 'node:worker_threads';
-import { NbdErrnoError } from '@nbd/protocol';
-import { Chunks, type CopyWorkerData, type FromCopyWorker, copyChunks, openSink, openSource } from './copy.js';
+import { Chunks } from './chunks.js';
+import { openSink, openSource } from './endpoints.js';
+import { copyChunks } from './window.js';
+import { type CopyWorkerData, type FromCopyWorker, errorMessage } from './workers.js';
 
 const port = parentPort!;
 const data = workerData as CopyWorkerData;
@@ -33,9 +35,7 @@ try {
   if (unreported > 0) post({ type: 'progress', bytes: unreported });
   post({ type: 'done', zeroBytes });
 } catch (e) {
-  // An NbdError keeps its NBD errno; a Node error its code (its own errno is a negated libc one).
-  const err = e as Error & { errno?: number; code?: string };
-  post({ type: 'error', message: err.message, errno: err instanceof NbdErrnoError ? err.errno : undefined, code: typeof err.code === 'string' ? err.code : undefined });
+  post(errorMessage(e));
 } finally {
   await Promise.allSettled([source.status === 'fulfilled' && source.value.close(), sink.status === 'fulfilled' && sink.value.close()]);
   port.close();

@@ -1,0 +1,332 @@
+// Negotiation without I/O: one state record (greeting → options → GO or
+// EXPORT_NAME → transmission), a table of option steps over it, and the plans
+// that say which options go() and listMetaContexts() send next. The engine turns
+// a step into request bytes and consumes the decoded frames that answer it; the
+// Client feeds it from a transport. Unit tests drive it with plain values.
+import {
+  ClientFlag,
+  type Greeting,
+  HandshakeFlag,
+  Info,
+  NbdOptionError,
+  NbdStateError,
+  NbdUnsupportedError,
+  Option,
+  OptionReply,
+  type OptionReplyMessage,
+  type OptionRequest,
+  ProtocolError,
+  type ServerFrame,
+  decodeOptionReply,
+  encodeClientFlags,
+  encodeOptionRequest,
+  nameOf,
+  optionCode,
+} from '@nbd/protocol';
+import { type BlockSizes, type ExportInfo, makeExportInfo, validBlockSizes } from './export-info.js';
+
+/** How the server greeted us. */
+export type HandshakeStyle = 'oldstyle' | 'newstyle' | 'fixed-newstyle';
+
+/** An export as NBD_OPT_LIST names it. */
+export interface ExportListing {
+  name: string;
+  description: string;
+}
+
+/** Everything negotiation has learnt so far: the one record the option steps read and update. */
+export interface Negotiation {
+  phase: 'greeting' | 'options' | 'transmission' | 'closed';
+  style: HandshakeStyle | undefined;
+  /** Handshake flags the server sent (0 for oldstyle). */
+  handshakeFlags: number;
+  /** NO_ZEROES negotiated: the EXPORT_NAME reply is 10 bytes. */
+  noZeroes: boolean;
+  /** An oldstyle greeting's export. */
+  oldstyle: { size: bigint; flags: number } | undefined;
+  structured: boolean;
+  extended: boolean;
+  /** Options refused that negotiation goes on without (not asked again). */
+  refused: Set<number>;
+  /** Selected by the last SET_META_CONTEXT (name → id), and the export it named. */
+  metaContexts: Map<string, number>;
+  metaContextsFor: string | undefined;
+  /** The export GO or EXPORT_NAME entered transmission with. */
+  export: ExportInfo | undefined;
+}
+
+/** The arguments and result of each option step. */
+interface Steps {
+  list: { args: undefined; result: ExportListing[] };
+  info: { args: { name: string }; result: ExportInfo };
+  go: { args: { name: string }; result: ExportInfo | undefined };
+  'export-name': { args: { name: string }; result: ExportInfo };
+  'structured-reply': { args: undefined; result: boolean };
+  'extended-headers': { args: undefined; result: boolean };
+  'list-meta-context': { args: { name: string; queries: readonly string[] }; result: string[] };
+  'set-meta-context': { args: { name: string; queries: readonly string[] }; result: Map<string, number> };
+  abort: { args: undefined; result: undefined };
+}
+export type StepKind = keyof Steps;
+/** One option to send: its kind and arguments. */
+export type StepCall = { [K in StepKind]: { kind: K; args: Steps[K]['args'] } }[StepKind];
+
+/** One option: its request, what its ACK means, and which refusals negotiation survives. */
+interface OptionStep<K extends StepKind> {
+  request(args: Steps[K]['args']): OptionRequest;
+  /** The final ACK: the result, from the replies before it; may update the record. */
+  ack(n: Negotiation, replies: OptionReplyMessage[], args: Steps[K]['args']): Steps[K]['result'];
+  /** A refusal negotiation can do without: record it and return the result. Undefined: the call fails. */
+  refused?(n: Negotiation, err: NbdOptionError): { value: Steps[K]['result'] } | undefined;
+}
+
+const INFO_REQUESTS = [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE];
+
+const STEPS: { [K in StepKind]: OptionStep<K> } = {
+  list: {
+    request: () => ({ kind: 'list' }),
+    ack: (_n, replies) => replies.flatMap((r) => (r.kind === 'server' ? [{ name: r.name, description: r.description }] : [])),
+  },
+  info: {
+    request: (a) => ({ kind: 'info', name: a.name, requests: INFO_REQUESTS }),
+    ack: (_n, replies, a) => exportInfoOf('INFO', replies, a.name),
+  },
+  go: {
+    request: (a) => ({ kind: 'go', name: a.name, requests: INFO_REQUESTS }),
+    ack: (n, replies, a) => {
+      n.export = exportInfoOf('GO', replies, a.name);
+      n.phase = 'transmission';
+      return n.export;
+    },
+    // ERR_UNSUP: an old server; EXPORT_NAME follows (impossible after extended headers).
+    refused: (n, err) => {
+      if (err.reply !== OptionReply.ERR_UNSUP || n.extended) return undefined;
+      n.refused.add(Option.GO);
+      return { value: undefined };
+    },
+  },
+  'export-name': {
+    request: (a) => ({ kind: 'export-name', name: a.name }),
+    ack: () => {
+      throw new ProtocolError('NBD_OPT_EXPORT_NAME has no option replies');
+    },
+  },
+  'structured-reply': {
+    request: () => ({ kind: 'structured-reply' }),
+    ack: (n) => (n.structured = true),
+    refused: (n) => refuse(n, Option.STRUCTURED_REPLY), // simple replies it is
+  },
+  'extended-headers': {
+    request: () => ({ kind: 'extended-headers' }),
+    ack: (n) => (n.extended = n.structured = true), // extended headers imply structured replies
+    refused: (n) => refuse(n, Option.EXTENDED_HEADERS), // structured replies next
+  },
+  'list-meta-context': {
+    request: (a) => ({ kind: 'list-meta-context', name: a.name, queries: [...a.queries] }),
+    ack: (_n, replies) => replies.flatMap((r) => (r.kind === 'meta-context' ? [r.name] : [])),
+  },
+  'set-meta-context': {
+    request: (a) => ({ kind: 'set-meta-context', name: a.name, queries: [...a.queries] }),
+    ack: (n, replies, a) => {
+      n.metaContexts = new Map(replies.flatMap((r) => (r.kind === 'meta-context' ? [[r.name, r.id] as const] : [])));
+      n.metaContextsFor = a.name;
+      return n.metaContexts;
+    },
+  },
+  abort: {
+    request: () => ({ kind: 'abort' }),
+    ack: (n) => {
+      n.phase = 'closed';
+      return undefined;
+    },
+    refused: (n) => {
+      n.phase = 'closed';
+      return { value: undefined };
+    },
+  },
+};
+
+/** An optional feature refused: negotiation goes on without it and does not ask again. */
+function refuse(n: Negotiation, option: number): { value: false } {
+  n.refused.add(option);
+  return { value: false };
+}
+
+/** NBD_INFO_EXPORT and friends from INFO/GO replies; the server MUST have sent NBD_INFO_EXPORT. */
+function exportInfoOf(kind: 'INFO' | 'GO', replies: OptionReplyMessage[], name: string): ExportInfo {
+  let exp: { size: bigint; flags: number } | undefined;
+  let canonical: string | undefined;
+  let description: string | undefined;
+  let blockSizes: BlockSizes | undefined;
+  for (const r of replies) {
+    if (r.kind !== 'info') continue;
+    const i = r.info;
+    if (i.kind === 'export') exp = { size: i.size, flags: i.flags };
+    else if (i.kind === 'name') canonical = i.name;
+    else if (i.kind === 'description') description = i.description;
+    else if (i.kind === 'block-size') {
+      const b = { min: i.min, preferred: i.preferred, max: i.max };
+      if (validBlockSizes(b)) blockSizes = b; // invalid sizes are ignored, not obeyed (README gap)
+    }
+  }
+  if (!exp) throw new ProtocolError(`NBD_OPT_${kind} acknowledged without NBD_INFO_EXPORT (the server MUST send it before ACK)`);
+  return makeExportInfo(canonical ?? name, exp.size, exp.flags, { blockSizes, description });
+}
+
+/** What answers a step: option replies, the EXPORT_NAME reply, or nothing we wait for. */
+export type Expect = 'option-reply' | 'export-name-reply';
+
+/** A frame consumed: more are needed, or the step is over with its result. */
+export type StepOutcome = { done: false } | { done: true; value: unknown };
+
+/** The negotiation engine: state record in, request bytes out, frames in, results out. */
+export class OptionEngine {
+  readonly state: Negotiation = {
+    phase: 'greeting',
+    style: undefined,
+    handshakeFlags: 0,
+    noZeroes: false,
+    oldstyle: undefined,
+    structured: false,
+    extended: false,
+    refused: new Set(),
+    metaContexts: new Map(),
+    metaContextsFor: undefined,
+    export: undefined,
+  };
+  private current: { call: StepCall; option: number; replies: OptionReplyMessage[] } | undefined;
+
+  /** An option is sent and its final reply has not come yet. */
+  get busy(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** NBD_OPT_ABORT sent without waiting for its reply (the soft disconnect ERR_SHUTDOWN asks for). */
+  softDisconnect(): Uint8Array {
+    this.state.phase = 'closed';
+    this.current = undefined;
+    return encodeOptionRequest({ kind: 'abort' });
+  }
+
+  /** Bytes of the option `call`; its answer then goes to `feed()`. */
+  start(call: StepCall): { bytes: Uint8Array; expect: Expect } {
+    const n = this.state;
+    if (n.phase !== 'options') throw new NbdStateError(`cannot send an option ${n.phase === 'greeting' ? 'before the greeting' : `in phase ${n.phase}`}`);
+    if (this.current !== undefined) throw new NbdStateError('an option is in progress; options go one at a time');
+    const req = (STEPS[call.kind] as OptionStep<StepKind>).request(call.args);
+    if (call.kind !== 'export-name' && n.style !== 'fixed-newstyle') {
+      throw new NbdUnsupportedError(`the server is ${n.style}; only fixed-newstyle servers accept NBD_OPT_${nameOf(Option, optionCode(req))}`);
+    }
+    this.current = { call, option: optionCode(req), replies: [] };
+    return { bytes: encodeOptionRequest(req), expect: call.kind === 'export-name' ? 'export-name-reply' : 'option-reply' };
+  }
+
+  /**
+   * Consumes one frame. A greeting returns the client flags to send (undefined for
+   * oldstyle). Throws NbdOptionError for a refusal the step cannot do without, and
+   * ProtocolError for a frame that breaks the protocol.
+   */
+  feed(f: ServerFrame): StepOutcome {
+    if (f.kind === 'greeting') return { done: true, value: this.greet(f.greeting) };
+    const cur = this.current;
+    if (cur === undefined) throw new ProtocolError(`unexpected ${f.kind} during the handshake: no option is in progress`);
+    if (f.kind === 'export-name-reply') {
+      if (cur.call.kind !== 'export-name') throw new ProtocolError(`an EXPORT_NAME reply while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
+      this.current = undefined;
+      const n = this.state;
+      n.export = makeExportInfo(cur.call.args.name, f.size, f.flags);
+      n.phase = 'transmission';
+      return { done: true, value: n.export };
+    }
+    if (f.kind !== 'option-reply') throw new ProtocolError(`expected an option reply, got ${f.kind}`);
+    if (f.option !== cur.option) {
+      throw new ProtocolError(`reply for option NBD_OPT_${nameOf(Option, f.option)} while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
+    }
+    const r = decodeOptionReply(f.type, f.data);
+    if (r.kind !== 'ack' && r.kind !== 'error') {
+      cur.replies.push(r);
+      return { done: false };
+    }
+    this.current = undefined;
+    const step = STEPS[cur.call.kind] as OptionStep<StepKind>;
+    if (r.kind === 'ack') return { done: true, value: step.ack(this.state, cur.replies, cur.call.args) };
+    const err = new NbdOptionError(cur.option, r.code, r.message);
+    if (r.code === OptionReply.ERR_SHUTDOWN) {
+      this.state.phase = 'closed'; // the server is going away: the spec asks for a soft disconnect
+      throw err;
+    }
+    const kept = step.refused?.(this.state, err);
+    if (kept === undefined) throw err;
+    return { done: true, value: kept.value };
+  }
+
+  /** The server's greeting: style and flags recorded; the client flags to send back. */
+  private greet(g: Greeting): Uint8Array | undefined {
+    const n = this.state;
+    if (n.phase !== 'greeting') throw new ProtocolError('a second greeting');
+    n.phase = 'options';
+    if (g.style === 'oldstyle') {
+      n.style = 'oldstyle';
+      n.oldstyle = { size: g.size, flags: g.flags & 0xffff };
+      return undefined;
+    }
+    const fixed = (g.flags & HandshakeFlag.FIXED_NEWSTYLE) !== 0;
+    n.style = fixed ? 'fixed-newstyle' : 'newstyle';
+    n.handshakeFlags = g.flags;
+    n.noZeroes = (g.flags & HandshakeFlag.NO_ZEROES) !== 0;
+    return encodeClientFlags((fixed ? ClientFlag.FIXED_NEWSTYLE : 0) | (n.noZeroes ? ClientFlag.NO_ZEROES : 0));
+  }
+}
+
+/** What go() asks for. */
+export interface GoWants {
+  name: string;
+  structured: boolean;
+  extended: boolean;
+  metaContexts: readonly string[];
+}
+
+/**
+ * The options go() sends, one at a time: each is decided from the record as the
+ * previous ones left it. Ends with the record in phase 'transmission' (oldstyle
+ * servers need no option at all). Throws for what the server's style cannot do.
+ */
+export function* goSteps(n: Negotiation, w: GoWants): Generator<StepCall, void, void> {
+  if (n.style === 'oldstyle') {
+    if (w.name !== '') throw new NbdUnsupportedError(`an oldstyle server has no export names (asked for "${w.name}")`);
+    if (w.metaContexts.length > 0) throw new NbdUnsupportedError('an oldstyle server cannot negotiate meta contexts');
+    if (w.extended) throw new NbdUnsupportedError('an oldstyle server cannot negotiate extended headers');
+    n.export = makeExportInfo('', n.oldstyle!.size, n.oldstyle!.flags);
+    n.phase = 'transmission';
+    return;
+  }
+  if (n.style === 'newstyle') {
+    if (w.metaContexts.length > 0 || w.extended) {
+      throw new NbdUnsupportedError('the server is not fixed-newstyle: only NBD_OPT_EXPORT_NAME is possible (no meta contexts, no extended headers)');
+    }
+    yield { kind: 'export-name', args: { name: w.name } };
+    return;
+  }
+  if (w.extended && !n.extended && !n.refused.has(Option.EXTENDED_HEADERS)) yield { kind: 'extended-headers', args: undefined };
+  if (w.structured || w.extended) {
+    if (!n.structured && !n.refused.has(Option.STRUCTURED_REPLY)) yield { kind: 'structured-reply', args: undefined };
+  } else if (n.structured) throw new NbdStateError('structured replies were already negotiated; cannot go() without them');
+  if (w.metaContexts.length > 0) {
+    if (!n.structured) throw new NbdUnsupportedError('the server refused structured replies, so meta contexts cannot be used');
+    yield { kind: 'set-meta-context', args: { name: w.name, queries: w.metaContexts } };
+  }
+  if (!n.refused.has(Option.GO)) yield { kind: 'go', args: { name: w.name } };
+  // GO refused with ERR_UNSUP: the old way in. Meta contexts set before it still apply (nbd-server-style servers).
+  if (n.phase !== 'transmission') yield { kind: 'export-name', args: { name: w.name } };
+}
+
+/** listMetaContexts(): servers (nbdkit, qemu) answer meta-context options only once structured replies are on. */
+export function* listMetaContextSteps(n: Negotiation, name: string, queries: readonly string[]): Generator<StepCall, void, void> {
+  if (!n.structured && !n.refused.has(Option.STRUCTURED_REPLY)) yield { kind: 'structured-reply', args: undefined };
+  yield { kind: 'list-meta-context', args: { name, queries } };
+}
+
+/** The meta contexts selected for `name`, if the last SET_META_CONTEXT named it and `asked` any. */
+export function selectedContexts(n: Negotiation, name: string, asked: readonly string[]): Map<string, number> {
+  return asked.length > 0 && n.metaContextsFor === name ? new Map(n.metaContexts) : new Map();
+}

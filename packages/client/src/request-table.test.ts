@@ -1,0 +1,70 @@
+// The request table with plain values: cookies, settling once, aborts tied through
+// one listener per signal, failing everything at once.
+import { describe, expect, test, vi } from 'vitest';
+import { Command, NbdAbortError, NbdClosedError } from '@nbd/protocol';
+import { newReply } from './reply-assembler.js';
+import { RequestTable } from './request-table.js';
+
+const reply = () => newReply({ command: Command.FLUSH, offset: 0, length: 0 });
+
+describe('RequestTable', () => {
+  test('fresh cookies; finish hands the caller its answer once; idle when empty', async () => {
+    const t = new RequestTable();
+    const a = t.add(reply(), { what: 'flush' });
+    const b = t.add(reply(), { what: 'flush' });
+    expect(b.cookie).toBe(a.cookie + 1);
+    expect(t.size).toBe(2);
+    const idle = t.whenIdle();
+    const pa = t.get(a.cookie)!;
+    expect(t.finish(pa)).toBe(true);
+    pa.resolve('a');
+    expect(t.get(a.cookie)).toBeUndefined();
+    expect(t.finish(pa)).toBe(false); // never twice
+    await expect(a.promise).resolves.toBe('a');
+    t.finish(t.get(b.cookie)!);
+    await idle;
+    expect(t.size).toBe(0);
+  });
+
+  test('an abort rejects at once with NbdAbortError (cause: the reason); the entry waits for its reply, which is dropped', async () => {
+    const t = new RequestTable();
+    const abandoned: number[] = [];
+    t.onAbandon = (p) => abandoned.push(p.cookie);
+    const ac = new AbortController();
+    const r = t.add(reply(), { what: 'read', signal: ac.signal });
+    const reason = new Error('enough');
+    ac.abort(reason);
+    const err = await r.promise.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdAbortError);
+    expect(err).toMatchObject({ message: 'read was aborted', cause: reason });
+    expect(abandoned).toEqual([r.cookie]);
+    expect(t.size).toBe(1); // its reply is still due
+    expect(t.finish(t.get(r.cookie)!)).toBe(false);
+    expect(t.size).toBe(0);
+  });
+
+  test('one listener per signal however many requests share it; removed once they settle', () => {
+    const t = new RequestTable();
+    const ac = new AbortController();
+    const add = vi.spyOn(ac.signal, 'addEventListener');
+    const all = Array.from({ length: 200 }, () => t.add(reply(), { what: 'read', signal: ac.signal }));
+    expect(add).toHaveBeenCalledTimes(1);
+    for (const r of all) t.finish(t.get(r.cookie)!);
+    ac.abort(); // nothing pending: nobody is rejected
+    expect(t.size).toBe(0);
+  });
+
+  test('failAll rejects every caller still waiting, once, and empties the table', async () => {
+    const t = new RequestTable();
+    const ac = new AbortController();
+    const a = t.add(reply(), { what: 'flush', signal: ac.signal });
+    const b = t.add(reply(), { what: 'flush' });
+    ac.abort();
+    const err = new NbdClosedError('gone');
+    expect(t.failAll(err).map((p) => p.cookie)).toEqual([a.cookie, b.cookie]);
+    await expect(a.promise).rejects.toBeInstanceOf(NbdAbortError); // settled first by its abort
+    await expect(b.promise).rejects.toBe(err);
+    expect(t.size).toBe(0);
+    await t.whenIdle();
+  });
+});
