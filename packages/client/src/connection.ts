@@ -63,6 +63,15 @@ export class Connection {
   }
 
   /** Requests sent and not yet answered. */
+  /**
+   * How replies are read: 'direct' when the kernel reads them straight into this
+   * connection's buffers (the fast path, a plain TCP or unix socket), 'copy' otherwise
+   * (TLS, a stream of your own, or a Node release without the internals it needs).
+   */
+  get readMode(): 'direct' | 'copy' {
+    return this.core.readMode;
+  }
+
   get inFlight(): number {
     return this.core.inFlight;
   }

@@ -66,10 +66,19 @@ export class FrameReader implements ByteSink {
     this.pump();
   }
 
-  /** The handshake is over: busy connections may read into large pooled arenas. */
+  /**
+   * The handshake is over: busy connections may read into large pooled arenas, and a
+   * plain socket reads straight into them (no STARTTLS can follow now).
+   */
   startTransmission(extended: boolean): void {
     this.decoder.startTransmission(extended);
     this.arenas.allowLarge = true;
+    this.transport.readDirect?.();
+  }
+
+  /** How bytes arrive: 'direct' (the kernel reads into our arenas: the fast path) or 'copy'. */
+  get readMode(): 'direct' | 'copy' {
+    return (this.transport as { mode?: 'direct' | 'copy' }).mode === 'direct' ? 'direct' : 'copy';
   }
 
   buffer(): Uint8Array {

@@ -122,6 +122,11 @@ export class Transmission {
     return this.stateNow;
   }
 
+  /** How replies are read: 'direct' (the fast path) or 'copy' (TLS, any other stream). */
+  get readMode(): 'direct' | 'copy' {
+    return this.reader.readMode;
+  }
+
   get error(): NbdError | undefined {
     return this.failure;
   }

@@ -9,7 +9,11 @@
 import { channel } from 'node:diagnostics_channel';
 import type { Duplex } from 'node:stream';
 
-/** Publishes `{ available: false, reason }` once, when a plain socket cannot take the fast path. */
+/**
+ * For every plain TCP or unix socket that starts reading for a transmission phase:
+ * `{ direct: true }` when it reads straight into our buffers, `{ direct: false, reason }`
+ * when this Node lacks the internals (then also a process warning, once).
+ */
 export const fastReadChannel = channel('@nbd/node:fast-read');
 
 interface Hooks {
@@ -27,10 +31,10 @@ interface UserBufferHandle {
 let told = false;
 
 function tell(reason: string): void {
+  if (fastReadChannel.hasSubscribers) fastReadChannel.publish({ direct: false, reason });
   if (told) return;
   told = true;
   const message = `@nbd/node: fast socket reads are unavailable on Node ${process.version} (${reason}); reads are copied instead`;
-  if (fastReadChannel.hasSubscribers) fastReadChannel.publish({ available: false, reason });
   process.emitWarning(message, { code: 'NBD_FAST_READ_UNAVAILABLE' });
 }
 
@@ -84,6 +88,7 @@ export function directReads(socket: Duplex, next: () => Uint8Array, filled: (n: 
   s[hooks.generator] = next;
   s[hooks.callback] = (n: number) => filled(n);
   install();
+  if (fastReadChannel.hasSubscribers) fastReadChannel.publish({ direct: true });
   // In user-buffer mode pausing stops the handle itself: bytes wait in the kernel.
   socket.pause();
   return { rebuffer: install };
