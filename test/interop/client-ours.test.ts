@@ -104,3 +104,19 @@ test('await using: a MultiConnection disconnects every connection at the end of 
   }
   expect(conns.map((c) => c.state)).toEqual(conns.map(() => 'closed'));
 });
+
+test('small read() answers are copies, never views of a read arena that later replies overwrite', async () => {
+  const conn = await (await Client.connect(unixUri(sock, 'disk'))).go('disk');
+  const fill = (i: number) => new Uint8Array(4096).fill(i + 1);
+  await Promise.all(Array.from({ length: 64 }, (_, i) => conn.write(fill(i), i * 4096)));
+  // A large answer first makes this connection read into a large arena (a Buffer).
+  expect((await conn.read(0, 3 * MiB)).length).toBe(3 * MiB);
+  for (let round = 0; round < 4; round++) {
+    const small = await Promise.all(Array.from({ length: 64 }, (_, i) => conn.read(i * 4096, 4096)));
+    for (const [i, b] of small.entries()) {
+      expect(b.buffer.byteLength).toBe(4096); // its own memory
+      expect(b.every((x) => x === i + 1)).toBe(true);
+    }
+  }
+  await conn.disconnect();
+});

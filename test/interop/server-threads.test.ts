@@ -138,6 +138,8 @@ describe('worker-thread lifecycle', () => {
       runPython(`import nbd, sys\nh = nbd.NBD()\nh.connect_uri(sys.argv[1])\nprint(h.pread(4, ${offset}).hex())`, [srv!.uri()]);
     const crashed = await read(0);
     expect(crashed.code).not.toBe(0);
+    // The client sees the close before the main thread hears of the worker's exit.
+    for (let i = 0; i < 50 && !errors.some((e) => /worker thread died/.test(e)); i++) await new Promise((r) => setTimeout(r, 20));
     expect(errors.join('\n')).toMatch(/worker thread died/);
     let after = await read(4096);
     for (let i = 0; i < 50 && after.code !== 0; i++) {

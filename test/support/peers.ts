@@ -160,13 +160,13 @@ export function startQemuNbd(image: string, opts: string[] = [], exportName = ''
  * The reference `nbd-server` with the given `[name] exportname=file` sections.
  * It daemonizes, so the returned `stop` kills it through its pid file.
  */
-export async function startNbdServer(exports: Record<string, { file: string; readOnly?: boolean; extra?: string }>): Promise<Peer> {
+export async function startNbdServer(exports: Record<string, { file: string; readOnly?: boolean; extra?: string }>, generic = ''): Promise<Peer> {
   requireTool('nbd-server');
   const { dir, cleanup } = tempDir('nbd-server-');
   const socket = join(dir, 'nbd.sock');
   const pidFile = join(dir, 'nbd-server.pid');
   const conf = join(dir, 'nbd-server.conf');
-  let text = `[generic]\n    unixsock = ${socket}\n    allowlist = true\n`;
+  let text = `[generic]\n    unixsock = ${socket}\n    allowlist = true\n${generic}`;
   for (const [name, e] of Object.entries(exports)) {
     text += `[${name}]\n    exportname = ${e.file}\n    readonly = ${e.readOnly ? 'true' : 'false'}\n${e.extra ?? ''}`;
   }

@@ -80,9 +80,24 @@ describe('Client: handshake', () => {
     await expect(c.list()).rejects.toThrow(/closed/);
   });
 
-  test('nbds:// is refused clearly; a bad greeting is a ProtocolError', async () => {
-    await expect(Client.connect('nbds://localhost/x')).rejects.toThrow(/TLS is not supported/);
-    await expect(Client.connect('nbds+unix:///?socket=/x')).rejects.toBeInstanceOf(NbdUnsupportedError);
+  test('nbds:// to a server answering STARTTLS with an error fails (no downgrade); tls allow goes on in plaintext', async () => {
+    const refusing = await serve(async (p) => {
+      await p.negotiate({});
+    });
+    const err = await Client.connect(refusing.uri.replace('nbd+unix:', 'nbds+unix:')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdUnsupportedError);
+    expect((err as Error).message).toMatch(/TLS is required, but the server answered STARTTLS with ERR_UNSUP/);
+    expect((err as Error).cause).toMatchObject({ option: Option.STARTTLS, reply: OptionReply.ERR_UNSUP });
+    const plain = await serve(async (p) => {
+      await p.negotiate({});
+    });
+    const client = await Client.connect(plain.uri, { tls: { mode: 'allow', psk: { alice: 'ab'.repeat(32) } } });
+    expect(client.tls).toBeUndefined();
+    const conn = await client.go();
+    expect(conn.tls).toBeUndefined();
+  });
+
+  test('a bad greeting is a ProtocolError', async () => {
     const srv = await serve(async (p) => {
       p.send(new Uint8Array(18).fill(1));
     });
@@ -144,10 +159,12 @@ describe('Client: targets', () => {
     await expect(Client.connect(dead)).rejects.toMatchObject({ code: 'NBD_ERR_CLOSED' });
   });
 
-  test('what is not a target, or names TLS or vsock, is refused before connecting', async () => {
+  test('what is not a target, names vsock, or has bad TLS parameters is refused before connecting', async () => {
     await expect(Client.connect(42 as never)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
     await expect(Client.connect('http://example.com/')).rejects.toBeInstanceOf(NbdInvalidArgumentError);
-    await expect(Client.connect(new URL('nbds://localhost/x'))).rejects.toThrow(/nbds: TLS is not supported/);
+    await expect(Client.connect(new URL('nbds+vsock://1/x'))).rejects.toBeInstanceOf(NbdUnsupportedError);
+    await expect(Client.connect('nbds://localhost/x?tls-type=bogus')).rejects.toThrow(/tls-type=bogus: expected psk or x509/);
+    await expect(Client.connect('nbds://localhost/x?tls-verify-peer=maybe')).rejects.toBeInstanceOf(NbdInvalidArgumentError);
     await expect(Client.connect('nbd+vsock://1')).rejects.toBeInstanceOf(NbdUnsupportedError);
   });
 

@@ -17,6 +17,7 @@ import {
   type Transport,
   tieToSignal,
 } from '@nbd/protocol';
+import { type ClientTlsOptions, NodeTransport, type TlsIdentity, clientTls } from '@nbd/node';
 import { Connection, type Signal } from './connection.js';
 import { type ExportInfo, makeExportInfo } from './export-info.js';
 import { FrameReader } from './frame-reader.js';
@@ -29,7 +30,7 @@ import {
   listMetaContextSteps,
   selectedContexts,
 } from './option-engine.js';
-import { type ConnectTarget, openTransport } from './target.js';
+import { type ConnectTarget, type Opened, openTransport } from './target.js';
 
 /** Options of `Client.connect`. */
 export interface ConnectOptions extends Signal {
@@ -40,6 +41,15 @@ export interface ConnectOptions extends Signal {
    * --handshake-limit is 10 s); 0 waits forever.
    */
   handshakeTimeout?: number;
+  /**
+   * TLS (STARTTLS, sent as the first option). `mode`: 'require' (the default once `tls` is
+   * given, and for `nbds…` URIs) never falls back to plaintext: a server — or a man in the
+   * middle — answering STARTTLS with an error fails the connection; 'allow' goes on in
+   * plaintext then (see `Client.tls`); 'off'. Credentials: a `certificates` directory
+   * (ca-cert.pem, client-cert.pem, client-key.pem), PEM values, or a `pskFile` with a
+   * `username`. Merged over what an `nbds…` URI's parameters say.
+   */
+  tls?: ClientTlsOptions;
 }
 
 /** Options of `go()`. */
@@ -90,22 +100,28 @@ export class Client {
   private stateNow: ClientState = 'connecting';
   private closeReason: unknown;
   private readonly engine = new OptionEngine();
-  private readonly reader: FrameReader;
+  private reader: FrameReader;
+  private tlsIdentity: TlsIdentity | undefined;
   /** Rejects the step waiting for frames when the stream ends under it. */
   private interrupt: ((error: NbdError) => void) | undefined;
   private streamEnd: NbdError | undefined;
 
   private constructor(
-    private readonly transport: Transport,
+    private transport: Transport,
     /** The export named in the URI, used when `go()`/`info()` get no name. */
     readonly defaultExport: string,
     private readonly limit: number,
   ) {
-    this.reader = new FrameReader(transport);
-    this.reader.onEnd = (err) => {
+    this.reader = this.readerOf(transport);
+  }
+
+  private readerOf(transport: Transport): FrameReader {
+    const reader = new FrameReader(transport);
+    reader.onEnd = (err) => {
       this.streamEnd = err instanceof ProtocolError ? err : new NbdClosedError('the server closed the connection during the handshake', { cause: err });
       this.interrupt?.(this.streamEnd);
     };
+    return reader;
   }
 
   /**
@@ -116,7 +132,7 @@ export class Client {
   static async connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Client> {
     const call = callOf('connect', opts.signal, handshakeLimit(opts.handshakeTimeout));
     if (call.user?.aborted) throw interpret(undefined, call);
-    let opened: { transport: Transport; exportName: string };
+    let opened: Opened;
     try {
       opened = await openTransport(target, call.signal);
     } catch (e) {
@@ -127,6 +143,8 @@ export class Client {
     try {
       const clientFlags = (await client.awaitStep(call)) as Uint8Array | undefined;
       if (clientFlags !== undefined) client.transport.write(clientFlags);
+      const tls = opened.tls || opts.tls ? { mode: 'require' as const, ...opened.tls, ...opts.tls } : undefined;
+      if (tls !== undefined && tls.mode !== 'off') await client.startTls(tls, opened.host, call);
       client.to('negotiating');
       return client;
     } catch (e) {
@@ -134,6 +152,11 @@ export class Client {
       client.close(err);
       throw err;
     }
+  }
+
+  /** Who the server is over TLS (protocol, cipher, PSK user), or undefined when the session is plaintext. */
+  get tls(): TlsIdentity | undefined {
+    return this.tlsIdentity;
   }
 
   /** Milliseconds the server has for each handshake step (the `handshakeTimeout` option; 0: no limit). */
@@ -199,7 +222,13 @@ export class Client {
       const n = this.engine.state;
       this.to('done');
       this.reader.onEnd = undefined; // the Connection's from now on
-      const negotiated = { structured: n.structured, extended: n.extended, metaContexts: selectedContexts(n, name, want.metaContexts), strict: opts.strict ?? true };
+      const negotiated = {
+        structured: n.structured,
+        extended: n.extended,
+        metaContexts: selectedContexts(n, name, want.metaContexts),
+        strict: opts.strict ?? true,
+        tls: this.tlsIdentity,
+      };
       return new Connection(this.transport, this.reader, n.export!, negotiated);
     });
   }
@@ -223,6 +252,35 @@ export class Client {
   }
 
   // ------------------------------------------------------------- internals
+
+  /**
+   * STARTTLS as the first option, then the TLS handshake on the same socket. With
+   * mode 'require' any refusal fails the connection (a downgrade attempt looks exactly
+   * like a server without TLS); with 'allow' plaintext goes on.
+   */
+  private async startTls(tls: ClientTlsOptions, host: string | undefined, call: Call): Promise<void> {
+    const require = tls.mode !== 'allow';
+    if (this.engine.state.style !== 'fixed-newstyle') {
+      if (require) throw new NbdUnsupportedError(`TLS is required, but the server is ${this.engine.state.style} (STARTTLS needs fixed newstyle)`);
+      return;
+    }
+    try {
+      await this.exchange({ kind: 'starttls', args: undefined }, call);
+    } catch (e) {
+      if (!(e instanceof NbdOptionError)) throw e;
+      if (require) throw new NbdUnsupportedError(`TLS is required, but the server answered STARTTLS with ${e.replyName}${e.serverMessage ? `: ${e.serverMessage}` : ''}`, { cause: e });
+      return;
+    }
+    const plain = this.transport;
+    if (!(plain instanceof NodeTransport)) throw new NbdUnsupportedError('STARTTLS needs a Node socket under the connection');
+    // Anything the server sent after its ACK and before TLS is dropped with the old reader.
+    this.reader.stop();
+    const { transport, identity } = await plain.startTls((raw) => clientTls(raw, tls, host, call.limit > 0 ? call.limit : 60_000));
+    this.transport = transport;
+    this.reader = this.readerOf(transport);
+    this.reader.decoder.startOptions();
+    this.tlsIdentity = identity;
+  }
 
   private to(next: ClientState): void {
     if (!TRANSITIONS[this.stateNow].includes(next)) throw new Error(`internal: client state ${this.stateNow} → ${next}`);

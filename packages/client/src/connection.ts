@@ -7,6 +7,7 @@ import { Command, CommandFlag, type NbdError, NbdInvalidArgumentError, type Tran
 import type { ExportInfo } from './export-info.js';
 import type { FrameReader } from './frame-reader.js';
 import type { Extent } from './reply-assembler.js';
+import type { TlsIdentity } from '@nbd/node';
 import { type RequestLimits, checkBuffer, checkCan, checkRange, checkWritable, fuaFlag, requestLimits } from './request-checks.js';
 import { type ConnectionState, type LentBytes, Transmission, notLent } from './transmission.js';
 
@@ -18,6 +19,8 @@ export interface Negotiated {
   metaContexts: Map<string, number>;
   /** Check every rule of the spec about replies (default true). */
   strict: boolean;
+  /** The TLS session under the connection, if any. */
+  tls?: TlsIdentity | undefined;
 }
 
 /** The `signal` option of every call. */
@@ -40,6 +43,8 @@ export class Connection {
   readonly extendedHeaders: boolean;
   /** Replies are checked against every rule of the spec (the `strict` option of go()). */
   readonly strict: boolean;
+  /** The TLS session under this connection (protocol, cipher, PSK user), or undefined in plaintext. */
+  readonly tls: TlsIdentity | undefined;
   private readonly core: Transmission;
   private readonly limits: RequestLimits;
   private readonly contextNames = new Map<number, string>();
@@ -52,6 +57,7 @@ export class Connection {
     this.structuredReplies = negotiated.structured;
     this.extendedHeaders = negotiated.extended;
     this.strict = negotiated.strict;
+    this.tls = negotiated.tls;
     this.limits = requestLimits(info);
     const rules = { structured: negotiated.structured, extended: negotiated.extended, strict: negotiated.strict };
     this.core = new Transmission(transport, reader, rules, this.limits.piece);

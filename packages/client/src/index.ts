@@ -7,3 +7,4 @@ export { type ExportListing, type HandshakeStyle } from './option-engine.js';
 export { type Extent } from './reply-assembler.js';
 export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
 export { type ConnectTarget } from './target.js';
+export { type ClientTlsOptions, type TlsIdentity } from '@nbd/node';

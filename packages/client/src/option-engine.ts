@@ -53,6 +53,8 @@ export interface Negotiation {
   metaContextsFor: string | undefined;
   /** The export GO or EXPORT_NAME entered transmission with. */
   export: ExportInfo | undefined;
+  /** STARTTLS was acknowledged: what follows goes over TLS. */
+  tls: boolean;
 }
 
 /** The arguments and result of each option step. */
@@ -66,6 +68,7 @@ interface Steps {
   'list-meta-context': { args: { name: string; queries: readonly string[] }; result: string[] };
   'set-meta-context': { args: { name: string; queries: readonly string[] }; result: Map<string, number> };
   abort: { args: undefined; result: undefined };
+  starttls: { args: undefined; result: true };
 }
 export type StepKind = keyof Steps;
 /** One option to send: its kind and arguments. */
@@ -133,6 +136,19 @@ const STEPS: { [K in StepKind]: OptionStep<K> } = {
       return n.metaContexts;
     },
   },
+  // No refusal is survived here: the Client decides whether plaintext may go on (tls mode 'allow').
+  starttls: {
+    request: () => ({ kind: 'starttls' }),
+    ack: (n) => {
+      // Over TLS everything is negotiated afresh: the spec has both sides forget what came before.
+      n.tls = true;
+      n.structured = n.extended = false;
+      n.metaContexts = new Map();
+      n.metaContextsFor = undefined;
+      n.refused.clear();
+      return true;
+    },
+  },
   abort: {
     request: () => ({ kind: 'abort' }),
     ack: (n) => {
@@ -193,6 +209,7 @@ export class OptionEngine {
     metaContexts: new Map(),
     metaContextsFor: undefined,
     export: undefined,
+    tls: false,
   };
   private current: { call: StepCall; option: number; replies: OptionReplyMessage[] } | undefined;
 

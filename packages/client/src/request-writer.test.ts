@@ -91,10 +91,13 @@ describe('RequestWriter', () => {
     expect(w.empty).toBe(true);
   });
 
-  test('a payload still staged when its request is aborted leaves as a copy; DISC then end', async () => {
+  test.each([
+    ['a Uint8Array', (n: number) => new Uint8Array(n)],
+    ['a Buffer (whose slice() is a view, not a copy)', (n: number) => Buffer.alloc(n)],
+  ])('a payload still staged when its request is aborted leaves as a copy; DISC then end: %s', async (_kind, alloc) => {
     const { t, writes } = fakeTransport();
     const w = new RequestWriter(t as unknown as Transport, false, () => 0);
-    const payload = new Uint8Array(512).fill(1);
+    const payload = alloc(512).fill(1);
     w.send(header(1, Command.WRITE), payload);
     w.unshare(payload);
     payload.fill(2); // the caller reuses its buffer at once

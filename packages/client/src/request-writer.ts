@@ -89,7 +89,7 @@ export class RequestWriter {
    */
   unshare(payload: Uint8Array): void {
     const i = this.out.indexOf(payload);
-    if (i >= 0) this.out[i] = payload.slice();
+    if (i >= 0) this.out[i] = new Uint8Array(payload); // a copy: a Buffer's slice() would be a view
   }
 
   /** A reply arrived: requests held back for batching may go now. */

@@ -3,7 +3,7 @@
 // becomes a Transport here; the rest of the client sees nothing else.
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type NbdAddress, NbdSystemError, NodeTransport, connectSocket, toNbdUri } from '@nbd/node';
+import { type ClientTlsOptions, type NbdAddress, NbdSystemError, NodeTransport, connectSocket, toNbdUri } from '@nbd/node';
 import { NbdError, NbdInvalidArgumentError, NbdUnsupportedError, type NbdUri, type Transport } from '@nbd/protocol';
 
 /**
@@ -40,18 +40,54 @@ export function uriOf(target: NbdAddress): NbdUri {
     if (e instanceof NbdError) throw e;
     throw new NbdInvalidArgumentError(`bad NBD URI: ${(e as Error).message}`, { cause: e });
   }
-  if (uri.tls) {
-    const scheme = typeof target === 'string' ? target.split(':')[0] : target instanceof URL ? target.protocol.slice(0, -1) : 'nbds';
-    throw new NbdUnsupportedError(`${scheme}: TLS is not supported yet; use nbd:// or nbd+unix://`);
-  }
+  if (uri.transport === 'vsock') throw new NbdUnsupportedError('nbd+vsock: Node.js has no vsock sockets');
   return uri;
 }
 
-/** A transport for `target`, and the export its URI names (undefined for streams and plain addresses' empty path). */
-export async function openTransport(target: ConnectTarget, signal?: AbortSignal): Promise<{ transport: Transport; exportName: string }> {
-  if (isTransport(target)) return { transport: target, exportName: '' };
-  if (isDuplex(target)) return { transport: new NodeTransport(target), exportName: '' };
+/**
+ * The TLS settings an NBD URI asks for (doc/uri.md, with libnbd's names): `nbds…` means
+ * TLS is required; `tls-certificates`, `tls-psk-file`, `tls-hostname`, `tls-verify-peer`
+ * and `tls-type` (psk or x509) set the credentials; the user name comes from userinfo.
+ */
+export function tlsOfUri(uri: NbdUri): ClientTlsOptions | undefined {
+  const p = uri.params;
+  const anyParam = Object.keys(p).some((k) => k.startsWith('tls-'));
+  if (!uri.tls && !anyParam) return undefined;
+  const o: ClientTlsOptions = { mode: uri.tls ? 'require' : 'allow' };
+  if (p['tls-certificates'] !== undefined) o.certificates = p['tls-certificates'];
+  if (p['tls-psk-file'] !== undefined) o.pskFile = p['tls-psk-file'];
+  if (p['tls-hostname'] !== undefined) o.hostname = p['tls-hostname'];
+  if (uri.user !== undefined) o.username = uri.user;
+  const verify = p['tls-verify-peer'];
+  if (verify !== undefined) {
+    if (!/^(true|false|1|0|yes|no|on|off)$/i.test(verify)) throw new NbdInvalidArgumentError(`tls-verify-peer=${verify}: expected true or false`);
+    o.verifyPeer = /^(true|1|yes|on)$/i.test(verify);
+  }
+  const type = p['tls-type'];
+  if (type !== undefined) {
+    if (type !== 'psk' && type !== 'x509') throw new NbdInvalidArgumentError(`tls-type=${type}: expected psk or x509`);
+    if (type === 'psk' && o.pskFile === undefined) throw new NbdInvalidArgumentError('tls-type=psk needs tls-psk-file');
+    if (type === 'x509') delete o.pskFile;
+  }
+  return o;
+}
+
+/** What opening a target gives: a transport, the export the URI names, and the TLS it asks for. */
+export interface Opened {
+  transport: Transport;
+  exportName: string;
+  /** From an `nbds…` URI or `tls-*` parameters. */
+  tls: ClientTlsOptions | undefined;
+  /** The host connected to: the name a server certificate must carry by default. */
+  host: string | undefined;
+}
+
+/** A transport for `target`, the export its URI names ('' for streams and plain addresses), and its TLS settings. */
+export async function openTransport(target: ConnectTarget, signal?: AbortSignal): Promise<Opened> {
+  if (isTransport(target)) return { transport: target, exportName: '', tls: undefined, host: undefined };
+  if (isDuplex(target)) return { transport: new NodeTransport(target), exportName: '', tls: undefined, host: undefined };
   const uri = uriOf(target);
+  const tls = tlsOfUri(uri);
   let socket: Socket;
   try {
     socket = await connectSocket(uri, signal);
@@ -61,5 +97,5 @@ export async function openTransport(target: ConnectTarget, signal?: AbortSignal)
     const where = uri.transport === 'unix' ? uri.socket : `${uri.host}:${uri.port}`;
     throw new NbdSystemError(`cannot connect to ${where}: ${err.message}`, err.code ?? 'EIO', Math.abs(err.errno ?? 0), { cause: e });
   }
-  return { transport: new NodeTransport(socket), exportName: uri.exportName };
+  return { transport: new NodeTransport(socket), exportName: uri.exportName, tls, host: uri.transport === 'tcp' ? uri.host : undefined };
 }

@@ -234,7 +234,9 @@ export class Transmission {
     if (p.lend) return new Lent(held, this.views);
     let out = held;
     if (held.length >= SMALL_READ) this.reader.arenas.keep(held);
-    else out = held.slice(); // a small answer kept for long must not pin a whole arena
+    // A small answer kept for long must not pin a whole arena. A copy, and not `slice()`:
+    // arenas are Buffers, whose slice() is a view.
+    else out = new Uint8Array(held);
     this.views.release(held);
     return out;
   }

@@ -18,3 +18,4 @@ export type { OpenContext } from './negotiation.js';
 export { type Logger, silentLogger } from './logger.js';
 export { type ConnectionInfo, type ServeOptions, serve, serveTransmission, transmissionFlagsOf } from './serve.js';
 export { NbdServer, listen, listenAndServe } from './listener.js';
+export type { ServerTlsOptions, TlsIdentity } from '@nbd/node';
