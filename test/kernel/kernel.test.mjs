@@ -434,7 +434,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   const events = [];
   const sup = await supervise(index, async () => [await goTls(psk)], { onReconnect: (e) => events.push(e ?? 'ok') });
   defer(() => sup.close());
-  const b = await refFile('tls-b.bin', 16 * MiB);
+  const b = await refFile('tls-b.bin', 4 * MiB);
   const writing = ok('dd', [`if=${b.file}`, `of=/dev/nbd${index}`, 'bs=64k', 'seek=16', 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
   await sleep(100);
   await srv.kill();
@@ -442,7 +442,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   srv = await nbdkit([`--tls-psk=${creds}/keys.psk`]);
   await writing;
   await waitFor(() => sup.reconnects >= 1, `a reconnect (events: ${events.join(', ')})`);
-  assert((await ddRead(`/dev/nbd${index}`, 1, 16)).equals(b.data), 'the write in flight completed after the TLS reconnect');
+  assert((await ddRead(`/dev/nbd${index}`, 1, 4)).equals(b.data), 'the write in flight completed after the TLS reconnect');
   sup.close();
   await disconnect(index);
   await srv.kill();
