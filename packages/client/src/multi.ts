@@ -28,7 +28,10 @@ export async function open(target: ConnectTarget, opts: OpenOptions = {}): Promi
 
 /** Several connections to one export, used as one. */
 export class MultiConnection {
-  /** Takes `connections` (at least one, all to the same export) into use. */
+  /**
+   * Takes `connections` (at least one, all to the same export) into use.
+   * @param connections The connections requests are spread over (each to the least busy); `disconnect()` ends them all.
+   */
   constructor(readonly connections: readonly Connection[]) {
     if (connections.length === 0) throw new NbdInvalidArgumentError('MultiConnection needs at least one connection');
   }
