@@ -225,7 +225,7 @@ export class ServerStreamDecoder {
   private ext = false;
   /** Largest option reply data accepted, in bytes; more is a ProtocolError (default 1 MiB). */
   maxOptionReply: number;
-  /** Largest reply chunk payload accepted, in bytes; more is a ProtocolError (default: the larger of 32 MiB + 8 and 2^20 extended extents). */
+  /** Largest reply chunk payload accepted, in bytes; more is a ProtocolError (default: 32 MiB + 8, or 2^20 extended extents if larger). */
   maxChunk: number;
   /**
    * For simple replies: the READ payload length expected for `cookie`, or
