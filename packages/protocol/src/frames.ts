@@ -208,7 +208,7 @@ export type ServerFrame =
 export interface ServerDecoderLimits {
   /** Largest option reply accepted. Default 1 MiB. */
   maxOptionReply?: number;
-  /** Largest chunk payload accepted. Default 32 MiB + room for 2^20 extended extents. */
+  /** Largest chunk payload accepted. Default 32 MiB + 8 (a READ chunk's offset and data), or 2^20 extended extents if larger. */
   maxChunk?: number;
 }
 
