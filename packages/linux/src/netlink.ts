@@ -96,7 +96,7 @@ export function decodeStatus(attrs: readonly Attr[]): DeviceStatus[] {
 export class NbdNetlink {
   private constructor(
     /** The generic netlink socket the commands go through; `close()` closes it. */
-    readonly sock: GenlSocket,
+    private readonly sock: GenlSocket,
     /** The "nbd" family as the kernel resolved it: its numeric id and multicast groups. */
     readonly family: Family,
   ) {}
