@@ -12,6 +12,7 @@ export default defineConfig({
       '@nbd/client': src('client'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
+      '@nbd/devices': src('devices'),
     },
   },
   test: {

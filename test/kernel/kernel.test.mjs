@@ -9,7 +9,8 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { Client } from '../../packages/client/dist/index.js';
 import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
-import { FileDevice, MemoryDevice } from '../../packages/server/dist/index.js';
+import { FileDevice } from '../../packages/devices/dist/index.js';
+import { MemoryDevice } from '../../packages/server/dist/index.js';
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;

@@ -1,0 +1,154 @@
+// The system calls Node lacks, through @nbd/node's one libc loader: lseek with
+// SEEK_DATA/SEEK_HOLE, fallocate, the block-device ioctls, pwritev2 with RWF_DSYNC,
+// posix_fadvise, and the address of a buffer (O_DIRECT needs aligned memory).
+// Anything that may wait on the disk runs as a koffi asynchronous call, on libuv's
+// thread pool like Node's own fs calls, so the event loop never blocks on it.
+import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { NbdSystemError, errno, libcFunction } from '@nbd/node';
+
+type Native = ((...args: unknown[]) => number | bigint) & {
+  async(...args: unknown[]): void;
+};
+
+const fn = (decl: string): Native => libcFunction(decl) as Native;
+
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+const RWF_DSYNC = 0x02;
+const POSIX_FADV_WILLNEED = 3;
+const ENXIO = 6;
+
+/** Block-device ioctls (include/uapi/linux/fs.h). */
+export const BlockIoctl = {
+  /** `_IO(0x12, 104)`: logical sector size, int. */
+  SSZGET: 0x1268,
+  /** `_IO(0x12, 123)`: physical sector size, unsigned int. */
+  PBSZGET: 0x127b,
+  /** `_IOR(0x12, 114, size_t)`: size in bytes, u64. */
+  GETSIZE64: 0x80081272,
+  /** `_IO(0x12, 119)`: discard a `u64[2]` {offset, length}. */
+  DISCARD: 0x1277,
+  /** `_IO(0x12, 127)`: write zeroes over a `u64[2]` {offset, length}, never unmapping. */
+  ZEROOUT: 0x127f,
+} as const;
+
+// Node/POSIX errno names that have an NBD errno of their own; others are EIO.
+const nbdErrnoByName: Record<string, number> = {
+  EPERM: Errno.EPERM,
+  EACCES: Errno.EPERM,
+  EROFS: Errno.EPERM,
+  ENOMEM: Errno.ENOMEM,
+  EINVAL: Errno.EINVAL,
+  ENOSPC: Errno.ENOSPC,
+  EDQUOT: Errno.ENOSPC,
+  EFBIG: Errno.ENOSPC,
+  EOVERFLOW: Errno.EOVERFLOW,
+  ENOTSUP: Errno.ENOTSUP,
+  EOPNOTSUPP: Errno.ENOTSUP,
+};
+
+/** A failed system call as the error a device throws: the NBD errno it maps to, the system error as `cause`. */
+export function deviceError(err: NbdSystemError): NbdErrnoError {
+  return new NbdErrnoError(nbdErrnoByName[err.errnoName] ?? Errno.EIO, err.message, { cause: err });
+}
+
+/** Whether a failed call means "this file system or device cannot do that". */
+export function isUnsupported(err: unknown): boolean {
+  const name = err instanceof NbdSystemError ? err.errnoName : undefined;
+  return name === 'EOPNOTSUPP' || name === 'ENOTSUP' || name === 'ENOSYS' || name === 'ENOTTY';
+}
+
+/** Runs `f(...args)` on the thread pool; resolves with its result, rejects with an NbdSystemError when it returns < 0. */
+function callAsync(f: Native, what: string, ...args: unknown[]): Promise<number> {
+  const { promise, resolve, reject } = Promise.withResolvers<number>();
+  f.async(...args, (err: unknown, res: number | bigint) => {
+    if (err) reject(new NbdSystemError(`${what}: ${(err as Error).message}`, 'EIO', 0, { cause: err }));
+    else if (Number(res) < 0) reject(NbdSystemError.fromErrno(errno(), what));
+    else resolve(Number(res));
+  });
+  return promise;
+}
+
+const memmove = () => fn('uintptr_t memmove(uint8_t *dst, const uint8_t *src, size_t n)');
+
+/**
+ * The address of a view's first byte. memmove returns its destination: moving
+ * nothing onto itself is a harmless way to learn where koffi saw the memory.
+ */
+export function addressOf(view: Uint8Array): number {
+  return Number(memmove()(view, view, 0));
+}
+
+/**
+ * lseek(SEEK_DATA or SEEK_HOLE): the next data or hole at or after `offset`, or
+ * undefined past the last data (ENXIO). Synchronous: the file system answers from
+ * its extent tree without I/O on the data.
+ */
+export function seek(fd: number, offset: number, whence: typeof SEEK_DATA | typeof SEEK_HOLE): number | undefined {
+  const r = Number(fn('int64_t lseek(int fd, int64_t offset, int whence)')(fd, offset, whence));
+  if (r >= 0) return r;
+  const e = errno();
+  if (e === ENXIO) return undefined;
+  throw NbdSystemError.fromErrno(e, `lseek(${whence === SEEK_DATA ? 'SEEK_DATA' : 'SEEK_HOLE'}, ${offset})`);
+}
+
+/** fallocate(2) on the thread pool. */
+export async function fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
+  await callAsync(fn('int fallocate(int fd, int mode, int64_t offset, int64_t len)'), `fallocate(mode 0x${mode.toString(16)}, ${offset}, ${length})`, fd, mode, offset, length);
+}
+
+/** BLKDISCARD or BLKZEROOUT over a byte range, on the thread pool. */
+export async function blockRangeIoctl(fd: number, request: typeof BlockIoctl.DISCARD | typeof BlockIoctl.ZEROOUT, offset: number, length: number): Promise<void> {
+  const range = new BigUint64Array([BigInt(offset), BigInt(length)]);
+  const name = request === BlockIoctl.DISCARD ? 'BLKDISCARD' : 'BLKZEROOUT';
+  await callAsync(fn('int ioctl(int fd, unsigned long request, const uint8_t *arg)'), `${name}(${offset}, ${length})`, fd, request, new Uint8Array(range.buffer));
+}
+
+/** An ioctl that fills `out` (BLKGETSIZE64, BLKSSZGET, BLKPBSZGET): immediate, no I/O. */
+function ioctlOut(fd: number, request: number, out: Uint8Array, what: string): void {
+  if (Number(fn('int ioctl(int fd, unsigned long request, uint8_t *arg)')(fd, request, out)) < 0) throw NbdSystemError.fromErrno(errno(), what);
+}
+
+/** A block device's size in bytes (BLKGETSIZE64). */
+export function blockDeviceSize(fd: number): number {
+  const out = new BigUint64Array(1);
+  ioctlOut(fd, BlockIoctl.GETSIZE64, new Uint8Array(out.buffer), 'BLKGETSIZE64');
+  return Number(out[0]);
+}
+
+/** A block device's logical and physical sector sizes (BLKSSZGET, BLKPBSZGET). */
+export function sectorSizes(fd: number): { logical: number; physical: number } {
+  const out = new Uint32Array(2);
+  ioctlOut(fd, BlockIoctl.SSZGET, new Uint8Array(out.buffer, 0, 4), 'BLKSSZGET');
+  ioctlOut(fd, BlockIoctl.PBSZGET, new Uint8Array(out.buffer, 4, 4), 'BLKPBSZGET');
+  return { logical: out[0]!, physical: out[1]! };
+}
+
+/**
+ * pwritev2(RWF_DSYNC): one write that is durable when it returns (native FUA), on
+ * the thread pool. Returns the bytes written. `buf` stays referenced until then.
+ */
+export async function pwriteDsync(fd: number, buf: Uint8Array, offset: number): Promise<number> {
+  const iov = new BigUint64Array([BigInt(addressOf(buf)), BigInt(buf.length)]);
+  const f = fn('int64_t pwritev2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)');
+  const n = await callAsync(f, `pwritev2(RWF_DSYNC, ${offset}, ${buf.length})`, fd, new Uint8Array(iov.buffer), 1, offset, RWF_DSYNC);
+  // Keeps the memory the iovec points at alive until the call is over.
+  void buf.length;
+  return n;
+}
+
+/** posix_fadvise(WILLNEED): start reading a range into the page cache (NBD_CMD_CACHE). */
+export async function adviseWillNeed(fd: number, offset: number, length: number): Promise<void> {
+  const f = fn('int posix_fadvise(int fd, int64_t offset, int64_t len, int advice)');
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  // posix_fadvise returns the error number itself instead of setting errno.
+  f.async(fd, offset, length, POSIX_FADV_WILLNEED, (err: unknown, res: number) => {
+    if (err) reject(err as Error);
+    else if (res !== 0) reject(NbdSystemError.fromErrno(res, 'posix_fadvise(WILLNEED)'));
+    else resolve();
+  });
+  return promise;
+}
