@@ -142,12 +142,12 @@ export class FileDevice implements Device {
     }
   }
 
-  readAt(buf: Uint8Array, offset: number): Promise<void> {
+  readAt(buf: Uint8Array, offset: number, _opts?: IoOptions): Promise<void> {
     if (this.direct && !isAlignedMemory(buf)) return this.bounced(buf, (b) => readFully(this.fh, b, offset), true);
     return readFully(this.fh, buf, offset);
   }
 
-  async sync(): Promise<void> {
+  async sync(_opts?: IoOptions): Promise<void> {
     await this.fh.datasync();
   }
 

@@ -2,7 +2,7 @@
 // below (a slow or remote disk). The wait ends early if the connection goes away.
 import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { type Command, intercept, sleep, then } from './intercept.js';
+import { type Command, intercept, sleep, after } from './intercept.js';
 import { checkCount } from './layer.js';
 
 /** Options of {@link delay}: milliseconds per command (default 0). */
@@ -18,6 +18,6 @@ export function delay(base: Device, opts: DelayOptions): Device {
   return intercept(base, 'delay', opts, (call, next) => {
     if (call.command === 'zero' && call.opts.fast && !fastZero) throw new NbdErrnoError(Errno.ENOTSUP, 'delay: fast zero refused without waiting');
     const wait = ms[call.command] ?? 0;
-    return wait > 0 ? then(sleep(wait, call.opts.signal), next) : next();
+    return wait > 0 ? after(sleep(wait, call.opts.signal), next) : next();
   });
 }

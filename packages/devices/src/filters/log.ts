@@ -4,7 +4,7 @@
 import { type WriteStream, createWriteStream } from 'node:fs';
 import { toNbdErrno, Errno, nameOf } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { type Call, type Command, intercept, then } from './intercept.js';
+import { type Call, type Command, intercept, after } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** One logged call. */
@@ -76,7 +76,7 @@ export function log(base: Device, opts: LogOptions): Device {
         emit(call, t0, e);
         throw e;
       }
-      return then(
+      return after(
         r,
         (v) => {
           emit(call, t0);

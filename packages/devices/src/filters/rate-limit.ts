@@ -4,7 +4,7 @@
 // connection and every worker thread shares one limit.
 import { isSharedArrayBuffer } from 'node:util/types';
 import type { Device } from '@nbd/server';
-import { intercept, sleep, then } from './intercept.js';
+import { intercept, sleep, after } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** Options of {@link rateLimit}: bytes per second (nbdkit counts bits). */
@@ -51,6 +51,6 @@ export function rateLimit(base: Device, opts: RateLimitOptions): Device {
     const rate = i < 0 ? undefined : limits[i];
     if (rate === undefined) return next();
     const wait = take(tat, i, call.length, rate, burstNs);
-    return wait > 0n ? then(sleep(Number(wait / 1000000n), call.opts.signal), next) : next();
+    return wait > 0n ? after(sleep(Number(wait / 1000000n), call.opts.signal), next) : next();
   });
 }

@@ -4,7 +4,7 @@
 import { writeFile } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
 import type { Device } from '@nbd/server';
-import { COMMANDS, type Call, type Command, intercept, then } from './intercept.js';
+import { COMMANDS, type Call, type Command, intercept, after } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** Counters of one command. */
@@ -90,7 +90,7 @@ export function stats(base: Device, opts: StatsOptions = {}): StatsDevice {
         count(call, process.hrtime.bigint() - t0, true);
         throw e;
       }
-      return then(
+      return after(
         r,
         (v) => {
           count(call, process.hrtime.bigint() - t0, false);

@@ -53,9 +53,9 @@ export function truncate(base: Device, opts: TruncateOptions): Device {
         return k > 0 ? base.writeAt!(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
       }),
     sync: base.sync && ((o) => base.sync!(o)),
-    trim: base.trim && ((at, n, o) => each(at, n, o, base.trim!)),
+    trim: base.trim && ((at, n, o) => each(at, n, o, (a, k, x) => base.trim!(a, k, x))),
     zero: base.zero && ((at, n, o) => each(at, n, o, (a, k) => base.zero!(a, k, o))),
-    cache: base.cache && ((at, n, o) => each(at, n, o, base.cache!)),
+    cache: base.cache && ((at, n, o) => each(at, n, o, (a, k, x) => base.cache!(a, k, x))),
     extents: (at, n, o) => extentsBeyond(base, real, at, n, o),
   });
 }
