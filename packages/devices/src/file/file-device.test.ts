@@ -48,6 +48,26 @@ describe('FileDevice on a regular file', () => {
     await dev.close();
   });
 
+  it('remembers data runs between lookups, and forgets them where it trims or zeroes', async () => {
+    const path = join(disk, 'runs.img');
+    sparseFile(path, 4 * MiB, [[0, 4 * MiB]]);
+    const dev = await FileDevice.open(path);
+    const all = await Promise.all([0, 1, 2, 3].map((i) => dev.extents!(i * MiB, MiB, eio())));
+    expect(all.every((e) => e.length === 1 && e[0]!.flags === 0)).toBe(true);
+    await dev.trim!(MiB, MiB, io);
+    await dev.zero!(3 * MiB, 64 * 1024, zio());
+    expect(await dev.extents!(0, 4 * MiB, eio())).toEqual([
+      { length: MiB, flags: 0 },
+      { length: MiB, flags: 3 },
+      { length: MiB, flags: 0 },
+      { length: 64 * 1024, flags: 3 },
+      { length: MiB - 64 * 1024, flags: 0 },
+    ]);
+    await dev.writeAt!(new Uint8Array(4096).fill(1), MiB, io); // a write turns a hole into data
+    expect((await dev.extents!(MiB, 8192, eio()))[0]).toEqual({ length: 4096, flags: 0 });
+    await dev.close();
+  });
+
   it('trim punches holes (the file\'s blocks shrink); zero with NO_HOLE keeps them allocated', async () => {
     const path = join(disk, 'trim.img');
     sparseFile(path, 4 * MiB, [[0, 4 * MiB]]);

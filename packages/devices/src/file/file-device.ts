@@ -9,7 +9,7 @@ import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
 import { NbdSystemError } from '@nbd/node';
-import type { Device, DeviceExtent, DeviceRecipe, ExtentsOptions, IoOptions, ZeroOptions } from '@nbd/server';
+import type { Device, DeviceRecipe, IoOptions, ZeroOptions } from '@nbd/server';
 import { BouncePool, isAlignedMemory } from './aligned.js';
 import { blockQueue } from './block-queue.js';
 import {
@@ -17,8 +17,6 @@ import {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
-  SEEK_DATA,
-  SEEK_HOLE,
   adviseWillNeed,
   blockDeviceSize,
   blockRangeIoctl,
@@ -27,8 +25,8 @@ import {
   isUnsupported,
   pwriteDsync,
   sectorSizes,
-  seek,
 } from './linux-io.js';
+import { FileExtents } from './file-extents.js';
 import { readFully, writeFully, zeroBuffer } from './positional.js';
 
 /** Options of {@link FileDevice.open}. */
@@ -46,7 +44,6 @@ export interface FileDeviceOptions {
 /** What kind of file a FileDevice serves. */
 export type FileKind = 'file' | 'block';
 
-const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 const linux = process.platform === 'linux';
 /** No limit of our own on a request's length (the server caps it at its maximum payload). */
 const MAX_BLOCK = 0xffffffff;
@@ -79,6 +76,8 @@ export class FileDevice implements Device {
   readonly cache?: Device['cache'];
 
   private readonly fd: number;
+  /** A regular file's allocation map (Linux). */
+  private map: FileExtents | undefined;
   private readonly bounce = new BouncePool();
   /** Learnt on first use: what this file system refuses (EOPNOTSUPP) is not tried again. */
   private punchHole = linux;
@@ -102,7 +101,10 @@ export class FileDevice implements Device {
     this.rotational = facts.rotational;
     this.fastZero = facts.fastZero;
     if (linux && !direct) this.cache = (offset, length) => this.prefetch(offset, length);
-    if (linux && facts.kind === 'file') this.extents = (offset, length, opts) => this.fileExtents(offset, length, opts);
+    if (linux && facts.kind === 'file') {
+      const map = (this.map = new FileExtents(this.fd));
+      this.extents = (offset, length, opts) => map.extents(offset, length, opts);
+    }
     if (readOnly) return;
     this.writeAt = (buf, offset, opts) => this.write(buf, offset, opts);
     if (!linux) return;
@@ -221,6 +223,7 @@ export class FileDevice implements Device {
   private async tryFallocate(mode: number, offset: number, length: number): Promise<boolean> {
     try {
       await fallocate(this.fd, mode, offset, length);
+      this.map?.forget(offset, length);
       return true;
     } catch (e) {
       if (!isUnsupported(e)) throw deviceError(e as NbdSystemError);
@@ -238,28 +241,6 @@ export class FileDevice implements Device {
       done += n;
     }
     await this.afterWrite(fua);
-  }
-
-  /** Allocation from SEEK_DATA/SEEK_HOLE; past the end of the file everything is a hole. */
-  private fileExtents(offset: number, length: number, opts: ExtentsOptions): DeviceExtent[] {
-    const out: DeviceExtent[] = [];
-    const end = offset + length;
-    try {
-      for (let at = offset; at < end && !(opts.reqOne && out.length > 0); ) {
-        const data = seek(this.fd, at, SEEK_DATA) ?? end;
-        if (data > at) {
-          out.push({ length: Math.min(data, end) - at, flags: HOLE });
-          at = data;
-          continue;
-        }
-        const hole = seek(this.fd, at, SEEK_HOLE) ?? end;
-        out.push({ length: Math.min(hole, end) - at, flags: 0 });
-        at = hole;
-      }
-    } catch (e) {
-      throw e instanceof NbdSystemError ? deviceError(e) : e;
-    }
-    return out;
   }
 
   private async prefetch(offset: number, length: number): Promise<void> {

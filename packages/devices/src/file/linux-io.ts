@@ -95,6 +95,23 @@ export function seek(fd: number, offset: number, whence: typeof SEEK_DATA | type
   throw NbdSystemError.fromErrno(e, `lseek(${whence === SEEK_DATA ? 'SEEK_DATA' : 'SEEK_HOLE'}, ${offset})`);
 }
 
+/** {@link seek} on the thread pool: SEEK_HOLE walks a data run page by page on tmpfs (14 ms per GiB). */
+export async function seekAsync(fd: number, offset: number, whence: typeof SEEK_DATA | typeof SEEK_HOLE): Promise<number | undefined> {
+  const f = fn('int64_t lseek(int fd, int64_t offset, int whence)');
+  const { promise, resolve, reject } = Promise.withResolvers<number | undefined>();
+  f.async(fd, offset, whence, (err: unknown, res: number | bigint) => {
+    const r = Number(res);
+    if (err) reject(err as Error);
+    else if (r >= 0) resolve(r);
+    else {
+      const e = errno();
+      if (e === ENXIO) resolve(undefined);
+      else reject(NbdSystemError.fromErrno(e, `lseek(${whence === SEEK_DATA ? 'SEEK_DATA' : 'SEEK_HOLE'}, ${offset})`));
+    }
+  });
+  return promise;
+}
+
 /** fallocate(2) on the thread pool. */
 export async function fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
   await callAsync(fn('int fallocate(int fd, int mode, int64_t offset, int64_t len)'), `fallocate(mode 0x${mode.toString(16)}, ${offset}, ${length})`, fd, mode, offset, length);
