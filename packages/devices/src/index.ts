@@ -12,6 +12,7 @@ export { type OffsetOptions, offset } from './filters/offset.js';
 export { type TruncateOptions, truncate } from './filters/truncate.js';
 export { readOnly } from './filters/read-only.js';
 export { partition, partitionsOf } from './filters/partition.js';
+/** A partition of an MBR or GPT table (number, start, length, type). */
 export type { Partition } from './filters/partition-table.js';
 export { type CowOptions, cow } from './filters/cow.js';
 export { CowFileOverlay, type CowFileOverlayOptions } from './filters/cow-file-overlay.js';
@@ -24,4 +25,5 @@ export { type ErrnoLike, type ErrorRule, type InjectErrorsOptions, injectErrors 
 export { type DelayOptions, delay } from './filters/delay.js';
 export { type RateLimitOptions, rateLimit } from './filters/rate-limit.js';
 export { type RetryOptions, isTransient, retry } from './filters/retry.js';
+/** The device calls filters see: read, write, flush, trim, zero, cache, extents. */
 export type { Command } from './filters/intercept.js';

@@ -5,13 +5,14 @@
 // Only data is remembered, never holes: a stale "data" is harmless (the client reads
 // zeroes), a stale "hole" would hide written bytes. Our own trim and zero forget
 // what they touch; writes can only turn holes into data.
-import type { DeviceExtent, ExtentsOptions } from '@nbd/server';
+import type { DeviceExtent, ExtentsOptions, MaybePromise } from '@nbd/server';
 import { SEEK_DATA, SEEK_HOLE, seek, seekAsync } from './linux-io.js';
 
 const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 /** Data runs remembered at most (most recent first). */
 const KEEP = 32;
 
+/** The allocation map of one open regular file. */
 export class FileExtents {
   /** Known data runs [start, end), most recently found first. */
   private runs: { start: number; end: number }[] = [];
@@ -20,11 +21,21 @@ export class FileExtents {
 
   constructor(private readonly fd: number) {}
 
-  /** Extents from `offset`, covering `length` bytes (only the first with reqOne). */
-  async extents(offset: number, length: number, opts: ExtentsOptions): Promise<DeviceExtent[]> {
+  /**
+   * Extents from `offset`, covering `length` bytes (only the first with reqOne):
+   * synchronously when what is remembered and SEEK_DATA answer it, else once the
+   * SEEK_HOLEs it needs are done.
+   */
+  extents(offset: number, length: number, opts: ExtentsOptions): MaybePromise<DeviceExtent[]> {
     const out: DeviceExtent[] = [];
     const end = offset + length;
-    for (let at = offset; at < end && !(opts.reqOne && out.length > 0); ) {
+    const at = this.walk(out, offset, end, opts.reqOne);
+    return at === undefined ? out : this.finish(out, at, end, opts.reqOne);
+  }
+
+  /** Adds extents while no SEEK_HOLE is needed; returns where one is, or undefined when done. */
+  private walk(out: DeviceExtent[], at: number, end: number, reqOne: boolean): number | undefined {
+    while (at < end && !(reqOne && out.length > 0)) {
       const known = this.runs.find((r) => r.start <= at && at < r.end);
       if (known !== undefined) {
         out.push({ length: Math.min(known.end, end) - at, flags: 0 });
@@ -33,14 +44,18 @@ export class FileExtents {
       }
       // SEEK_DATA skips holes quickly (an index lookup), so it stays synchronous.
       const data = seek(this.fd, at, SEEK_DATA) ?? end;
-      if (data > at) {
-        out.push({ length: Math.min(data, end) - at, flags: HOLE });
-        at = data;
-        continue;
-      }
+      if (data === at) return at;
+      out.push({ length: Math.min(data, end) - at, flags: HOLE });
+      at = data;
+    }
+    return undefined;
+  }
+
+  private async finish(out: DeviceExtent[], at: number | undefined, end: number, reqOne: boolean): Promise<DeviceExtent[]> {
+    while (at !== undefined) {
       const holeAt = await this.dataEnd(at);
       out.push({ length: Math.min(holeAt, end) - at, flags: 0 });
-      at = holeAt;
+      at = holeAt < end ? this.walk(out, holeAt, end, reqOne) : undefined;
     }
     return out;
   }

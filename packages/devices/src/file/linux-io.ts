@@ -12,10 +12,15 @@ type Native = ((...args: unknown[]) => number | bigint) & {
 
 const fn = (decl: string): Native => libcFunction(decl) as Native;
 
+/** lseek whence: the next data at or after the offset. */
 export const SEEK_DATA = 3;
+/** lseek whence: the next hole at or after the offset (the end of the file counts). */
 export const SEEK_HOLE = 4;
+/** fallocate mode bits (linux/falloc.h). */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** Deallocate the range (with KEEP_SIZE); it reads as zeroes. */
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** Zero the range, keeping it allocated (unwritten extents). */
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 const RWF_DSYNC = 0x02;
 const POSIX_FADV_WILLNEED = 3;
@@ -155,6 +160,33 @@ export async function pwriteDsync(fd: number, buf: Uint8Array, offset: number): 
   // Keeps the memory the iovec points at alive until the call is over.
   void buf.length;
   return n;
+}
+
+const RWF_NOWAIT = 0x08;
+const EAGAIN = 11;
+/** {@link readNoWait}: the file system cannot say whether a read would wait (tmpfs, before Linux 4.14). */
+export const NOWAIT_UNSUPPORTED = -2;
+/** {@link readNoWait}: the data is not all in the page cache. */
+export const WOULD_BLOCK = -1;
+// One iovec for the synchronous calls (never two at once on a thread).
+const iov = new BigUint64Array(2);
+const iovBytes = new Uint8Array(iov.buffer);
+
+/**
+ * preadv2(RWF_NOWAIT), synchronous: reads what the page cache already holds without
+ * ever waiting for the disk. Returns the bytes read (0 at the end of the file),
+ * WOULD_BLOCK when the first bytes are not cached, or NOWAIT_UNSUPPORTED.
+ */
+export function readNoWait(fd: number, buf: Uint8Array, offset: number): number {
+  iov[0] = BigInt(addressOf(buf));
+  iov[1] = BigInt(buf.length);
+  const n = Number(fn('int64_t preadv2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)')(fd, iovBytes, 1, offset, RWF_NOWAIT));
+  if (n >= 0) return n;
+  const e = errno();
+  if (e === EAGAIN) return WOULD_BLOCK;
+  const err = NbdSystemError.fromErrno(e, `preadv2(RWF_NOWAIT, ${offset}, ${buf.length})`);
+  if (isUnsupported(err) || err.errnoName === 'EINVAL') return NOWAIT_UNSUPPORTED;
+  throw err;
 }
 
 /** posix_fadvise(WILLNEED): start reading a range into the page cache (NBD_CMD_CACHE). */

@@ -9,6 +9,7 @@ const DEFAULT_STRIPES = 4096;
 /** A waiter looks again after this long even without a wake-up (a safety net, never the mechanism). */
 const RECHECK_MS = 1000;
 
+/** Per-block locks over shared memory (striped: block mod 4096). */
 export class BlockLocks {
   /** The lock words, to hand to worker threads. */
   readonly buffer: SharedArrayBuffer;

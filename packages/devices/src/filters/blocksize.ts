@@ -5,7 +5,7 @@
 // unaligned ends of a trim are skipped (trim is advisory). The size is rounded
 // down to `minBlock` (truncate({ roundUp }) under it keeps the tail).
 import { Errno, NbdErrnoError } from '@nbd/protocol';
-import type { Device, DeviceExtent, IoOptions, MaybePromise } from '@nbd/server';
+import type { Device, DeviceExtent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { BlockLocks } from './block-locks.js';
 import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
 
@@ -48,94 +48,113 @@ async function inPieces(at: number, n: number, max: number, f: (at: number, n: n
 
 /** `base` adapted so that any client alignment works. */
 export function blocksize(base: Device, opts: BlocksizeOptions = {}): Device {
-  const { minBlock: B, maxData, maxLen } = limits(base, opts);
-  const size = Math.floor(sizeOf(base, 'blocksize') / B) * B;
-  const locks = new BlockLocks(opts.locks);
-  const down = (x: number) => x - (x % B);
-  const up = (x: number) => Math.ceil(x / B) * B;
+  return new Adapter(base, limits(base, opts), new BlockLocks(opts.locks)).device;
+}
 
-  /** Read-modify-write of the block at `start`: `patch` changes it in place. */
-  const modify = async (start: number, o: IoOptions, patch: (blk: Uint8Array) => void) => {
-    const unlock = await locks.lock([start / B]);
+/** The parts of a request: an unaligned head, an aligned body, an unaligned tail. */
+type Edge = (start: number, from: number, to: number) => Promise<void>;
+
+class Adapter {
+  readonly device: Device;
+  private readonly B: number;
+  private readonly size: number;
+
+  constructor(
+    private readonly base: Device,
+    private readonly lim: Limits,
+    private readonly locks: BlockLocks,
+  ) {
+    this.B = lim.minBlock;
+    this.size = Math.floor(sizeOf(base, 'blocksize') / this.B) * this.B;
+    const { minBlock, maxData, maxLen } = lim;
+    const writable = base.writeAt !== undefined;
+    this.device = layer(base, 'blocksize', { minBlock, maxData, maxLen, locks: locks.buffer }, {
+      size: this.size,
+      blockSizes: { min: 1, preferred: Math.max(minBlock, limitsOf(base).preferred), max: 0xffffffff },
+      readAt: (buf, at, o) => this.read(buf, at, o),
+      writeAt: writable ? (buf, at, o) => this.write(buf, at, o) : undefined,
+      sync: base.sync && ((o) => base.sync!(o)),
+      trim: base.trim && ((at, n, o) => this.trim(at, n, o)),
+      zero: base.zero && writable ? (at, n, o) => this.zero(at, n, o) : undefined,
+      cache: base.cache && ((at, n, o) => this.cache(at, n, o)),
+      extents: base.extents && ((at, n, o) => this.extents(at, n, o)),
+    });
+  }
+
+  private down(x: number): number {
+    return x - (x % this.B);
+  }
+
+  private up(x: number): number {
+    return Math.ceil(x / this.B) * this.B;
+  }
+
+  /** `[at, at + n)` as an unaligned head, an aligned body `[bodyStart, bodyEnd)` and an unaligned tail. */
+  private split(at: number, n: number): { bodyStart: number; bodyEnd: number; end: number } {
+    const end = at + n;
+    const bodyStart = Math.min(this.up(at), end);
+    return { bodyStart, bodyEnd: Math.max(this.down(end), bodyStart), end };
+  }
+
+  /** Runs `edge(blockStart, from, to)` for each partial block and `body` over the aligned middle. */
+  private async eachPart(at: number, n: number, edge: Edge, body: (a: number, b: number) => Promise<void>): Promise<void> {
+    const { bodyStart, bodyEnd, end } = this.split(at, n);
+    if (at < bodyStart) await edge(this.down(at), at, Math.min(bodyStart, end));
+    if (bodyStart < bodyEnd) await body(bodyStart, bodyEnd);
+    // A tail block is never the head block: the head ends at up(at) ≤ down(end) whenever both exist.
+    if (bodyEnd < end) await edge(this.down(end), bodyEnd, end);
+  }
+
+  /** Read-modify-write of the block at `start` under its lock: `patch` changes it in place. */
+  private async modify(start: number, o: IoOptions, patch: (blk: Uint8Array) => void): Promise<void> {
+    const unlock = await this.locks.lock([start / this.B]);
     try {
-      const blk = new Uint8Array(B);
-      await base.readAt(blk, start, o);
+      const blk = new Uint8Array(this.B);
+      await this.base.readAt(blk, start, o);
       patch(blk);
-      await base.writeAt!(blk, start, o);
+      await this.base.writeAt!(blk, start, o);
     } finally {
       unlock();
     }
-  };
-  /** Splits `[at, at + n)` into an unaligned head, an aligned body and an unaligned tail. */
-  const split = (at: number, n: number) => {
-    const end = at + n;
-    const bodyStart = Math.min(up(at), end);
-    const bodyEnd = Math.max(down(end), bodyStart);
-    return { bodyStart, bodyEnd, end };
-  };
-  /** Runs `edge(blockStart, from, to)` for each partial block and `body` over the aligned middle. */
-  const eachPart = async (at: number, n: number, edge: (start: number, from: number, to: number) => Promise<void>, body: (a: number, b: number) => Promise<void>) => {
-    const { bodyStart, bodyEnd, end } = split(at, n);
-    if (at < bodyStart) await edge(down(at), at, Math.min(bodyStart, end));
-    if (bodyStart < bodyEnd) await body(bodyStart, bodyEnd);
-    // A tail block is never the head block: the head ends at up(at) ≤ down(end) whenever both exist.
-    if (bodyEnd < end) await edge(down(end), bodyEnd, end);
-  };
+  }
 
-  const read = (buf: Uint8Array, at: number, o: IoOptions) =>
-    eachPart(
-      at,
-      buf.length,
-      async (start, from, to) => {
-        const blk = new Uint8Array(B);
-        await base.readAt(blk, start, o);
-        buf.set(blk.subarray(from - start, to - start), from - at);
-      },
-      (a, b) => inPieces(a, b - a, maxData, (p, k) => base.readAt(buf.subarray(p - at, p - at + k), p, o)),
-    );
-  const write = (buf: Uint8Array, at: number, o: IoOptions) =>
-    eachPart(
-      at,
-      buf.length,
-      (start, from, to) => modify(start, o, (blk) => blk.set(buf.subarray(from - at, to - at), from - start)),
-      (a, b) => inPieces(a, b - a, maxData, (p, k) => base.writeAt!(buf.subarray(p - at, p - at + k), p, o)),
-    );
-  const zero = base.zero?.bind(base);
-  const extents = base.extents?.bind(base);
+  private read(buf: Uint8Array, at: number, o: IoOptions): Promise<void> {
+    const edge: Edge = async (start, from, to) => {
+      const blk = new Uint8Array(this.B);
+      await this.base.readAt(blk, start, o);
+      buf.set(blk.subarray(from - start, to - start), from - at);
+    };
+    return this.eachPart(at, buf.length, edge, (a, b) => inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.readAt(buf.subarray(p - at, p - at + k), p, o)));
+  }
 
-  return layer(base, 'blocksize', { minBlock: B, maxData, maxLen, locks: locks.buffer }, {
-    size,
-    blockSizes: { min: 1, preferred: Math.max(B, limitsOf(base).preferred), max: 0xffffffff },
-    readAt: read,
-    writeAt: base.writeAt && write,
-    sync: base.sync && ((o) => base.sync!(o)),
-    trim:
-      base.trim &&
-      ((at, n, o) => {
-        const { bodyStart, bodyEnd } = split(at, n);
-        return inPieces(bodyStart, bodyEnd - bodyStart, maxLen, (p, k) => base.trim!(p, k, o));
-      }),
-    zero:
-      zero &&
-      base.writeAt &&
-      ((at, n, o) => {
-        if (o.fast && (at % B !== 0 || (at + n) % B !== 0)) throw new NbdErrnoError(Errno.ENOTSUP, 'blocksize: an unaligned zero needs a read-modify-write');
-        return eachPart(
-          at,
-          n,
-          (start, from, to) => modify(start, o, (blk) => blk.fill(0, from - start, to - start)),
-          (a, b) => inPieces(a, b - a, maxLen, (p, k) => zero(p, k, o)),
-        );
-      }),
-    cache: base.cache && ((at, n, o) => inPieces(down(at), Math.min(up(at + n), size) - down(at), maxLen, (p, k) => base.cache!(p, k, o))),
-    extents:
-      extents &&
-      (async (at, n, o) => {
-        const start = down(at);
-        const list = await extents(start, Math.min(Math.min(up(at + n), size) - start, maxLen), o);
-        return dropHead(list, at - start, n);
-      }),
-  });
+  private write(buf: Uint8Array, at: number, o: IoOptions): Promise<void> {
+    const edge: Edge = (start, from, to) => this.modify(start, o, (blk) => blk.set(buf.subarray(from - at, to - at), from - start));
+    return this.eachPart(at, buf.length, edge, (a, b) => inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.writeAt!(buf.subarray(p - at, p - at + k), p, o)));
+  }
+
+  /** Only the aligned middle is trimmed (trim is advisory). */
+  private trim(at: number, n: number, o: IoOptions): Promise<void> {
+    const { bodyStart, bodyEnd } = this.split(at, n);
+    return inPieces(bodyStart, bodyEnd - bodyStart, this.lim.maxLen, (p, k) => this.base.trim!(p, k, o));
+  }
+
+  private zero(at: number, n: number, o: ZeroOptions): Promise<void> {
+    if (o.fast && (at % this.B !== 0 || (at + n) % this.B !== 0)) throw new NbdErrnoError(Errno.ENOTSUP, 'blocksize: an unaligned zero needs a read-modify-write');
+    const edge: Edge = (start, from, to) => this.modify(start, o, (blk) => blk.fill(0, from - start, to - start));
+    return this.eachPart(at, n, edge, (a, b) => inPieces(a, b - a, this.lim.maxLen, (p, k) => this.base.zero!(p, k, o)));
+  }
+
+  private cache(at: number, n: number, o: IoOptions): Promise<void> {
+    const start = this.down(at);
+    return inPieces(start, Math.min(this.up(at + n), this.size) - start, this.lim.maxLen, (p, k) => this.base.cache!(p, k, o));
+  }
+
+  /** The extents of the aligned range around the request, cut to the request. */
+  private async extents(at: number, n: number, o: ExtentsOptions): Promise<DeviceExtent[]> {
+    const start = this.down(at);
+    const list = await this.base.extents!(start, Math.min(Math.min(this.up(at + n), this.size) - start, this.lim.maxLen), o);
+    return dropHead(list, at - start, n);
+  }
 }
 
 /** Extents from `skip` bytes in, at most `n` bytes long. */

@@ -29,82 +29,117 @@ export function cache(base: Device, opts: CacheOptions = {}): CachedDevice {
   if (!isPowerOfTwo(bs) || bs < 4096) throw stackError('cache', `block size ${bs} is not a power of two ≥ 4096`);
   if (bs % min !== 0 || bs > max) throw stackError('cache', `block size ${bs} does not fit the device below (minimum ${min}, maximum payload ${max})`);
   const maxBlocks = opts.maxSize === undefined ? Infinity : Math.max(1, Math.floor(opts.maxSize / bs));
-  /** Block → its bytes, in least-recently-used order. */
-  const blocks = new Map<number, Uint8Array>();
-  /** Bumped by every write-like call: a fetch that saw it change does not store what it read. */
-  let gen = 0;
-  const io: IoOptions = { fua: false, signal: new AbortController().signal };
+  const c = new ReadCache(base, size, bs, Math.max(1, Math.floor(max / bs)), maxBlocks);
+  const dev = layer(base, 'cache', undefined, {
+    readAt: (buf, at, o) => c.read(buf, at, o),
+    writeAt: base.writeAt && ((buf, at, o) => c.through(at, buf.length, () => base.writeAt!(buf, at, o))),
+    sync: base.sync && ((o) => base.sync!(o)),
+    trim: base.trim && ((at, n, o) => c.through(at, n, () => base.trim!(at, n, o))),
+    zero: base.zero && ((at, n, o) => c.through(at, n, () => base.zero!(at, n, o))),
+    cache: (at, n, o) => c.prefetch(at, n, o),
+    extents: base.extents && ((at, n, o) => base.extents!(at, n, o)),
+    close: () => c.clear(),
+  });
+  return Object.defineProperty(dev, 'cached', { get: () => c.bytes(), enumerable: true }) as CachedDevice;
+}
 
-  const store = (b: number, data: Uint8Array) => {
-    blocks.set(b, data);
-    while (blocks.size > maxBlocks) blocks.delete(blocks.keys().next().value!);
-  };
-  const lookup = (b: number) => {
-    const data = blocks.get(b);
+/** The blocks, in least-recently-used order, and how they are filled and dropped. */
+class ReadCache {
+  private readonly blocks = new Map<number, Uint8Array>();
+  /** Bumped by every write-like call: a fetch that saw it change does not keep what it read. */
+  private gen = 0;
+
+  constructor(
+    private readonly base: Device,
+    private readonly size: number,
+    private readonly bs: number,
+    /** Blocks per read of the device below (its maximum payload). */
+    private readonly perRead: number,
+    private readonly maxBlocks: number,
+  ) {}
+
+  bytes(): number {
+    let n = 0;
+    for (const d of this.blocks.values()) n += d.length;
+    return n;
+  }
+
+  clear(): void {
+    this.blocks.clear();
+  }
+
+  private store(b: number, data: Uint8Array): void {
+    this.blocks.set(b, data);
+    while (this.blocks.size > this.maxBlocks) this.blocks.delete(this.blocks.keys().next().value!);
+  }
+
+  /** A cached block, now the most recently used. */
+  private lookup(b: number): Uint8Array | undefined {
+    const data = this.blocks.get(b);
     if (data !== undefined) {
-      blocks.delete(b);
-      blocks.set(b, data);
+      this.blocks.delete(b);
+      this.blocks.set(b, data);
     }
     return data;
-  };
-  /** Reads blocks [first, last] from the device below, in reads of at most `max` bytes, and keeps them. */
-  const fetch = async (first: number, last: number, o: IoOptions): Promise<Map<number, Uint8Array>> => {
-    const start = gen;
+  }
+
+  /** Reads blocks [first, last] from the device below and keeps them, unless a write came meanwhile. */
+  private async fetch(first: number, last: number, o: IoOptions): Promise<Map<number, Uint8Array>> {
+    const start = this.gen;
     const got = new Map<number, Uint8Array>();
-    const per = Math.max(1, Math.floor(max / bs));
-    for (let b = first; b <= last; b += per) {
-      const n = Math.min(per, last - b + 1);
-      const buf = new Uint8Array(Math.min(n * bs, size - b * bs));
-      await base.readAt(buf, b * bs, o);
+    const bs = this.bs;
+    for (let b = first; b <= last; b += this.perRead) {
+      const n = Math.min(this.perRead, last - b + 1);
+      const buf = new Uint8Array(Math.min(n * bs, this.size - b * bs));
+      await this.base.readAt(buf, b * bs, o);
       for (let i = 0; i < n; i++) got.set(b + i, buf.subarray(i * bs, Math.min((i + 1) * bs, buf.length)));
     }
-    if (gen === start) for (const [b, data] of got) store(b, data);
+    if (this.gen === start) for (const [b, data] of got) this.store(b, data);
     return got;
-  };
-  const read = async (buf: Uint8Array, at: number, o: IoOptions): Promise<void> => {
-    const first = Math.floor(at / bs);
-    const last = Math.floor((at + buf.length - 1) / bs);
+  }
+
+  async read(buf: Uint8Array, at: number, o: IoOptions): Promise<void> {
+    const first = Math.floor(at / this.bs);
+    const last = Math.floor((at + buf.length - 1) / this.bs);
     for (let b = first; b <= last; ) {
-      let data = lookup(b);
+      const data = this.lookup(b);
       let next = b + 1;
       if (data === undefined) {
         // A run of missing blocks: one fetch.
-        while (next <= last && !blocks.has(next)) next++;
-        const got = await fetch(b, next - 1, o);
-        for (let k = b; k < next; k++) copyOut(buf, at, k, got.get(k)!);
-      } else copyOut(buf, at, b, data);
+        while (next <= last && !this.blocks.has(next)) next++;
+        const got = await this.fetch(b, next - 1, o);
+        for (let k = b; k < next; k++) this.copyOut(buf, at, k, got.get(k)!);
+      } else this.copyOut(buf, at, b, data);
       b = next;
     }
-  };
-  const copyOut = (buf: Uint8Array, at: number, b: number, data: Uint8Array) => {
-    const from = Math.max(at, b * bs);
-    const to = Math.min(at + buf.length, b * bs + data.length);
-    buf.set(data.subarray(from - b * bs, to - b * bs), from - at);
-  };
+  }
+
+  private copyOut(buf: Uint8Array, at: number, b: number, data: Uint8Array): void {
+    const from = Math.max(at, b * this.bs);
+    const to = Math.min(at + buf.length, b * this.bs + data.length);
+    buf.set(data.subarray(from - b * this.bs, to - b * this.bs), from - at);
+  }
+
+  /** Prefetch: the missing blocks of a range, read and kept. */
+  async prefetch(at: number, n: number, o: IoOptions): Promise<void> {
+    const last = Math.floor((at + n - 1) / this.bs);
+    for (let b = Math.floor(at / this.bs); b <= last; b++) {
+      if (this.blocks.has(b)) continue;
+      let end = b;
+      while (end + 1 <= last && !this.blocks.has(end + 1)) end++;
+      await this.fetch(b, end, o);
+      b = end;
+    }
+  }
+
   /** A write-like call: the blocks it touches are dropped before and after it. */
-  const through = <T>(at: number, n: number, call: () => MaybePromise<T>): Promise<T> => {
+  through<T>(at: number, n: number, call: () => MaybePromise<T>): Promise<T> {
     const drop = () => {
-      gen++;
-      for (let b = Math.floor(at / bs); b <= Math.floor((at + Math.max(n, 1) - 1) / bs); b++) blocks.delete(b);
+      this.gen++;
+      const last = Math.floor((at + Math.max(n, 1) - 1) / this.bs);
+      for (let b = Math.floor(at / this.bs); b <= last; b++) this.blocks.delete(b);
     };
     drop();
-    return Promise.resolve()
-      .then(call)
-      .finally(drop);
-  };
-  const dev = layer(base, 'cache', undefined, {
-    readAt: (buf, at, o) => read(buf, at, o),
-    writeAt: base.writeAt && ((buf, at, o) => through(at, buf.length, () => base.writeAt!(buf, at, o))),
-    sync: base.sync && ((o) => base.sync!(o)),
-    trim: base.trim && ((at, n, o) => through(at, n, () => base.trim!(at, n, o))),
-    zero: base.zero && ((at, n, o) => through(at, n, () => base.zero!(at, n, o))),
-    cache: async (at, n, o) => {
-      const first = Math.floor(at / bs);
-      const last = Math.floor((at + n - 1) / bs);
-      for (let b = first; b <= last; b++) if (!blocks.has(b)) await fetch(b, b, o ?? io);
-    },
-    extents: base.extents && ((at, n, o) => base.extents!(at, n, o)),
-    close: () => blocks.clear(),
-  });
-  return Object.defineProperty(dev, 'cached', { get: () => [...blocks.values()].reduce((s, d) => s + d.length, 0), enumerable: true }) as CachedDevice;
+    return Promise.resolve().then(call).finally(drop);
+  }
 }

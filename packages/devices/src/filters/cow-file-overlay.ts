@@ -38,6 +38,7 @@ interface OverlayArgs {
   shared: { states: SharedArrayBuffer; dirty: SharedArrayBuffer; lock: SharedArrayBuffer };
 }
 
+/** A cow overlay in files that survives the process: pass it as `cow(base, { overlay })`. */
 export class CowFileOverlay {
   /** One state per block (0 below, 1 in the overlay, 2 zero), shared with the cow filter. */
   readonly states: Uint8Array;

@@ -32,6 +32,7 @@ export function isZero(b: Uint8Array): boolean {
   return true;
 }
 
+/** Sparse memory whose trimmed and zeroed pages are given back (nbdkit's memory plugin). */
 export class SparseMemoryDevice implements Device {
   readonly size: number;
   readonly multiConn = true;
