@@ -3,7 +3,7 @@
 // Writable unless `readOnly` (writes last as long as the device, as nbdkit's).
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, Loan } from '@nbd/server';
-import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
+import { SparseMemoryDevice, isZero } from '../memory/sparse-memory-device.js';
 import { type DataImage, parseData } from './data-format.js';
 import { sourceRecipe } from './source-recipe.js';
 
@@ -28,6 +28,18 @@ function imageOf(data: DataSpec): DataImage {
   return { segments: [{ at: 0, bytes }], length: bytes.length };
 }
 
+/** Writes `bytes` at `at`, page by page; pages of zeroes are cleared instead, so they stay (or become) holes, as nbdkit's. */
+function place(mem: SparseMemoryDevice, bytes: Uint8Array, at: number): void {
+  const page = mem.pageSize;
+  for (let pos = 0; pos < bytes.length; ) {
+    const n = Math.min(page - ((at + pos) % page), bytes.length - pos);
+    const part = bytes.subarray(pos, pos + n);
+    if (isZero(part)) mem.trim(at + pos, n);
+    else mem.writeAt(part, at + pos);
+    pos += n;
+  }
+}
+
 /**
  * nbdkit's data plugin: `new DataDevice('( 0x55 0xAA )*2048')`,
  * `new DataDevice('"Hello"*2000', { size: 8192 })`, `new DataDevice(bytes, { size: 1 << 20 })`.
@@ -49,9 +61,7 @@ export class DataDevice implements Device {
     this.size = opts.size ?? img.length;
     this.mem = new SparseMemoryDevice(this.size);
     this.readOnly = opts.readOnly ?? false;
-    for (const s of img.segments) {
-      if (s.at < this.size) this.mem.writeAt(s.bytes.subarray(0, this.size - s.at), s.at);
-    }
+    for (const s of img.segments) if (s.at < this.size) place(this.mem, s.bytes.subarray(0, this.size - s.at), s.at);
     const mem = this.mem;
     if (this.readOnly) {
       const spec = typeof data === 'string' ? data : Uint8Array.from(data);

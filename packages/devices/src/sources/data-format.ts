@@ -176,21 +176,26 @@ function encodeWord(v: bigint, little: boolean, size: number, at: number): Uint8
   return out;
 }
 
-/** `img` `n` times end to end; a dense image becomes one buffer. */
+/** Dense repetitions are built in chunks of about this size, shared by the segments that repeat them. */
+const CHUNK = 1024 * 1024;
+
+/** `img` `n` times end to end. A dense image becomes chunks of whole repetitions (one buffer reused), so `0x55*1G` holds 1 MiB. */
 function repeat(img: DataImage, n: number): DataImage {
   const only = img.segments.length === 1 ? img.segments[0]! : undefined;
-  if (only !== undefined && only.at === 0 && only.bytes.length === img.length) {
-    const out = new Uint8Array(img.length * n);
-    if (out.length > 0) {
-      out.set(only.bytes);
-      // Doubling copies: log2(n) calls.
-      for (let filled = img.length; filled < out.length; filled *= 2) out.copyWithin(filled, 0, Math.min(filled, out.length - filled));
-    }
-    return { segments: [{ at: 0, bytes: out }], length: out.length };
+  const length = img.length * n;
+  if (only !== undefined && only.at === 0 && only.bytes.length === img.length && img.length > 0) {
+    const per = Math.min(n, Math.max(1, Math.floor(CHUNK / img.length)));
+    const chunk = new Uint8Array(img.length * per);
+    chunk.set(only.bytes);
+    // Doubling copies: log2(per) calls.
+    for (let filled = img.length; filled < chunk.length; filled *= 2) chunk.copyWithin(filled, 0, Math.min(filled, chunk.length - filled));
+    const segments: Segment[] = [];
+    for (let at = 0; at < length; at += chunk.length) segments.push({ at, bytes: chunk.subarray(0, Math.min(chunk.length, length - at)) });
+    return { segments, length };
   }
   const segments: Segment[] = [];
   for (let k = 0; k < n; k++) for (const s of img.segments) segments.push({ at: s.at + k * img.length, bytes: s.bytes });
-  return { segments, length: img.length * n };
+  return { segments, length };
 }
 
 /** Bytes `[a, b)` of `img`, moved to start at 0. */

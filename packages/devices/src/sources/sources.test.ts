@@ -194,6 +194,14 @@ describe('DataDevice', () => {
       { length: 32768, flags: 0 },
       { length: 688128, flags: 3 },
     ]);
+    // Zero pages stay holes, even where zeroes overwrite data (nbdkit's maps).
+    expect(new DataDevice('0*100000 1').extents(0, 100001, { reqOne: false })).toEqual([
+      { length: 98304, flags: 3 },
+      { length: 1697, flags: 0 },
+    ]);
+    expect(new DataDevice('1*40000 @0 0*40000').allocated).toBe(0);
+    const big = new DataDevice('(0x55*1048576)*3 @^4096 0*5000000');
+    expect(big.allocated).toBe(3 * 1024 * 1024);
     expect(new DataDevice([1, 2, 3], { size: 2 }).size).toBe(2);
     expect(new DataDevice(Uint8Array.of(9, 8)).size).toBe(2);
     expect(() => new DataDevice([256])).toThrow(/not a byte/);
