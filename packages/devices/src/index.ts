@@ -11,7 +11,7 @@ export { type Filter, stack } from './filters/stack.js';
 export { type OffsetOptions, offset } from './filters/offset.js';
 export { type TruncateOptions, truncate } from './filters/truncate.js';
 export { readOnly } from './filters/read-only.js';
-export { partition, partitionsOf } from './filters/partition.js';
+export { type PartitionOptions, partition, partitionsOf } from './filters/partition.js';
 /** A partition of an MBR or GPT table (number, start, length, type). */
 export type { Partition } from './filters/partition-table.js';
 export { type CowOptions, cow } from './filters/cow.js';

@@ -2,7 +2,7 @@ import { mkdtempSync, openSync, closeSync, writeSync, ftruncateSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
 import { eio, fill, io, zio } from '../../test/devices.js';
 import { FileDevice, openDevice } from './file-device.js';
 import { addressOf } from './linux-io.js';
@@ -146,6 +146,7 @@ describe('FileDevice on a regular file', () => {
     const path = join(disk, 'x.img');
     sparseFile(path, 4096, []);
     await expect(FileDevice.open(path, { size: -1 })).rejects.toThrow(/bad size/);
+    await expect(FileDevice.open(path, { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(NbdAbortError);
     expect(addressOf(new Uint8Array(8))).toBeGreaterThan(0);
     expect(new NbdErrnoError(Errno.EIO).errno).toBe(5);
   });

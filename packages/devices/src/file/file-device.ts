@@ -7,7 +7,7 @@
 // writes and flush remain (the server emulates the rest).
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import { NbdSystemError } from '@nbd/node';
 import type { Device, DeviceRecipe, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { BouncePool, isAlignedMemory } from './aligned.js';
@@ -41,6 +41,8 @@ export interface FileDeviceOptions {
   direct?: boolean;
   /** With `direct` on a regular file: the alignment requests need (a power of two, default 4096). */
   directAlignment?: number;
+  /** Aborts the open (a device opened meanwhile is closed). */
+  signal?: AbortSignal;
 }
 
 /** What kind of file a FileDevice serves. */
@@ -134,6 +136,7 @@ export class FileDevice implements Device {
       if (constants.O_DIRECT === undefined) throw new NbdInvalidArgumentError(`FileDevice: O_DIRECT is not available on ${process.platform}`);
       flags |= constants.O_DIRECT;
     }
+    throwIfAborted(opts.signal, 'FileDevice.open');
     let fh: FileHandle;
     try {
       fh = await open(path, flags);
@@ -145,6 +148,7 @@ export class FileDevice implements Device {
     }
     try {
       const facts = await learn(fh, opts);
+      throwIfAborted(opts.signal, 'FileDevice.open');
       return new FileDevice(fh, path, direct, readOnly, facts);
     } catch (e) {
       await fh.close();

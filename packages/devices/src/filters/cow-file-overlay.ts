@@ -6,7 +6,7 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Device, DeviceRecipe } from '@nbd/server';
 import { FileDevice } from '../file/file-device.js';
 import { BlockLocks } from './block-locks.js';
@@ -26,6 +26,8 @@ export interface CowFileOverlayOptions {
   blockSize?: number;
   /** Start empty even if the files exist (default: resume what they hold). */
   fresh?: boolean;
+  /** Aborts the open. */
+  signal?: AbortSignal;
   /** Internal (worker threads): the states and dirty bits of the overlay already open in another thread. */
   shared?: { states: SharedArrayBuffer; dirty: SharedArrayBuffer; lock: SharedArrayBuffer };
 }
@@ -68,6 +70,7 @@ export class CowFileOverlay {
     const blockSize = opts.blockSize ?? 64 * 1024;
     if (!isPowerOfTwo(blockSize) || blockSize < 4096) throw new NbdInvalidArgumentError(`CowFileOverlay: block size ${blockSize} is not a power of two ≥ 4096`);
     if (!Number.isSafeInteger(opts.size) || opts.size < 0) throw new NbdInvalidArgumentError(`CowFileOverlay: bad size ${opts.size}`);
+    throwIfAborted(opts.signal, 'CowFileOverlay.open');
     const blocks = Math.ceil(opts.size / blockSize);
     const flags = constants.O_RDWR | constants.O_CREAT | (opts.fresh ? constants.O_TRUNC : 0);
     const dataFile = await open(path, flags, 0o600);
@@ -81,7 +84,7 @@ export class CowFileOverlay {
       };
       if (!isSharedArrayBuffer(shared.states) || shared.states.byteLength !== blocks) throw new NbdInvalidArgumentError('CowFileOverlay: shared states do not fit');
       if (opts.shared === undefined) await loadMap(map, new Uint8Array(shared.states), opts.size, blockSize);
-      const data = await FileDevice.open(path, { size: opts.size });
+      const data = await FileDevice.open(path, { size: opts.size, signal: opts.signal });
       return new CowFileOverlay(path, data, map, opts.size, blockSize, shared);
     } catch (e) {
       await map.close();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { NbdAbortError, NbdInvalidArgumentError } from '@nbd/protocol';
 import { io, readAll } from '../../test/devices.js';
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { DataDevice } from '../sources/data-device.js';
@@ -63,6 +63,7 @@ describe('partition', () => {
     const short = new DataDevice('@0x1be 0 0 0 0 0x83 0 0 0 le32:2048 le32:4096 @0x1fe 0x55 0xaa', { size: 2 * MiB });
     await expect(partition(short, 1)).rejects.toThrow(/lies beyond the end of the disk/);
     await expect(partition(mbrDisk(), 0)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
+    await expect(partition(mbrDisk(), 1, { signal: AbortSignal.abort() })).rejects.toBeInstanceOf(NbdAbortError);
     // Extended partition at sector 8; its second EBR (sector 24) names itself as the next one.
     const ebr = (sector: number) => `@${sector * 512 + 0x1ce} 0 0 0 0 0x05 0 0 0 le32:16 le32:8 @${sector * 512 + 0x1fe} 0x55 0xaa`;
     const loop = new DataDevice(`@0x1be 0 0 0 0 0x05 0 0 0 le32:8 le32:100 @0x1fe 0x55 0xaa ${ebr(8)} ${ebr(24)}`, { size: MiB });

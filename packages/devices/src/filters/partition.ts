@@ -1,12 +1,13 @@
 // nbdkit's partition filter (qemu-nbd -P): one partition of an MBR or GPT disk,
 // served as a device of its own. The table is read once, when the filter is built.
+import { throwIfAborted } from '@nbd/protocol';
 import type { Device, IoOptions } from '@nbd/server';
 import { limitsOf, sizeOf, stackError } from './layer.js';
 import { window } from './offset.js';
 import { type Partition, readPartitions } from './partition-table.js';
 
 /** Reads `length` bytes at `offset` of `base`, through reads aligned to its minimum block size. */
-export async function readAligned(base: Device, offset: number, length: number, signal: AbortSignal = new AbortController().signal): Promise<Uint8Array> {
+export async function readAligned(base: Device, offset: number, length: number, signal: AbortSignal): Promise<Uint8Array> {
   const { min } = limitsOf(base);
   const start = offset - (offset % min);
   const end = Math.min(Math.ceil((offset + length) / min) * min, sizeOf(base, 'partition'));
@@ -18,17 +19,27 @@ export async function readAligned(base: Device, offset: number, length: number, 
   return out;
 }
 
+/** Options of {@link partition} and {@link partitionsOf}. */
+export interface PartitionOptions {
+  /** Aborts reading the table. */
+  signal?: AbortSignal;
+}
+
 /** The partitions of `base`'s table (MBR or GPT). */
-export function partitionsOf(base: Device): Promise<Partition[]> {
+export function partitionsOf(base: Device, opts: PartitionOptions = {}): Promise<Partition[]> {
   const size = sizeOf(base, 'partition');
-  return readPartitions((offset, length) => readAligned(base, offset, length), size);
+  const signal = opts.signal ?? new AbortController().signal;
+  return readPartitions(async (offset, length) => {
+    throwIfAborted(signal, 'reading the partition table');
+    return readAligned(base, offset, length, signal);
+  }, size);
 }
 
 /** Partition `number` (from 1) of `base`; fails when the table has no such partition or it lies beyond the disk. */
-export async function partition(base: Device, number: number): Promise<Device> {
+export async function partition(base: Device, number: number, opts: PartitionOptions = {}): Promise<Device> {
   if (!Number.isSafeInteger(number) || number < 1) throw stackError('partition', `partition number ${number} must be 1 or more`);
   const size = sizeOf(base, 'partition');
-  const parts = await partitionsOf(base);
+  const parts = await partitionsOf(base, opts);
   const p = parts.find((x) => x.number === number);
   if (p === undefined) {
     const have = parts.map((x) => x.number).join(', ') || 'none';
