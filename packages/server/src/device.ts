@@ -1,6 +1,6 @@
 // What a server serves: the Device interface (the breadth of nbdkit's plugin
 // callbacks) and the Export that names one. Built-in devices live in
-// memory-device.ts and file-device.ts.
+// memory-device.ts and shared-memory-device.ts; files, sources and filters in @nbd/devices.
 import type { BlockSizes } from '@nbd/protocol';
 
 /** Options every device call receives. */
