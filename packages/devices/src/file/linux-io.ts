@@ -3,7 +3,7 @@
 // posix_fadvise, and the address of a buffer (O_DIRECT needs aligned memory).
 // Anything that may wait on the disk runs as a koffi asynchronous call, on libuv's
 // thread pool like Node's own fs calls, so the event loop never blocks on it.
-import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { NbdErrnoError, toNbdErrno } from '@nbd/protocol';
 import { NbdSystemError, errno, libcFunction } from '@nbd/node';
 
 type Native = ((...args: unknown[]) => number | bigint) & {
@@ -40,24 +40,9 @@ export const BlockIoctl = {
   ZEROOUT: 0x127f,
 } as const;
 
-// Node/POSIX errno names that have an NBD errno of their own; others are EIO.
-const nbdErrnoByName: Record<string, number> = {
-  EPERM: Errno.EPERM,
-  EACCES: Errno.EPERM,
-  EROFS: Errno.EPERM,
-  ENOMEM: Errno.ENOMEM,
-  EINVAL: Errno.EINVAL,
-  ENOSPC: Errno.ENOSPC,
-  EDQUOT: Errno.ENOSPC,
-  EFBIG: Errno.ENOSPC,
-  EOVERFLOW: Errno.EOVERFLOW,
-  ENOTSUP: Errno.ENOTSUP,
-  EOPNOTSUPP: Errno.ENOTSUP,
-};
-
 /** A failed system call as the error a device throws: the NBD errno it maps to, the system error as `cause`. */
 export function deviceError(err: NbdSystemError): NbdErrnoError {
-  return new NbdErrnoError(nbdErrnoByName[err.errnoName] ?? Errno.EIO, err.message, { cause: err });
+  return new NbdErrnoError(toNbdErrno({ code: err.errnoName }), err.message, { cause: err });
 }
 
 /** Whether a failed call means "this file system or device cannot do that". */
