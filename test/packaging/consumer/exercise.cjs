@@ -1,7 +1,8 @@
 // What an npm user does with the installed packages, against real peers: our client
 // against nbdkit (list, info, write, read back, block status, zero), then our server
-// read back by nbdinfo and nbdcopy. main.mjs (import) and main.cjs (require) load
-// the packages their own way and hand them in here. Throws on the first mismatch.
+// (on the main thread, then on worker threads) read back by nbdinfo and nbdcopy.
+// main.mjs (import) and main.cjs (require) load the packages their own way and hand
+// them in here. Throws on the first mismatch.
 'use strict';
 const { execFile, spawn } = require('node:child_process');
 const { existsSync, mkdtempSync, readFileSync, rmSync } = require('node:fs');
@@ -73,16 +74,17 @@ async function clientAgainstNbdkit({ Client, AllocationState }, dir, log) {
   }
 }
 
-async function serverReadByLibnbd({ MemoryDevice, listenAndServe }, dir, log) {
-  const sock = join(dir, 'ours.sock');
+/** Serves `device` (on `threads` worker threads if given) and reads it back with libnbd's tools. */
+async function serverReadByLibnbd({ listenAndServe }, device, threads, dir, log) {
+  const sock = join(dir, `ours-${threads}.sock`);
   const uri = `nbd+unix:///scratch?socket=${sock}`;
   const size = 16 * MiB;
-  const device = new MemoryDevice(size);
-  const data = pattern(MiB, 3);
+  const data = pattern(MiB, 3 + threads);
   await device.writeAt(data, 2 * MiB, { fua: false, signal: new AbortController().signal });
   const stop = new AbortController();
   const ready = Promise.withResolvers();
-  const served = listenAndServe(uri, [{ name: 'scratch', size, device }], { signal: stop.signal, onListen: () => ready.resolve() });
+  const opts = { signal: stop.signal, onListen: () => ready.resolve(), ...(threads > 0 ? { threads } : {}) };
+  const served = listenAndServe(uri, [{ name: 'scratch', size, device }], opts);
   served.catch((e) => ready.reject(e));
   await ready.promise;
   try {
@@ -92,7 +94,7 @@ async function serverReadByLibnbd({ MemoryDevice, listenAndServe }, dir, log) {
     const map = JSON.parse(await run('nbdinfo', ['--map', '--json', uri]));
     const dataAt = map.find((e) => e.offset <= 2 * MiB && 2 * MiB < e.offset + e.length);
     check(dataAt !== undefined && (dataAt.type & 1) === 0, `nbdinfo --map: 2 MiB is data: ${JSON.stringify(map)}`);
-    const copy = join(dir, 'copy.img');
+    const copy = join(dir, `copy-${threads}.img`);
     await run('nbdcopy', [uri, copy]);
     const img = readFileSync(copy);
     check(img.length === size, `nbdcopy copied ${img.length} bytes`);
@@ -101,7 +103,8 @@ async function serverReadByLibnbd({ MemoryDevice, listenAndServe }, dir, log) {
       img.subarray(0, 2 * MiB).every((b) => b === 0),
       'nbdcopy: the rest is zero',
     );
-    log(`server ← nbdinfo --json, nbdinfo --map (${map.length} extents), nbdcopy of ${size} bytes`);
+    const how = threads > 0 ? `${threads} worker threads` : 'the main thread';
+    log(`server (${how}) ← nbdinfo --json, nbdinfo --map (${map.length} extents), nbdcopy of ${size} bytes`);
   } finally {
     stop.abort();
     await served;
@@ -113,7 +116,8 @@ async function exercise(packages, log = console.log) {
   const dir = mkdtempSync(join(tmpdir(), 'nbd-consumer-'));
   try {
     await clientAgainstNbdkit(packages, dir, log);
-    await serverReadByLibnbd(packages, dir, log);
+    await serverReadByLibnbd(packages, new packages.MemoryDevice(16 * MiB), 0, dir, log);
+    await serverReadByLibnbd(packages, new packages.SharedMemoryDevice(16 * MiB), 2, dir, log);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -5,12 +5,12 @@ const { Client } = require('@nbd/client');
 const { loopback } = require('@nbd/linux');
 const node = require('@nbd/node');
 const { AllocationState, parseNbdUri } = require('@nbd/protocol');
-const { MemoryDevice, listenAndServe } = require('@nbd/server');
+const { MemoryDevice, SharedMemoryDevice, listenAndServe } = require('@nbd/server');
 const { exercise } = require('./exercise.cjs');
 
 if (typeof loopback !== 'function' || Object.keys(node).length === 0) throw new Error('@nbd/linux or @nbd/node exports nothing');
 if (parseNbdUri('nbd://h:1/e').port !== 1) throw new Error('@nbd/protocol parseNbdUri');
-exercise({ Client, AllocationState, MemoryDevice, listenAndServe }, (line) => console.log(`cjs: ${line}`)).then(
+exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, listenAndServe }, (line) => console.log(`cjs: ${line}`)).then(
   () => console.log('cjs consumer ok'),
   (err) => {
     console.error(err);

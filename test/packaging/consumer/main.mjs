@@ -3,10 +3,10 @@ import { Client } from '@nbd/client';
 import { loopback } from '@nbd/linux';
 import * as node from '@nbd/node';
 import { AllocationState, parseNbdUri } from '@nbd/protocol';
-import { MemoryDevice, listenAndServe } from '@nbd/server';
+import { MemoryDevice, SharedMemoryDevice, listenAndServe } from '@nbd/server';
 import { exercise } from './exercise.cjs';
 
 if (typeof loopback !== 'function' || Object.keys(node).length === 0) throw new Error('@nbd/linux or @nbd/node exports nothing');
 if (parseNbdUri('nbd://h:1/e').port !== 1) throw new Error('@nbd/protocol parseNbdUri');
-await exercise({ Client, AllocationState, MemoryDevice, listenAndServe }, (line) => console.log(`esm: ${line}`));
+await exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, listenAndServe }, (line) => console.log(`esm: ${line}`));
 console.log('esm consumer ok');
