@@ -1,5 +1,6 @@
 // scripts/test.sh's bookkeeping. Each step leaves one result file in a directory:
 //   label <what ran, e.g. "node 24" or "kernel on node 22">
+//   seconds <how long it took> (added by scripts/test.sh)
 //   passed <count>
 //   failed <name>        (one line per failure)
 // Subcommands turn each runner's own output into that form, and `summary` prints
@@ -65,9 +66,10 @@ function summary(dir, seconds) {
     const label = lines.find((l) => l.startsWith('label '))?.slice(6) ?? file;
     const p = Number(lines.find((l) => l.startsWith('passed '))?.slice(7) ?? 0);
     const f = lines.filter((l) => l.startsWith('failed ')).map((l) => l.slice(7));
+    const took = lines.find((l) => l.startsWith('seconds '))?.slice(8);
     passed += p;
     failed += f.length;
-    console.log(`${label}: ${p} passed, ${f.length} failed${f.length ? `: ${f.join('; ')}` : ''}`);
+    console.log(`${label}${took ? ` (${took} s)` : ''}: ${p} passed, ${f.length} failed${f.length ? `: ${f.join('; ')}` : ''}`);
   }
   console.log(`(${Math.floor(seconds / 60)} min ${seconds % 60} s)`);
   console.log(`${passed} passed, ${failed} failed`);

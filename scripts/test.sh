@@ -17,11 +17,15 @@ export PATH="$(node_dir "$NODE_DEV")/bin:$base_path"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 n=0
-result() { # result KIND LABEL EXIT_CODE [INPUT]: one result file, in run order
+since=$started
+result() { # result KIND LABEL EXIT_CODE [INPUT]: one result file, in run order, with its time
   n=$((n + 1))
   node scripts/results.mjs "$1" "$out/$(printf %02d $n).result" "${@:2}"
+  echo "seconds $(($(date +%s) - since))" >> "$out/$(printf %02d $n).result"
+  since=$(date +%s)
 }
 
+result check bootstrap 0
 echo "=== type-check, lint, format" >&2
 pnpm exec tsc -p tsconfig.test.json
 result check 'type-check of the tests' $?
