@@ -1,0 +1,474 @@
+// The hostile-input table, part 3: our client against hostile servers (scripted with
+// the protocol codecs). Each row: what the server sends, what the spec requires or
+// allows the client to do, and what we do. After every row this process is alive, a
+// connection to a well-behaved server (ours, in its own process) still writes and
+// reads back, and this process's RSS has not grown by more than a bound.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ChunkType,
+  Errno,
+  NbdClosedError,
+  NbdErrnoError,
+  NbdError,
+  NbdOptionError,
+  NbdTimeoutError,
+  OptionReply,
+  ProtocolError,
+  encodeChunk,
+  encodeGreeting,
+  encodeOptionReply,
+} from '@nbd/protocol';
+import { Client, type Connection, open } from '@nbd/client';
+import { type FakePeer, scopedFakeServers } from '../../packages/client/test/fake-server.js';
+import { type HostileCase, MiB, ServerChild, tally } from './support.js';
+
+const serve = scopedFakeServers();
+let good: ServerChild;
+let bystander: Connection;
+let rssAtStart = 0;
+beforeAll(async () => {
+  good = await ServerChild.start();
+  bystander = await open({ path: good.socket }, { exportName: 'mem' });
+  rssAtStart = process.memoryUsage().rss;
+});
+afterAll(async () => {
+  await bystander?.disconnect();
+  await good?.stop();
+});
+
+type Script = (p: FakePeer) => Promise<void>;
+const connectTo = async (script: Script, o: Parameters<typeof Client.connect>[1] = {}) => Client.connect((await serve(script)).uri, { handshakeTimeout: 2000, ...o });
+/** A connection (structured replies; base:allocation known as id 1) to a server that then runs `after`. */
+async function transmitting(after: (p: FakePeer) => Promise<void>, o: { extended?: boolean; structured?: boolean } = {}): Promise<Connection> {
+  const srv = await serve(async (p) => {
+    await p.negotiate({ contexts: { 'base:allocation': 1 }, extended: o.extended, structured: o.structured });
+    await after(p);
+  });
+  const client = await Client.connect(srv.uri, { handshakeTimeout: 2000 });
+  return client.go('', { metaContexts: o.structured === false ? [] : ['base:allocation'], extendedHeaders: o.extended, structuredReplies: o.structured });
+}
+const u8 = (...v: number[]) => new Uint8Array(v);
+/** Sends raw option-reply bytes after the first option arrives. */
+const afterFirstOption = (bytes: (option: number) => Uint8Array): Script => async (p) => {
+  p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
+  await p.frame();
+  p.decoder.startOptions();
+  const f = await p.frame();
+  p.send(bytes(f.kind === 'option' ? f.option : 0));
+  await new Promise((r) => setTimeout(r, 3000));
+};
+/** Refuses every option (ERR_UNSUP) but GO, which gets `bytes`. */
+const answeringGo = (bytes: (option: number) => Uint8Array): Script => async (p) => {
+  p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
+  await p.frame();
+  p.decoder.startOptions();
+  for (;;) {
+    const f = await p.frame();
+    if (f.kind !== 'option') return;
+    if (f.option === 7) p.send(bytes(f.option));
+    else p.send(encodeOptionReply(f.option, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' }));
+  }
+};
+function rawReplyHeader(option: number, type: number, length: number): Uint8Array {
+  const b = new Uint8Array(20);
+  const v = new DataView(b.buffer);
+  v.setBigUint64(0, 0x0003e889045565a9n);
+  v.setUint32(8, option);
+  v.setUint32(12, type);
+  v.setUint32(16, length);
+  return b;
+}
+async function expectProtocolError(p: Promise<unknown>, rule: RegExp): Promise<void> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  expect(e).toBeInstanceOf(ProtocolError);
+  expect((e as Error).message).toMatch(rule);
+}
+
+const cases: HostileCase<void>[] = [
+  {
+    sends: 'a greeting whose magic is not NBDMAGIC (an HTTP server)',
+    spec: 'not an NBD server: the client hard-disconnects',
+    we: 'client error',
+    run: () => expectProtocolError(connectTo(async (p) => p.send(new TextEncoder().encode('HTTP/1.1 400 Bad Request\r\n\r\n'))), /bad magic/),
+  },
+  {
+    sends: 'NBDMAGIC followed by an unknown style magic',
+    spec: 'neither oldstyle nor newstyle: hard disconnect',
+    we: 'client error',
+    run: async () => {
+      const b = Buffer.alloc(18);
+      b.write('NBDMAGIC');
+      b.writeBigUInt64BE(0x1234n, 8);
+      await expectProtocolError(connectTo(async (p) => p.send(b)), /unknown style magic/);
+    },
+  },
+  {
+    sends: 'nothing: accepts and stays silent',
+    spec: 'no limit in the spec; clients bound the handshake (qemu --handshake-limit)',
+    we: 'client error',
+    run: async () => {
+      const t0 = Date.now();
+      await expect(connectTo(async () => new Promise((r) => setTimeout(r, 3000)), { handshakeTimeout: 400 })).rejects.toBeInstanceOf(NbdTimeoutError);
+      expect(Date.now() - t0).toBeLessThan(2000);
+    },
+  },
+  {
+    sends: 'a close right after accepting',
+    spec: 'the client reports the closed connection',
+    we: 'client error',
+    run: async () => {
+      const e = await connectTo(async (p) => void p.socket.destroy()).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(NbdError);
+    },
+  },
+  {
+    sends: 'an option reply header claiming 4 GiB - 1 of data',
+    spec: 'no reply needs that much; the client need not buffer what a peer claims: hard disconnect',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(afterFirstOption((o) => rawReplyHeader(o, OptionReply.SERVER, 0xffffffff)));
+      await expectProtocolError(client.list(), /exceeds the limit/);
+    },
+  },
+  {
+    sends: 'an option reply with a bad magic',
+    spec: 'the stream cannot be framed: hard disconnect',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(afterFirstOption((o) => {
+        const b = rawReplyHeader(o, OptionReply.ACK, 0);
+        b[0] = 0x99;
+        return b;
+      }));
+      await expectProtocolError(client.list(), /bad magic/);
+    },
+  },
+  {
+    sends: 'an option reply for another option than the one asked',
+    spec: 'replies answer the option sent (the client waits for the final reply of one option before the next)',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(afterFirstOption(() => encodeOptionReply(9, { kind: 'ack' })));
+      await expect(client.list()).rejects.toBeInstanceOf(ProtocolError);
+    },
+  },
+  {
+    sends: 'NBD_REP_ACK to GO without any NBD_INFO_EXPORT',
+    spec: 'on ACK the server MUST have sent NBD_INFO_EXPORT: a protocol error',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(answeringGo((o) => encodeOptionReply(o, { kind: 'ack' })));
+      await expectProtocolError(client.go(''), /NBD_INFO_EXPORT/);
+    },
+  },
+  {
+    sends: 'NBD_INFO_EXPORT of 13 bytes (one too many)',
+    spec: 'NBD_INFO_EXPORT is exactly 12 bytes: malformed',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(answeringGo((o) => Buffer.concat([rawReplyHeader(o, OptionReply.INFO, 13), u8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 1, 0)])));
+      await expectProtocolError(client.go(''), /trailing/);
+    },
+  },
+  {
+    sends: 'NBD_REP_ERR_SHUTDOWN to GO',
+    spec: 'the client MUST soft-disconnect',
+    we: 'client error',
+    run: async () => {
+      const client = await connectTo(answeringGo((o) => encodeOptionReply(o, { kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: 'going down' })));
+      await expect(client.go('')).rejects.toBeInstanceOf(NbdOptionError);
+      expect(client.state).toBe('closed');
+    },
+  },
+  {
+    sends: 'a reply for a cookie never sent',
+    spec: 'the reply cannot be matched: the client hard-disconnects; requests in flight fail',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        await p.request();
+        p.simple(0xabcdn);
+      });
+      await expectProtocolError(conn.flush(), /cookie/);
+      expect(conn.state).toBe('failed');
+    },
+  },
+  {
+    sends: 'a structured chunk claiming 4 GiB - 1 of payload',
+    spec: 'a length no request can need: hard disconnect (never allocated)',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        const h = Buffer.alloc(20);
+        h.writeUInt32BE(0x668e33ef, 0);
+        h.writeUInt16BE(1, 4);
+        h.writeUInt16BE(ChunkType.OFFSET_DATA, 6);
+        h.writeBigUInt64BE(r.cookie, 8);
+        h.writeUInt32BE(0xffffffff, 16);
+        p.send(h);
+      });
+      const before = process.memoryUsage().arrayBuffers;
+      await expectProtocolError(conn.read(0, 4096), /exceeds the limit/);
+      expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * MiB);
+    },
+  },
+  {
+    sends: 'READ data at an offset outside the request',
+    spec: 'content chunks MUST lie within the request',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset + 8192n, data: new Uint8Array(16) });
+      });
+      await expectProtocolError(conn.read(0, 4096), /outside the request/);
+    },
+  },
+  {
+    sends: 'READ answered by half its data, then DONE',
+    spec: 'a successful READ reply MUST cover the whole request',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(2048) }, false);
+        p.chunk(r.cookie, { kind: 'none' });
+      });
+      await expectProtocolError(conn.read(0, 4096), /not described/);
+    },
+  },
+  {
+    sends: 'READ answered by two chunks that overlap',
+    spec: 'content chunks MUST NOT overlap',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(3000) }, false);
+        p.chunk(r.cookie, { kind: 'offset-hole', offset: r.offset + 2000n, size: 2096 });
+      });
+      await expectProtocolError(conn.read(0, 4096), /overlaps/);
+    },
+  },
+  {
+    sends: 'a simple reply to READ after structured replies were negotiated',
+    spec: 'the server MUST then answer READ with structured replies',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.simple(r.cookie, 0, new Uint8Array(4096));
+      });
+      await expectProtocolError(conn.read(0, 4096), /simple reply to NBD_CMD_READ/);
+    },
+  },
+  {
+    sends: 'a structured chunk when structured replies were refused',
+    spec: 'the server MUST NOT send structured replies unless negotiated',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'none' });
+      }, { structured: false });
+      await expect(conn.flush()).rejects.toBeInstanceOf(ProtocolError);
+    },
+  },
+  {
+    sends: 'a NONE chunk without the DONE flag',
+    spec: 'NONE MUST be the final chunk (DONE set)',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'none' }, false);
+      });
+      await expectProtocolError(conn.flush(), /NONE chunk without the DONE flag/);
+    },
+  },
+  {
+    sends: 'an ERROR chunk whose error value is 0',
+    spec: 'the error value of an error chunk MUST be nonzero',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'error', error: 0, message: 'no error' });
+      });
+      await expectProtocolError(conn.flush(), /error value 0/);
+    },
+  },
+  {
+    sends: 'an unknown chunk type 77 (error bit clear)',
+    spec: 'a client MUST hard-disconnect on an unknown non-error chunk type',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'unknown', code: 77, data: u8(1, 2, 3) });
+      });
+      await expectProtocolError(conn.flush(), /unknown reply chunk type 0x4d/);
+    },
+  },
+  {
+    sends: 'an unknown error chunk type 0x8077 with a sane error and message',
+    spec: 'an unknown chunk type with bit 15 set marks the request failed; the connection goes on',
+    we: 'errno reply',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'unknown', code: 0x8077, data: u8(0, 0, 0, 5, 0, 2, 0x68, 0x69) });
+        const r2 = await p.request();
+        p.chunk(r2.cookie, { kind: 'none' });
+      });
+      await expect(conn.flush()).rejects.toMatchObject({ errno: Errno.EIO });
+      await conn.flush();
+    },
+  },
+  {
+    sends: 'an error reply with errno 9999 (not in the spec)',
+    spec: 'a client SHOULD treat unknown error values as EINVAL',
+    we: 'errno reply',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.simple(r.cookie, 9999);
+      });
+      const e = await conn.flush().catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(NbdErrnoError);
+      expect((e as NbdErrnoError).errno).toBe(Errno.EINVAL);
+    },
+  },
+  {
+    sends: 'BLOCK_STATUS with an extent of length 0',
+    spec: 'extent lengths MUST be nonzero',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'block-status', contextId: 1, extents: [{ length: 0n, flags: 0 }] });
+      });
+      await expectProtocolError(conn.blockStatus(0, 4096), /length 0/);
+    },
+  },
+  {
+    sends: 'BLOCK_STATUS for context id 9, which was never selected',
+    spec: 'the server sends one status chunk per context asked about, no others',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'block-status', contextId: 9, extents: [{ length: 4096n, flags: 0 }] });
+      });
+      await expectProtocolError(conn.blockStatus(0, 4096), /context id 9/);
+    },
+  },
+  {
+    sends: 'BLOCK_STATUS with REQ_ONE answered by two extents',
+    spec: 'with REQ_ONE the server MUST send exactly one extent',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'block-status', contextId: 1, extents: [{ length: 1024n, flags: 0 }, { length: 1024n, flags: 3 }] });
+      });
+      await expectProtocolError(conn.blockStatus(0, 4096, { reqOne: true }), /REQ_ONE/);
+    },
+  },
+  {
+    sends: 'ERROR_OFFSET at an offset outside the request',
+    spec: 'the offset of ERROR_OFFSET MUST lie within the request',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'error-offset', error: Errno.EIO, message: 'bad sector', offset: r.offset + 100_000n });
+      });
+      await expectProtocolError(conn.read(0, 4096), /outside the request/);
+    },
+  },
+  {
+    sends: 'an extended chunk echoing another offset than the request\'s',
+    spec: 'extended reply chunks MUST carry the offset of the request they answer',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'none' }, true, r.offset + 512n);
+      }, { extended: true });
+      await expectProtocolError(conn.zero(4096, 4096), /does not match the request/);
+    },
+  },
+  {
+    sends: 'a compact structured chunk after extended headers were negotiated',
+    spec: 'every reply MUST then be an extended chunk',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.send(encodeChunk(r.cookie, { kind: 'none' }, { extended: false }));
+      }, { extended: true });
+      await expect(conn.flush()).rejects.toBeInstanceOf(ProtocolError);
+    },
+  },
+  {
+    sends: 'ESHUTDOWN to a request',
+    spec: 'a client receiving ESHUTDOWN MUST soft-disconnect',
+    we: 'errno reply',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.simple(r.cookie, Errno.ESHUTDOWN);
+        await p.frame().catch(() => undefined); // DISC
+      });
+      await expect(conn.flush()).rejects.toMatchObject({ errno: Errno.ESHUTDOWN });
+      await expect.poll(() => conn.state).toMatch(/closing|closed|draining/);
+    },
+  },
+  {
+    sends: 'a READ reply header, then a close before its data',
+    spec: 'the connection is gone: requests in flight fail, nothing hangs',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        const whole = encodeChunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(4096) });
+        p.send(whole.subarray(0, 40));
+        await new Promise((res) => setTimeout(res, 20));
+        p.socket.destroy();
+      });
+      const e = await conn.read(0, 4096).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(NbdClosedError);
+    },
+  },
+  {
+    sends: 'no reply at all to a READ (the server stalls)',
+    spec: 'the spec sets no time limit; the caller bounds it (AbortSignal.timeout), and the connection goes on',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        await p.request(); // never answered
+        const r2 = await p.request();
+        p.chunk(r2.cookie, { kind: 'none' });
+      });
+      await expect(conn.read(0, 4096, { signal: AbortSignal.timeout(200) })).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED' });
+      await conn.flush();
+      expect(conn.state).toBe('transmitting');
+    },
+  },
+];
+
+describe('hostile servers vs our client', () => {
+  let n = 0;
+  for (const c of cases) {
+    it(`${c.sends} → ${c.we} (spec: ${c.spec})`, async () => {
+      await c.run();
+      const data = new Uint8Array(4096).fill(++n);
+      await bystander.write(data, n * 4096);
+      expect(await bystander.read(n * 4096, 4096)).toEqual(data);
+      expect(process.memoryUsage().rss - rssAtStart).toBeLessThan(200 * MiB);
+    });
+  }
+  afterAll(() => console.log(tally('hostile table, our client', cases)));
+});
