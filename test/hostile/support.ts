@@ -33,10 +33,10 @@ export class ServerChild {
     createInterface({ input: proc.stdout! }).on('line', (l) => this.waiting.shift()?.(l));
   }
 
-  static async start(opts: Record<string, unknown> = {}, nodeArgs: string[] = []): Promise<ServerChild> {
+  static async start(opts: Record<string, unknown> = {}, memMiB = 8): Promise<ServerChild> {
     const { dir, cleanup } = tempDir('nbd-hostile-');
     const socket = join(dir, 's.sock');
-    const proc = spawn(process.execPath, ['--expose-gc', ...nodeArgs, childScript, socket, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const proc = spawn(process.execPath, ['--expose-gc', childScript, socket, JSON.stringify(opts), String(memMiB)], { stdio: ['pipe', 'pipe', 'inherit'] });
     const child = new ServerChild(proc, socket, cleanup);
     const first = await Promise.race([child.line(), new Promise<string>((r) => proc.once('exit', (c) => r(`exited ${c}`)))]);
     if (first !== 'ready') throw new Error(`server child: ${first}`);
@@ -57,6 +57,11 @@ export class ServerChild {
   async rss(gc = true): Promise<number> {
     if (gc) await this.ask('gc');
     return Number((await this.ask('rss')).split(' ')[1]) / 1024;
+  }
+
+  /** Connections the server is serving now. */
+  async connections(): Promise<number> {
+    return Number((await this.ask('count')).split(' ')[1]);
   }
 
   get alive(): boolean {
