@@ -300,6 +300,31 @@ const cases: HostileCase<void>[] = [
     },
   },
   {
+    sends: 'an ERROR chunk whose message is 5000 bytes',
+    spec: 'an error message MUST NOT exceed the 4096-byte string limit',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'unknown', code: ChunkType.ERROR, data: Uint8Array.of(0, 0, 0, 5, 0x13, 0x88, ...new Uint8Array(5000).fill(0x78)) });
+      });
+      await expectProtocolError(conn.flush(), /MUST NOT exceed the 4096-byte/);
+    },
+  },
+  {
+    sends: 'a chunk without DONE for a WRITE, then a simple reply to it',
+    spec: 'a structured reply ends with its chunk flagged NBD_REPLY_FLAG_DONE',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        p.chunk(r.cookie, { kind: 'error', error: Errno.EIO, message: 'first' }, false);
+        p.simple(r.cookie, 0);
+      });
+      await expectProtocolError(conn.write(new Uint8Array(512), 0), /after chunks of a structured reply/);
+    },
+  },
+  {
     sends: 'an unknown chunk type 77 (error bit clear)',
     spec: 'a client MUST hard-disconnect on an unknown non-error chunk type',
     we: 'client error',
