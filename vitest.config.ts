@@ -13,6 +13,7 @@ export default defineConfig({
       '@nbd/copy': src('copy'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
+      '@nbd/devices': src('devices'),
     },
   },
   test: {

@@ -58,10 +58,11 @@ CONF
   echo "nbd+unix:///bench?socket=$1/nbd.sock"
 }
 
+# NBD_SCHEME=nbds+unix makes the URI ask for TLS (bench/tls.sh).
 srv_raw() { # DIR SIZE CMD : foreground command with placeholders
   local cmd=$3
   cmd=${cmd//\{SOCK\}/$1/nbd.sock}; cmd=${cmd//\{DIR\}/$1}; cmd=${cmd//\{SIZE\}/$2}
-  _bg "$1" sh -c "exec $cmd"; echo "nbd+unix:///?socket=$1/nbd.sock"
+  _bg "$1" sh -c "exec $cmd"; echo "${NBD_SCHEME:-nbd+unix}:///?socket=$1/nbd.sock"
 }
 
 srv_cleanup() { # DIR : stop the server by its recorded PID, remove backing file

@@ -2,6 +2,7 @@
 //   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --size 1G
 //   node examples/dist/serve-memory.js --listen nbd://127.0.0.1:10809 --size 64M --name disk
 //   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --size 4G --threads 2
+//   node examples/dist/serve-memory.js --socket /tmp/nbd.sock --tls-certificates /etc/pki/nbd   (TLS required)
 // With --threads, connections are served on that many worker threads over a
 // SharedMemoryDevice (one memory, every thread); without, on this thread.
 import { parseArgs } from 'node:util';
@@ -16,6 +17,8 @@ const { values } = parseArgs({
     description: { type: 'string' },
     threads: { type: 'string', default: '0' },
     verbose: { type: 'boolean', short: 'v', default: false },
+    'tls-certificates': { type: 'string' },
+    'tls-psk': { type: 'string' },
   },
 });
 
@@ -38,11 +41,15 @@ const ac = new AbortController();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => ac.abort());
 
 const logger = values.verbose ? console : undefined;
+const certificates = values['tls-certificates'];
+const pskFile = values['tls-psk'];
+const tls = certificates !== undefined || pskFile !== undefined ? { mode: 'require' as const, certificates, pskFile } : undefined;
 await listenAndServe(
   address,
   [{ name: values.name!, description: values.description ?? `memory, ${size} bytes`, size, device: threads > 0 ? new SharedMemoryDevice(size) : new MemoryDevice(size) }],
   {
     threads,
+    tls,
     signal: ac.signal,
     logger,
     onListen: (where) => console.error(`serve-memory: ${size} bytes on ${typeof where === 'string' ? where : `${where.address}:${where.port}`}`),

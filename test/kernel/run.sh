@@ -25,7 +25,7 @@ if [ -n "$missing" ]; then
   echo "kernel: 0 passed, 1 failed"
   exit 1
 fi
-for p in linux server client protocol; do
+for p in linux server client protocol devices; do
   [ -f "packages/$p/dist/index.js" ] || { echo "kernel tests: packages/$p/dist missing: run pnpm exec tsc -b" >&2; echo "kernel: 0 passed, 1 failed"; exit 1; }
 done
 

@@ -5,6 +5,11 @@ import { prepare } from './configure.js';
 
 const flags = T.HAS_FLAGS | T.SEND_FLUSH;
 
+/** Looks like a unix socket's handle to @nbd/node (a plain Pipe with a descriptor). */
+class Pipe {
+  constructor(readonly fd: number) {}
+}
+
 describe('prepare (what configure checks before the kernel sees anything)', () => {
   test('several connections without CAN_MULTI_CONN are refused with the reason', () => {
     const c = { fd: 3, size: 1 << 20, flags };
@@ -45,7 +50,7 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
 
   test('a detachable Connection is detached and its info used', () => {
     let detached = 0;
-    const sock = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
+    const sock = Object.assign(new PassThrough(), { _handle: new Pipe(42) });
     const conn = {
       info: { size: 8192, flags, blockSizes: { min: 4096, preferred: 4096 } },
       detach: () => (detached++, { socket: sock }),
@@ -59,7 +64,7 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
     let detached = 0;
     const conn = () => ({
       info: { size: 8192, flags },
-      detach: () => (detached++, { socket: Object.assign(new PassThrough(), { _handle: { fd: 42 } }) }),
+      detach: () => (detached++, { socket: Object.assign(new PassThrough(), { _handle: new Pipe(42) }) }),
     });
     expect(() => prepare([conn(), conn()])).toThrow(/does not advertise CAN_MULTI_CONN/);
     expect(() => prepare(conn(), 1000)).toThrow(/power of 2/);
@@ -67,7 +72,7 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
   });
 
   test('if a detach fails, the sockets already detached are closed, not leaked', () => {
-    const good = Object.assign(new PassThrough(), { _handle: { fd: 42 } });
+    const good = Object.assign(new PassThrough(), { _handle: new Pipe(42) });
     const conns = [
       { info: { size: 8192, flags: flags | T.CAN_MULTI_CONN }, detach: () => ({ socket: good }) },
       {

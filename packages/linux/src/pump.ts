@@ -6,7 +6,7 @@
 // closes, so does the other.
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { socketPair } from '@nbd/node';
+import { resumeReading, socketPair } from '@nbd/node';
 
 export interface Pump {
   /** The end to hand to the kernel (its descriptor). */
@@ -36,6 +36,7 @@ export function pumpFor(connection: Duplex): Pump {
   connection.once('end', () => ours.end());
   ours.pipe(connection, { end: false });
   connection.pipe(ours, { end: false });
+  resumeReading(connection); // detach() stopped its handle
   connection.resume();
   return { kernelEnd, done: done.promise };
 }

@@ -8,15 +8,26 @@ import { NbdSystemError } from './system-error.js';
 
 /** Whether `socket` is a net.Socket with a descriptor of its own (not TLS, not in-memory). */
 export function hasDescriptor(socket: Duplex): boolean {
-  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0;
+  return plainFd(socket) !== undefined;
+}
+
+/**
+ * The descriptor of a plain unix or TCP socket. A TLS socket's handle reports the
+ * descriptor under it too, but the bytes there are encrypted: it has none of its own.
+ */
+function plainFd(socket: Duplex): number | undefined {
+  const handle = (socket as unknown as { _handle?: { fd?: number; constructor?: { name?: string } } | null })._handle;
+  const kind = handle?.constructor?.name;
+  if (kind !== 'Pipe' && kind !== 'TCP') return undefined;
+  const fd = handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 /** The descriptor under a net.Socket; throws for streams that have none (TLS, in-memory). */
 export function fdOf(socket: Duplex): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw new NbdSystemError('this stream has no file descriptor (only unix and TCP sockets have one)', 'EBADF');
+  const fd = plainFd(socket);
+  if (fd === undefined) {
+    throw new NbdSystemError('this stream has no file descriptor of its own (only plain unix and TCP sockets have one; not TLS)', 'EBADF');
   }
   return fd;
 }

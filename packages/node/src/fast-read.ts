@@ -25,6 +25,9 @@ interface Hooks {
 interface UserBufferHandle {
   useUserBuffer(buf: Uint8Array): void;
   readStop?(): number;
+  readStart?(): number;
+  /** net.Socket's own note of whether the handle reads. */
+  reading?: boolean;
   constructor: { name: string };
 }
 
@@ -107,4 +110,17 @@ export function stopReading(socket: Duplex): void {
     throw new Error('this socket handle has no readStop(): cannot stop reading before handing its descriptor over');
   }
   handle.readStop();
+  handle.reading = false; // net.Socket's own note, kept true
+}
+
+/**
+ * Undoes stopReading: the handle reads again (a TLS socket detached for the kernel
+ * stays in this process, pumped). resume() alone cannot: the stream is flowing
+ * already, so it never asks the handle again.
+ */
+export function resumeReading(socket: Duplex): void {
+  const handle = handleOf(socket);
+  if (handle === undefined || handle.reading !== false || typeof handle.readStart !== 'function') return;
+  handle.reading = true;
+  handle.readStart();
 }

@@ -3,7 +3,7 @@
 // sockets through the Transport interface of @nbd/protocol, implemented here.
 export { type NbdAddress, connectSocket, listenOptionsOf, socketOptionsOf, toNbdUri } from './address.js';
 export { fdOf, hasDescriptor, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
-export { fastReadChannel } from './fast-read.js';
+export { fastReadChannel, resumeReading } from './fast-read.js';
 export {
   check,
   closeFd,
