@@ -6,14 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import {
-  ClientFlag,
-  type OptionReply as OptionReplyCodes,
-  OptionReply,
-  type ServerFrame,
-  encodeClientFlags,
-  encodeOptionRequest,
-} from '@nbd/protocol';
+import { ClientFlag, OptionReply, type ServerFrame, encodeClientFlags, encodeOptionRequest } from '@nbd/protocol';
 import { open } from '@nbd/client';
 import { tempDir } from '../support/peers.js';
 import { RawClient } from '../interop/server-support.js';
@@ -109,7 +102,6 @@ export function finalType(rs: ServerFrame[] | null): number | 'closed' {
   const last = rs[rs.length - 1] as { type: number };
   return last.type >>> 0;
 }
-export type { OptionReplyCodes };
 
 /** Raw bytes of an option: IHAVEOPT | option | length | data (for lengths that lie). */
 export function rawOption(option: number, data: Uint8Array, claimedLength = data.length): Uint8Array {
