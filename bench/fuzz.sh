@@ -20,7 +20,7 @@ console.log('| target | executions | time | exec/s | cov (edges) | ft (features)
 console.log('|---|---|---|---|---|---|---|---|---|');
 let failed = 0;
 for (const name of names.length ? names : TARGETS) {
-  const r = await runTarget(name, { runs: Number(runs), seconds: 0, rssMb: 2048 });
+  const r = await runTarget(name, { runs: Number(runs), seconds: 0, rssMb: 2048, progress: true });
   const finding = r.ok ? 'no crash' : (/==\d+== (.*)/.exec(r.log)?.[1] ?? `exit ${r.code}`).slice(0, 120);
   console.log(`| ${name} | ${r.runs} | ${r.seconds.toFixed(0)} s | ${Math.round(r.runs / r.seconds)} | ${r.cov} | ${r.ft} | ${r.corpus} | ${r.rssMb} MiB | ${finding} |`);
   if (!r.ok) failed++;
