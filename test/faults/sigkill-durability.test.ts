@@ -29,11 +29,11 @@ interface Syscall {
   args: string;
 }
 
-/** Lines of `strace -f -ttt -T -y`: pid, start time, call(fd<target>, args) = ret <duration>. */
+/** Lines of `strace -f -ttt -T -y`: pid (padded when pids differ in width), start time, call(fd<target>, args) = ret <duration>. */
 function parse(log: string): Syscall[] {
   const out: Syscall[] = [];
   for (const line of log.split('\n')) {
-    const m = /^\d+ (\d+\.\d+) (\w+)\(\d+<([^>]*)>,?(.*)\) = (-?\d+).*<(\d+\.\d+)>$/.exec(line);
+    const m = /^\d+\s+(\d+\.\d+) (\w+)\(\d+<([^>]*)>,?(.*)\) = (-?\d+).*<(\d+\.\d+)>$/.exec(line);
     if (m) out.push({ t: Number(m[1]), end: Number(m[1]) + Number(m[6]), call: m[2]!, target: m[3]!, args: m[4]! });
   }
   return out;
