@@ -237,3 +237,24 @@ describe('BLOCK_STATUS replies', () => {
     expect(ChunkType.BLOCK_STATUS_EXT).toBe(6);
   });
 });
+
+describe('strict rules added by the hardening review', () => {
+  const write = () => newReply({ command: Command.WRITE, offset: 0, length: 4 });
+
+  test('a simple reply cannot end a structured reply already under way (strict); relaxed, it ends it', () => {
+    const st = write();
+    expect(chunk(STRICT, st, { kind: 'error', error: Errno.EIO, message: 'first' }, false)).toBeUndefined();
+    expect(() => assembleSimple(STRICT, st, 0, undefined, holder())).toThrow(/after chunks of a structured reply to it/);
+    const relaxed = write();
+    expect(chunk(RELAXED, relaxed, { kind: 'error', error: Errno.EIO, message: 'first' }, false)).toBeUndefined();
+    expect(assembleSimple(RELAXED, relaxed, 0, undefined, holder())).toMatchObject({ ok: false, error: { errno: Errno.EIO } });
+  });
+
+  test('an error message over 4096 bytes breaks a MUST (strict); relaxed, the error is kept', () => {
+    // u32 error 5 | u16 message length 5000 | 5000 bytes (our encoder refuses such messages: raw bytes)
+    const raw = Uint8Array.of(0, 0, 0, 5, 0x13, 0x88, ...new Uint8Array(5000).fill(0x78));
+    expect(() => chunk(STRICT, write(), { kind: 'unknown', code: 0x8001, data: raw })).toThrow(/message of 5000 bytes/);
+    expect(() => chunk(STRICT, write(), { kind: 'unknown', code: 0x8009, data: raw })).toThrow(/MUST NOT exceed/);
+    expect(chunk(RELAXED, write(), { kind: 'unknown', code: 0x8001, data: raw })).toMatchObject({ ok: false, error: { errno: Errno.EIO } });
+  });
+});

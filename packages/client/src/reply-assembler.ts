@@ -68,6 +68,8 @@ export interface ReplyState {
   extents: Map<number, Extent[]> | undefined;
   /** The first error the reply reported. */
   error: NbdErrnoError | undefined;
+  /** A structured or extended chunk came for this request (so only a DONE chunk may end it). */
+  chunked: boolean;
   /** The caller gave up: chunks are still checked, never stored. */
   abandoned: boolean;
 }
@@ -101,6 +103,7 @@ export function newReply(req: {
     contextIds: req.contextIds ?? [],
     extents: req.command === Command.BLOCK_STATUS ? new Map() : undefined,
     error: undefined,
+    chunked: false,
     abandoned: false,
   };
 }
@@ -133,6 +136,11 @@ export function assembleSimple(rules: ReplyRules, st: ReplyState, error: number,
   if (rules.structured && st.command === Command.READ && rules.strict) {
     throw new ProtocolError('simple reply to NBD_CMD_READ: once structured replies are negotiated, a server MUST answer READ with structured replies');
   }
+  if (st.chunked && rules.strict) {
+    throw new ProtocolError(
+      `simple reply to ${commandName(st.command)} after chunks of a structured reply to it (the spec: a structured reply ends with its chunk flagged NBD_REPLY_FLAG_DONE)`,
+    );
+  }
   if (error !== 0) {
     st.error = errnoError(rules, error, '');
     return finish(rules, st, views);
@@ -150,6 +158,7 @@ export function assembleChunk(rules: ReplyRules, st: ReplyState, h: ChunkHeader,
   if (!rules.structured && rules.strict) {
     throw new ProtocolError('structured reply chunk received, but structured replies were not negotiated (the server MUST NOT send them)');
   }
+  st.chunked = true;
   if (h.offset !== undefined && rules.strict && h.offset !== BigInt(st.offset)) {
     throw new ProtocolError(`extended reply chunk: offset ${h.offset} does not match the request's ${st.offset} (the spec: it MUST match)`);
   }
@@ -285,7 +294,16 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
 /** Commands ERROR_OFFSET is valid for (for others it still marks the reply as errored). */
 const ERROR_OFFSET_COMMANDS = new Set<number>([Command.READ, Command.WRITE, Command.TRIM, Command.CACHE, Command.WRITE_ZEROES, Command.BLOCK_STATUS]);
 
+/** Longest error message the spec allows (the string limit). */
+const MAX_MESSAGE = 4096;
+
 function errorChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array): void {
+  if (rules.strict && payload.length >= 6) {
+    const msgLen = (payload[4]! << 8) | payload[5]!;
+    if (msgLen > MAX_MESSAGE) {
+      throw new ProtocolError(`error chunk with a message of ${msgLen} bytes (the spec: message length MUST NOT exceed the 4096-byte string limit)`);
+    }
+  }
   if (type === ChunkType.ERROR || type === ChunkType.ERROR_OFFSET) {
     const c = decodeChunkPayload(type, payload);
     if (c.kind !== 'error' && c.kind !== 'error-offset') return;

@@ -211,7 +211,7 @@ export class Transmission {
 
   private pendingFor(cookie: bigint): PendingRequest {
     const p = this.table.get(Number(cookie));
-    if (p === undefined) throw new ProtocolError(`reply for unknown cookie ${cookie}`);
+    if (p === undefined) throw new ProtocolError(`reply for unknown cookie ${cookie} (the spec: a reply's cookie MUST match a request in flight)`);
     return p;
   }
 

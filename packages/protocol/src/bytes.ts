@@ -3,7 +3,8 @@ import { Limits } from './constants.js';
 import { ProtocolError } from './errors.js';
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string (a name must come back byte for byte), not dropped.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** UTF-8 bytes of `s`, refusing strings the spec forbids (over 4096 bytes). */
 export function utf8(s: string, what = 'string'): Uint8Array {

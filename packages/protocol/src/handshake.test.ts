@@ -130,3 +130,18 @@ describe('EXPORT_NAME reply', () => {
     expect(() => decodeExportNameReply(new Uint8Array(135))).toThrow(ProtocolError);
   });
 });
+
+describe('regressions found by fuzzing', () => {
+  // fuzz/crashes/protocol-client-stream/crash-2ed4f802…: TextDecoder dropped a leading
+  // byte-order mark, so "\uFEFFu" was read as the export "u" and re-encoded differently.
+  test('an export name starting with U+FEFF keeps it, byte for byte', () => {
+    const name = new Uint8Array([0xef, 0xbb, 0xbf, 0x75]);
+    const data = new Uint8Array(4 + name.length + 2);
+    new DataView(data.buffer).setUint32(0, name.length);
+    data.set(name, 4);
+    const req = decodeOptionRequest(7, data);
+    expect(req).toEqual({ kind: 'go', name: '\ufeffu', requests: [] });
+    expect(encodeOptionRequest(req).subarray(16)).toEqual(data);
+    expect(decodeOptionRequest(1, name)).toEqual({ kind: 'export-name', name: '\ufeffu' });
+  });
+});

@@ -13,7 +13,7 @@
 // draining: NBD_CMD_DISC, the end of the stream, or server shutdown: no new requests
 //   (shutdown: ESHUTDOWN); what is in flight is answered, then we close.
 // closing: our side is ended (or the transport died); waiting for the transport to
-//   close and for device calls still running.
+//   close and for device calls still running (at most 5 s once the transport is gone).
 // closed: everything settled; an owned device is closed.
 import {
   ArenaPool,
@@ -83,7 +83,10 @@ const arenaPool = new ArenaPool(
   (size) => Buffer.allocUnsafeSlow(size),
 );
 
-/** Grace for a client to read our last replies and close after we ended our side. */
+/**
+ * Grace for a client to read our last replies and close after we ended our side, and for
+ * device calls still running once the transport has closed.
+ */
 const CLOSE_GRACE_MS = 5000;
 
 /** How a connection starts: newstyle negotiation, or straight to transmission (oldstyle, kernel hand-over). */
@@ -401,12 +404,26 @@ export class ServerConnection {
     this.untrim();
     this.arenas.dispose();
     this.maybeDone();
+    // A device call that ignores its aborted signal and never settles must not keep the
+    // connection (and the server's close()) waiting forever.
+    if (this.state.phase === 'closing') this.timer(CLOSE_GRACE_MS, () => this.abandonDeviceCalls());
   }
 
   /** closing → closed once the transport is gone and no device call is running. */
   private maybeDone(): void {
     const s = this.state;
     if (s.phase !== 'closing' || !this.transportClosed || (s.t !== undefined && s.t.engine.inFlight > 0)) return;
+    this.finish(s);
+  }
+
+  private abandonDeviceCalls(): void {
+    const s = this.state;
+    if (s.phase !== 'closing') return;
+    this.logger.warn(`${this.peer}: ${s.t?.engine.inFlight ?? 0} device calls still running ${CLOSE_GRACE_MS} ms after the connection closed; no longer waiting for them`);
+    this.finish(s);
+  }
+
+  private finish(s: { t: Transmit | undefined }): void {
     this.enter({ phase: 'closed' });
     const owned = s.t?.ownsDevice ? this.closeDevice(s.t.session.device) : Promise.resolve();
     void owned.then(() => this.finished.resolve());

@@ -1,0 +1,77 @@
+// What a client reads: ServerStreamDecoder over greetings (newstyle, oldstyle),
+// option replies, EXPORT_NAME replies and transmission replies (simple, structured
+// and extended chunks), with the option-reply and chunk-payload decoders. Input:
+// mode byte (1: start in transmission, 2: extended headers, 4: EXPORT_NAME was sent,
+// 8: NO_ZEROES), a split point, the stream. The owner's part is played as a client
+// would: GO's ACK starts transmission; odd cookies below 2^16 are READs of cookie/2 bytes.
+// Oracles: only ProtocolError may be thrown; whole and split decode alike; decoded
+// option replies and chunks re-encode to their bytes; `wanted` stays within a frame.
+import {
+  ChunkType,
+  Option,
+  OptionReply,
+  ReplyFlag,
+  ServerStreamDecoder,
+  decodeChunkPayload,
+  decodeOptionReply,
+  encodeChunk,
+  encodeOptionReply,
+} from '../../packages/protocol/dist/index.js';
+import { frameKey, invariant, rejecting, sameBytes } from './common.mjs';
+
+const MAX_CHUNK = 1 << 20;
+
+function decodeAll(mode, pieces) {
+  const ext = (mode & 2) !== 0;
+  const d = new ServerStreamDecoder({ maxOptionReply: 1 << 16, maxChunk: MAX_CHUNK });
+  d.readLength = (cookie) => (cookie < 0x10000n && (cookie & 1n) === 1n ? Number(cookie >> 1n) : undefined);
+  if (mode & 1) d.startTransmission(ext);
+  const frames = [];
+  const error = rejecting(() => {
+    for (const piece of pieces) {
+      d.push(piece);
+      for (let f = d.next(); f !== undefined; f = d.next()) {
+        frames.push(frameKey(f));
+        if (f.kind === 'greeting' && f.greeting.style === 'newstyle' && mode & 4) d.expectExportNameReply((mode & 8) !== 0);
+        if (f.kind === 'option-reply') {
+          checkOptionReply(f);
+          if (f.option === Option.GO && f.type === OptionReply.ACK) d.startTransmission(ext);
+        }
+        if (f.kind === 'chunk') checkChunk(f, d.extended);
+      }
+      invariant(d.wanted <= 32 + MAX_CHUNK, `wanted ${d.wanted} beyond a frame`);
+    }
+  });
+  return { frames, error: error?.message };
+}
+
+function checkOptionReply(f) {
+  let reply;
+  if (rejecting(() => (reply = decodeOptionReply(f.type, f.data))) !== undefined) return;
+  if (reply.kind === 'error' || reply.kind === 'unknown') return; // error messages are read leniently
+  const again = encodeOptionReply(f.option, reply).subarray(20);
+  invariant(sameBytes(again, f.data), `option reply 0x${f.type.toString(16)} does not re-encode to its bytes`);
+}
+
+function checkChunk(f, extended) {
+  let payload;
+  if (rejecting(() => (payload = decodeChunkPayload(f.header.type, f.payload))) !== undefined) return;
+  if (payload.kind === 'error' || payload.kind === 'error-offset') {
+    invariant(f.header.type === ChunkType.ERROR || f.header.type === ChunkType.ERROR_OFFSET, 'error payload from another type');
+    return; // messages are read leniently
+  }
+  if (f.header.flags & ~ReplyFlag.DONE) return;
+  const bytes = encodeChunk(f.header.cookie, payload, { done: (f.header.flags & ReplyFlag.DONE) !== 0, extended, offset: f.header.offset });
+  invariant(sameBytes(bytes.subarray(extended ? 32 : 20), f.payload), `chunk type 0x${f.header.type.toString(16)} does not re-encode`);
+}
+
+export function fuzz(data) {
+  if (data.length < 2) return;
+  const mode = data[0];
+  const body = new Uint8Array(data.buffer, data.byteOffset + 2, data.length - 2); // not a Buffer: payloads compare as bytes
+  const at = Math.min(data[1] * 4, body.length);
+  const whole = decodeAll(mode, [body]);
+  const split = decodeAll(mode, [body.subarray(0, at), body.subarray(at)]);
+  invariant(whole.frames.length === split.frames.length && whole.frames.every((f, i) => f === split.frames[i]), 'split stream decodes differently');
+  invariant(whole.error === split.error, `split stream fails differently: ${whole.error} / ${split.error}`);
+}
