@@ -9,6 +9,7 @@
 //   node scripts/results.mjs vitest  OUT LABEL EXIT_CODE vitest.json
 //   node scripts/results.mjs list    OUT LABEL EXIT_CODE results.json   ({ passed, failed: [names] })
 //   node scripts/results.mjs kernel  OUT LABEL EXIT_CODE kernel.log
+//   node scripts/results.mjs fuzz    OUT LABEL EXIT_CODE fuzz.log   ("fuzz: N passed, M failed", "FAIL <target>: …")
 //   node scripts/results.mjs summary DIR SECONDS
 import { appendFileSync, existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -59,6 +60,16 @@ function kernel(path) {
   return { passed, failed };
 }
 
+function fuzz(path) {
+  const log = existsSync(path) ? readFileSync(path, 'utf8') : '';
+  const total = [...log.matchAll(/^fuzz: (\d+) passed, (\d+) failed/gm)].at(-1);
+  const names = [...log.matchAll(/^FAIL (\S+):/gm)].map((m) => `fuzz target ${m[1]}`);
+  const count = total ? Number(total[2]) : 0;
+  const failed = Array.from({ length: Math.max(count, names.length) }, (_, i) => names[i] ?? 'a fuzz target (unnamed)');
+  if (!total && failed.length === 0) failed.push('the fuzz run reported nothing');
+  return { passed: total ? Number(total[1]) : 0, failed };
+}
+
 function summary(dir, seconds) {
   let passed = 0;
   let failed = 0;
@@ -89,6 +100,7 @@ if (command === 'summary') {
   else if (command === 'vitest') r = vitest(input);
   else if (command === 'list') r = existsSync(input) ? JSON.parse(readFileSync(input, 'utf8')) : { passed: 0, failed: [] };
   else if (command === 'kernel') r = kernel(input);
+  else if (command === 'fuzz') r = fuzz(input);
   else throw new Error(`results.mjs: unknown command ${command}`);
   write(out, label, r.passed, withExit(r.failed, exit, label));
 }

@@ -3,7 +3,7 @@
 # peers, a build with NODE_DEV), type-check the tests, lint and format checks, the
 # vitest suites (units, interop against nbdkit, qemu-nbd, qemu-io, qemu-img, libnbd's
 # nbdinfo/nbdcopy/python, nbd-server, nbd-client, README snippets) under every
-# supported Node line, the packaging checks (publint, attw, ESM and CommonJS
+# supported Node line, a short run of every fuzz target, the packaging checks (publint, attw, ESM and CommonJS
 # consumers on every line), then the kernel tests in a qemu VM under the oldest and
 # the newest line. Ends with one "N passed, M failed" line over all of it, after one
 # line per step that names its failures ("node 26: 2 failed: <file> > <test>").
@@ -40,6 +40,10 @@ for v in "${NODE_LINES[@]}"; do
     --reporter=default --reporter=json --outputFile.json="$out/vitest-$v.json"
   result vitest "$(node_name "$v")" $? "$out/vitest-$v.json"
 done
+
+echo "=== fuzz regression guard (each target for seconds, crash fixtures replayed first)" >&2
+node fuzz/run.mjs --short 2>&1 | tee "$out/fuzz.log"
+result fuzz 'fuzz (short)' "${PIPESTATUS[0]}" "$out/fuzz.log"
 
 echo "=== packaging" >&2
 bash test/packaging/run.sh --results "$out/packaging.json"

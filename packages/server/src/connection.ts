@@ -125,6 +125,9 @@ export class ServerConnection {
     this.untrim = this.attach(transport);
     if ('negotiation' in start) {
       this.arenas.allowLarge = false; // a handshaking connection holds no large buffer
+      // Without TLS no STARTTLS can change the stream: read into the arenas from the start
+      // rather than into a fresh buffer per read (garbage a flood of handshakes piles up).
+      if (tls === undefined || tls.server.mode === 'off') transport.readDirect?.();
       this.enter({ phase: 'handshake', negotiation: start.negotiation });
       this.send(encodeGreeting(start.negotiation.greeting()));
       // The limit covers every option and a TLS handshake.
