@@ -13,6 +13,7 @@ export default defineConfig({
       '@nbd/copy': src('copy'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
+      '@nbd/cli': fileURLToPath(new URL('./packages/cli/src/main.ts', import.meta.url)),
     },
   },
   test: {
