@@ -167,6 +167,12 @@ describe('Client: targets', () => {
     expect((await viaTransport.go('disk')).info.size).toBe(1 << 20);
   });
 
+  test('a failed connect names the host and the default port (not "undefined") when the URI has none', async () => {
+    const err = await Client.connect('nbd://nonexistent.invalid/', { handshakeTimeout: 10_000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdSystemError);
+    expect((err as Error).message).toMatch(/^cannot connect to nonexistent\.invalid:10809: /);
+  });
+
   test('a stream that is closed already is refused at once', async () => {
     const { PassThrough } = await import('node:stream');
     const dead = new PassThrough();
