@@ -18,17 +18,19 @@ export const REDRAW_MS = 100;
 const SPINNER = ['▝', '▐', '▗', '▃', '▖', '▍', '▘', '▀'];
 const BAR = 40;
 
-/** One line of the terminal bar: spinner, percentage, bar, bytes, rate, time left. */
+/** One line of the terminal bar: spinner, percentage, bar (10 to 40 wide, to fit `width`), bytes, rate, time left. */
 export function barLine(done: number, total: number | undefined, seconds: number, frame: number, width = 80): string {
   const rate = seconds > 0 ? done / seconds : 0;
   const rateText = `${roundedSize(rate)}/s`;
   if (total === undefined) return `${SPINNER[frame % SPINNER.length]} ${roundedSize(done)} ${rateText}`.slice(0, width - 1);
   const frac = total > 0 ? Math.min(1, done / total) : 1;
-  const stars = Math.round(BAR * frac);
   const left = rate > 0 && frac < 1 ? ` ETA ${clock((total - done) / rate)}` : '';
   const spin = frac >= 1 ? '█' : SPINNER[frame % SPINNER.length];
-  const line = `${spin} ${String(Math.floor(100 * frac)).padStart(3)}% [${'*'.repeat(stars)}${'-'.repeat(BAR - stars)}] ${roundedSize(done)} of ${roundedSize(total)}, ${rateText}${left}`;
-  return line.slice(0, Math.max(20, width - 1));
+  const head = `${spin} ${String(Math.floor(100 * frac)).padStart(3)}% [`;
+  const tail = `] ${roundedSize(done)}/${roundedSize(total)} ${rateText}${left}`;
+  const bar = Math.max(10, Math.min(BAR, width - 1 - head.length - tail.length));
+  const stars = Math.round(bar * frac);
+  return `${head}${'*'.repeat(stars)}${'-'.repeat(bar - stars)}${tail}`.slice(0, Math.max(20, width - 1));
 }
 
 function clock(seconds: number): string {
@@ -65,7 +67,9 @@ export class TerminalBar implements Progress {
   }
 
   private draw(done: number, total: number, final: boolean): void {
-    const line = barLine(done, this.totalKnown ? total : undefined, (this.now() - this.start) / 1000, this.frame++, this.out.columns ?? 80);
+    // A pseudo-terminal may report 0 columns (script(1) without a size): assume 80.
+    const columns = this.out.columns !== undefined && this.out.columns > 0 ? this.out.columns : 80;
+    const line = barLine(done, this.totalKnown ? total : undefined, (this.now() - this.start) / 1000, this.frame++, columns);
     cursorTo(this.out, 0);
     this.out.write(line);
     clearLine(this.out, 1);
