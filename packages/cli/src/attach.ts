@@ -198,16 +198,23 @@ async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: Abort
     ...(o.blockSize !== undefined ? { blockSize: o.blockSize } : {}),
     signal,
   });
-  await announce(io, o.json, index, size);
-  if (!o.persist && !tls && o.mode === 'netlink') return ExitCode.OK;
-  const why = o.persist ? 'reconnecting when the server goes away' : tls ? 'pumping TLS to the kernel' : 'running the ioctl connection';
-  io.stderr.write(`nbd attach: /dev/nbd${index} attached; staying in the foreground (${why}); Ctrl-C or 'nbd detach /dev/nbd${index}' detaches it\n`);
+  if (!o.persist && !tls && o.mode === 'netlink') {
+    await announce(io, o.json, index, size);
+    return ExitCode.OK;
+  }
+  // The supervisor watches before the device is announced: a link that dies after that is caught.
   const sup = o.persist
     ? await supervise(index, async () => handOver(await connectAll(uri, o.connections, signal), o.readOnly), {
         onReconnect: (err) => io.stderr.write(err ? `nbd attach: reconnect failed: ${(err as Error).message}\n` : `nbd attach: reconnected /dev/nbd${index}\n`),
         signal,
+      }).catch(async (e: unknown) => {
+        await disconnect(index).catch(() => {});
+        throw e;
       })
     : undefined;
+  await announce(io, o.json, index, size);
+  const why = o.persist ? 'reconnecting when the server goes away' : tls ? 'pumping TLS to the kernel' : 'running the ioctl connection';
+  io.stderr.write(`nbd attach: /dev/nbd${index} attached; staying in the foreground (${why}); Ctrl-C or 'nbd detach /dev/nbd${index}' detaches it\n`);
   try {
     await untilDetached(index, signal);
   } finally {

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // The `nbd` executable: runs main() with the process's arguments, streams and
 // signals, and exits with its code. A closed pipe on stdout ends it quietly.
-import { main } from './main.js';
-import { processIo, quietOnClosedPipe } from './output.js';
+import module from 'node:module';
+
+// Compiled code cached on disk between runs (Node ≥ 22.1): a command starts faster the second time.
+(module as { enableCompileCache?: () => unknown }).enableCompileCache?.(); // not in @types/node 20
+const { main } = await import('./main.js');
+const { processIo, quietOnClosedPipe } = await import('./output.js');
 
 quietOnClosedPipe(process.stdout);
 quietOnClosedPipe(process.stderr);

@@ -2,12 +2,8 @@
 // (nbdkit's serve options, nbdinfo's info, nbdcopy's copy, nbd-client's attach).
 // main() turns argv into an exit code; bin.ts runs it as a process.
 import { readFileSync } from 'node:fs';
-import { ATTACH_HELP, DETACH_HELP, DEVICES_HELP, attachCommand, detachCommand, devicesCommand } from './attach.js';
-import { COPY_HELP, copyCommand } from './copy.js';
 import { ExitCode, UsageError, reportError } from './errors.js';
-import { INFO_HELP, infoCommand } from './info.js';
 import { type Io, processIo, writeAll } from './output.js';
-import { SERVE_HELP, serveCommand } from './serve.js';
 
 /** The version of @nbd/cli, from its package.json. */
 export function version(): string {
@@ -34,13 +30,35 @@ Exit codes: 0 success, 1 failure, 2 usage error.
 
 type Command = (argv: readonly string[], io: Io, signal: AbortSignal) => Promise<number>;
 
-const COMMANDS: Record<string, { run: Command; help: string }> = {
-  serve: { run: serveCommand, help: SERVE_HELP },
-  info: { run: infoCommand, help: INFO_HELP },
-  copy: { run: copyCommand, help: COPY_HELP },
-  attach: { run: attachCommand, help: ATTACH_HELP },
-  detach: { run: detachCommand, help: DETACH_HELP },
-  devices: { run: devicesCommand, help: DEVICES_HELP },
+/**
+ * Each command's module loads only when it runs (a start loads one command's
+ * packages, not all of them: `nbd info` never loads the server or koffi).
+ */
+const COMMANDS: Record<string, () => Promise<{ run: Command; help: string }>> = {
+  serve: async () => {
+    const m = await import('./serve.js');
+    return { run: m.serveCommand, help: m.SERVE_HELP };
+  },
+  info: async () => {
+    const m = await import('./info.js');
+    return { run: m.infoCommand, help: m.INFO_HELP };
+  },
+  copy: async () => {
+    const m = await import('./copy.js');
+    return { run: m.copyCommand, help: m.COPY_HELP };
+  },
+  attach: async () => {
+    const m = await import('./attach.js');
+    return { run: m.attachCommand, help: m.ATTACH_HELP };
+  },
+  detach: async () => {
+    const m = await import('./attach.js');
+    return { run: m.detachCommand, help: m.DETACH_HELP };
+  },
+  devices: async () => {
+    const m = await import('./attach.js');
+    return { run: m.devicesCommand, help: m.DEVICES_HELP };
+  },
 };
 
 /** `--help` or `--version` among a command's options (before any `--`). */
@@ -61,8 +79,9 @@ export async function main(argv: readonly string[], io: Io = processIo(), signal
   let command = '';
   try {
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
-      if (name === 'help' && rest[0] !== undefined && COMMANDS[rest[0]]) {
-        await writeAll(io.stdout, COMMANDS[rest[0]]!.help);
+      const about = rest[0] !== undefined ? COMMANDS[rest[0]] : undefined;
+      if (name === 'help' && about !== undefined) {
+        await writeAll(io.stdout, (await about()).help);
         return ExitCode.OK;
       }
       await writeAll(name === undefined ? io.stderr : io.stdout, MAIN_HELP);
@@ -72,12 +91,13 @@ export async function main(argv: readonly string[], io: Io = processIo(), signal
       await writeAll(io.stdout, `nbd ${version()}\n`);
       return ExitCode.OK;
     }
-    const cmd = COMMANDS[name];
-    if (cmd === undefined) {
+    const load = COMMANDS[name];
+    if (load === undefined) {
       if (name.startsWith('-')) throw new UsageError('', `unknown option '${name}' (a command comes first: serve, info, copy, attach, detach, devices)`);
       throw new UsageError('', `unknown command '${name}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
     }
     command = name;
+    const cmd = await load();
     if (asked(rest, '--help', '-h')) {
       await writeAll(io.stdout, cmd.help);
       return ExitCode.OK;
