@@ -13,7 +13,8 @@ export default defineConfig({
       '@nbd/copy': src('copy'),
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
-      '@nbd/cli': fileURLToPath(new URL('./packages/cli/src/main.ts', import.meta.url)),
+      '@nbd/devices': src('devices'),
+      '@nbd/cli': src('cli'),
     },
   },
   test: {

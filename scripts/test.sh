@@ -1,38 +1,54 @@
 #!/usr/bin/env bash
-# Every test: codec unit tests, server/client interop against real peers (nbdkit,
-# qemu-nbd, qemu-io, qemu-img, libnbd's nbdinfo/nbdcopy/python, nbd-server,
-# nbd-client), then the kernel tests inside a qemu VM. Installs what it needs.
-# Ends with one "N passed, M failed" line over both suites.
+# Every test, whatever node the machine has: bootstrap (the Node lines, pnpm, the
+# peers, a build with NODE_DEV), type-check the tests, lint and format checks, the
+# vitest suites (units, interop against nbdkit, qemu-nbd, qemu-io, qemu-img, libnbd's
+# nbdinfo/nbdcopy/python, nbd-server, nbd-client, README snippets) under every
+# supported Node line, the packaging checks (publint, attw, ESM and CommonJS
+# consumers on every line), then the kernel tests in a qemu VM under the oldest and
+# the newest line. Ends with one "N passed, M failed" line over all of it, after one
+# line per step that names its failures ("node 26: 2 failed: <file> > <test>").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh --peers --vm || { echo "bootstrap failed" >&2; exit 1; }
-export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+started=$(date +%s)
+bash scripts/bootstrap.sh --peers --vm || { echo "bootstrap failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+source scripts/node-lines.sh
+base_path="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+export PATH="$(node_dir "$NODE_DEV")/bin:$base_path"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+n=0
+since=$started
+result() { # result KIND LABEL EXIT_CODE [INPUT]: one result file, in run order, with its time
+  n=$((n + 1))
+  node scripts/results.mjs "$1" "$out/$(printf %02d $n).result" "${@:2}"
+  echo "seconds $(($(date +%s) - since))" >> "$out/$(printf %02d $n).result"
+  since=$(date +%s)
+}
 
-pnpm exec tsc -p tsconfig.test.json || { echo "type errors in tests" >&2; exit 1; }
-pnpm exec vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json"
-unit_rc=$?
+result check bootstrap 0
+echo "=== type-check, lint, format" >&2
+pnpm exec tsc -p tsconfig.test.json
+result check 'type-check of the tests' $?
+pnpm run --silent lint
+result check 'lint (biome lint)' $?
+pnpm run --silent format:check
+result check 'format (biome format)' $?
 
-kernel_rc=0
-if [ -f test/kernel/run.sh ]; then
-  bash test/kernel/run.sh 2>&1 | tee "$out/kernel.log"
-  kernel_rc=${PIPESTATUS[0]}
-fi
+for v in "${NODE_LINES[@]}"; do
+  echo "=== vitest on $(node_name "$v") ($v)" >&2
+  PATH="$(node_dir "$v")/bin:$base_path" node node_modules/vitest/vitest.mjs run \
+    --reporter=default --reporter=json --outputFile.json="$out/vitest-$v.json"
+  result vitest "$(node_name "$v")" $? "$out/vitest-$v.json"
+done
 
-node -e '
-const fs = require("fs");
-let passed = 0, failed = 0;
-try {
-  const j = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
-  passed += j.numPassedTests; failed += j.numFailedTests + (j.numRuntimeErrorTestSuites ?? 0);
-} catch { failed += 1; }
-try {
-  const log = fs.readFileSync(process.argv[2], "utf8");
-  const m = [...log.matchAll(/^kernel: (\d+) passed, (\d+) failed/gm)].pop();
-  if (m) { passed += +m[1]; failed += +m[2]; }
-} catch {}
-console.log(`${passed} passed, ${failed} failed`);
-' "$out/vitest.json" "$out/kernel.log"
+echo "=== packaging" >&2
+bash test/packaging/run.sh --results "$out/packaging.json"
+result list packaging $? "$out/packaging.json"
 
-[ $unit_rc = 0 ] && [ $kernel_rc = 0 ]
+for v in "$NODE_OLDEST" "$NODE_NEWEST"; do
+  echo "=== kernel tests on $(node_name "$v") ($v)" >&2
+  NBD_NODE=$(node_bin "$v") bash test/kernel/run.sh 2>&1 | tee "$out/kernel-$v.log"
+  result kernel "kernel on $(node_name "$v")" "${PIPESTATUS[0]}" "$out/kernel-$v.log"
+done
+
+node scripts/results.mjs summary "$out" "$(($(date +%s) - started))"

@@ -4,7 +4,8 @@ import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FileDevice, MemoryDevice } from '@nbd/server';
+import { FileDevice } from '@nbd/devices';
+import { MemoryDevice } from '@nbd/server';
 import { type Peer, run, runOk, startNbdkit, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 

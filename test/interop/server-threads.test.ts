@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
 import { Errno } from '@nbd/protocol';
-import { type Device, type Export, FileDevice, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
+import { FileDevice } from '../../packages/devices/dist/index.js';
+import { type Device, type Export, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 

@@ -9,7 +9,8 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { Client } from '../../packages/client/dist/index.js';
 import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
-import { FileDevice, MemoryDevice } from '../../packages/server/dist/index.js';
+import { FileDevice, blocksize } from '../../packages/devices/dist/index.js';
+import { MemoryDevice } from '../../packages/server/dist/index.js';
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;
@@ -176,6 +177,64 @@ test('loopback FileDevice: ext4 written through /dev/nbdN lands in the backing f
   await ok('e2fsck', ['-fn', img]);
   const out = await ok('debugfs', ['-R', 'cat /a.bin', img]);
   assert(out.equals(ref.data), 'backing file holds a.bin');
+});
+
+// FileDevice on a block device: a second /dev/nbdN (a loopback of a MemoryDevice)
+// stands in for a disk, so each ioctl's effect is seen in the MemoryDevice below.
+test('FileDevice on a block device: BLKGETSIZE64, BLKSSZGET/BLKPBSZGET, BLKDISCARD, BLKZEROOUT, O_DIRECT', async () => {
+  const mem = new MemoryDevice(SIZE);
+  const below = counting(mem);
+  const lb = await attach(below, SIZE, { blockSize: 4096 });
+  const queue = `/sys/block/nbd${lb.index}/queue`;
+  const dev = await FileDevice.open(lb.path);
+  defer(() => dev.close());
+  assertEq(dev.kind, 'block', 'kind');
+  assertEq(dev.size, SIZE, 'size from BLKGETSIZE64');
+  assertEq(dev.blockSizes.min, 4096, 'logical sector size from BLKSSZGET');
+  assert(dev.blockSizes.preferred >= 4096, 'physical sector size from BLKPBSZGET');
+  const io = { fua: false, signal: new AbortController().signal };
+  const data = (await refFile('blk.bin', MiB)).data;
+  await dev.writeAt(data, 4 * MiB, { ...io, fua: true });
+  const back = new Uint8Array(MiB);
+  mem.readAt(back, 4 * MiB, {});
+  assert(Buffer.from(back).equals(data), 'a FUA write reached the device below');
+  // Trim: offered because the queue discards; BLKDISCARD arrives as NBD_CMD_TRIM.
+  assert(typeof dev.trim === 'function', 'trim offered (discard_max_bytes > 0)');
+  const trims = below.n.trim;
+  await dev.trim(4 * MiB, 512 * 1024, io);
+  assert(below.n.trim > trims, 'BLKDISCARD sent TRIM');
+  mem.readAt(back, 4 * MiB, {});
+  assert(back.subarray(0, 512 * 1024).every((b) => b === 0), 'discarded range reads as zeroes below');
+  // Zero: BLKZEROOUT never unmaps; fast only where the queue zeroes in hardware.
+  const hwZero = Number(readFileSync(`${queue}/write_zeroes_max_bytes`, 'utf8')) > 0;
+  await dev.zero(4 * MiB + 512 * 1024, 512 * 1024, { ...io, noHole: true, fast: false });
+  mem.readAt(back, 4 * MiB, {});
+  assert(back.every((b) => b === 0), 'BLKZEROOUT zeroed the range below');
+  let fastErr;
+  await dev.zero(8 * MiB, 64 * 1024, { ...io, noHole: false, fast: true }).catch((e) => (fastErr = e));
+  if (hwZero) assert(fastErr === undefined, `fast zero allowed with write_zeroes_max_bytes > 0: ${fastErr}`);
+  else assert(fastErr?.errnoName === 'ENOTSUP', `fast zero refused without hardware zeroing: ${fastErr}`);
+  // O_DIRECT: unaligned memory goes through bounce buffers; bytes arrive below.
+  const direct = await FileDevice.open(lb.path, { direct: true });
+  defer(() => direct.close());
+  const odd = new Uint8Array(2 * 4096 + 3).subarray(3).fill(0x5d);
+  await direct.writeAt(odd, 12 * MiB, io);
+  const got = new Uint8Array(8192 + 5).subarray(5);
+  await direct.readAt(got, 12 * MiB, io);
+  assert(got.every((b) => b === 0x5d), 'O_DIRECT read back');
+  mem.readAt(back.subarray(0, 8192), 12 * MiB, {});
+  assert(back.subarray(0, 8192).every((b) => b === 0x5d), 'O_DIRECT write reached the device below');
+  let misaligned;
+  await direct.readAt(new Uint8Array(512), 512, io).catch((e) => (misaligned = e));
+  assert(misaligned !== undefined, 'a read not aligned to the 4096-byte sector fails under O_DIRECT');
+  // The blocksize adapter makes 512-byte requests work on it again.
+  const bs = blocksize(direct, { minBlock: 4096 });
+  await bs.writeAt(new Uint8Array(512).fill(0x77), 12 * MiB + 512, io);
+  mem.readAt(back.subarray(0, 4096), 12 * MiB, {});
+  assert(back[511] === 0x5d && back[512] === 0x77 && back[1024] === 0x5d, 'read-modify-write kept the rest of the sector');
+  // Closed before the device below goes away (the deferred closes cover failures).
+  await direct.close();
+  await dev.close();
 });
 
 test('FLUSH reaches Device.sync (fsync, sync) and TRIM reaches Device.trim (blkdiscard)', async () => {
@@ -434,7 +493,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   const events = [];
   const sup = await supervise(index, async () => [await goTls(psk)], { onReconnect: (e) => events.push(e ?? 'ok') });
   defer(() => sup.close());
-  const b = await refFile('tls-b.bin', 16 * MiB);
+  const b = await refFile('tls-b.bin', 4 * MiB);
   const writing = ok('dd', [`if=${b.file}`, `of=/dev/nbd${index}`, 'bs=64k', 'seek=16', 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
   await sleep(100);
   await srv.kill();
@@ -442,7 +501,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   srv = await nbdkit([`--tls-psk=${creds}/keys.psk`]);
   await writing;
   await waitFor(() => sup.reconnects >= 1, `a reconnect (events: ${events.join(', ')})`);
-  assert((await ddRead(`/dev/nbd${index}`, 1, 16)).equals(b.data), 'the write in flight completed after the TLS reconnect');
+  assert((await ddRead(`/dev/nbd${index}`, 1, 4)).equals(b.data), 'the write in flight completed after the TLS reconnect');
   sup.close();
   await disconnect(index);
   await srv.kill();

@@ -6,15 +6,23 @@
 # prints "kernel 6.1: N passed, M failed" per kernel, then the sum as
 # "kernel: N passed, M failed".
 #   VM_KERNELS="6.1 6.12"      the kernels to boot (VM_KERNEL_SERIES of run-in-vm.sh)
-#   NODE=/path/to/node         the node run in the guest (default: `node` on the caller's
-#                              PATH; it must be ≥ 22, Debian's /usr/bin/node 20 is too old)
 #   KERNEL_TEST_FILTER=regex   only the tests whose name matches
 #   VM_TIMEOUT, VM_CPUS, VM_MEM, VM_DEBUG   see run-in-vm.sh
+#   NBD_NODE=/path/to/node   the node the guest runs (default: scripts/node-lines.sh's
+#                            NODE_DEV); scripts/test.sh runs the oldest and newest line
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-# The caller's node (e.g. Node 24 first on PATH), not Debian's /usr/bin/node (20: too old).
-NODE=${NODE:-$(command -v node)}
-export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+source scripts/node-lines.sh
+NODE=${NBD_NODE:-$(node_bin "$NODE_DEV")}
+if ! [ -x "$NODE" ]; then
+  echo "kernel tests: no node at $NODE (scripts/bootstrap.sh fetches the supported lines)" >&2
+  echo "kernel: 0 passed, 1 failed"
+  exit 1
+fi
+# The guest inherits this PATH (run-in-vm.sh exports the environment): the chosen
+# node first, then Debian's tools.
+export PATH="$(dirname "$NODE"):/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
+echo "kernel tests on node $(node --version)" >&2
 
 missing=""
 for t in mkfs.ext4 e2fsck debugfs blkdiscard blockdev mount dd nbdkit qemu-nbd qemu-system-x86_64; do
@@ -25,7 +33,7 @@ if [ -n "$missing" ]; then
   echo "kernel: 0 passed, 1 failed"
   exit 1
 fi
-for p in linux server client protocol; do
+for p in linux server client protocol devices; do
   [ -f "packages/$p/dist/index.js" ] || { echo "kernel tests: packages/$p/dist missing: run pnpm exec tsc -b" >&2; echo "kernel: 0 passed, 1 failed"; exit 1; }
 done
 

@@ -21,6 +21,7 @@ Attaches an NBD export, or a device this process serves, to the kernel as /dev/n
   nbd attach nbd://server/disk             a remote export (the kernel holds the sockets)
   nbd attach memory 1G                     RAM served by this process
   nbd attach file disk.img                 a file served by this process
+  nbd attach --filter cow file disk.img    its writes kept in memory, the file untouched
 
 A device served by this process (${Object.keys(DEVICE_WORDS).join(', ')}) needs the
 process to stay alive: nbd attach then runs in the foreground until the device is
@@ -38,6 +39,7 @@ Options:
       --persist            reconnect when the server goes away (netlink; foreground)
   -b, --block-size N       logical block size: 512, 1024, 2048 or 4096
   -r, --read-only          the kernel sees the device read-only
+      --filter NAME        a filter over a device served here, as in nbd serve (repeatable)
       --json               print {"device", "index", "size"} instead of the path
   -h, --help               this help
 
@@ -74,6 +76,7 @@ const ATTACH_SPEC = {
     'block-size': { type: 'string', short: 'b' },
     'read-only': { type: 'boolean', short: 'r' },
     json: { type: 'boolean' },
+    filter: { type: 'string', multiple: true },
   },
 } as const;
 
@@ -115,6 +118,7 @@ export async function attachCommand(argv: readonly string[], io: Io, signal: Abo
   if (isNbdUri(first)) {
     expectPositionals('attach', positionals, ['URI']);
     parseUserUri('attach', first);
+    if (v.filter !== undefined) throw new UsageError('attach', '--filter is for devices served here (memory, file, …), not URIs');
     return attachRemote(first, { ...o, mode, persist: v.persist === true, json: v.json === true }, io, signal);
   }
   if (v.persist) throw new UsageError('attach', '--persist is for URIs (a device served here has no server to lose)');
@@ -122,7 +126,7 @@ export async function attachCommand(argv: readonly string[], io: Io, signal: Abo
   if (DEVICE_WORDS[first] === undefined) {
     throw new UsageError('attach', `'${first}' is neither an NBD URI nor a device (${Object.keys(DEVICE_WORDS).join(', ')})`);
   }
-  const spec = deviceSpecOf('attach', positionals, arityOf());
+  const spec = { ...deviceSpecOf('attach', positionals, arityOf()), filters: v.filter ?? [] };
   const built = await buildExport(spec, { threads: 0, readOnly: o.readOnly, command: 'attach' });
   const lb = await loopback(built.device, built.size, {
     connections: o.connections,

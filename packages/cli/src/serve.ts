@@ -5,6 +5,7 @@
 import { tieToSignal } from '@nbd/protocol';
 import type { Export, Logger, ServeOptions } from '@nbd/server';
 import { type Built, DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
+import { FILTER_WORDS } from './serve-filters.js';
 import { ExitCode, UsageError } from './errors.js';
 import { type Listener, startListeners } from './listen.js';
 import { type Io, writeAll } from './output.js';
@@ -14,7 +15,11 @@ import { traceDevice } from './trace.js';
 
 const deviceLines = () =>
   Object.values(DEVICE_WORDS)
-    .map((w) => `  ${w.usage.padEnd(28)}${w.summary}`)
+    .map((w) => (w.usage.length < 28 ? `  ${w.usage.padEnd(28)}${w.summary}` : `  ${w.usage}\n  ${''.padEnd(28)}${w.summary}`))
+    .join('\n');
+const filterLines = () =>
+  Object.entries(FILTER_WORDS)
+    .map(([name, w]) => `  ${name.padEnd(11)}${w.summary}${w.params ? `\n  ${''.padEnd(11)}${w.params}` : ''}`)
     .join('\n');
 
 /** `nbd serve --help`. */
@@ -25,9 +30,13 @@ Serves devices over NBD in the foreground until Ctrl-C (or until --run's command
 Devices:
 ${deviceLines()}
 
+Filters (--filter NAME, repeatable; the first is the top, as in nbdkit):
+${filterLines()}
+
 Each device word starts an export; several exports may be served at once, each after
 -e NAME (the first is also the default export ""). key=value parameters after a device
-belong to its export (to the device or its filters), as in nbdkit.
+belong to its export (to the device or its filters), as in nbdkit:
+  nbd serve --filter cow --filter partition file disk.img partition=1
 
 Listening (default: TCP port 10809 on every address):
   -p, --port PORT          TCP port (0: any free port; see --print-uri)
@@ -38,6 +47,7 @@ Listening (default: TCP port 10809 on every address):
 Exports:
   -e, --export NAME        the name of the export (default: "")
   -D, --description TEXT   what NBD_OPT_LIST says about it
+      --filter NAME        a filter over the export's device (see above)
   -r, --read-only          serve every export read-only
   -o, --oldstyle           the oldstyle handshake (one export, no names)
 TLS (nbdkit's options):
@@ -59,6 +69,8 @@ Examples:
   nbd serve -U - memory 1G --run 'nbdinfo $uri'
   nbd serve -p 10810 -r file disk.img
   nbd serve -e a memory 64M -e b file disk.img
+  nbd serve --filter offset file disk.img offset=1M range=100M
+  nbd serve -t 2 sparse-random 1G seed=7
 
 Exit codes: 0 success (also after Ctrl-C), 1 failure, 2 usage error; with --run, CMD's.
 nbdkit equivalent: nbdkit [-p PORT] [-U SOCKET] [-e NAME] [-r] [--run CMD] PLUGIN [ARGS]

@@ -78,6 +78,7 @@ export class Connection {
     return this.core.readMode;
   }
 
+  /** Requests sent on this connection and not yet fully answered. */
   get inFlight(): number {
     return this.core.inFlight;
   }

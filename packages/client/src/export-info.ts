@@ -1,16 +1,8 @@
 // What a client learns about an export during the handshake, decoded from the
 // raw transmission flags once so callers read `info.can.trim`, not bit masks.
-import { Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
+import { type BlockSizes, Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
 
-/** An export's block size constraints (NBD_INFO_BLOCK_SIZE): requests must respect `min` and `max`. */
-export interface BlockSizes {
-  /** Every offset and length must be a multiple of this (a power of 2, ≤ 64 KiB). */
-  min: number;
-  /** Requests should be multiples of this for efficiency. */
-  preferred: number;
-  /** Largest payload (READ/WRITE length) the server accepts; 0xffffffff = no limit. */
-  max: number;
-}
+export type { BlockSizes };
 
 /** What the handshake says about an export, decoded from its transmission flags. */
 export interface ExportInfo {

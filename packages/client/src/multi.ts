@@ -29,7 +29,10 @@ export async function open(target: ConnectTarget, opts: OpenOptions = {}): Promi
 /** Several connections to one export, used as one. */
 export class MultiConnection {
   /** Takes `connections` (at least one, all to the same export) into use. */
-  constructor(readonly connections: readonly Connection[]) {
+  constructor(
+    /** The connections in use; each request goes to the least busy one, `flush()` and `disconnect()` go to all. */
+    readonly connections: readonly Connection[],
+  ) {
     if (connections.length === 0) throw new NbdInvalidArgumentError('MultiConnection needs at least one connection');
   }
 

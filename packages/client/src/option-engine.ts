@@ -30,7 +30,9 @@ export type HandshakeStyle = 'oldstyle' | 'newstyle' | 'fixed-newstyle';
 
 /** An export as NBD_OPT_LIST names it. */
 export interface ExportListing {
+  /** The export's name, as `go()`/`info()` take it ("" is the default export). */
   name: string;
+  /** The server's description of it; "" when it sent none. */
   description: string;
 }
 

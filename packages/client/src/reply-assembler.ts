@@ -22,8 +22,11 @@ import { ReadCoverage } from './read-coverage.js';
 
 /** One run of a block status reply: `length` bytes from `offset` with the context's `flags`. */
 export interface Extent {
+  /** Where the run starts, in bytes from the start of the export. */
   offset: number;
+  /** Bytes in the run. */
   length: number;
+  /** The meta context's status bits: for `base:allocation`, `AllocationState.HOLE` (1) and `ZERO` (2); 0 is allocated data. */
   flags: number;
 }
 

@@ -52,6 +52,7 @@ const TRANSITIONS: Record<ConnectionState, readonly ConnectionState[]> = {
 
 /** Bytes lent by `readLent()`: valid until `release()` (or disposal), then their memory is reused. */
 export interface LentBytes {
+  /** The bytes read, exactly the length asked for; do not keep or use them after `release()`. */
   readonly data: Uint8Array;
   /** Gives the bytes back; call once done with them (more calls do nothing). */
   release(): void;

@@ -11,6 +11,7 @@ import { copyOnWorkers } from './workers.js';
 
 /** Progress of a copy: bytes done of the total. */
 export interface CopyProgress {
+  /** Bytes finished so far: written to the destination, or zeroed there (or skipped, if already zero). */
   done: number;
   /** The source's size; for standard input (size unknown), the destination's size if it has one, else `done`. */
   total: number;

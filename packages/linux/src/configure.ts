@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 
 /** What `@nbd/client`'s `Connection` offers for the hand-over (structural, no import). */
 export interface DetachableConnection {
+  /** The export as negotiated: size in bytes, transmission flags, and the server's minimum block size if it sent one. */
   readonly info: { size: number; flags: number; blockSizes?: { min: number } };
   /** Stops using the socket (nothing read past the handshake) and hands it over. */
   detach(): { socket: Duplex };
@@ -19,16 +20,22 @@ export interface DetachableConnection {
 
 /** A socket (or raw fd) already in the transmission phase, with what the handshake said. */
 export interface RawConnection {
+  /** The connected socket (give this or `fd`); `configure` closes our copy once the kernel holds it. */
   socket?: Duplex;
+  /** A connected socket's descriptor (give this or `socket`); it stays the caller's to close. */
   fd?: number;
+  /** The export's size in bytes. */
   size: number;
   /** Transmission flags (`TransmissionFlag`). */
   flags: number;
+  /** The server's minimum block size (NBD_INFO_BLOCK_SIZE): the kernel's default logical block size, at least 512. */
   blockSize?: number;
 }
 
+/** One connection to hand to the kernel: a `@nbd/client` Connection after `go()`, or a socket or fd with what its handshake said. */
 export type ConnectionInput = DetachableConnection | RawConnection;
 
+/** Options of {@link configure}: which /dev/nbdN, how to reach the kernel, and the kernel's timeouts (in seconds). */
 export interface ConfigureOptions {
   /** Device to use; default: the kernel (netlink) or a free-device scan (ioctl) picks one. */
   index?: number;
@@ -229,6 +236,7 @@ export async function status(index?: number, opts: { signal?: AbortSignal } = {}
   }
 }
 
+/** Options of {@link supervise}. */
 export interface SuperviseOptions {
   /** RECONFIGUREd at start: seconds the kernel holds I/O while we reconnect. */
   deadConnTimeout?: number;
@@ -236,6 +244,7 @@ export interface SuperviseOptions {
   retryDelay?: number;
   /** Told about every reconnect (err set when an attempt failed). */
   onReconnect?: (err?: unknown) => void;
+  /** Aborting it stops the supervisor, as `close()` does (the device stays as it is). */
   signal?: AbortSignal;
 }
 

@@ -182,7 +182,9 @@ export class GenlSocket {
 
 /** A generic netlink family: its id and multicast groups by name. */
 export interface Family {
+  /** The numeric id the kernel gave the family (it differs between boots). */
   id: number;
+  /** Multicast group ids by name (the nbd family has `nbd_mc_group`, where LINK_DEAD arrives). */
   groups: Map<string, number>;
 }
 

@@ -16,16 +16,5 @@ export { NbdSystemError, errnoName, ffiLoaded } from '@nbd/node';
 export { NbdIoctl, deviceInUse, listDevices } from './ioctl.js';
 export { type Loopback, type LoopbackOptions, loopback } from './loopback.js';
 export { type DeviceStatus, NbdNetlink } from './netlink.js';
-export {
-  type Attr,
-  type AttrSpec,
-  KernelClientFlag,
-  NbdAttr,
-  NbdCmd,
-  decodeAttrs,
-  decodeError,
-  decodeGenl,
-  decodeMessages,
-  encodeAttrs,
-  encodeGenlRequest,
-} from './netlink-codec.js';
+export type { Family as NetlinkFamily } from './genl-socket.js';
+export { KernelClientFlag } from './netlink-codec.js';

@@ -10,6 +10,7 @@ import { socketPair } from '@nbd/node';
 import { type Device, type Export, serveTransmission, transmissionFlagsOf } from '@nbd/server';
 import { type ConfigureOptions, configure, disconnect, status } from './configure.js';
 
+/** Options of {@link loopback}. */
 export interface LoopbackOptions {
   /** Connections (default 1); more than one needs `device.multiConn`. */
   connections?: number;
@@ -17,6 +18,7 @@ export interface LoopbackOptions {
   blockSize?: number;
   /** Export read-only: the kernel marks /dev/nbdN read-only. */
   readOnly?: boolean;
+  /** How to reach the kernel: 'netlink' or 'ioctl'; default netlink, ioctl when the netlink family is missing. */
   mode?: ConfigureOptions['mode'];
   /** Device index; default: any free one. */
   index?: number;
@@ -26,7 +28,9 @@ export interface LoopbackOptions {
   signal?: AbortSignal;
 }
 
+/** A device served to the kernel as /dev/nbdN by this process (see {@link loopback}). */
 export interface Loopback {
+  /** N of /dev/nbdN. */
   index: number;
   /** `/dev/nbd<index>`. */
   path: string;

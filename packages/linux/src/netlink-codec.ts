@@ -24,7 +24,9 @@ export const Ctrl = {
 export const NBD_FAMILY = 'nbd';
 export const NBD_MCAST_GROUP = 'nbd_mc_group';
 export const NBD_GENL_VERSION = 1;
+/** `NBD_CMD_*` of the "nbd" generic netlink family (linux/nbd-netlink.h), not the NBD protocol's commands. */
 export const NbdCmd = { CONNECT: 1, DISCONNECT: 2, RECONFIGURE: 3, LINK_DEAD: 4, STATUS: 5 } as const;
+/** `NBD_ATTR_*`: the attribute types of the "nbd" family's commands (linux/nbd-netlink.h); sizes and timeouts are u64. */
 export const NbdAttr = {
   INDEX: 1,
   SIZE_BYTES: 2,
@@ -61,7 +63,9 @@ export type AttrSpec =
 
 /** A decoded attribute: its type (flags stripped) and raw payload. */
 export interface Attr {
+  /** Attribute type, NLA_F_NESTED and NLA_F_NET_BYTEORDER stripped (e.g. one of {@link NbdAttr}). */
   type: number;
+  /** The payload without header or padding, a view into the received datagram; numbers in it are host-endian. */
   data: Uint8Array;
 }
 
@@ -78,7 +82,7 @@ function attrPayload(a: AttrSpec): Uint8Array {
   return b;
 }
 
-// each: u16 len (header + payload, unpadded) | u16 type | payload | pad to 4
+/** Encodes netlink attributes, host-endian: each `u16 len (header + payload, unpadded) | u16 type | payload | pad to 4`. */
 export function encodeAttrs(attrs: readonly AttrSpec[]): Uint8Array {
   const payloads = attrs.map(attrPayload);
   const out = new Uint8Array(payloads.reduce((n, p) => n + align4(NLA_HDRLEN + p.length), 0));
@@ -148,7 +152,10 @@ export interface GenlRequest {
   attrs: readonly AttrSpec[];
 }
 
-// u32 len | u16 type | u16 flags | u32 seq | u32 pid | u8 cmd | u8 version | u16 0 | attrs
+/**
+ * Encodes a generic netlink request: `u32 len | u16 type (family id) | u16 flags | u32 seq | u32 pid (0) |
+ * u8 cmd | u8 version | u16 0 | attrs`, host-endian.
+ */
 export function encodeGenlRequest(req: GenlRequest): Uint8Array {
   const attrs = encodeAttrs(req.attrs);
   const out = new Uint8Array(NLMSG_HDRLEN + GENL_HDRLEN + attrs.length);
@@ -193,7 +200,7 @@ export interface GenlMessage {
   attrs: Attr[];
 }
 
-// u8 cmd | u8 version | u16 reserved | attrs
+/** Decodes a generic netlink message body (`u8 cmd | u8 version | u16 reserved | attrs`); a truncated one is an EPROTO NbdSystemError. */
 export function decodeGenl(payload: Uint8Array): GenlMessage {
   if (payload.length < GENL_HDRLEN) throw new NbdSystemError('netlink: generic netlink header truncated', 'EPROTO');
   return { cmd: payload[0] as number, version: payload[1] as number, attrs: decodeAttrs(payload.subarray(GENL_HDRLEN)) };
@@ -201,7 +208,10 @@ export function decodeGenl(payload: Uint8Array): GenlMessage {
 
 const NLMSGERR_ATTR_MSG = 1;
 
-// i32 -errno | original nlmsghdr (+ its payload unless CAPPED) | ext-ack attrs if ACK_TLVS
+/**
+ * Decodes an NLMSG_ERROR message (`i32 -errno | original nlmsghdr (+ its payload unless CAPPED) | ext-ack attrs if ACK_TLVS`):
+ * `errno` positive, 0 for an ACK; `message` is the kernel's extended-ack text, when it sent one.
+ */
 export function decodeError(msg: NlMessage): { errno: number; message?: string } {
   const p = msg.payload;
   if (p.length < 4) throw new NbdSystemError('netlink: error message truncated', 'EPROTO');

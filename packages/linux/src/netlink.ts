@@ -72,7 +72,9 @@ export function reconfigureAttrs(index: number, p: ReconfigureParams): AttrSpec[
 
 /** One entry of a STATUS reply. */
 export interface DeviceStatus {
+  /** N of /dev/nbdN. */
   index: number;
+  /** Whether the device is attached to a server now (false: free to configure). */
   connected: boolean;
 }
 
@@ -93,7 +95,9 @@ export function decodeStatus(attrs: readonly Attr[]): DeviceStatus[] {
 /** A netlink socket bound to the nbd family, for one or a few commands. */
 export class NbdNetlink {
   private constructor(
-    readonly sock: GenlSocket,
+    /** The generic netlink socket the commands go through; `close()` closes it. */
+    private readonly sock: GenlSocket,
+    /** The "nbd" family as the kernel resolved it: its numeric id and multicast groups. */
     readonly family: Family,
   ) {}
 
@@ -121,14 +125,17 @@ export class NbdNetlink {
     throw new NbdSystemError(`${what}: the kernel did not say which device it used`, 'EPROTO');
   }
 
+  /** NBD_CMD_DISCONNECT: detaches /dev/nbd<index> from its server (the kernel sends NBD_CMD_DISC and shuts its sockets down). */
   async disconnect(index: number): Promise<void> {
     await this.cmd(NbdCmd.DISCONNECT, [{ type: NbdAttr.INDEX, u32: index }], `netlink NBD disconnect /dev/nbd${index}`);
   }
 
+  /** NBD_CMD_RECONFIGURE: replaces dead connections by `p.fds` and/or changes timeouts and client flags; ENOSPC if none is dead. */
   async reconfigure(index: number, p: ReconfigureParams): Promise<void> {
     await this.cmd(NbdCmd.RECONFIGURE, reconfigureAttrs(index, p), `netlink NBD reconfigure /dev/nbd${index}`);
   }
 
+  /** NBD_CMD_STATUS: every NBD device (or only /dev/nbd<index>), each with whether it is connected. */
   async status(index?: number): Promise<DeviceStatus[]> {
     const attrs: AttrSpec[] = index === undefined ? [] : [{ type: NbdAttr.INDEX, u32: index }];
     const replies = await this.cmd(NbdCmd.STATUS, attrs, 'netlink NBD status');
@@ -147,6 +154,7 @@ export class NbdNetlink {
     };
   }
 
+  /** Closes the netlink socket; a LINK_DEAD watch ends with it. */
   close(): void {
     this.sock.close();
   }

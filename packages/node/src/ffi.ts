@@ -127,7 +127,9 @@ export function pollReadable(fd: number, onReadable: () => void): PollHandle {
 
 export const AF_UNIX = 1;
 export const SOCK_STREAM = 1;
+/** Linux `SOCK_CLOEXEC` for socket(2)'s type argument: the descriptor closes on exec. */
 export const SOCK_CLOEXEC = 0o2000000;
+/** Linux `SOCK_NONBLOCK` for socket(2)'s type argument: reads and writes never block (EAGAIN instead). */
 export const SOCK_NONBLOCK = 0o4000;
 export const O_RDWR = 2;
 export const O_CLOEXEC = 0o2000000;
@@ -139,6 +141,7 @@ export function socketpairFds(): [number, number] {
   return [sv[0] as number, sv[1] as number];
 }
 
+/** Closes a raw descriptor with libc close(2); errors are ignored (the descriptor is gone either way on Linux). */
 export function closeFd(fd: number): void {
   libc().close(fd);
 }

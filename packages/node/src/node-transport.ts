@@ -9,6 +9,7 @@ import type { ByteSink, PeerInfo, Transport } from '@nbd/protocol';
 import { type DirectReads, directReads, stopReading } from './fast-read.js';
 import type { TlsIdentity } from './tls.js';
 
+/** Socket settings a {@link NodeTransport} applies when it takes a stream. */
 export interface NodeTransportOptions {
   /** Disable Nagle's algorithm (TCP). Default true: requests and replies are latency-bound. */
   noDelay?: boolean;
@@ -25,6 +26,10 @@ export function peerOf(socket: Duplex): PeerInfo {
   return { address: 'socket' };
 }
 
+/**
+ * The {@link Transport} over a Node stream (TCP, unix socket, socketpair end, TLS socket, or any Duplex):
+ * what client and server connections read and write through. The stream stays paused until `read()` and `resume()`.
+ */
 export class NodeTransport implements Transport {
   readonly peer: PeerInfo;
   onDrain: (() => void) | undefined;
@@ -56,6 +61,7 @@ export class NodeTransport implements Transport {
   };
 
   constructor(
+    /** The stream it reads and writes; use it only to inspect (reading from it directly would steal bytes). */
     readonly socket: Duplex,
     opts: NodeTransportOptions = {},
   ) {

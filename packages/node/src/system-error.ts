@@ -26,6 +26,7 @@ const hints: Record<string, string> = {
 
 /** A refusal by the kernel or libc: `errnoName` ("EBUSY") and `errno` say which. */
 export class NbdSystemError extends NbdError {
+  /** `'NbdSystemError'`, as shown in stack traces. */
   override name = 'NbdSystemError';
   /** The errno's name, "EBUSY"; "EPROTO" for a malformed kernel reply, "ETIMEDOUT" for a missing one. */
   readonly errnoName: string;

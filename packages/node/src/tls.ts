@@ -61,8 +61,9 @@ export interface TlsIdentity {
   psk?: string;
   /** The client certificate's subject, as `CN=…,O=…`. */
   subject?: string;
-  /** The negotiated protocol and cipher suite, for logs. */
+  /** The negotiated TLS version (`TLSv1.3`, `TLSv1.2`), for logs. */
   protocol: string;
+  /** The negotiated cipher suite's standard (IANA) name, e.g. `TLS_AES_256_GCM_SHA384`, for logs. */
   cipher: string;
 }
 
@@ -116,6 +117,7 @@ async function x509(o: TlsCredentials, role: 'server' | 'client') {
 
 /** A server's credentials, loaded once and shared by its connections. */
 export interface ServerTls {
+  /** 'off' refuses STARTTLS (NOTLS), 'on' offers it (SELECTIVETLS), 'require' demands it (FORCEDTLS); see ServerTlsOptions.mode. */
   mode: 'off' | 'on' | 'require';
   /** Upgrades a plain socket after STARTTLS was acknowledged. */
   accept(socket: Socket, timeoutMs: number): Promise<{ socket: TLSSocket; identity: TlsIdentity }>;

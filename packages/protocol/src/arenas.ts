@@ -15,6 +15,7 @@
 
 /** What an arena feeds: the stream decoders of frames.ts fit this shape. */
 export interface ArenaDecoder {
+  /** Takes a view of newly read bytes; the decoder may hold it until the frame is returned. */
   push(view: Uint8Array): void;
   /** Everything buffered, consumed; pushing it back resumes the frame in progress. */
   drain(): Uint8Array;
@@ -59,6 +60,7 @@ export class ArenaPool {
   private takenSinceDecay = false;
 
   constructor(
+    /** Arena sizes and limits, shared by every connection that uses this pool. */
     readonly policy: ArenaPolicy,
     /** Allocates an arena; a Node caller may skip zero-filling. */
     private readonly alloc: (size: number) => Uint8Array = (size) => new Uint8Array(size),
@@ -142,6 +144,7 @@ export class ReadArenas {
   active = false;
 
   constructor(
+    /** Where large arenas come from (shared by the connections of a thread); its policy sizes the reads. */
     readonly pool: ArenaPool,
     private readonly decoder: ArenaDecoder,
   ) {

@@ -10,6 +10,7 @@ export class ByteQueue {
   /** Bytes buffered. */
   length = 0;
 
+  /** Appends a slice (not copied: it must stay unchanged until consumed); an empty one is ignored. */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
     const i = this.chunks.length - 1;

@@ -6,11 +6,13 @@ import { ProtocolError } from './errors.js';
 import { writeSimpleReply } from './transmission.js';
 
 
+/** The header of one reply chunk: structured (`NBD_REPLY_TYPE_*` after structured replies) or extended. */
 export interface ChunkHeader {
   /** Reply flags (`ReplyFlag`). */
   flags: number;
   /** Chunk type (`ChunkType`). */
   type: number;
+  /** The cookie of the request this chunk answers. */
   cookie: bigint;
   /** Extended chunks only: the offset of the request this chunk answers. */
   offset?: bigint;
@@ -72,7 +74,9 @@ export function decodeChunkHeader(bytes: Uint8Array): ChunkHeader & { extended: 
 
 /** One block descriptor of a block status reply: `length` bytes with the context's `flags`. */
 export interface BlockDescriptor {
+  /** Bytes this descriptor covers, from where the previous one ended (u32 on the wire, u64 in `BLOCK_STATUS_EXT`). */
   length: bigint;
+  /** Status bits of the meta context (for `base:allocation`: `NBD_STATE_HOLE` 1, `NBD_STATE_ZERO` 2). */
   flags: number;
 }
 
@@ -97,6 +101,7 @@ const chunkTypeByKind = {
   'error-offset': ChunkType.ERROR_OFFSET,
 } as const;
 
+/** The `NBD_REPLY_TYPE_*` number of a chunk payload (an unknown payload keeps its own code). */
 export function chunkTypeOf(p: ChunkPayload): number {
   return p.kind === 'unknown' ? p.code : chunkTypeByKind[p.kind];
 }

@@ -30,7 +30,9 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** The base of every error this SDK throws. `code` tells the kind; `cause` keeps the underlying error. */
 export class NbdError extends Error {
+  /** `'NbdError'`, as shown in stack traces. */
   override name = 'NbdError';
+  /** What kind of failure, one of {@link ErrorCode} (`NBD_ERR_CLOSED`, …): stable, unlike messages. */
   readonly code: ErrorCode;
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
@@ -41,6 +43,7 @@ export class NbdError extends Error {
 
 /** The connection is (or became) closed. */
 export class NbdClosedError extends NbdError {
+  /** `'NbdClosedError'`, as shown in stack traces. */
   override name = 'NbdClosedError';
   constructor(message = 'the connection is closed', options?: { cause?: unknown }) {
     super(ErrorCode.CLOSED, message, options);
@@ -49,6 +52,7 @@ export class NbdClosedError extends NbdError {
 
 /** The caller's signal aborted the call; `cause` is `signal.reason`. */
 export class NbdAbortError extends NbdError {
+  /** `'AbortError'`, as DOM and Node name aborts, so code that checks `err.name === 'AbortError'` works. */
   override name = 'AbortError';
   constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
     super(ErrorCode.ABORTED, message, options);
@@ -57,6 +61,7 @@ export class NbdAbortError extends NbdError {
 
 /** A time limit passed. */
 export class NbdTimeoutError extends NbdError {
+  /** `'NbdTimeoutError'`, as shown in stack traces. */
   override name = 'NbdTimeoutError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.TIMEOUT, message, options);
@@ -65,6 +70,7 @@ export class NbdTimeoutError extends NbdError {
 
 /** The caller passed something invalid; nothing went on the wire. */
 export class NbdInvalidArgumentError extends NbdError {
+  /** `'NbdInvalidArgumentError'`, as shown in stack traces. */
   override name = 'NbdInvalidArgumentError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.INVALID_ARGUMENT, message, options);
@@ -73,6 +79,7 @@ export class NbdInvalidArgumentError extends NbdError {
 
 /** A call that the object's current state does not permit. */
 export class NbdStateError extends NbdError {
+  /** `'NbdStateError'`, as shown in stack traces. */
   override name = 'NbdStateError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.STATE, message, options);
@@ -81,6 +88,7 @@ export class NbdStateError extends NbdError {
 
 /** The peer does not offer what was asked. */
 export class NbdUnsupportedError extends NbdError {
+  /** `'NbdUnsupportedError'`, as shown in stack traces. */
   override name = 'NbdUnsupportedError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.UNSUPPORTED, message, options);
@@ -89,6 +97,7 @@ export class NbdUnsupportedError extends NbdError {
 
 /** A malformed or hostile byte stream: the connection cannot continue in sync. */
 export class ProtocolError extends NbdError {
+  /** `'ProtocolError'`, as shown in stack traces. */
   override name = 'ProtocolError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.PROTOCOL, message, options);
@@ -101,6 +110,7 @@ export class ProtocolError extends NbdError {
  * server answers with an error.
  */
 export class NbdErrnoError extends NbdError {
+  /** `'NbdErrnoError'`, as shown in stack traces. */
   override name = 'NbdErrnoError';
   /** One of {@link Errno}; unknown values from a peer are kept as received. */
   readonly errno: number;
@@ -120,6 +130,7 @@ export class NbdErrnoError extends NbdError {
 
 /** An option the server refused during the handshake (a `NBD_REP_ERR_*` reply). */
 export class NbdOptionError extends NbdError {
+  /** `'NbdOptionError'`, as shown in stack traces. */
   override name = 'NbdOptionError';
   /** The option that failed, one of `Option`. */
   readonly option: number;

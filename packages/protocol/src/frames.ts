@@ -25,6 +25,7 @@ export type ClientFrame =
    */
   | { kind: 'request'; request: Request; payload?: Uint8Array; oversized?: boolean };
 
+/** Limits of a {@link ClientStreamDecoder}, in bytes: checked on headers before any payload is buffered. */
 export interface ClientDecoderLimits {
   /** Largest option data accepted; more is a ProtocolError. Default 64 KiB. */
   maxOptionLength?: number;
@@ -42,8 +43,11 @@ export class ClientStreamDecoder {
    */
   private state: 'client-flags' | 'options' | 'transmission' = 'client-flags';
   private ext = false;
+  /** Largest option data accepted, in bytes; more is a ProtocolError (default 64 KiB). */
   maxOptionLength: number;
+  /** Largest request payload buffered, in bytes; larger ones are drained and flagged `oversized` (default 32 MiB). */
   maxPayload: number;
+  /** Largest payload drained to stay in sync, in bytes; more is a ProtocolError (default 4 GiB). */
   maxDrain: number;
   private readonly queue = new ByteQueue();
   private pendingHeader: Request | undefined; // header decoded, payload still arriving
@@ -78,6 +82,7 @@ export class ClientStreamDecoder {
     this.state = 'options';
   }
 
+  /** Appends received bytes (kept as a view, not copied); call `next()` to take whole frames out. */
   push(chunk: Uint8Array): void {
     this.queue.push(chunk);
   }
@@ -199,10 +204,11 @@ export type ServerFrame =
   | { kind: 'simple-reply'; error: number; cookie: bigint; data?: Uint8Array }
   | { kind: 'chunk'; header: ChunkHeader; payload: Uint8Array };
 
+/** Limits of a {@link ServerStreamDecoder}, in bytes: checked on headers before any payload is buffered. */
 export interface ServerDecoderLimits {
   /** Largest option reply accepted. Default 1 MiB. */
   maxOptionReply?: number;
-  /** Largest chunk payload accepted. Default 32 MiB + room for 2^20 extended extents. */
+  /** Largest chunk payload accepted. Default 32 MiB + 8 (a READ chunk's offset and data), or 2^20 extended extents if larger. */
   maxChunk?: number;
 }
 
@@ -217,7 +223,9 @@ export class ServerStreamDecoder {
   /** NO_ZEROES negotiated: the export-name reply is 10 bytes, not 134. */
   private noZeroes = false;
   private ext = false;
+  /** Largest option reply data accepted, in bytes; more is a ProtocolError (default 1 MiB). */
   maxOptionReply: number;
+  /** Largest reply chunk payload accepted, in bytes; more is a ProtocolError (default: 32 MiB + 8, or 2^20 extended extents if larger). */
   maxChunk: number;
   /**
    * For simple replies: the READ payload length expected for `cookie`, or
@@ -259,14 +267,20 @@ export class ServerStreamDecoder {
     this.state = 'options';
   }
 
+  /** Appends received bytes (kept as a view, not copied); call `next()` to take whole frames out. */
   push(chunk: Uint8Array): void {
     this.queue.push(chunk);
   }
 
+  /** Bytes received but not yet returned as frames. */
   get buffered(): number {
     return this.queue.length;
   }
 
+  /**
+   * Everything buffered, consumed: bytes handed over raw (after STARTTLS), or moved by the owner
+   * and pushed back. A frame in progress keeps its decoded state, so pushing them back resumes it.
+   */
   drain(): Uint8Array {
     return this.queue.drain();
   }
@@ -298,6 +312,7 @@ export class ServerStreamDecoder {
     return Math.max(0, size + length - q.length);
   }
 
+  /** The next whole frame, or undefined until more bytes arrive. Throws ProtocolError on a bad stream. */
   next(): ServerFrame | undefined {
     switch (this.state) {
       case 'greeting':

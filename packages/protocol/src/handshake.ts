@@ -13,8 +13,10 @@ export type Greeting =
   /** `flags` are the handshake flags (`HandshakeFlag`). */
   | { style: 'newstyle'; flags: number };
 
-// oldstyle: u64 NBDMAGIC | u64 OLDSTYLE | u64 size | u32 flags | 124 zero bytes
-// newstyle: u64 NBDMAGIC | u64 IHAVEOPT | u16 handshake flags
+/**
+ * Encodes the server's greeting: newstyle is `NBDMAGIC | IHAVEOPT | u16 handshake flags` (18 bytes),
+ * oldstyle is `NBDMAGIC | OLDSTYLE | u64 size | u32 flags | 124 zero bytes` (152 bytes).
+ */
 export function encodeGreeting(g: Greeting): Uint8Array {
   if (g.style === 'oldstyle') {
     return new Writer(Size.OLDSTYLE_GREETING)
@@ -48,11 +50,12 @@ export function decodeGreeting(bytes: Uint8Array): Greeting {
   throw new ProtocolError(`greeting: unknown style magic 0x${style.toString(16)}`);
 }
 
-// u32 client flags
+/** Encodes the client's 4-byte reply to a newstyle greeting: its `ClientFlag` bits (FIXED_NEWSTYLE, NO_ZEROES). */
 export function encodeClientFlags(flags: number): Uint8Array {
   return new Writer(Size.CLIENT_FLAGS).u32(flags).finish();
 }
 
+/** Decodes the client flags (exactly 4 bytes) into their `ClientFlag` bits; any other length throws ProtocolError. */
 export function decodeClientFlags(bytes: Uint8Array): number {
   const r = new Reader(bytes, 'client flags');
   const flags = r.u32('flags');
@@ -92,7 +95,7 @@ export function optionCode(req: OptionRequest): number {
   return req.kind === 'unknown' ? req.code : optionCodeByKind[req.kind];
 }
 
-// u64 IHAVEOPT | u32 option | u32 length | data
+/** Encodes a whole option request as the client sends it: `IHAVEOPT | u32 option | u32 length | data`. */
 export function encodeOptionRequest(req: OptionRequest): Uint8Array {
   const data = encodeOptionData(req);
   return new Writer(Size.OPTION_HEADER + data.length)
@@ -228,7 +231,10 @@ export function optionReplyCode(reply: OptionReplyMessage): number {
   }
 }
 
-// u64 OPTION_REPLY magic | u32 option | u32 reply type | u32 length | data
+/**
+ * Encodes a whole option reply to option `option` (an `NBD_OPT_*` number):
+ * `OPTION_REPLY magic | u32 option | u32 reply type | u32 length | data`.
+ */
 export function encodeOptionReply(option: number, reply: OptionReplyMessage): Uint8Array {
   const data = encodeOptionReplyData(reply);
   return new Writer(Size.OPTION_REPLY_HEADER + data.length)
@@ -342,13 +348,18 @@ function lenientString(b: Uint8Array): string {
 
 // ------------------------------------------------------ EXPORT_NAME reply
 
+/** The server's answer to `NBD_OPT_EXPORT_NAME`, which moves straight to transmission. */
 export interface ExportNameReply {
+  /** The export's size in bytes. */
   size: bigint;
   /** Transmission flags. */
   flags: number;
 }
 
-// u64 size | u16 transmission flags | 124 zero bytes (omitted when NO_ZEROES was negotiated)
+/**
+ * Encodes the `NBD_OPT_EXPORT_NAME` reply: `u64 size | u16 transmission flags` (10 bytes),
+ * then 124 zero bytes unless the client set `NBD_FLAG_C_NO_ZEROES` (`noZeroes`).
+ */
 export function encodeExportNameReply(reply: ExportNameReply, noZeroes: boolean): Uint8Array {
   const w = new Writer(noZeroes ? Size.EXPORT_NAME_REPLY_NO_ZEROES : Size.EXPORT_NAME_REPLY);
   w.u64(reply.size).u16(reply.flags);
@@ -356,6 +367,7 @@ export function encodeExportNameReply(reply: ExportNameReply, noZeroes: boolean)
   return w.finish();
 }
 
+/** Decodes the `NBD_OPT_EXPORT_NAME` reply, with or without its 124 zero bytes (10 or 134 bytes). */
 export function decodeExportNameReply(bytes: Uint8Array): ExportNameReply {
   const r = new Reader(bytes, 'export name reply');
   const size = r.u64('size');

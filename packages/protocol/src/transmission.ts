@@ -6,6 +6,7 @@ import { ProtocolError } from './errors.js';
 
 // ------------------------------------------------------------------ requests
 
+/** A transmission-phase request header (`NBD_CMD_*`), compact or extended; payload bytes are not part of it. */
 export interface Request {
   /** Command flags (`CommandFlag`). */
   flags: number;
@@ -13,6 +14,7 @@ export interface Request {
   type: number;
   /** Opaque; echoed in the reply. */
   cookie: bigint;
+  /** Byte offset into the export (for `NBD_CMD_RESIZE`, the new size). */
   offset: bigint;
   /** u32 in compact requests, u64 in extended ones. */
   length: bigint;
@@ -39,6 +41,7 @@ export function writeRequest(buf: Uint8Array, pos: number, req: Request, extende
   return Size.REQUEST;
 }
 
+/** Encodes a request header into a new buffer (28 bytes compact, 32 with `extended` headers); see {@link writeRequest}. */
 export function encodeRequest(req: Request, extended = false): Uint8Array {
   const buf = new Uint8Array(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
   writeRequest(buf, 0, req, extended);
@@ -88,18 +91,25 @@ export function decodeRequest(bytes: Uint8Array): Request & { extended: boolean 
   return { extended, ...readRequestHeader(bytes, 0, extended) };
 }
 
-// Extended-headers BLOCK_STATUS payload (with PAYLOAD_LEN): u64 effect length | n × u32 context id
+/**
+ * The payload of an extended-headers `NBD_CMD_BLOCK_STATUS` sent with `NBD_CMD_FLAG_PAYLOAD_LEN`
+ * (`u64 effect length | n × u32 context id`): the request's own length is then this payload's size.
+ */
 export interface BlockStatusPayload {
+  /** Bytes to report on, from the request's offset (what the length field says without PAYLOAD_LEN). */
   effectLength: bigint;
+  /** The negotiated meta context ids to report, a subset of those selected by `NBD_OPT_SET_META_CONTEXT`. */
   contextIds: number[];
 }
 
+/** Encodes a {@link BlockStatusPayload} (8 + 4 × ids bytes). */
 export function encodeBlockStatusPayload(p: BlockStatusPayload): Uint8Array {
   const w = new Writer(8 + 4 * p.contextIds.length).u64(p.effectLength);
   for (const id of p.contextIds) w.u32(id);
   return w.finish();
 }
 
+/** Decodes a {@link BlockStatusPayload}; a length below 8 or not a multiple of 4 throws ProtocolError. */
 export function decodeBlockStatusPayload(bytes: Uint8Array): BlockStatusPayload {
   if (bytes.length < 8 || bytes.length % 4 !== 0) {
     throw new ProtocolError(`block status payload: bad length ${bytes.length}`);
@@ -113,13 +123,18 @@ export function decodeBlockStatusPayload(bytes: Uint8Array): BlockStatusPayload 
 
 // ------------------------------------------------------------- simple reply
 
+/** A simple reply header (the only reply form unless structured replies or extended headers were negotiated). */
 export interface SimpleReply {
   /** 0 for success, else an errno (`Errno`). */
   error: number;
+  /** The cookie of the request it answers. */
   cookie: bigint;
 }
 
-// u32 SIMPLE_REPLY magic | u32 error | u64 cookie   (READ data follows on success)
+/**
+ * Writes a simple reply header (`SIMPLE_REPLY magic | u32 error | u64 cookie`, 16 bytes) at `pos`
+ * of `buf` and returns its size; a successful READ's data follows it.
+ */
 export function writeSimpleReply(buf: Uint8Array, pos: number, reply: SimpleReply): number {
   const v = new DataView(buf.buffer, buf.byteOffset + pos, Size.SIMPLE_REPLY);
   v.setUint32(0, Magic.SIMPLE_REPLY);
@@ -128,12 +143,14 @@ export function writeSimpleReply(buf: Uint8Array, pos: number, reply: SimpleRepl
   return Size.SIMPLE_REPLY;
 }
 
+/** Encodes a simple reply header into a new 16-byte buffer. */
 export function encodeSimpleReply(reply: SimpleReply): Uint8Array {
   const buf = new Uint8Array(Size.SIMPLE_REPLY);
   writeSimpleReply(buf, 0, reply);
   return buf;
 }
 
+/** Decodes a whole simple reply header (exactly 16 bytes); a bad magic or length throws ProtocolError. */
 export function decodeSimpleReply(bytes: Uint8Array): SimpleReply {
   const r = new Reader(bytes, 'simple reply');
   const magic = r.u32('magic');

@@ -17,12 +17,15 @@ export interface ByteSink {
 export interface PeerInfo {
   /** For logs: "host:port", a unix socket path, or "socket" when unknown. */
   address: string;
+  /** The peer's IP address, for a TCP connection. */
   remoteAddress?: string;
+  /** The peer's TCP port, for a TCP connection. */
   remotePort?: number;
 }
 
 /** A connected byte stream. */
 export interface Transport {
+  /** Who is at the other end (for logs and access decisions). */
   readonly peer: PeerInfo;
   /**
    * Starts delivering received bytes to `sink` (a later call replaces the sink).
@@ -31,6 +34,7 @@ export interface Transport {
   read(sink: ByteSink): void;
   /** Stops reading: unread bytes wait in the kernel. */
   pause(): void;
+  /** Starts (or restarts, after `pause()`) delivering received bytes to the sink. */
   resume(): void;
   /** The sink's `buffer()` changed outside a read (an arena was trimmed): take the new one now. */
   rebuffer(): void;
@@ -43,6 +47,7 @@ export interface Transport {
   write(bytes: Uint8Array, done?: (error?: Error) => void): void;
   /** Writes until `uncork()` leave together. */
   cork(): void;
+  /** Sends the writes queued since `cork()` together. */
   uncork(): void;
   /** Bytes queued and not yet written. */
   readonly writableLength: number;
@@ -56,5 +61,6 @@ export interface Transport {
   end(): void;
   /** Closes at once, dropping queued writes. */
   destroy(error?: Error): void;
+  /** True once the transport has closed (ended, destroyed or broken): writes go nowhere. */
   readonly closed: boolean;
 }

@@ -5,7 +5,9 @@
 import { Limits } from './constants.js';
 import { NbdInvalidArgumentError } from './errors.js';
 
+/** A parsed NBD URI (`nbd://`, `nbds://`, `nbd+unix://`, `nbd+vsock://`, …): where to connect and what to open. */
 export interface NbdUri {
+  /** From the scheme: `nbd`/`nbds` is TCP, `+unix` a unix socket, `+vsock` AF_VSOCK. */
   transport: 'tcp' | 'unix' | 'vsock';
   /** `nbds…`: TLS is required. */
   tls: boolean;
@@ -35,6 +37,7 @@ export const KNOWN_URI_PARAMS = [
 
 /** A string that is not a valid NBD URI (code NBD_ERR_INVALID_ARGUMENT). */
 export class NbdUriError extends NbdInvalidArgumentError {
+  /** `'NbdUriError'`, as shown in stack traces. */
   override name = 'NbdUriError';
 }
 

@@ -1,6 +1,6 @@
 // What a server serves: the Device interface (the breadth of nbdkit's plugin
 // callbacks) and the Export that names one. Built-in devices live in
-// memory-device.ts and file-device.ts.
+// memory-device.ts and shared-memory-device.ts; files, sources and filters in @nbd/devices.
 import type { BlockSizes } from '@nbd/protocol';
 
 /** Options every device call receives. */
@@ -31,13 +31,17 @@ export interface ExtentsOptions extends IoOptions {
  * `AllocationState.ZERO` (0 = allocated data).
  */
 export interface DeviceExtent {
+  /** Bytes in this run; a positive safe integer. */
   length: number;
+  /** `AllocationState` bits (NBD_STATE_HOLE, NBD_STATE_ZERO): 0 means allocated data. */
   flags: number;
 }
 
 /** Memory lent by {@link Device.lend}. */
 export interface Loan {
+  /** The bytes asked for, in order; their lengths must add up to the requested length exactly (else the READ fails). */
   views: Uint8Array[];
+  /** Called once, when the socket no longer needs the views: the device may reuse that memory from then on. */
   release(): void;
 }
 
@@ -47,7 +51,9 @@ export interface Loan {
  * `args` goes through structuredClone: SharedArrayBuffers in it are shared, not copied.
  */
 export interface DeviceRecipe {
+  /** What the worker passes to `import()`: an absolute file: URL or a package specifier (a device module gives `import.meta.url`). */
   module: string;
+  /** The argument of that module's `openDevice(args)`; it must survive structuredClone. */
   args: unknown;
 }
 
@@ -106,9 +112,11 @@ export interface Device {
 export interface Export {
   /** The name clients ask for; the first export of a list is also the default (empty name). */
   name: string;
+  /** Human-readable text for clients: sent in `NBD_OPT_LIST` replies and as `NBD_INFO_DESCRIPTION`. */
   description?: string;
   /** Size in bytes (a safe integer). */
   size: number;
+  /** What serves the export's bytes (unless `ServeOptions.open` makes one per connection). */
   device: Device;
   /** Serve read-only even if the device can write. */
   readOnly?: boolean;

@@ -13,7 +13,6 @@ export type {
 } from './device.js';
 export { MEMORY_PAGE_SIZE, MemoryDevice } from './memory-device.js';
 export { SharedMemoryDevice } from './shared-memory-device.js';
-export { FileDevice, type FileDeviceOptions } from './file-device.js';
 export type { OpenContext } from './negotiation.js';
 export { type Logger, silentLogger } from './logger.js';
 export { type ConnectionInfo, type ServeOptions, serve, serveTransmission, transmissionFlagsOf } from './serve.js';

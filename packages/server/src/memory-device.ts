@@ -37,6 +37,10 @@ export function pageExtents(offset: number, length: number, reqOne: boolean, all
   return out;
 }
 
+/**
+ * A sparse in-memory {@link Device} of a fixed size in bytes: 32 KiB pages allocated on first write and
+ * dropped by trim/zero, holes reported by `extents`, zero-copy READ by `lend`, native FUA, multi-conn.
+ */
 export class MemoryDevice implements Device {
   readonly size: number;
   readonly multiConn = true;

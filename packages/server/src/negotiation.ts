@@ -21,8 +21,11 @@ import { type Session, blockSizesOf, isReadOnly, transmissionFlags } from './ses
 
 /** What `ServeOptions.open` receives. */
 export interface OpenContext {
+  /** The export the client selected (by `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME`). */
   export: Export;
+  /** The client, for logs and access checks: "host:port", a unix socket path, or "socket". */
   clientAddress: string;
+  /** True when the export will be served read-only (`ServeOptions.readOnly` or `Export.readOnly`). */
   readOnly: boolean;
   /** Who the client authenticated as over TLS (PSK username or certificate subject); undefined without TLS. */
   tls: TlsIdentity | undefined;

@@ -47,6 +47,10 @@ function copyShared(dst: Uint8Array, at: number, src: Uint8Array): void {
 // Lent slab memory is never moved to another offset, so a loan has nothing to give back.
 const noRelease = (): void => {};
 
+/**
+ * A sparse in-memory {@link Device} over SharedArrayBuffers that worker threads serve together (`share()`):
+ * MemoryDevice's semantics, its whole size reserved up front, resident once written, never given back.
+ */
 export class SharedMemoryDevice implements Device {
   readonly size: number;
   readonly multiConn = true;

@@ -1,0 +1,95 @@
+// What every filter is built from: `layer(base, spec, parts)` makes a Device whose
+// methods are exactly the ones the filter gives (none inherited by accident: a
+// filter that moves offsets cannot forget one), whose properties default to the
+// base's, whose close() closes the base after the filter, and whose share() exists
+// only when the base can be shared and the filter has plain options to rebuild
+// itself in a worker thread (the recipe names the whole filter chain).
+import { type BlockSizes, NbdInvalidArgumentError } from '@nbd/protocol';
+import type { Device, DeviceRecipe, MaybePromise } from '@nbd/server';
+
+/** One filter of a chain, as a worker thread rebuilds it: its name and structured-cloneable options. */
+export interface FilterStep {
+  filter: string;
+  options: unknown;
+}
+
+/** The recipe args of a filtered device: the bottom device's recipe and the filters over it, bottom first. */
+export interface StackArgs {
+  base: DeviceRecipe;
+  chain: FilterStep[];
+}
+
+/** The module whose openDevice(StackArgs) rebuilds a chain in a worker thread. */
+export const STACK_MODULE = new URL('./open-stack.js', import.meta.url).href;
+
+/** What a filter gives `layer`: its own methods, and the properties it changes. */
+export type LayerParts = Pick<Device, 'readAt'> &
+  Partial<Pick<Device, 'lend' | 'writeAt' | 'sync' | 'trim' | 'zero' | 'cache' | 'extents'>> &
+  Partial<Record<'size' | 'readOnly' | 'rotational' | 'multiConn' | 'fua', number | boolean | undefined>> & {
+    blockSizes?: BlockSizes | undefined;
+    /** Runs before the base is closed. */
+    close?: () => MaybePromise<void>;
+  };
+
+const METHODS = ['lend', 'writeAt', 'sync', 'trim', 'zero', 'cache', 'extents'] as const;
+const PROPERTIES = ['size', 'readOnly', 'rotational', 'multiConn', 'fua', 'blockSizes'] as const;
+
+/** The recipe of `step` over a base whose recipe is `below` (chains are flattened). */
+export function stackRecipe(below: DeviceRecipe, step: FilterStep): DeviceRecipe {
+  if (below.module === STACK_MODULE) {
+    const a = below.args as StackArgs;
+    return { module: STACK_MODULE, args: { base: a.base, chain: [...a.chain, step] } satisfies StackArgs };
+  }
+  return { module: STACK_MODULE, args: { base: below, chain: [step] } satisfies StackArgs };
+}
+
+/**
+ * A filter's device over `base`. `options` rebuilds the filter in a worker thread
+ * (undefined: this layer cannot be shared, e.g. it holds a callback or JS memory).
+ */
+export function layer(base: Device, filter: string, options: unknown, parts: LayerParts): Device {
+  const dev: Record<string, unknown> = { readAt: parts.readAt };
+  for (const m of METHODS) if (parts[m] !== undefined) dev[m] = parts[m];
+  for (const p of PROPERTIES) {
+    const v = p in parts ? parts[p] : base[p];
+    if (v !== undefined) dev[p] = v;
+  }
+  const baseShare = base.share?.bind(base);
+  if (baseShare !== undefined && options !== undefined) dev.share = (): DeviceRecipe => stackRecipe(baseShare(), { filter, options });
+  dev.close = async (): Promise<void> => {
+    try {
+      await parts.close?.();
+    } finally {
+      await base.close?.();
+    }
+  };
+  return dev as unknown as Device;
+}
+
+/** A build-time error of a filter stack: `filter: why`. */
+export function stackError(filter: string, why: string): NbdInvalidArgumentError {
+  return new NbdInvalidArgumentError(`${filter}: ${why}`);
+}
+
+/** The base's size, or a build-time error: most filters need to know it. */
+export function sizeOf(base: Device, filter: string): number {
+  if (base.size === undefined) throw stackError(filter, 'the device below has no size');
+  return base.size;
+}
+
+/** The base's block sizes with the spec's defaults (min 1, preferred 4096, max unlimited). */
+export function limitsOf(base: Device): BlockSizes {
+  const b = base.blockSizes;
+  return { min: b?.min ?? 1, preferred: b?.preferred ?? 4096, max: b?.max ?? 0xffffffff };
+}
+
+/** Whether `n` is a power of two. */
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 0 && Number.isInteger(Math.log2(n));
+}
+
+/** A safe integer ≥ 0 option, or a build-time error naming it. */
+export function checkCount(filter: string, name: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw stackError(filter, `${name} ${n} is not a whole number ≥ 0`);
+  return n;
+}

@@ -1,0 +1,81 @@
+// nbdkit's truncate filter: a new size for the device below. Shrinking hides its
+// end; growing adds bytes that read as zeroes, take only zero writes (EIO
+// otherwise, as nbdkit), and ignore trim and zero.
+import { Errno, NbdErrnoError } from '@nbd/protocol';
+import type { Device, DeviceExtent, IoOptions, MaybePromise } from '@nbd/server';
+import { isZero } from '../memory/sparse-memory-device.js';
+import { checkCount, isPowerOfTwo, layer, sizeOf, stackError } from './layer.js';
+
+/** Options of {@link truncate}: one of them. */
+export interface TruncateOptions {
+  /** The new size in bytes. */
+  size?: number;
+  /** Round the size up to a multiple of this (a power of two). */
+  roundUp?: number;
+  /** Round the size down to a multiple of this (a power of two). */
+  roundDown?: number;
+}
+
+const HOLE = 1 | 2;
+
+function newSize(total: number, opts: TruncateOptions): number {
+  const given = [opts.size, opts.roundUp, opts.roundDown].filter((v) => v !== undefined).length;
+  if (given !== 1) throw stackError('truncate', 'give exactly one of size, roundUp, roundDown');
+  if (opts.size !== undefined) return checkCount('truncate', 'size', opts.size);
+  const n = (opts.roundUp ?? opts.roundDown)!;
+  if (!isPowerOfTwo(n)) throw stackError('truncate', `${opts.roundUp !== undefined ? 'roundUp' : 'roundDown'} ${n} is not a power of two`);
+  return opts.roundUp !== undefined ? Math.ceil(total / n) * n : Math.floor(total / n) * n;
+}
+
+/** `base` truncated or extended to a new size. */
+export function truncate(base: Device, opts: TruncateOptions): Device {
+  const real = sizeOf(base, 'truncate');
+  const size = newSize(real, opts);
+  /** The part of [at, at + n) that the device below holds. */
+  const inside = (at: number, n: number) => Math.max(0, Math.min(n, real - at));
+  const each = (at: number, n: number, o: IoOptions, f: (at: number, n: number, o: IoOptions) => MaybePromise<void>) => {
+    const k = inside(at, n);
+    return k > 0 ? f(at, k, o) : undefined;
+  };
+  return layer(base, 'truncate', { size }, {
+    size,
+    readAt: (buf, at, o) => {
+      const k = inside(at, buf.length);
+      buf.fill(0, k);
+      return k > 0 ? base.readAt(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
+    },
+    lend: base.lend && ((at, n) => (inside(at, n) === n ? base.lend!(at, n) : undefined)),
+    writeAt:
+      base.writeAt &&
+      ((buf, at, o) => {
+        const k = inside(at, buf.length);
+        if (!isZero(buf.subarray(k))) throw new NbdErrnoError(Errno.EIO, `truncate: only zeroes can be written past ${real}`);
+        return k > 0 ? base.writeAt!(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
+      }),
+    sync: base.sync && ((o) => base.sync!(o)),
+    trim: base.trim && ((at, n, o) => each(at, n, o, (a, k, x) => base.trim!(a, k, x))),
+    zero: base.zero && ((at, n, o) => each(at, n, o, (a, k) => base.zero!(a, k, o))),
+    cache: base.cache && ((at, n, o) => each(at, n, o, (a, k, x) => base.cache!(a, k, x))),
+    extents: (at, n, o) => extentsBeyond(base, real, at, n, o),
+  });
+}
+
+/** The base's extents where it has any, holes past its end. */
+function extentsBeyond(base: Device, real: number, at: number, n: number, o: Parameters<NonNullable<Device['extents']>>[2]): MaybePromise<DeviceExtent[]> {
+  const k = Math.max(0, Math.min(n, real - at));
+  const tail: DeviceExtent[] = k < n ? [{ length: n - k, flags: HOLE }] : [];
+  if (k === 0) return tail;
+  const head = base.extents ? base.extents(at, k, o) : [{ length: k, flags: 0 }];
+  // Only as far as the base's part: the server reads extents up to the request's end.
+  const clip = (list: DeviceExtent[]) => {
+    const out: DeviceExtent[] = [];
+    let left = k;
+    for (const e of list) {
+      if (left <= 0) break;
+      out.push({ length: Math.min(e.length, left), flags: e.flags });
+      left -= e.length;
+    }
+    return left > 0 ? out : [...out, ...tail];
+  };
+  return head instanceof Promise ? head.then(clip) : clip(head);
+}
