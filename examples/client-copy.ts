@@ -47,13 +47,16 @@ async function main(argv: string[]): Promise<void> {
     onProgress: values.progress
       ? (p) => {
           const pct = Math.floor((100 * p.done) / p.total);
-          if (pct !== shown) process.stderr.write(`\r${(shown = pct)}%`); // at most 101 updates
+          if (pct === shown) return; // at most 101 updates
+          shown = pct;
+          process.stderr.write(`\r${pct}%`);
         }
       : undefined,
   });
   const s = (performance.now() - t0) / 1000;
   if (values.progress) process.stderr.write('\n');
-  if (values.stats) console.error(`${r.bytes} bytes (${r.zeroBytes} zero) in ${s.toFixed(3)} s: ${(r.bytes / s / 2 ** 30).toFixed(3)} GiB/s`);
+  if (values.stats)
+    console.error(`${r.bytes} bytes (${r.zeroBytes} zero) in ${s.toFixed(3)} s: ${(r.bytes / s / 2 ** 30).toFixed(3)} GiB/s`);
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {

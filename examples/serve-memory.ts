@@ -68,12 +68,20 @@ const pskFile = values['tls-psk'];
 const tls = certificates !== undefined || pskFile !== undefined ? { mode: 'require' as const, certificates, pskFile } : undefined;
 await listenAndServe(
   address,
-  [{ name: values.name!, description: values.description ?? `memory, ${size} bytes`, size, device: threads > 0 ? new SharedMemoryDevice(size) : new MemoryDevice(size) }],
+  [
+    {
+      name: values.name!,
+      description: values.description ?? `memory, ${size} bytes`,
+      size,
+      device: threads > 0 ? new SharedMemoryDevice(size) : new MemoryDevice(size),
+    },
+  ],
   {
     threads,
     tls,
     signal: ac.signal,
     logger,
-    onListen: (where) => console.error(`serve-memory: ${size} bytes on ${typeof where === 'string' ? where : `${where.address}:${where.port}`}`),
+    onListen: (where) =>
+      console.error(`serve-memory: ${size} bytes on ${typeof where === 'string' ? where : `${where.address}:${where.port}`}`),
   },
 ).catch((e: unknown) => fail((e as Error).message));

@@ -17,7 +17,10 @@ async function peer(p: Promise<Peer>): Promise<Peer> {
 }
 
 /** Runs a shell script (bash, for PIPESTATUS), optionally inside a pseudo-terminal via script(1). */
-function sh(script: string, opts: { tty?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function sh(
+  script: string,
+  opts: { tty?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const [cmd, args] = opts.tty ? [requireTool('script'), ['-qefc', script, '/dev/null']] : ['/bin/bash', ['-c', script]];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, PATH, TERM: 'xterm', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -32,7 +35,8 @@ function sh(script: string, opts: { tty?: boolean; env?: NodeJS.ProcessEnv } = {
 
 describe('nbd', () => {
   test('--help and --version for the command and each subcommand; usage errors exit 2', async () => {
-    const version = (JSON.parse(readFileSync(new URL('../../packages/cli/package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    const version = (JSON.parse(readFileSync(new URL('../../packages/cli/package.json', import.meta.url), 'utf8')) as { version: string })
+      .version;
     expect((await nbd(['--version'])).stdout).toBe(`nbd ${version}\n`);
     const top = await nbd(['--help']);
     expect(top.code).toBe(0);
@@ -49,7 +53,9 @@ describe('nbd', () => {
     expect(bare.stderr).toMatch(/^Usage: nbd COMMAND/);
     const unknown = await nbd(['frobnicate']);
     expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toBe("nbd: unknown command 'frobnicate' (commands: serve, info, copy, attach, detach, devices) (see 'nbd --help')\n");
+    expect(unknown.stderr).toBe(
+      "nbd: unknown command 'frobnicate' (commands: serve, info, copy, attach, detach, devices) (see 'nbd --help')\n",
+    );
   });
 
   test('a reader that goes away (| head) ends the command quietly', async () => {
@@ -94,7 +100,8 @@ describe('nbd', () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/█ 100% \[\*{10,40}\] 40\.0 MiB\/40\.0 MiB/);
     // Each redraw (after the cursor's move to column 1) fits an 80-column terminal.
-    for (const draw of lines[0]!.split('\x1b[1G')) expect(draw.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').length).toBeLessThan(80);
+    const ansi = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*[A-Za-z]`, 'g');
+    for (const draw of lines[0]!.split(`${String.fromCharCode(27)}[1G`)) expect(draw.replace(ansi, '').length).toBeLessThan(80);
     expect(lines[1]).toMatch(/^nbd copy: copied 40\.0 MiB in \d+\.\d\d s \([\d.]+ MiB\/s\)$/);
   });
 });

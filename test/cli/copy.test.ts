@@ -63,7 +63,7 @@ describe('nbd copy matches nbdcopy', () => {
     expect(readFileSync(join(dir, 'out')).equals(data)).toBe(true);
   });
 
-  test('--progress=FD writes nbdcopy\'s N/100 lines, rising, ending 100/100; --json summarises', async () => {
+  test("--progress=FD writes nbdcopy's N/100 lines, rising, ending 100/100; --json summarises", async () => {
     const src = await peer(startNbdkit(['pattern', '64M']));
     let fd3 = '';
     const r = await nbd(['copy', '--progress=3', '--json', src.uri, 'null:'], {

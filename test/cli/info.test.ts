@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { type Peer, run, runOk, startNbdkit, startQemuNbd } from '../support/peers.js';
+import { type Peer, run, runOk, startNbdServer, startNbdkit, startQemuNbd } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 import { nbd, nbdOk, startNbdServe } from './support.js';
 
@@ -30,15 +30,17 @@ async function sameJson(args: string[], uri: string): Promise<unknown> {
 }
 
 describe('nbd info matches nbdinfo', () => {
-  test('nbdkit memory, read-only pattern, blocksize filter, a named export: JSON and text', async () => {
+  test('nbdkit memory, read-only pattern, blocksize filter, a named export, no structured replies, oldstyle: JSON and text', async () => {
     const servers = [
       await peer(startNbdkit(['memory', '64M'])),
       await peer(startNbdkit(['pattern', '1M'], ['-r'])),
       await peer(startNbdkit(['--filter=blocksize', 'memory', '1M'], ['-e', 'disk one'], 'disk one')),
+      await peer(startNbdkit(['memory', '1M'], ['--no-sr'])),
+      await peer(startNbdkit(['memory', '1M'], ['-o'])),
     ];
     for (const p of servers) {
       const doc = (await sameJson([], p.uri)) as { exports: Record<string, unknown>[] };
-      expect(Object.keys(doc.exports[0]!)).toContain('content');
+      expect(Object.keys(doc.exports[0]!)).toContain('export-size');
       const { ours, theirs } = await both([], p.uri);
       expect(ours).toBe(theirs);
     }
@@ -47,7 +49,9 @@ describe('nbd info matches nbdinfo', () => {
   test('our own server: several exports, --list, descriptions, read-only, block sizes', async () => {
     const dir = s.tmp();
     writeFileSync(join(dir, 'disk.img'), Buffer.alloc(3 << 20, 1));
-    const ours = await peer(startNbdServe(['-e', 'mem', '-D', 'scratch space', 'memory', '16M', '-e', 'img', 'file', join(dir, 'disk.img')], 'mem'));
+    const ours = await peer(
+      startNbdServe(['-e', 'mem', '-D', 'scratch space', 'memory', '16M', '-e', 'img', 'file', join(dir, 'disk.img')], 'mem'),
+    );
     await sameJson([], ours.uri);
     await sameJson(['--list'], ours.uri);
     const list = await both(['--list'], ours.uri);
@@ -59,7 +63,19 @@ describe('nbd info matches nbdinfo', () => {
   });
 
   test('nbdkit with several exports (exportname filter): --list, text and JSON', async () => {
-    const p = await peer(startNbdkit(['--filter=exportname', 'memory', '1M', 'exportname=a', 'exportname=b', 'exportdesc=fixed:hello'], []));
+    const p = await peer(
+      startNbdkit(['--filter=exportname', 'memory', '1M', 'exportname=a', 'exportname=b', 'exportdesc=fixed:hello'], []),
+    );
+    await sameJson(['--list'], p.uri);
+    const { ours, theirs } = await both(['--list'], p.uri);
+    expect(ours).toBe(theirs);
+  });
+
+  test('the reference nbd-server: the export and --list (its INFO says size 0, as nbdinfo shows too)', async () => {
+    const dir = s.tmp();
+    writeFileSync(join(dir, 'disk.img'), Buffer.alloc(4 << 20, 7));
+    const p = await peer(startNbdServer({ disk: { file: join(dir, 'disk.img') }, ro: { file: join(dir, 'disk.img'), readOnly: true } }));
+    await sameJson([], p.uri);
     await sameJson(['--list'], p.uri);
     const { ours, theirs } = await both(['--list'], p.uri);
     expect(ours).toBe(theirs);
@@ -97,7 +113,23 @@ describe('nbd info matches nbdinfo', () => {
     const ro = await peer(startNbdServe(['-r', 'memory', '3M']));
     for (const p of [rw, ro]) {
       expect((await nbdOk(['info', '--size', p.uri])).stdout).toBe(await runOk('nbdinfo', ['--size', p.uri]));
-      const features = ['connect', 'read', 'write', 'read-only', 'rotational', 'tls', 'structured', 'cache', 'df', 'fast-zero', 'flush', 'fua', 'multi-conn', 'trim', 'zero'];
+      const features = [
+        'connect',
+        'read',
+        'write',
+        'read-only',
+        'rotational',
+        'tls',
+        'structured',
+        'cache',
+        'df',
+        'fast-zero',
+        'flush',
+        'fua',
+        'multi-conn',
+        'trim',
+        'zero',
+      ];
       await Promise.all(
         features.map(async (f) => {
           const flag = f === 'read-only' || f === 'rotational' ? '--is' : '--can';

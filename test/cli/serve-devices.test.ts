@@ -22,7 +22,8 @@ async function sameAsNbdkit(args: string[], opts: { map?: boolean; ours?: string
   const size = await runOk('nbdinfo', ['--size', theirs.uri]);
   expect(await runOk('nbdinfo', ['--size', ours.uri]), args.join(' ')).toBe(size);
   await runOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', theirs.uri, ours.uri]);
-  if (opts.map !== false) expect(await runOk('nbdinfo', ['--map', ours.uri]), args.join(' ')).toBe(await runOk('nbdinfo', ['--map', theirs.uri]));
+  if (opts.map !== false)
+    expect(await runOk('nbdinfo', ['--map', ours.uri]), args.join(' ')).toBe(await runOk('nbdinfo', ['--map', theirs.uri]));
 }
 
 describe('nbd serve devices and filters, against nbdkit', () => {
@@ -63,9 +64,31 @@ describe('nbd serve devices and filters, against nbdkit', () => {
 
   test('error: injected errors reach the client with their errno; log and stats report requests', async () => {
     const dir = s.tmp();
-    const err = await nbd(['serve', '-U', '-', '--filter', 'error', 'memory', '1M', 'error-pread=ENOSPC', 'error-pread-rate=100%', '--run', 'qemu-io -f raw -c "read 0 4k" "$uri"']);
+    const err = await nbd([
+      'serve',
+      '-U',
+      '-',
+      '--filter',
+      'error',
+      'memory',
+      '1M',
+      'error-pread=ENOSPC',
+      'error-pread-rate=100%',
+      '--run',
+      'qemu-io -f raw -c "read 0 4k" "$uri"',
+    ]);
     expect(err.stdout + err.stderr).toMatch(/No space left on device/);
-    const logged = await nbd(['serve', '-U', '-', '--filter', 'log', 'memory', '1M', '--run', 'qemu-io -f raw -c "write -P 1 0 4k" "$uri" >/dev/null']);
+    const logged = await nbd([
+      'serve',
+      '-U',
+      '-',
+      '--filter',
+      'log',
+      'memory',
+      '1M',
+      '--run',
+      'qemu-io -f raw -c "write -P 1 0 4k" "$uri" >/dev/null',
+    ]);
     expect(logged.code).toBe(0);
     const entries = logged.stderr
       .trim()
@@ -73,7 +96,18 @@ describe('nbd serve devices and filters, against nbdkit', () => {
       .map((l) => JSON.parse(l) as { command: string; offset: number; length: number });
     expect(entries).toContainEqual(expect.objectContaining({ command: 'write', offset: 0, length: 4096 }));
     const statsFile = join(dir, 'stats.json');
-    const counted = await nbd(['serve', '-U', '-', '--filter', 'stats', 'memory', '1M', `statsfile=${statsFile}`, '--run', 'qemu-io -f raw -c "write 0 64k" -c "read 0 64k" "$uri" >/dev/null']);
+    const counted = await nbd([
+      'serve',
+      '-U',
+      '-',
+      '--filter',
+      'stats',
+      'memory',
+      '1M',
+      `statsfile=${statsFile}`,
+      '--run',
+      'qemu-io -f raw -c "write 0 64k" -c "read 0 64k" "$uri" >/dev/null',
+    ]);
     expect(counted.code).toBe(0);
     const stats = JSON.parse(readFileSync(statsFile, 'utf8')) as { commands: Record<string, { ops: number; bytes: number }> };
     expect(stats.commands.write).toMatchObject({ ops: 1, bytes: 65536 });
@@ -100,7 +134,18 @@ describe('nbd serve devices and filters, against nbdkit', () => {
     // A cow file overlay: what was written survives, in the overlay file.
     const img = join(dir, 'base.img');
     writeFileSync(img, Buffer.alloc(1 << 20));
-    const w = await nbd(['serve', '-U', '-', '--filter', 'cow', 'file', img, `cow-file=${overlay}`, '--run', 'qemu-io -f raw -c "write -P 5 0 64k" -c flush "$uri" >/dev/null']);
+    const w = await nbd([
+      'serve',
+      '-U',
+      '-',
+      '--filter',
+      'cow',
+      'file',
+      img,
+      `cow-file=${overlay}`,
+      '--run',
+      'qemu-io -f raw -c "write -P 5 0 64k" -c flush "$uri" >/dev/null',
+    ]);
     expect(w.code).toBe(0);
     expect(statSync(overlay).size).toBeGreaterThan(0);
   });

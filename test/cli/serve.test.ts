@@ -36,7 +36,11 @@ describe('nbd serve', () => {
     }
     const rw = await peer(startNbdServe(['file', img]));
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 1M 64k', '-c', 'flush', rw.uri]);
-    expect(readFileSync(img).subarray(1 << 20, (1 << 20) + 65536).every((b) => b === 0xab)).toBe(true);
+    expect(
+      readFileSync(img)
+        .subarray(1 << 20, (1 << 20) + 65536)
+        .every((b) => b === 0xab),
+    ).toBe(true);
   });
 
   test("--run is captive: $uri reaches the server, the command's exit code is ours, -U - is removed afterwards", async () => {
@@ -60,10 +64,14 @@ describe('nbd serve', () => {
   });
 
   test('--print-uri on -p 0, several exports with --list, SIGTERM ends it with 0', async () => {
-    const child = spawn(process.execPath, [NBD_BIN, 'serve', '-p', '0', '-i', '127.0.0.1', '--print-uri', '-e', 'a', 'memory', '1M', '-e', 'b', '-D', 'second', 'memory', '2M'], {
-      env: { ...process.env, PATH },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [NBD_BIN, 'serve', '-p', '0', '-i', '127.0.0.1', '--print-uri', '-e', 'a', 'memory', '1M', '-e', 'b', '-D', 'second', 'memory', '2M'],
+      {
+        env: { ...process.env, PATH },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     s.defer(() => void child.kill('SIGKILL'));
     const uri = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
@@ -86,13 +94,24 @@ describe('nbd serve', () => {
     expect(await runOk('nbdinfo', ['--size', `nbds+unix:///?socket=${sock}&tls-certificates=${creds.dir}`])).toBe('1048576\n');
     expect((await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`])).code).not.toBe(0);
     const psk = await peer(startNbdServe(['--tls=require', '--tls-psk', join(creds.dir, 'keys.psk'), 'memory', '2M']));
-    expect(await runOk('nbdinfo', ['--size', `nbds+unix://alice@/?socket=${psk.socket}&tls-psk-file=${join(creds.dir, 'keys.psk')}`])).toBe('2097152\n');
+    expect(await runOk('nbdinfo', ['--size', `nbds+unix://alice@/?socket=${psk.socket}&tls-psk-file=${join(creds.dir, 'keys.psk')}`])).toBe(
+      '2097152\n',
+    );
     const r = await nbd(['serve', '-U', '-', '--tls-certificates', creds.dir, 'memory', '1M', '--run', 'echo "$uri $tls"']);
     expect(r.stdout).toMatch(/^nbds\+unix:\/\/\/\?socket=\S+ 2$/m);
   });
 
   test('-v traces each request on stderr', async () => {
-    const r = await nbd(['serve', '-v', '-U', '-', 'memory', '1M', '--run', 'qemu-io -f raw -c "write -P 1 4096 4096" -c flush "$uri" >/dev/null']);
+    const r = await nbd([
+      'serve',
+      '-v',
+      '-U',
+      '-',
+      'memory',
+      '1M',
+      '--run',
+      'qemu-io -f raw -c "write -P 1 4096 4096" -c flush "$uri" >/dev/null',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/"": WRITE 4096\+4096/);
     expect(r.stderr).toMatch(/"": FLUSH/);

@@ -28,7 +28,9 @@ export const COMMON_OPTIONS = {
 } as const satisfies Options;
 
 /** The result of parsing: option values, positionals, and the tokens in order (for commands where order matters). */
-export type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ options: O & typeof COMMON_OPTIONS; allowPositionals: true; tokens: true; strict: true }>>;
+export type Parsed<O extends Options> = ReturnType<
+  typeof parseArgs<{ options: O & typeof COMMON_OPTIONS; allowPositionals: true; tokens: true; strict: true }>
+>;
 
 /** Rewrites the bare forms of optional-value options into `--name=value`, before parseArgs sees them. */
 function normalize(argv: readonly string[], spec: CommandSpec<Options>): string[] {
@@ -81,7 +83,12 @@ export function parseCommand<O extends Options>(spec: CommandSpec<O>, argv: read
 }
 
 /** A whole number within `[min, max]` from an option's text (`-C 4`, `--timeout 30`). */
-export function intOption(command: string, name: string, text: string | undefined, range: { min?: number; max?: number } = {}): number | undefined {
+export function intOption(
+  command: string,
+  name: string,
+  text: string | undefined,
+  range: { min?: number; max?: number } = {},
+): number | undefined {
   if (text === undefined) return undefined;
   const min = range.min ?? 0;
   const max = range.max ?? Number.MAX_SAFE_INTEGER;

@@ -87,7 +87,10 @@ export function deviceIndex(command: string, text: string): number {
   const index = Number(m[1]);
   const all = listDevices();
   if (all.length === 0) throw new NbdInvalidArgumentError(`/dev/nbd${index}: there are no NBD devices (modprobe nbd)`);
-  if (!all.includes(index)) throw new NbdInvalidArgumentError(`/dev/nbd${index} does not exist (there are /dev/nbd${all[0]} to /dev/nbd${all.at(-1)}; modprobe nbd nbds_max=N for more)`);
+  if (!all.includes(index))
+    throw new NbdInvalidArgumentError(
+      `/dev/nbd${index} does not exist (there are /dev/nbd${all[0]} to /dev/nbd${all.at(-1)}; modprobe nbd nbds_max=N for more)`,
+    );
   return index;
 }
 
@@ -127,7 +130,8 @@ export async function attachCommand(argv: readonly string[], io: Io, signal: Abo
     throw new UsageError('attach', `'${first}' is neither an NBD URI nor a device (${Object.keys(DEVICE_WORDS).join(', ')})`);
   }
   const spec = { ...deviceSpecOf('attach', positionals, arityOf()), filters: v.filter ?? [] };
-  const built = await buildExport(spec, { threads: 0, readOnly: o.readOnly, command: 'attach' });
+  const reports: (() => void)[] = [];
+  const built = await buildExport(spec, { threads: 0, readOnly: o.readOnly, command: 'attach', atExit: (r) => void reports.push(r) });
   const lb = await loopback(built.device, built.size, {
     connections: o.connections,
     readOnly: o.readOnly,
@@ -141,6 +145,7 @@ export async function attachCommand(argv: readonly string[], io: Io, signal: Abo
   io.stderr.write(`nbd attach: serving ${lb.path} from this process; Ctrl-C or 'nbd detach ${lb.path}' detaches it\n`);
   await lb.closed;
   await built.device.close?.();
+  for (const report of reports) report();
   return ExitCode.OK;
 }
 
@@ -179,13 +184,19 @@ async function connectAll(uri: string, n: number, signal: AbortSignal): Promise<
 function handOver(conns: Connection[], readOnly: boolean) {
   return conns.map((c) => {
     const { socket, info } = c.detach();
-    return { socket, size: info.size, flags: readOnly ? info.flags | TransmissionFlag.READ_ONLY : info.flags, blockSize: info.blockSizes?.min };
+    return {
+      socket,
+      size: info.size,
+      flags: readOnly ? info.flags | TransmissionFlag.READ_ONLY : info.flags,
+      blockSize: info.blockSizes?.min,
+    };
   });
 }
 
 async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: AbortSignal): Promise<number> {
   const trace = tracer(io, 'attach');
-  if (o.persist && o.mode !== 'netlink') throw new UsageError('attach', '--persist needs netlink (the kernel has no nbd netlink family here, or --ioctl was given)');
+  if (o.persist && o.mode !== 'netlink')
+    throw new UsageError('attach', '--persist needs netlink (the kernel has no nbd netlink family here, or --ioctl was given)');
   const conns = await connectAll(uri, o.connections, signal);
   if (conns.length > 1 && !conns[0]!.info.can.multiConn) {
     await Promise.allSettled(conns.map((c) => c.disconnect()));
@@ -198,7 +209,9 @@ async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: Abort
     mode: o.mode,
     ...(o.index !== undefined ? { index: o.index } : {}),
     ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
-    ...(o.mode === 'netlink' ? { backend: uri, ...(o.deadTimeout !== undefined || o.persist ? { deadConnTimeout: o.deadTimeout ?? 60 } : {}) } : {}),
+    ...(o.mode === 'netlink'
+      ? { backend: uri, ...(o.deadTimeout !== undefined || o.persist ? { deadConnTimeout: o.deadTimeout ?? 60 } : {}) }
+      : {}),
     ...(o.blockSize !== undefined ? { blockSize: o.blockSize } : {}),
     signal,
   });
@@ -209,7 +222,8 @@ async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: Abort
   // The supervisor watches before the device is announced: a link that dies after that is caught.
   const sup = o.persist
     ? await supervise(index, async () => handOver(await connectAll(uri, o.connections, signal), o.readOnly), {
-        onReconnect: (err) => io.stderr.write(err ? `nbd attach: reconnect failed: ${(err as Error).message}\n` : `nbd attach: reconnected /dev/nbd${index}\n`),
+        backend: uri,
+        onReconnect: reconnectReporter(io, index),
         signal,
       }).catch(async (e: unknown) => {
         await disconnect(index).catch(() => {});
@@ -218,7 +232,9 @@ async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: Abort
     : undefined;
   await announce(io, o.json, index, size);
   const why = o.persist ? 'reconnecting when the server goes away' : tls ? 'pumping TLS to the kernel' : 'running the ioctl connection';
-  io.stderr.write(`nbd attach: /dev/nbd${index} attached; staying in the foreground (${why}); Ctrl-C or 'nbd detach /dev/nbd${index}' detaches it\n`);
+  io.stderr.write(
+    `nbd attach: /dev/nbd${index} attached; staying in the foreground (${why}); Ctrl-C or 'nbd detach /dev/nbd${index}' detaches it\n`,
+  );
   try {
     await untilDetached(index, signal);
   } finally {
@@ -226,6 +242,21 @@ async function attachRemote(uri: string, o: RemoteOptions, io: Io, signal: Abort
   }
   if (signal.aborted) await disconnect(index).catch(() => {});
   return ExitCode.OK;
+}
+
+/** Says each reconnect, and why attempts fail — once per distinct reason, not every 200 ms. */
+function reconnectReporter(io: Io, index: number): (err?: unknown) => void {
+  let said: string | undefined;
+  return (err) => {
+    if (err === undefined) {
+      said = undefined;
+      io.stderr.write(`nbd attach: reconnected /dev/nbd${index}\n`);
+      return;
+    }
+    const why = (err as Error).message;
+    if (why !== said) io.stderr.write(`nbd attach: reconnecting /dev/nbd${index}: ${why}; retrying\n`);
+    said = why;
+  };
 }
 
 /** Resolves once /dev/nbdN is no longer connected, or `signal` aborts. */
@@ -305,7 +336,14 @@ export async function devicesCommand(argv: readonly string[], io: Io, signal: Ab
     await writeAll(io.stdout, `no attached devices (of ${all.length}; --all lists them)\n`);
     return ExitCode.OK;
   }
-  const rows = reports.map((r) => [r.device, r.connected ? 'attached' : 'free', r.connected ? String(r.size) : '-', r['read-only'] ? 'ro' : 'rw', r.pid === null ? '-' : String(r.pid), r.backend ?? '-']);
+  const rows = reports.map((r) => [
+    r.device,
+    r.connected ? 'attached' : 'free',
+    r.connected ? String(r.size) : '-',
+    r['read-only'] ? 'ro' : 'rw',
+    r.pid === null ? '-' : String(r.pid),
+    r.backend ?? '-',
+  ]);
   const head = ['DEVICE', 'STATE', 'SIZE', 'MODE', 'PID', 'BACKEND'];
   const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(width[i]!))).join('  ');

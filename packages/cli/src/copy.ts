@@ -69,7 +69,8 @@ const SPEC = {
 function endpoint(text: string, role: 'source' | 'destination'): string {
   if (text === '') throw new UsageError('copy', `the ${role} is empty`);
   if (isNbdUri(text)) parseUserUri('copy', text);
-  else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) throw new UsageError('copy', `${role} '${text}': not an NBD URI (nbd://, nbds://, nbd+unix://) nor a file`);
+  else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text))
+    throw new UsageError('copy', `${role} '${text}': not an NBD URI (nbd://, nbds://, nbd+unix://) nor a file`);
   if (text === 'null:' && role === 'source') throw new UsageError('copy', 'null: can only be the destination');
   return text;
 }
@@ -133,7 +134,14 @@ export interface CopySummary {
 
 function summaryOf(source: string, destination: string, r: CopyResult, seconds: number): CopySummary {
   const s = Math.round(seconds * 1000) / 1000;
-  return { source, destination, bytes: r.bytes, 'zero-bytes': r.zeroBytes, seconds: s, 'bytes-per-second': seconds > 0 ? Math.round(r.bytes / seconds) : 0 };
+  return {
+    source,
+    destination,
+    bytes: r.bytes,
+    'zero-bytes': r.zeroBytes,
+    seconds: s,
+    'bytes-per-second': seconds > 0 ? Math.round(r.bytes / seconds) : 0,
+  };
 }
 
 function summaryLine(s: CopySummary): string {

@@ -74,7 +74,11 @@ type Paint = (style: 'bold' | 'gray' | 'green' | 'red', text: string) => string;
 
 /** nbdinfo's text: a protocol line, then a block per export. */
 export function infoText(server: ServerFacts, exports: ExportFacts[], paint: Paint): string {
-  let out = paint('gray', `protocol: ${server.protocol} ${server.tls ? 'with' : 'without'} TLS, using ${server.structured ? 'structured' : 'simple'} packets`) + '\n';
+  let out =
+    paint(
+      'gray',
+      `protocol: ${server.protocol} ${server.tls ? 'with' : 'without'} TLS, using ${server.structured ? 'structured' : 'simple'} packets`,
+    ) + '\n';
   for (const e of exports) out += exportText(e, paint);
   return out;
 }
@@ -95,7 +99,11 @@ function exportText(e: ExportFacts, paint: Paint): string {
   lines.push(`\tis_read_only: ${can.is_read_only}`);
   for (const [k, v] of Object.entries(can)) if (k.startsWith('can_')) lines.push(paint(v ? 'green' : 'red', `\t${k}: ${v}`));
   if (e.blockSizes) {
-    lines.push(`\tblock_size_minimum: ${e.blockSizes.min}`, `\tblock_size_preferred: ${e.blockSizes.preferred}`, `\tblock_size_maximum: ${e.blockSizes.max}`);
+    lines.push(
+      `\tblock_size_minimum: ${e.blockSizes.min}`,
+      `\tblock_size_preferred: ${e.blockSizes.preferred}`,
+      `\tblock_size_maximum: ${e.blockSizes.max}`,
+    );
   }
   return lines.join('\n') + '\n';
 }

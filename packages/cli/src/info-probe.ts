@@ -44,7 +44,9 @@ async function infoOf(client: Client, name: string, signal?: AbortSignal): Promi
 async function contextsOf(client: Client, name: string, signal?: AbortSignal): Promise<string[] | undefined> {
   if (client.style !== 'fixed-newstyle') return undefined;
   try {
-    return await client.listMetaContexts(name, [], { signal });
+    const contexts = await client.listMetaContexts(name, [], { signal });
+    // Without structured replies no context can be used (libnbd does not list them then).
+    return client.structuredReplies ? contexts : undefined;
   } catch (e) {
     if (e instanceof NbdOptionError || e instanceof NbdUnsupportedError) return undefined;
     throw e;
@@ -67,7 +69,8 @@ export async function probeExport(client: Client, name: string, opts: ProbeOptio
     conn = await client.go(name, { signal: opts.signal });
     info ??= conn.info;
     structured = conn.structuredReplies;
-    if (opts.content) content = await contentOf(conn, opts.signal);
+    // As nbdinfo: at most the size the export was described with (nbd-server's INFO says 0).
+    if (opts.content) content = await contentOf(conn, Math.min(info.size, conn.info.size), opts.signal);
   }
   const description = opts.listed !== undefined ? opts.listed.description : info.description;
   const facts: ExportFacts = { name: info.name, size: info.size, flags: info.flags, structured };
@@ -79,9 +82,9 @@ export async function probeExport(client: Client, name: string, opts: ProbeOptio
   return conn ? { facts, conn } : { facts };
 }
 
-/** file(1)'s one-line description of the first 8 KiB, as nbdinfo's `content`; undefined if file(1) is missing or fails. */
-export async function contentOf(conn: Connection, signal?: AbortSignal): Promise<string | undefined> {
-  const head = conn.info.size > 0 ? await conn.read(0, Math.min(conn.info.size, 8192), { signal }) : new Uint8Array(0);
+/** file(1)'s one-line description of the first `size` bytes (8 KiB at most), as nbdinfo's `content`; undefined if file(1) is missing or fails. */
+export async function contentOf(conn: Connection, size: number, signal?: AbortSignal): Promise<string | undefined> {
+  const head = size > 0 ? await conn.read(0, Math.min(size, 8192), { signal }) : new Uint8Array(0);
   const dir = await mkdtemp(join(tmpdir(), 'nbd-info-'));
   try {
     const file = join(dir, 'head');

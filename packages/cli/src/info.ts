@@ -63,7 +63,12 @@ const SPEC = {
   optionalValues: { map: 'base:allocation' },
 } as const;
 
-type Mode = { kind: 'show' } | { kind: 'list' } | { kind: 'size' } | { kind: 'can'; feature: string } | { kind: 'map'; context: string; totals: boolean };
+type Mode =
+  | { kind: 'show' }
+  | { kind: 'list' }
+  | { kind: 'size' }
+  | { kind: 'can'; feature: string }
+  | { kind: 'map'; context: string; totals: boolean };
 
 function modeOf(v: ReturnType<typeof parseCommand<typeof SPEC.options>>['values']): Mode {
   const can = v.can ?? v.is;
@@ -122,7 +127,11 @@ export async function infoCommand(argv: readonly string[], io: Io, signal: Abort
     }
     case 'show': {
       const client = await Client.connect(text, { signal });
-      const { facts, conn } = await probeExport(client, client.defaultExport, { content, uri: uriForExport(uri, client.defaultExport), signal });
+      const { facts, conn } = await probeExport(client, client.defaultExport, {
+        content,
+        uri: uriForExport(uri, client.defaultExport),
+        signal,
+      });
       const server = serverFacts(client, facts.structured);
       await close(client, conn);
       out = json ? infoJson(server, [facts]) : infoText(server, [facts], paint);
@@ -162,7 +171,12 @@ async function showList(
   for (const entry of listed) {
     const c = o.content ? await Client.connect(text, { signal: o.signal }) : client;
     try {
-      const { facts, conn } = await probeExport(c, entry.name, { content: o.content, listed: entry, uri: uriForExport(uri, entry.name), signal: o.signal });
+      const { facts, conn } = await probeExport(c, entry.name, {
+        content: o.content,
+        listed: entry,
+        uri: uriForExport(uri, entry.name),
+        signal: o.signal,
+      });
       exports.push(facts);
       structured = facts.structured;
       if (conn) await conn.disconnect();
@@ -179,10 +193,18 @@ async function showList(
 }
 
 /** `--map`: block status over the whole export, merged into runs. */
-async function showMap(text: string, context: string, totals: boolean, json: boolean, paint: ReturnType<typeof painter>, signal: AbortSignal): Promise<string> {
+async function showMap(
+  text: string,
+  context: string,
+  totals: boolean,
+  json: boolean,
+  paint: ReturnType<typeof painter>,
+  signal: AbortSignal,
+): Promise<string> {
   const conn = await open(text, { metaContexts: [context], signal });
   try {
-    if (!conn.metaContexts.has(context)) throw new NbdInvalidArgumentError(`--map: the server does not support the metadata context "${context}"`);
+    if (!conn.metaContexts.has(context))
+      throw new NbdInvalidArgumentError(`--map: the server does not support the metadata context "${context}"`);
     const size = conn.info.size;
     const runs = new MapRuns();
     while (runs.end < size) {

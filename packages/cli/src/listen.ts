@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Export, NbdServer, type ServeOptions, listen } from '@nbd/server';
+import { type Export, type NbdServer, type ServeOptions, listen } from '@nbd/server';
 import type { ListenSpec } from './serve-spec.js';
 import { formatUri } from './uris.js';
 
@@ -45,11 +45,22 @@ async function startOne(spec: ListenSpec, exports: readonly Export[], opts: Serv
   }
   const where = server.address as AddressInfo;
   const host = spec.kind === 'tcp' && spec.host !== undefined && spec.host !== '0.0.0.0' && spec.host !== '::' ? spec.host : 'localhost';
-  return { server, port: String(where.port), unixsocket: '', close, uriOf: (exportName) => formatUri({ tls, host, port: where.port, exportName }) };
+  return {
+    server,
+    port: String(where.port),
+    unixsocket: '',
+    close,
+    uriOf: (exportName) => formatUri({ tls, host, port: where.port, exportName }),
+  };
 }
 
 /** Starts every listener; if one fails, those already started are closed. */
-export async function startListeners(specs: readonly ListenSpec[], exports: readonly Export[], opts: ServeOptions, tls: boolean): Promise<Listener[]> {
+export async function startListeners(
+  specs: readonly ListenSpec[],
+  exports: readonly Export[],
+  opts: ServeOptions,
+  tls: boolean,
+): Promise<Listener[]> {
   const started: Listener[] = [];
   try {
     for (const s of specs) started.push(await startOne(s, exports, opts, tls));

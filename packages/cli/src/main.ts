@@ -74,7 +74,11 @@ function asked(argv: readonly string[], long: string, short: string): boolean {
  * Runs the `nbd` command line `argv` (without node and the script) and resolves with
  * the exit code. Signals abort `signal`; failures are reported on `io.stderr` as one line.
  */
-export async function main(argv: readonly string[], io: Io = processIo(), signal: AbortSignal = new AbortController().signal): Promise<number> {
+export async function main(
+  argv: readonly string[],
+  io: Io = processIo(),
+  signal: AbortSignal = new AbortController().signal,
+): Promise<number> {
   const [name, ...rest] = argv;
   let command = '';
   try {
@@ -93,7 +97,8 @@ export async function main(argv: readonly string[], io: Io = processIo(), signal
     }
     const load = COMMANDS[name];
     if (load === undefined) {
-      if (name.startsWith('-')) throw new UsageError('', `unknown option '${name}' (a command comes first: serve, info, copy, attach, detach, devices)`);
+      if (name.startsWith('-'))
+        throw new UsageError('', `unknown option '${name}' (a command comes first: serve, info, copy, attach, detach, devices)`);
       throw new UsageError('', `unknown command '${name}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
     }
     command = name;

@@ -6,7 +6,14 @@ const plain = (_s: unknown, t: string) => t;
 describe('map runs', () => {
   test('neighbours of one type merge, across block-status calls', () => {
     const m = new MapRuns();
-    for (const [len, type] of [[4096, 0], [4096, 0], [8192, 3], [4096, 3], [512, 0]] as const) m.add(len, type);
+    for (const [len, type] of [
+      [4096, 0],
+      [4096, 0],
+      [8192, 3],
+      [4096, 3],
+      [512, 0],
+    ] as const)
+      m.add(len, type);
     expect(m.runs).toEqual([
       { offset: 0, length: 8192, type: 0 },
       { offset: 8192, length: 12288, type: 3 },
@@ -42,7 +49,16 @@ describe('map runs', () => {
     expect(mapJson('x:y', [{ offset: 0, length: 1, type: 7 }])).toBe('[\n{ "offset": 0, "length": 1, "type": 7}\n]\n');
   });
 
-  test('formatG is C\'s %g', () => {
-    expect([100, 50, 33.33333333, 0.5, 1e-5, 1234567, 0.0001, 99.99999].map(formatG)).toEqual(['100', '50', '33.3333', '0.5', '1e-05', '1.23457e+06', '0.0001', '100']);
+  test("formatG is C's %g", () => {
+    expect([100, 50, 33.33333333, 0.5, 1e-5, 1234567, 0.0001, 99.99999].map(formatG)).toEqual([
+      '100',
+      '50',
+      '33.3333',
+      '0.5',
+      '1e-05',
+      '1.23457e+06',
+      '0.0001',
+      '100',
+    ]);
   });
 });

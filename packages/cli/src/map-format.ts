@@ -71,7 +71,10 @@ export function mapJson(context: string, runs: readonly MapRun[]): string {
 export function totalsOf(runs: readonly MapRun[]): { type: number; size: number }[] {
   const by = new Map<number, number>();
   for (const r of runs) by.set(r.type, (by.get(r.type) ?? 0) + r.length);
-  return [...by.entries()].filter(([, size]) => size > 0).sort((a, b) => a[0] - b[0]).map(([type, size]) => ({ type, size }));
+  return [...by.entries()]
+    .filter(([, size]) => size > 0)
+    .sort((a, b) => a[0] - b[0])
+    .map(([type, size]) => ({ type, size }));
 }
 
 /** `nbd info --map --totals`: size, percentage of the export, type, description. */

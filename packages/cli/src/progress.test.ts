@@ -29,13 +29,13 @@ describe('progress', () => {
   });
 
   test('bar lines fit the width and say what is known', () => {
-    expect(barLine(512, 1024, 1, 0, 80)).toMatch(/^▝  50% \[\*+-+\] 512 B\/1\.0 KiB 512 B\/s ETA 0:01$/);
+    expect(barLine(512, 1024, 1, 0, 80)).toMatch(/^▝ {2}50% \[\*+-+\] 512 B\/1\.0 KiB 512 B\/s ETA 0:01$/);
     expect(barLine(1024, 1024, 2, 3, 80)).toMatch(/^█ 100% \[\*+\] 1\.0 KiB\/1\.0 KiB 512 B\/s$/);
     expect(barLine(1 << 20, undefined, 1, 1, 80)).toBe('▐ 1.0 MiB 1.0 MiB/s');
     for (const w of [40, 60, 80, 120]) expect(barLine(3 << 30, 8 << 30, 9, 0, w).length).toBeLessThan(Math.max(w, 21));
   });
 
-  test('plain lines every 10 %, and nbdcopy\'s N/100 on a descriptor, once per value', () => {
+  test("plain lines every 10 %, and nbdcopy's N/100 on a descriptor, once per value", () => {
     const s = sink();
     const lines = new LineProgress(s.out);
     for (let i = 0; i <= 1000; i++) lines.update(i, 1000);

@@ -118,7 +118,12 @@ export class FdProgress implements Progress {
  * The progress `--progress` asks for: `bar` (the bare flag) is a terminal bar on a
  * TTY and plain lines otherwise; a number is a descriptor for nbdcopy's format.
  */
-export function progressOf(command: string, spec: string | undefined, stderr: Tty & { isTTY?: boolean }, totalKnown: boolean): Progress | undefined {
+export function progressOf(
+  command: string,
+  spec: string | undefined,
+  stderr: Tty & { isTTY?: boolean },
+  totalKnown: boolean,
+): Progress | undefined {
   if (spec === undefined) return undefined;
   if (spec === 'bar') return stderr.isTTY ? new TerminalBar(stderr, totalKnown) : new LineProgress(stderr);
   if (!/^\d+$/.test(spec)) throw new UsageError(command, `--progress=FD: '${spec}' is not a file descriptor number`);

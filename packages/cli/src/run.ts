@@ -21,7 +21,13 @@ export interface CaptiveEnv {
  */
 export function runCaptive(cmd: string, env: CaptiveEnv, signal: AbortSignal, stderr: NodeJS.WritableStream): Promise<number> {
   const { promise, resolve, reject } = Promise.withResolvers<number>();
-  const vars: Record<string, string> = { uri: env.uri, nbd: env.uri, exportname: env.exportname, port: env.port, unixsocket: env.unixsocket };
+  const vars: Record<string, string> = {
+    uri: env.uri,
+    nbd: env.uri,
+    exportname: env.exportname,
+    port: env.port,
+    unixsocket: env.unixsocket,
+  };
   if (env.tls !== undefined) vars.tls = env.tls;
   const child = spawn('/bin/sh', ['-c', cmd], { stdio: 'inherit', env: { ...process.env, ...vars } });
   const untie = tieToSignal(signal, () => child.kill('SIGTERM'));

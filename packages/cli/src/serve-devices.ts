@@ -26,6 +26,8 @@ export interface BuildContext {
   readOnly: boolean;
   /** `serve` or `attach`, for error messages. */
   command: string;
+  /** Registers a report to print once the devices are closed (the stats filter without a file). */
+  atExit?: (report: () => void) => void;
 }
 
 /** A device ready to serve, its size, and a description for NBD_OPT_LIST. */
@@ -71,7 +73,11 @@ export class Params {
   /** Fails on anything left over: a parameter no device or filter knows. */
   finish(what: string): void {
     const left = [...this.map.keys()];
-    if (left.length > 0) throw new UsageError(this.command, `unknown parameter${left.length > 1 ? 's' : ''} ${left.map((k) => `${k}=`).join(', ')} for ${what}`);
+    if (left.length > 0)
+      throw new UsageError(
+        this.command,
+        `unknown parameter${left.length > 1 ? 's' : ''} ${left.map((k) => `${k}=`).join(', ')} for ${what}`,
+      );
   }
 }
 
@@ -242,7 +248,10 @@ export async function buildExport(spec: ExportSpec, ctx: BuildContext): Promise<
     built = { device, size: device.size ?? built.size, description: built.description };
     params.finish(`${spec.device}${spec.filters.length > 0 ? ` and its filters (${spec.filters.join(', ')})` : ''}`);
     if (ctx.threads > 0 && typeof built.device.share !== 'function') {
-      throw new UsageError(ctx.command, `${[...spec.filters, spec.device].join(' over ')} cannot be shared with worker threads (serve without --threads)`);
+      throw new UsageError(
+        ctx.command,
+        `${[...spec.filters, spec.device].join(' over ')} cannot be shared with worker threads (serve without --threads)`,
+      );
     }
   } catch (e) {
     await built.device.close?.();

@@ -64,7 +64,11 @@ const ERROR_COMMANDS: [string, Command][] = [
 ];
 
 function errorRule(p: Params, prefix: string): ErrorRule {
-  return defined({ errno: p.take(prefix)?.toUpperCase() as ErrorRule['errno'], rate: rate(p, `${prefix}-rate`), file: p.take(`${prefix}-file`) });
+  return defined({
+    errno: p.take(prefix)?.toUpperCase() as ErrorRule['errno'],
+    rate: rate(p, `${prefix}-rate`),
+    file: p.take(`${prefix}-file`),
+  });
 }
 
 const FILTER_LIST: [string, FilterWord][] = [
@@ -93,7 +97,14 @@ const FILTER_LIST: [string, FilterWord][] = [
       },
     },
   ],
-  ['offset', { params: '[offset=SIZE range=SIZE]', summary: 'a window of the device', apply: (d, p) => offset(d, defined({ offset: p.size('offset'), range: p.size('range') })) }],
+  [
+    'offset',
+    {
+      params: '[offset=SIZE range=SIZE]',
+      summary: 'a window of the device',
+      apply: (d, p) => offset(d, defined({ offset: p.size('offset'), range: p.size('range') })),
+    },
+  ],
   [
     'truncate',
     {
@@ -113,7 +124,11 @@ const FILTER_LIST: [string, FilterWord][] = [
   ],
   [
     'readahead',
-    { params: '[readahead-min=SIZE readahead-max=SIZE]', summary: 'prefetch after sequential reads', apply: (d, p) => readahead(d, defined({ min: p.size('readahead-min'), max: p.size('readahead-max') })) },
+    {
+      params: '[readahead-min=SIZE readahead-max=SIZE]',
+      summary: 'prefetch after sequential reads',
+      apply: (d, p) => readahead(d, defined({ min: p.size('readahead-min'), max: p.size('readahead-max') })),
+    },
   ],
   [
     'blocksize',
@@ -134,14 +149,29 @@ const FILTER_LIST: [string, FilterWord][] = [
       },
     },
   ],
-  ['stats', { params: '[statsfile=PATH]', summary: 'counters per command, written on exit', apply: (d, p) => stats(d, defined({ file: p.take('statsfile') })) }],
+  [
+    'stats',
+    {
+      params: '[statsfile=PATH]',
+      summary: 'counters per command, written on exit (to stderr without statsfile=)',
+      apply: (d, p, ctx) => {
+        const file = p.take('statsfile');
+        if (file !== undefined) return stats(d, { file });
+        const counted = stats(d);
+        ctx.atExit?.(() => process.stderr.write(`${JSON.stringify(counted.stats(), null, 2)}\n`));
+        return counted;
+      },
+    },
+  ],
   [
     'error',
     {
       params: '[error=ERRNO error-rate=R error-file=PATH error-pread=… error-pwrite-rate=… …]',
       summary: 'inject errors at a rate',
       apply: (d, p) => {
-        const commands = Object.fromEntries(ERROR_COMMANDS.map(([n, c]) => [c, errorRule(p, `error-${n}`)]).filter(([, r]) => Object.keys(r as object).length > 0));
+        const commands = Object.fromEntries(
+          ERROR_COMMANDS.map(([n, c]) => [c, errorRule(p, `error-${n}`)]).filter(([, r]) => Object.keys(r as object).length > 0),
+        );
         return injectErrors(d, { ...errorRule(p, 'error'), commands });
       },
     },
@@ -186,7 +216,8 @@ const FILTER_LIST: [string, FilterWord][] = [
     {
       params: '[retries=N retry-delay=S retry-exponential=BOOL]',
       summary: 'try failed requests again after a delay',
-      apply: (d, p) => retry(d, defined({ retries: p.int('retries'), delay: millis(p, 'retry-delay'), exponential: p.flag('retry-exponential') })),
+      apply: (d, p) =>
+        retry(d, defined({ retries: p.int('retries'), delay: millis(p, 'retry-delay'), exponential: p.flag('retry-exponential') })),
     },
   ],
 ];
@@ -200,7 +231,8 @@ export async function applyFilters(base: Device, names: readonly string[], param
   let d = base;
   for (const name of [...names].reverse()) {
     const word = FILTER_WORDS[ALIASES[name] ?? name];
-    if (word === undefined) throw new UsageError(ctx.command, `unknown filter '${name}' (filters: ${Object.keys(FILTER_WORDS).join(', ')})`);
+    if (word === undefined)
+      throw new UsageError(ctx.command, `unknown filter '${name}' (filters: ${Object.keys(FILTER_WORDS).join(', ')})`);
     d = await word.apply(d, params, ctx);
   }
   return d;

@@ -3,7 +3,14 @@ import { UsageError } from './errors.js';
 import { deviceSpecOf, parseServe } from './serve-spec.js';
 
 const arity = { memory: 1, file: 1, null: 1 };
-const exportsOf = (argv: string[]) => parseServe(argv, arity).exports.map((e) => ({ name: e.name, device: e.device, args: e.args, params: Object.fromEntries(e.params), filters: e.filters }));
+const exportsOf = (argv: string[]) =>
+  parseServe(argv, arity).exports.map((e) => ({
+    name: e.name,
+    device: e.device,
+    args: e.args,
+    params: Object.fromEntries(e.params),
+    filters: e.filters,
+  }));
 
 describe('nbd serve command line', () => {
   test('one device, parameters and filters around it', () => {
@@ -26,8 +33,34 @@ describe('nbd serve command line', () => {
   });
 
   test('listeners, TLS and the rest', () => {
-    const s = parseServe(['-U', '-', '-p', '0', '-i', '::1', '--listen', 'nbd+unix:///?socket=/tmp/s', '--listen', 'nbd://[::1]:10900', '-t', '2', '-r', '--tls-psk', 'k.psk', 'memory', '1M'], arity);
-    expect(s.listen).toEqual([{ kind: 'private' }, { kind: 'tcp', host: '::1', port: 0 }, { kind: 'unix', path: '/tmp/s' }, { kind: 'tcp', host: '::1', port: 10900 }]);
+    const s = parseServe(
+      [
+        '-U',
+        '-',
+        '-p',
+        '0',
+        '-i',
+        '::1',
+        '--listen',
+        'nbd+unix:///?socket=/tmp/s',
+        '--listen',
+        'nbd://[::1]:10900',
+        '-t',
+        '2',
+        '-r',
+        '--tls-psk',
+        'k.psk',
+        'memory',
+        '1M',
+      ],
+      arity,
+    );
+    expect(s.listen).toEqual([
+      { kind: 'private' },
+      { kind: 'tcp', host: '::1', port: 0 },
+      { kind: 'unix', path: '/tmp/s' },
+      { kind: 'tcp', host: '::1', port: 10900 },
+    ]);
     expect(s.tls).toEqual({ mode: 'require', certificates: undefined, pskFile: 'k.psk', verifyPeer: false });
     expect(s).toMatchObject({ threads: 2, readOnly: true, run: undefined, printUri: false });
     expect(parseServe(['memory', '1M'], arity).listen).toEqual([{ kind: 'tcp', host: undefined, port: 10809 }]);
@@ -52,7 +85,11 @@ describe('nbd serve command line', () => {
   });
 
   test('a device for nbd attach', () => {
-    expect(deviceSpecOf('attach', ['memory', '1G', 'x=1'], arity)).toMatchObject({ device: 'memory', args: ['1G'], params: new Map([['x', '1']]) });
+    expect(deviceSpecOf('attach', ['memory', '1G', 'x=1'], arity)).toMatchObject({
+      device: 'memory',
+      args: ['1G'],
+      params: new Map([['x', '1']]),
+    });
     expect(() => deviceSpecOf('attach', ['memory', '1G', '2G'], arity)).toThrow(/unexpected argument '2G'/);
   });
 });

@@ -76,7 +76,14 @@ const PARAM = /^([a-z][a-z0-9_-]*)=(.*)$/is;
 /** Splits the token stream into exports. `arity` knows the device words. */
 function exportsOf(tokens: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['tokens'], arity: Arity): ExportSpec[] {
   const exports: ExportSpec[] = [];
-  const fresh = (): ExportSpec => ({ name: undefined, description: undefined, device: undefined, args: [], params: new Map(), filters: [] });
+  const fresh = (): ExportSpec => ({
+    name: undefined,
+    description: undefined,
+    device: undefined,
+    args: [],
+    params: new Map(),
+    filters: [],
+  });
   let cur = fresh();
   const start = () => {
     exports.push(cur);
@@ -110,7 +117,8 @@ function exportsOf(tokens: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>
       cur.args.push(word);
       continue;
     }
-    if (arity[word] === undefined) throw new UsageError('serve', `unexpected argument '${word}' after ${cur.device} ${cur.args.join(' ')}`.trimEnd());
+    if (arity[word] === undefined)
+      throw new UsageError('serve', `unexpected argument '${word}' after ${cur.device} ${cur.args.join(' ')}`.trimEnd());
     start();
     cur.device = word;
   }
@@ -164,7 +172,8 @@ function tlsOf(v: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['values'
     if (v['tls-verify-peer']) throw new UsageError('serve', '--tls-verify-peer needs --tls-certificates');
     return undefined;
   }
-  if (mode !== 'off' && mode !== 'on' && mode !== 'require') throw new UsageError('serve', `--tls: expected off, on or require, got '${mode}'`);
+  if (mode !== 'off' && mode !== 'on' && mode !== 'require')
+    throw new UsageError('serve', `--tls: expected off, on or require, got '${mode}'`);
   if (mode !== 'off' && !creds) throw new UsageError('serve', `--tls=${mode} needs --tls-certificates DIR or --tls-psk FILE`);
   return { mode, certificates: v['tls-certificates'], pskFile: v['tls-psk'], verifyPeer: v['tls-verify-peer'] === true };
 }
@@ -193,7 +202,8 @@ export function parseServe(argv: readonly string[], arity: Arity): ServeSpec {
 /** One device as typed on `nbd attach`'s command line: its word, arguments and key=value parameters. */
 export function deviceSpecOf(command: string, words: readonly string[], arity: Arity): ExportSpec {
   const [device, ...rest] = words;
-  if (device === undefined || arity[device] === undefined) throw new UsageError(command, `unknown device '${device}' (devices: ${Object.keys(arity).join(', ')})`);
+  if (device === undefined || arity[device] === undefined)
+    throw new UsageError(command, `unknown device '${device}' (devices: ${Object.keys(arity).join(', ')})`);
   const spec: ExportSpec = { name: '', description: undefined, device, args: [], params: new Map(), filters: [] };
   for (const w of rest) {
     const param = PARAM.exec(w);

@@ -83,10 +83,11 @@ function stderrLogger(io: Io, verbose: boolean): Logger {
 }
 
 /** Builds every export's device; if one fails, those built are closed. */
-async function buildAll(spec: ServeSpec, io: Io): Promise<{ exports: Export[]; built: Built[] }> {
+async function buildAll(spec: ServeSpec, io: Io, reports: (() => void)[]): Promise<{ exports: Export[]; built: Built[] }> {
   const built: Built[] = [];
+  const ctx = { threads: spec.threads, readOnly: spec.readOnly, command: 'serve', atExit: (r: () => void) => void reports.push(r) };
   try {
-    for (const e of spec.exports) built.push(await buildExport(e, { threads: spec.threads, readOnly: spec.readOnly, command: 'serve' }));
+    for (const e of spec.exports) built.push(await buildExport(e, ctx));
   } catch (e) {
     await Promise.allSettled(built.map((b) => b.device.close?.()));
     throw e;
@@ -118,14 +119,21 @@ function serveOptions(spec: ServeSpec, logger: Logger): ServeOptions {
 export async function serveCommand(argv: readonly string[], io: Io, signal: AbortSignal): Promise<number> {
   const spec = parseServe(argv, arityOf());
   if (spec.run !== undefined && spec.run.trim() === '') throw new UsageError('serve', '--run needs a command');
-  const { exports, built } = await buildAll(spec, io);
+  const reports: (() => void)[] = [];
+  const { exports, built } = await buildAll(spec, io, reports);
   let listeners: Listener[] = [];
   try {
-    listeners = await startListeners(spec.listen, exports, serveOptions(spec, stderrLogger(io, spec.verbose)), spec.tls?.mode === 'require');
+    listeners = await startListeners(
+      spec.listen,
+      exports,
+      serveOptions(spec, stderrLogger(io, spec.verbose)),
+      spec.tls?.mode === 'require',
+    );
     const first = listeners[0]!;
     const defaultName = exports[0]!.name;
     if (spec.printUri) await writeAll(io.stdout, `${first.uriOf(defaultName)}\n`);
-    if (spec.verbose) for (const l of listeners) io.stderr.write(`nbd serve: serving ${exports.map((e) => `"${e.name}"`).join(', ')} on ${l.uriOf('')}\n`);
+    if (spec.verbose)
+      for (const l of listeners) io.stderr.write(`nbd serve: serving ${exports.map((e) => `"${e.name}"`).join(', ')} on ${l.uriOf('')}\n`);
     if (spec.run !== undefined) {
       const env = { uri: first.uriOf(defaultName), exportname: defaultName, port: first.port, unixsocket: first.unixsocket };
       const tls = spec.tls?.mode === 'require' ? '2' : spec.tls?.mode === 'on' ? '1' : undefined;
@@ -141,5 +149,6 @@ export async function serveCommand(argv: readonly string[], io: Io, signal: Abor
   } finally {
     await Promise.allSettled(listeners.map((l) => l.close()));
     await Promise.allSettled(built.map((b) => b.device.close?.()));
+    for (const report of reports) report();
   }
 }

@@ -34,7 +34,7 @@ describe('parseSize', () => {
 });
 
 describe('sizes for people', () => {
-  test('humanSize is nbdinfo\'s export-size-str', () => {
+  test("humanSize is nbdinfo's export-size-str", () => {
     expect([0, 1, 512, 1024, 1536 * 1024, 2 ** 30, 3 * 2 ** 40 + 2 ** 30, 2 ** 53 - 1].map(humanSize)).toEqual([
       '0',
       '1',

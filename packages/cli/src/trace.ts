@@ -34,17 +34,25 @@ export function traceDevice(d: Device, name: string, log: Log): Device {
   };
   const props = ['size', 'readOnly', 'rotational', 'multiConn', 'fua', 'blockSizes'] as const;
   for (const p of props) if (d[p] !== undefined) Object.defineProperty(t, p, { value: d[p], enumerable: true });
-  if (d.writeAt) t.writeAt = (buf, offset, opts) => traced(log, at('WRITE', offset, buf.length, fua(opts)), () => d.writeAt!(buf, offset, opts));
+  if (d.writeAt)
+    t.writeAt = (buf, offset, opts) => traced(log, at('WRITE', offset, buf.length, fua(opts)), () => d.writeAt!(buf, offset, opts));
   if (d.sync) t.sync = (opts) => traced(log, `"${name}": FLUSH`, () => d.sync!(opts));
   if (d.trim) t.trim = (offset, length, opts) => traced(log, at('TRIM', offset, length, fua(opts)), () => d.trim!(offset, length, opts));
   if (d.zero) {
     t.zero = (offset, length, opts) =>
-      traced(log, at('WRITE_ZEROES', offset, length, `${fua(opts)}${opts.noHole ? ' NO_HOLE' : ''}${opts.fast ? ' FAST_ZERO' : ''}`), () => d.zero!(offset, length, opts));
+      traced(log, at('WRITE_ZEROES', offset, length, `${fua(opts)}${opts.noHole ? ' NO_HOLE' : ''}${opts.fast ? ' FAST_ZERO' : ''}`), () =>
+        d.zero!(offset, length, opts),
+      );
   }
   if (d.cache) t.cache = (offset, length, opts) => traced(log, at('CACHE', offset, length), () => d.cache!(offset, length, opts));
   if (d.extents) {
     t.extents = (offset, length, opts) =>
-      traced(log, at('BLOCK_STATUS', offset, length, opts.reqOne ? ' REQ_ONE' : ''), () => d.extents!(offset, length, opts), (r: DeviceExtent[]) => `→ ${r.length} extents`);
+      traced(
+        log,
+        at('BLOCK_STATUS', offset, length, opts.reqOne ? ' REQ_ONE' : ''),
+        () => d.extents!(offset, length, opts),
+        (r: DeviceExtent[]) => `→ ${r.length} extents`,
+      );
   }
   if (d.close) t.close = () => d.close!();
   return t;

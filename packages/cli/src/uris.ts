@@ -22,7 +22,7 @@ export function isNbdUri(text: string): boolean {
 // Characters a URI path or query may hold as they are (RFC 3986 pchar plus '/' and '?').
 const KEEP = /[A-Za-z0-9\-._~!$'()*+,;=:@/]/;
 
-function escape(text: string, keepAmp: boolean): string {
+function percentEncode(text: string, keepAmp: boolean): string {
   let out = '';
   for (const ch of text) out += KEEP.test(ch) || (keepAmp && ch === '&') ? ch : encodeURIComponent(ch);
   return out;
@@ -55,9 +55,9 @@ export function formatUri(p: UriParts): string {
   }
   if (p.user !== undefined) authority = `${encodeURIComponent(p.user)}@${authority}`;
   const query: string[] = [];
-  if (unix) query.push(`socket=${escape(p.socket!, false)}`);
-  for (const [k, v] of Object.entries(p.params ?? {})) query.push(`${k}=${escape(v, false)}`);
-  return `${scheme}://${authority}/${escape(p.exportName, false)}${query.length ? `?${query.join('&')}` : ''}`;
+  if (unix) query.push(`socket=${percentEncode(p.socket!, false)}`);
+  for (const [k, v] of Object.entries(p.params ?? {})) query.push(`${k}=${percentEncode(v, false)}`);
+  return `${scheme}://${authority}/${percentEncode(p.exportName, false)}${query.length ? `?${query.join('&')}` : ''}`;
 }
 
 /** The URI of `exportName` on the server `uri` points at (its TLS parameters kept). */
