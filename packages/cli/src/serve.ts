@@ -132,8 +132,11 @@ export async function serveCommand(argv: readonly string[], io: Io, signal: Abor
     const first = listeners[0]!;
     const defaultName = exports[0]!.name;
     if (spec.printUri) await writeAll(io.stdout, `${first.uriOf(defaultName)}\n`);
-    if (spec.verbose)
-      for (const l of listeners) io.stderr.write(`nbd serve: serving ${exports.map((e) => `"${e.name}"`).join(', ')} on ${l.uriOf('')}\n`);
+    // Where clients go, said once (not with --run, whose command's output comes next).
+    if (spec.run === undefined || spec.verbose) {
+      const what = exports.map((e) => `"${e.name}" (${e.size} bytes)`).join(', ');
+      for (const l of listeners) io.stderr.write(`nbd serve: serving ${what} on ${l.uriOf(defaultName)}${spec.run === undefined ? '; Ctrl-C stops' : ''}\n`);
+    }
     if (spec.run !== undefined) {
       const env = { uri: first.uriOf(defaultName), exportname: defaultName, port: first.port, unixsocket: first.unixsocket };
       const tls = spec.tls?.mode === 'require' ? '2' : spec.tls?.mode === 'on' ? '1' : undefined;
