@@ -140,6 +140,9 @@ export async function attachCommand(argv: readonly string[], io: Io, signal: Abo
     ...(o.index !== undefined ? { index: o.index } : {}),
     ...(o.blockSize !== undefined ? { blockSize: o.blockSize } : {}),
     ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
+  }).catch(async (e: unknown) => {
+    await built.device.close?.(); // the kernel refused: the device (a file) is ours to close
+    throw e;
   });
   await announce(io, v.json === true, lb.index, built.size);
   io.stderr.write(`nbd attach: serving ${lb.path} from this process; Ctrl-C or 'nbd detach ${lb.path}' detaches it\n`);
