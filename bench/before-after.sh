@@ -16,12 +16,7 @@ REPO=$(cd "$HERE/.." && pwd)
 BEFORE=${1:-85b0f43}
 cd "$REPO"
 bash scripts/bootstrap.sh --peers >&2
-missing=""
-for p in hyperfine bc; do command -v "$p" >/dev/null || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  echo "before-after: apt-get install$missing" >&2
-  apt-get install -y -q --no-install-recommends $missing >/dev/null
-fi
+. "$HERE/needs.sh"
 NODE=${NODE:-$(ls -d "${HOME:-/root}"/.cache/nbd-node/node-*/bin/node 2>/dev/null | sort -V | tail -1)}
 [ -x "$NODE" ] || { echo "before-after: no supported node cached (run the bootstrap)" >&2; exit 1; }
 export NODE

@@ -10,6 +10,7 @@
 #   T2=1    also ours with --threads=2 (this thread plus one worker)
 #   NODE    the node that runs ours (default: the newest supported node the bootstrap cached)
 set -eu
+. "$(dirname "${BASH_SOURCE[0]}")/needs.sh"
 cd "$(dirname "$0")/.."
 # Our side runs on a supported node (>= 22: the SDK uses Promise.withResolvers): $NODE, else the
 # newest the bootstrap cached, else the caller's; found before Debian's /usr/bin (Node 20 here)

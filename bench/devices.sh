@@ -12,6 +12,7 @@
 # (ratio > 1 = faster than nbdkit).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/needs.sh"
 . "$HERE/servers.sh"   # for $NODE
 SIZE=${SIZE:-1G}; DISK_DIR=${DISK_DIR:-/var/tmp}
 export RUNS=${RUNS:-3} FIO_RUNTIME=${FIO_RUNTIME:-5}

@@ -14,6 +14,7 @@
 # namespace with an overlay on /etc that vanishes with it: nothing on the system changes.
 #   SIZE (default 2G), RUNS (default 3), FIO_RUNTIME (default 5), NODE (a supported node)
 set -eu
+. "$(dirname "${BASH_SOURCE[0]}")/needs.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 if [ "${NBD_TLS_NS:-}" != 1 ]; then
