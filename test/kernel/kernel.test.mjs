@@ -531,29 +531,25 @@ async function nbdForeground(args) {
 }
 const connected = async (index) => (await status(index)).some((d) => d.connected);
 
-test('cli: nbd attach URI exits once the kernel holds the socket; mkfs/mount/write; nbd devices --json lists it; nbd detach', async () => {
+test('cli: nbd attach URI exits once the kernel holds the socket; mkfs/mount/write; nbd detach', async () => {
   const sock = `${TMP}/cli-attach.sock`;
   const srv = await nbdkitMemory(sock);
   const ref = await refFile('cli-a.bin', 2 * MiB);
-  const a = await nbdCli(['attach', uri(sock)]);
+  const a = await nbdCli(['attach', '--json', uri(sock)]);
   assertEq(a.code, 0, `nbd attach exit code (${a.stderr})`);
-  const path = a.stdout.trim();
-  assert(/^\/dev\/nbd\d+$/.test(path), `printed the device path: ${path}`);
-  const index = Number(path.slice('/dev/nbd'.length));
+  const { device: path, index, size } = JSON.parse(a.stdout);
+  assert(/^\/dev\/nbd\d+$/.test(path) && size === SIZE, `printed the device: ${a.stdout}`);
   defer(() => disconnect(index).catch(() => {}));
   assertEq(sysSize(index), SIZE / 512, 'the kernel has the export size');
   await ok('mkfs.ext4', ['-q', '-F', path]);
   await withMount(path, [], async (mnt) => ok('cp', [ref.file, `${mnt}/a.bin`]));
-  const list = JSON.parse((await nbdCli(['devices', '--json'])).stdout);
-  const mine = list.find((d) => d.index === index);
-  assert(mine?.connected === true && mine.size === SIZE && mine.backend === uri(sock), `nbd devices --json lists it: ${JSON.stringify(mine)}`);
   const d = await nbdCli(['detach', path]);
   assertEq(d.code, 0, `nbd detach exit code (${d.stderr})`);
   await waitFor(async () => !(await connected(index)), 'detached');
   await srv.kill();
 });
 
-test('cli: nbd attach -r --device N: that device, read-only; detaching twice is one line and exit 1', async () => {
+test('cli: nbd attach -r --device N: that device, read-only; nbd devices --json lists it; detaching a free device is one line and exit 1', async () => {
   const sock = `${TMP}/cli-ro.sock`;
   const srv = await nbdkitMemory(sock);
   const free = (await status()).filter((d) => !d.connected).map((d) => d.index);
@@ -563,6 +559,9 @@ test('cli: nbd attach -r --device N: that device, read-only; detaching twice is 
   defer(() => disconnect(want).catch(() => {}));
   assertEq(await text('blockdev', ['--getro', `/dev/nbd${want}`]), '1', '-r: the kernel sees it read-only');
   assertEq((await sh('dd', ['if=/dev/zero', `of=/dev/nbd${want}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none'])).code !== 0, true, 'a write fails');
+  const list = JSON.parse((await nbdCli(['devices', '--json'])).stdout);
+  const mine = list.find((d) => d.index === want);
+  assert(mine?.connected === true && mine.size === SIZE && mine['read-only'] && mine.backend === uri(sock), `nbd devices --json lists it: ${JSON.stringify(mine)}`);
   await disconnect(want);
   await waitFor(async () => !(await connected(want)), 'detached');
   const again = await nbdCli(['detach', `${want}`]);
