@@ -14,6 +14,7 @@ export default defineConfig({
       '@nbd/server': src('server'),
       '@nbd/linux': src('linux'),
       '@nbd/devices': src('devices'),
+      '@nbd/cli': src('cli'),
     },
   },
   test: {

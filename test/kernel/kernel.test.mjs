@@ -507,6 +507,153 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   await srv.kill();
 });
 
+// ---------------------------------------------------------------- the nbd command (@nbd/cli)
+// Each `nbd` start loads its packages over 9p under TCG (10-30 s here), so every
+// test runs at most four of them, with generous limits.
+
+const NBD = new URL('../../packages/cli/dist/bin.js', import.meta.url).pathname;
+const CLI_MS = 150_000;
+/** `nbd ARGS…` to completion: { code, stdout, stderr }. */
+const nbdCli = (args) => sh(process.execPath, [NBD, ...args], { timeout: CLI_MS }).then((r) => ({ ...r, stdout: r.stdout.toString() }));
+/** `nbd ARGS…` left running in the foreground: resolves once it printed its device and the line saying it stays. */
+async function nbdForeground(args) {
+  const child = spawn(process.execPath, [NBD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err += d));
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  defer(() => child.kill('SIGKILL'));
+  const ready = () => /\/dev\/nbd\d+\n/.test(out) && /nbd attach: .*(serving|staying)/.test(err);
+  await waitFor(() => ready() || child.exitCode !== null, `nbd ${args.join(' ')} to attach`, CLI_MS);
+  if (!ready()) throw new Error(`nbd ${args.join(' ')} exited ${child.exitCode}: ${err}`);
+  return { path: out.trim(), index: Number(/nbd(\d+)/.exec(out)[1]), child, exited, stderr: () => err };
+}
+const connected = async (index) => (await status(index)).some((d) => d.connected);
+
+test('cli: nbd attach URI exits once the kernel holds the socket; mkfs/mount/write; nbd detach', async () => {
+  const sock = `${TMP}/cli-attach.sock`;
+  const srv = await nbdkitMemory(sock);
+  const ref = await refFile('cli-a.bin', 2 * MiB);
+  const a = await nbdCli(['attach', '--json', uri(sock)]);
+  assertEq(a.code, 0, `nbd attach exit code (${a.stderr})`);
+  const { device: path, index, size } = JSON.parse(a.stdout);
+  assert(/^\/dev\/nbd\d+$/.test(path) && size === SIZE, `printed the device: ${a.stdout}`);
+  defer(() => disconnect(index).catch(() => {}));
+  assertEq(sysSize(index), SIZE / 512, 'the kernel has the export size');
+  await ok('mkfs.ext4', ['-q', '-F', path]);
+  await withMount(path, [], async (mnt) => ok('cp', [ref.file, `${mnt}/a.bin`]));
+  const d = await nbdCli(['detach', path]);
+  assertEq(d.code, 0, `nbd detach exit code (${d.stderr})`);
+  await waitFor(async () => !(await connected(index)), 'detached');
+  await srv.kill();
+});
+
+test('cli: nbd attach -r --device N: that device, read-only; nbd devices --json lists it; detaching a free device is one line and exit 1', async () => {
+  const sock = `${TMP}/cli-ro.sock`;
+  const srv = await nbdkitMemory(sock);
+  const free = (await status()).filter((d) => !d.connected).map((d) => d.index);
+  const want = free.at(-1);
+  const a = await nbdCli(['attach', '-r', '--device', `/dev/nbd${want}`, uri(sock)]);
+  assertEq(a.stdout.trim(), `/dev/nbd${want}`, `attached on the --device asked for (${a.stderr})`);
+  defer(() => disconnect(want).catch(() => {}));
+  assertEq(await text('blockdev', ['--getro', `/dev/nbd${want}`]), '1', '-r: the kernel sees it read-only');
+  assertEq((await sh('dd', ['if=/dev/zero', `of=/dev/nbd${want}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none'])).code !== 0, true, 'a write fails');
+  const list = JSON.parse((await nbdCli(['devices', '--json'])).stdout);
+  const mine = list.find((d) => d.index === want);
+  assert(mine?.connected === true && mine.size === SIZE && mine['read-only'] && mine.backend === uri(sock), `nbd devices --json lists it: ${JSON.stringify(mine)}`);
+  await disconnect(want);
+  await waitFor(async () => !(await connected(want)), 'detached');
+  const again = await nbdCli(['detach', `${want}`]);
+  assert(again.code === 1 && /is not attached/.test(again.stderr) && again.stderr.trim().split('\n').length === 1, `detaching a free device: one line, exit 1 (${again.stderr})`);
+  await srv.kill();
+});
+
+test('cli: nbd attach memory 64M stays in the foreground serving /dev/nbdN; nbd detach ends it with exit 0', async () => {
+  const ref = await refFile('cli-m.bin', 3 * MiB);
+  const fg = await nbdForeground(['attach', 'memory', '64M']);
+  await ok('mkfs.ext4', ['-q', '-F', fg.path]);
+  await withMount(fg.path, [], async (mnt) => ok('cp', [ref.file, `${mnt}/a.bin`]));
+  const d = await nbdCli(['detach', fg.path]);
+  assertEq(d.code, 0, `nbd detach (${d.stderr})`);
+  assertEq((await fg.exited).code, 0, `nbd attach exits 0 once detached (${fg.stderr()})`);
+});
+
+test('cli: nbd attach file X: SIGINT flushes and detaches, the file holds the filesystem', async () => {
+  const img = `${TMP}/cli-file.img`;
+  await ok('truncate', ['-s', `${SIZE}`, img]);
+  const ref = await refFile('cli-f.bin', 2 * MiB);
+  const fg = await nbdForeground(['attach', 'file', img]);
+  await ok('mkfs.ext4', ['-q', '-F', fg.path]);
+  await withMount(fg.path, [], async (mnt) => ok('cp', [ref.file, `${mnt}/a.bin`]));
+  fg.child.kill('SIGINT');
+  assertEq((await fg.exited).code, 0, `nbd attach exits 0 after SIGINT (${fg.stderr()})`);
+  await waitFor(async () => !(await connected(fg.index)), 'detached after SIGINT');
+  await ok('e2fsck', ['-fn', img]);
+  assert((await ok('debugfs', ['-R', 'cat /a.bin', img])).equals(ref.data), 'the file holds a.bin');
+});
+
+test('cli: nbd copy onto and from a block device (its size from sysfs); a larger source is refused', async () => {
+  const fg = await nbdForeground(['attach', 'memory', '64M']);
+  const data = await refFile('cli-c.bin', SIZE);
+  const [onto, tooBig] = await Promise.all([
+    nbdCli(['copy', '--flush', data.file, fg.path]),
+    (async () => {
+      const big = `${TMP}/cli-big.img`;
+      await ok('truncate', ['-s', `${SIZE + MiB}`, big]);
+      return nbdCli(['copy', big, fg.path]);
+    })(),
+  ]);
+  assertEq(onto.code, 0, `nbd copy onto /dev/nbdN (${onto.stderr})`);
+  assert(tooBig.code === 1 && /smaller than the source/.test(tooBig.stderr), `a source larger than the device is refused (${tooBig.stderr})`);
+  const out = `${TMP}/cli-copied.img`;
+  const from = await nbdCli(['copy', '--json', fg.path, out]);
+  assertEq(from.code, 0, `nbd copy from /dev/nbdN (${from.stderr})`);
+  assertEq(JSON.parse(from.stdout).bytes, SIZE, 'copied the whole device');
+  assert((await readFile(out)).equals(data.data), 'the copy from the device holds what was copied onto it');
+  fg.child.kill('SIGTERM');
+  assertEq((await fg.exited).code, 0, `nbd attach exits 0 after SIGTERM (${fg.stderr()})`);
+});
+
+test('cli: nbd attach --persist reconnects after the server restarts; SIGINT detaches', async () => {
+  const img = `${TMP}/cli-persist.img`;
+  await ok('truncate', ['-s', `${SIZE}`, img]);
+  const sock = `${TMP}/cli-persist.sock`;
+  let srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
+  const fg = await nbdForeground(['attach', '--persist', '--timeout', '3', uri(sock)]);
+  const ref = await refFile('cli-p.bin', 2 * MiB);
+  await ddWrite(fg.path, ref.file, 0);
+  const more = await refFile('cli-p2.bin', 8 * MiB);
+  // Small direct writes keep requests in flight while the server dies.
+  const writing = ok('dd', [`if=${more.file}`, `of=${fg.path}`, 'bs=64k', `seek=${16 * 16}`, 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
+  await sleep(100);
+  await srv.kill();
+  await sleep(300);
+  srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
+  await writing; // held by the kernel while the link was dead, then retried
+  await waitFor(() => /reconnected/.test(fg.stderr()), `nbd attach to say it reconnected (${fg.stderr()})`, 60_000);
+  assert((await ddRead(fg.path, 0, 2)).equals(ref.data), 'data written before the restart');
+  assert((await ddRead(fg.path, 16, 8)).equals(more.data), 'the write in flight completed after the reconnect');
+  fg.child.kill('SIGINT');
+  assertEq((await fg.exited).code, 0, `exit code after SIGINT (${fg.stderr()})`);
+  await waitFor(async () => !(await connected(fg.index)), 'detached after SIGINT');
+  await srv.kill();
+});
+
+test('cli: a device that does not exist, an unreachable server, a bad size: one line, exit 1 or 2', async () => {
+  const cases = [
+    [['attach', '--device', '/dev/nbd999', 'memory', '1M'], 1, /\/dev\/nbd999 does not exist/],
+    [['detach', '/dev/nbd999'], 1, /\/dev\/nbd999 does not exist/],
+    [['attach', 'nbd+unix:///?socket=/nonexistent'], 1, /cannot connect to \/nonexistent/],
+    [['attach', 'memory', '1Q'], 2, /bad size '1Q'/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => nbdCli(args)));
+  cases.forEach(([args, code, re], i) => {
+    const r = results[i];
+    assert(r.code === code && re.test(r.stderr) && r.stderr.trim().split('\n').length === 1, `nbd ${args.join(' ')}: exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`);
+  });
+});
+
 // ---------------------------------------------------------------- runner
 
 await rm(TMP, { recursive: true, force: true });

@@ -36,6 +36,21 @@ describe('Client: handshake', () => {
     await expect(c.go('a')).rejects.toThrow(/handshake is over/);
   });
 
+  test('structuredReplies tells whether structured replies are negotiated yet (listMetaContexts asks for them)', async () => {
+    const srv = await serve(async (p) => {
+      await p.negotiate({ exports: ['a'], contexts: { 'base:allocation': 1 } });
+    });
+    const c = await Client.connect(srv.uri);
+    expect(c.structuredReplies).toBe(false);
+    await c.info('a');
+    expect(c.structuredReplies).toBe(false);
+    expect(await c.listMetaContexts('a')).toEqual(['base:allocation']);
+    expect(c.structuredReplies).toBe(true);
+    const conn = await c.go('a');
+    expect(conn.structuredReplies).toBe(true);
+    await conn.disconnect();
+  });
+
   test('an option error is an NbdOptionError with the server message; the client stays usable', async () => {
     const srv = await serve(async (p) => {
       await p.negotiate({ exports: ['disk'] });
@@ -150,6 +165,12 @@ describe('Client: targets', () => {
     await new Promise((r) => sock.once('connect', r));
     const viaTransport = await Client.connect(new NodeTransport(sock));
     expect((await viaTransport.go('disk')).info.size).toBe(1 << 20);
+  });
+
+  test('a failed connect names the host and the default port (not "undefined") when the URI has none', async () => {
+    const err = await Client.connect('nbd://nonexistent.invalid/', { handshakeTimeout: 10_000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NbdSystemError);
+    expect((err as Error).message).toMatch(/^cannot connect to nonexistent\.invalid:10809: /);
   });
 
   test('a stream that is closed already is refused at once', async () => {

@@ -174,6 +174,14 @@ export class Client {
     return this.engine.state.style!;
   }
 
+  /**
+   * Structured replies are negotiated so far (listMetaContexts() and go() ask for them
+   * first; nbdinfo's `structured` says this). False before they were asked for.
+   */
+  get structuredReplies(): boolean {
+    return this.engine.state.structured;
+  }
+
   /** Handshake flags the server sent (`HandshakeFlag`); 0 for oldstyle. */
   get handshakeFlags(): number {
     return this.engine.state.handshakeFlags;

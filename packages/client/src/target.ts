@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ClientTlsOptions, type NbdAddress, NbdSystemError, NodeTransport, connectSocket, toNbdUri } from '@nbd/node';
-import { NbdError, NbdInvalidArgumentError, NbdUnsupportedError, type NbdUri, type Transport } from '@nbd/protocol';
+import { Limits, NbdError, NbdInvalidArgumentError, NbdUnsupportedError, type NbdUri, type Transport } from '@nbd/protocol';
 
 /**
  * Where to connect: an NBD URI (`nbd://host:port/export`, `nbd+unix:///export?socket=PATH`)
@@ -94,7 +94,7 @@ export async function openTransport(target: ConnectTarget, signal?: AbortSignal)
   } catch (e) {
     if (e instanceof NbdError) throw e;
     const err = e as NodeJS.ErrnoException;
-    const where = uri.transport === 'unix' ? uri.socket : `${uri.host}:${uri.port}`;
+    const where = uri.transport === 'unix' ? uri.socket : `${uri.host ?? 'localhost'}:${uri.port ?? Limits.PORT}`;
     throw new NbdSystemError(`cannot connect to ${where}: ${err.message}`, err.code ?? 'EIO', Math.abs(err.errno ?? 0), { cause: e });
   }
   return { transport: new NodeTransport(socket), exportName: uri.exportName, tls, host: uri.transport === 'tcp' ? uri.host : undefined };

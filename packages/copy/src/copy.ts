@@ -36,6 +36,17 @@ export interface CopyOptions {
   destinationIsZero?: boolean;
   /** Detect zero ranges (block status + zero-block detection). Default true. */
   sparse?: boolean;
+  /**
+   * Ask an NBD source for its allocation map (base:allocation). Default true; false
+   * still finds all-zero blocks by reading them (nbdcopy's --no-extents).
+   */
+  extents?: boolean;
+  /**
+   * Zero ranges stay allocated on the destination (nbdcopy's --allocated): NBD
+   * WRITE_ZEROES with NO_HOLE, zero bytes written in files, never left as holes even
+   * in a new file. `destinationIsZero` still skips them.
+   */
+  allocated?: boolean;
   /** Flush the destination at the end (default true). */
   flush?: boolean;
   /** Called after each request with the bytes done so far. */
@@ -126,5 +137,14 @@ async function openBoth(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions)
 }
 
 function workerOptions(o: CopyOptions, sink: Sink) {
-  return { requestSize: o.requestSize ?? DEFAULT_REQUEST_SIZE, inFlight: o.inFlight, connections: o.connections, sparse: o.sparse, flush: o.flush, destinationIsZero: sink.knownZero };
+  return {
+    requestSize: o.requestSize ?? DEFAULT_REQUEST_SIZE,
+    inFlight: o.inFlight,
+    connections: o.connections,
+    sparse: o.sparse,
+    extents: o.extents,
+    allocated: o.allocated,
+    flush: o.flush,
+    destinationIsZero: sink.knownZero,
+  };
 }

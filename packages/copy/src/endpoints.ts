@@ -54,6 +54,10 @@ export interface Sink {
 export interface EndpointOptions {
   connections?: number;
   sparse?: boolean;
+  /** Ask an NBD source for base:allocation (default true, and only when `sparse`). */
+  extents?: boolean;
+  /** Zeroes stay allocated on the destination (NO_HOLE; no holes left in new files). */
+  allocated?: boolean;
   destinationIsZero?: boolean;
   signal?: AbortSignal;
 }
@@ -118,11 +122,14 @@ async function nbdOf(k: Kind, opts: EndpointOptions, forSource: boolean): Promis
   if (k.kind !== 'connect') return undefined;
   const conn = await connectMulti(k.target, {
     connections: opts.connections ?? 4,
-    metaContexts: forSource && opts.sparse !== false ? [MetaContext.BASE_ALLOCATION] : [],
+    metaContexts: forSource && usesMap(opts) ? [MetaContext.BASE_ALLOCATION] : [],
     signal: opts.signal,
   });
   return { conn, owned: true };
 }
+
+/** An NBD source's allocation map is asked for. */
+const usesMap = (opts: EndpointOptions) => opts.sparse !== false && opts.extents !== false;
 
 const lanes = (c: Connection | MultiConnection) => (c instanceof MultiConnection ? c.connections.length : 1);
 
@@ -134,7 +141,7 @@ export async function openSource(e: CopyEndpoint, opts: EndpointOptions): Promis
   if (k.kind === 'file') return fileSource(k.path, undefined);
   if (k.kind === 'handle') return fileSource(undefined, k.fh);
   const { conn, owned } = (await nbdOf(k, opts, true))!;
-  const hasMap = opts.sparse !== false && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
+  const hasMap = usesMap(opts) && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
   return {
     size: conn.info.size,
     connections: lanes(conn),
@@ -170,7 +177,7 @@ export async function openSink(e: CopyEndpoint, opts: EndpointOptions, joining =
     sequential: false,
     write: (buf, off, signal) => conn.write(buf, off, { signal }),
     zero: async (off, len, signal) => {
-      if (conn.info.can.zero) return conn.zero(off, len, { signal });
+      if (conn.info.can.zero) return conn.zero(off, len, { signal, noHole: opts.allocated === true });
       zeroes ??= new Uint8Array(Math.min(len, 1 << 20));
       for (let pos = 0; pos < len; pos += zeroes.length) {
         const n = Math.min(zeroes.length, len - pos);

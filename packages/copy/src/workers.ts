@@ -10,7 +10,16 @@ export interface CopyWorkerData {
   dst: string;
   total: number;
   counter: SharedArrayBuffer;
-  opts: { requestSize?: number; inFlight?: number; connections?: number; destinationIsZero?: boolean; sparse?: boolean; flush?: boolean };
+  opts: {
+    requestSize?: number;
+    inFlight?: number;
+    connections?: number;
+    destinationIsZero?: boolean;
+    sparse?: boolean;
+    extents?: boolean;
+    allocated?: boolean;
+    flush?: boolean;
+  };
 }
 
 /** What a copy worker thread posts back. */

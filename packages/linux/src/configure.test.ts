@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { TransmissionFlag as T } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
-import { prepare } from './configure.js';
+import { backendOf, prepare } from './configure.js';
 
 const flags = T.HAS_FLAGS | T.SEND_FLUSH;
 
@@ -84,5 +84,23 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
     ];
     expect(() => prepare(conns)).toThrow(/cannot stop reading/);
     expect(good.destroyed).toBe(true);
+  });
+});
+
+describe('backendOf (what supervise sends with RECONFIGURE)', () => {
+  test('reads /sys/block/nbdN/backend; none when the device has no backend', async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const sys = mkdtempSync(join(tmpdir(), 'nbd-sysfs-'));
+    try {
+      mkdirSync(join(sys, 'block/nbd3'), { recursive: true });
+      writeFileSync(join(sys, 'block/nbd3/backend'), 'nbd+unix:///?socket=/run/x.sock\n');
+      mkdirSync(join(sys, 'block/nbd4'), { recursive: true });
+      expect(backendOf(3, sys)).toBe('nbd+unix:///?socket=/run/x.sock');
+      expect(backendOf(4, sys)).toBeUndefined();
+    } finally {
+      rmSync(sys, { recursive: true, force: true });
+    }
   });
 });

@@ -8,7 +8,7 @@ import { pumpFor } from './pump.js';
 import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
 import { KernelClientFlag } from './netlink-codec.js';
 import { type DeviceStatus, NbdNetlink } from './netlink.js';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 
 /** What `@nbd/client`'s `Connection` offers for the hand-over (structural, no import). */
 export interface DetachableConnection {
@@ -240,6 +240,11 @@ export async function status(index?: number, opts: { signal?: AbortSignal } = {}
 export interface SuperviseOptions {
   /** RECONFIGUREd at start: seconds the kernel holds I/O while we reconnect. */
   deadConnTimeout?: number;
+  /**
+   * The backend identifier given to `configure` (sent with every RECONFIGURE, which the kernel
+   * requires once one was set). Default: the device's own, read from /sys/block/nbdN/backend.
+   */
+  backend?: string;
   /** Milliseconds between failed reconnect attempts (default 200). */
   retryDelay?: number;
   /** Told about every reconnect (err set when an attempt failed). */
@@ -254,6 +259,16 @@ export interface Supervisor {
   readonly reconnects: number;
   /** Stops watching (the device stays as it is). */
   close(): void;
+}
+
+/** The backend identifier /dev/nbdN was connected with (netlink), from sysfs; undefined when it has none. */
+export function backendOf(index: number, sysfs = '/sys'): string | undefined {
+  try {
+    const text = readFileSync(`${sysfs}/block/nbd${index}/backend`, 'utf8').replace(/\n$/, '');
+    return text === '' ? undefined : text;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -273,6 +288,7 @@ export async function supervise(
   let running: Promise<void> | null = null;
   let again = false;
   const retryDelay = opts.retryDelay ?? 200;
+  const backend = opts.backend ?? backendOf(index);
 
   const attempt = async (): Promise<void> => {
     while (!stopped) {
@@ -280,7 +296,7 @@ export async function supervise(
       let ok = false;
       try {
         p = prepare(await reconnect());
-        await nl.reconfigure(index, { fds: p.fds });
+        await nl.reconfigure(index, backend !== undefined ? { fds: p.fds, backend } : { fds: p.fds });
         ok = true;
         count++;
         opts.onReconnect?.();
@@ -311,7 +327,9 @@ export async function supervise(
   };
 
   try {
-    if (opts.deadConnTimeout !== undefined) await nl.reconfigure(index, { deadConnTimeout: opts.deadConnTimeout });
+    if (opts.deadConnTimeout !== undefined) {
+      await nl.reconfigure(index, backend !== undefined ? { deadConnTimeout: opts.deadConnTimeout, backend } : { deadConnTimeout: opts.deadConnTimeout });
+    }
     nl.watchLinkDead((i) => {
       if (i === index) kick();
     });

@@ -131,6 +131,13 @@ describe('NBD commands', () => {
     expect(reconfigureAttrs(2, { fds: [4] }).map((x) => x.type)).toEqual([NbdAttr.INDEX, NbdAttr.SOCKETS]);
   });
 
+  test('RECONFIGURE of a device connected with a backend carries it (the kernel: "must specify backend")', () => {
+    const a = reconfigureAttrs(2, { fds: [4], backend: 'nbd://server/disk' });
+    expect(a.map((x) => x.type)).toEqual([NbdAttr.INDEX, NbdAttr.BACKEND_IDENTIFIER, NbdAttr.SOCKETS]);
+    const decoded = decodeAttrs(encodeAttrs(a));
+    expect(new TextDecoder().decode(decoded[1]!.data).replace(/\0$/, '')).toBe('nbd://server/disk');
+  });
+
   test('STATUS device list decodes', () => {
     const item = (i: number, c: number) => ({ type: 1, nested: [{ type: 1, u32: i }, { type: 2, u8: c }] });
     const attrs = decodeAttrs(encodeAttrs([{ type: NbdAttr.DEVICE_LIST, nested: [item(0, 1), item(5, 0)] }]));

@@ -59,6 +59,8 @@ export interface ReconfigureParams {
   timeout?: number;
   deadConnTimeout?: number;
   clientFlags?: number;
+  /** The device's backend identifier: the kernel refuses RECONFIGURE without it once CONNECT set one ("must specify backend"). */
+  backend?: string;
 }
 
 export function reconfigureAttrs(index: number, p: ReconfigureParams): AttrSpec[] {
@@ -66,6 +68,7 @@ export function reconfigureAttrs(index: number, p: ReconfigureParams): AttrSpec[
   if (p.timeout !== undefined) a.push({ type: NbdAttr.TIMEOUT, u64: p.timeout });
   if (p.deadConnTimeout !== undefined) a.push({ type: NbdAttr.DEAD_CONN_TIMEOUT, u64: p.deadConnTimeout });
   if (p.clientFlags !== undefined) a.push({ type: NbdAttr.CLIENT_FLAGS, u64: p.clientFlags });
+  if (p.backend !== undefined) a.push({ type: NbdAttr.BACKEND_IDENTIFIER, string: p.backend });
   if (p.fds?.length) a.push(socketsAttr(p.fds));
   return a;
 }

@@ -105,6 +105,8 @@ export function parseNbdUri(text: string): NbdUri {
       port = hostPort.slice(colon + 1);
     }
   }
+  // Brackets belong only around an IPv6 address: `nbd://[bad` or `nbd://a]b` is malformed, not a host name.
+  if (!v6 && /[[\]]/.test(host)) throw new NbdUriError(`bad host "${host}" (an IPv6 address goes in brackets: [::1])`);
   host = decode(host, 'host');
   if (host === '' && scheme.transport === 'vsock') throw new NbdUriError('nbd+vsock URI needs a CID');
   uri.host = host === '' ? 'localhost' : host;

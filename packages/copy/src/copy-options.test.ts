@@ -1,0 +1,126 @@
+// copy()'s nbdcopy options that change what reaches the destination (allocated,
+// extents) and block devices as endpoints (their size from sysfs).
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { AllocationState } from '@nbd/protocol';
+import { type Device, MemoryDevice, listen } from '@nbd/server';
+import { copy } from './copy.js';
+import { blockDeviceSize, deviceNumbers } from './file-endpoints.js';
+
+let cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.reverse()) await c();
+  cleanups = [];
+});
+function tmp(): string {
+  const d = mkdtempSync(join(tmpdir(), 'nbd-copy-opts-'));
+  cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+/** Serves `device` on a unix socket for the test; returns its URI. */
+async function serveDevice(device: Device, size: number): Promise<string> {
+  const sock = join(tmp(), 's');
+  const server = await listen({ path: sock }, [{ name: '', size, device }]);
+  cleanups.push(() => server.close());
+  return `nbd+unix:///?socket=${sock}`;
+}
+
+/** A memory device that records zero() calls and counts extents() calls. */
+function recording(size: number) {
+  const mem = new MemoryDevice(size);
+  const zeroes: { offset: number; length: number; noHole: boolean }[] = [];
+  let extentCalls = 0;
+  const device: Device = {
+    size,
+    multiConn: true,
+    readAt: (b, o) => mem.readAt(b, o),
+    writeAt: (b, o) => mem.writeAt(b, o),
+    zero: (offset, length, opts) => {
+      zeroes.push({ offset, length, noHole: opts.noHole });
+      return mem.zero(offset, length, opts);
+    },
+    extents: (offset, length) => {
+      extentCalls++;
+      return [{ length, flags: offset === 0 ? 0 : AllocationState.HOLE | AllocationState.ZERO }];
+    },
+  };
+  return { device, zeroes, extentCalls: () => extentCalls };
+}
+
+describe('copy: allocated', () => {
+  test('zero ranges are written into a new file instead of left as holes', async () => {
+    const dir = tmp();
+    const src = join(dir, 'a');
+    writeFileSync(src, Buffer.alloc(4 << 20));
+    await copy(src, join(dir, 'sparse'));
+    await copy(src, join(dir, 'full'), { allocated: true });
+    expect(statSync(join(dir, 'sparse')).blocks * 512).toBeLessThan(1 << 20);
+    expect(statSync(join(dir, 'full')).blocks * 512).toBeGreaterThanOrEqual(4 << 20);
+    expect(readFileSync(join(dir, 'full')).equals(Buffer.alloc(4 << 20))).toBe(true);
+  });
+
+  test('an NBD destination gets WRITE_ZEROES with NO_HOLE only when allocated', async () => {
+    const dir = tmp();
+    const src = join(dir, 'a');
+    writeFileSync(src, Buffer.alloc(1 << 20));
+    const plain = recording(1 << 20);
+    await copy(src, await serveDevice(plain.device, 1 << 20), { connections: 1 });
+    expect(plain.zeroes.length).toBeGreaterThan(0);
+    expect(plain.zeroes.every((z) => !z.noHole)).toBe(true);
+    const full = recording(1 << 20);
+    await copy(src, await serveDevice(full.device, 1 << 20), { connections: 1, allocated: true });
+    expect(full.zeroes.length).toBeGreaterThan(0);
+    expect(full.zeroes.every((z) => z.noHole)).toBe(true);
+  });
+
+  test('destinationIsZero still skips zero ranges, allocated or not', async () => {
+    const dir = tmp();
+    const src = join(dir, 'a');
+    writeFileSync(src, Buffer.alloc(1 << 20));
+    const r = recording(1 << 20);
+    await copy(src, await serveDevice(r.device, 1 << 20), { connections: 1, allocated: true, destinationIsZero: true });
+    expect(r.zeroes).toEqual([]);
+  });
+});
+
+describe('copy: extents', () => {
+  test('extents: false never asks the source for block status, and still copies the bytes', async () => {
+    const size = 2 << 20;
+    const src = recording(size);
+    const data = Buffer.alloc(size);
+    data.fill(9, 0, 4096);
+    await src.device.writeAt!(data, 0, { fua: false, signal: new AbortController().signal });
+    const uri = await serveDevice(src.device, size);
+    const dir = tmp();
+    // Requests under 64 KiB: the server asks the device for extents only for BLOCK_STATUS then (not for sparse READ replies).
+    const requestSize = 32 * 1024;
+    await copy(uri, join(dir, 'with'), { connections: 1, requestSize });
+    expect(src.extentCalls()).toBeGreaterThan(0);
+    const before = src.extentCalls();
+    const r = await copy(uri, join(dir, 'without'), { connections: 1, requestSize, extents: false });
+    expect(src.extentCalls()).toBe(before);
+    expect(r.zeroBytes).toBe(size - requestSize); // found by reading: every block but the first is zero
+    expect(readFileSync(join(dir, 'without')).equals(data)).toBe(true);
+  });
+});
+
+describe('copy: block devices', () => {
+  test('device numbers split as glibc does (8:0 sda, 43:16 nbd1, 259:65536 high minor)', () => {
+    expect(deviceNumbers(0x800)).toEqual({ major: 8, minor: 0 });
+    expect(deviceNumbers(43 * 256 + 16)).toEqual({ major: 43, minor: 16 });
+    // makedev(259, 65536): minor's high bits go to bits 20..31
+    const rdev = ((259 & 0xfff) << 8) | (65536 & 0xff) | ((65536 & 0xfff00) << 12);
+    expect(deviceNumbers(rdev)).toEqual({ major: 259, minor: 65536 });
+  });
+
+  test('the size comes from sysfs in 512-byte sectors; a missing entry is a clear error', async () => {
+    const sys = tmp();
+    mkdirSync(join(sys, 'dev/block/43:0'), { recursive: true });
+    writeFileSync(join(sys, 'dev/block/43:0/size'), '2097152\n');
+    expect(await blockDeviceSize(43 * 256, sys)).toBe(1 << 30);
+    await expect(blockDeviceSize(43 * 256 + 1, sys)).rejects.toThrow(/cannot find the size of block device 43:1/);
+  });
+});

@@ -1,0 +1,125 @@
+// `nbd copy` against libnbd's nbdcopy: the same bytes from the same exports (also
+// through `-` pipes), nbdcopy's machine-readable progress, the JSON summary,
+// --allocated, and bad input ending in one line with exit code 1 or 2.
+import { spawn } from 'node:child_process';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { PATH, type Peer, runOk, startNbdkit } from '../support/peers.js';
+import { scoped } from '../support/scoped.js';
+import { NBD_SHELL, nbd, nbdOk, startNbdServe } from './support.js';
+
+const s = scoped('nbd-cli-copy-');
+
+async function peer(p: Promise<Peer>): Promise<Peer> {
+  const started = await p;
+  s.defer(() => started.stop());
+  return started;
+}
+
+function sh(script: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', script], { env: { ...process.env, PATH, NO_COLOR: '1' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('nbd copy matches nbdcopy', () => {
+  test('export → file: the same bytes as nbdcopy, sparse where the source has holes', async () => {
+    const src = await peer(startNbdkit(['sparse-random', '64M', 'seed=7']));
+    const dir = s.tmp();
+    await nbdOk(['copy', src.uri, join(dir, 'ours')]);
+    await runOk('nbdcopy', [src.uri, join(dir, 'theirs')]);
+    expect(readFileSync(join(dir, 'ours')).equals(readFileSync(join(dir, 'theirs')))).toBe(true);
+    expect(statSync(join(dir, 'ours')).blocks * 512).toBeLessThan(48 << 20);
+    await nbdOk(['copy', '-C', '2', '-R', '8', '--request-size', '64K', '-T', '2', src.uri, join(dir, 'threads')]);
+    expect(readFileSync(join(dir, 'threads')).equals(readFileSync(join(dir, 'theirs')))).toBe(true);
+  });
+
+  test('through pipes: export → - | - → export, read back with nbdcopy', async () => {
+    const src = await peer(startNbdkit(['sparse-random', '32M', 'seed=3']));
+    const dst = await peer(startNbdServe(['memory', '32M']));
+    const r = await sh(`${NBD_SHELL} copy '${src.uri}' - | ${NBD_SHELL} copy - '${dst.uri}'`);
+    expect(r).toEqual({ code: 0, stderr: '' });
+    const dir = s.tmp();
+    await runOk('nbdcopy', [src.uri, join(dir, 'a')]);
+    await runOk('nbdcopy', [dst.uri, join(dir, 'b')]);
+    expect(readFileSync(join(dir, 'a')).equals(readFileSync(join(dir, 'b')))).toBe(true);
+    const out = await nbdOk(['copy', dst.uri, '-']);
+    expect(out.bytes.equals(readFileSync(join(dir, 'a')))).toBe(true);
+  });
+
+  test('file → our server → nbdcopy back; --flush and --destination-is-zero', async () => {
+    const dir = s.tmp();
+    const data = Buffer.alloc(8 << 20);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32BE(i, i);
+    writeFileSync(join(dir, 'in'), data);
+    const dst = await peer(startNbdServe(['memory', '8M']));
+    await nbdOk(['copy', '--flush', '--destination-is-zero', join(dir, 'in'), dst.uri]);
+    await runOk('nbdcopy', [dst.uri, join(dir, 'out')]);
+    expect(readFileSync(join(dir, 'out')).equals(data)).toBe(true);
+  });
+
+  test("--progress=FD writes nbdcopy's N/100 lines, rising, ending 100/100; --json summarises", async () => {
+    const src = await peer(startNbdkit(['pattern', '64M']));
+    let fd3 = '';
+    const r = await nbd(['copy', '--progress=3', '--json', src.uri, 'null:'], {
+      extraStdio: ['pipe'],
+      onSpawn: (c) => (c.stdio[3] as NodeJS.ReadableStream).on('data', (d: Buffer) => (fd3 += d.toString())),
+    });
+    expect(r.code).toBe(0);
+    const lines = fd3.trim().split('\n');
+    expect(lines.every((l) => /^\d{1,3}\/100$/.test(l))).toBe(true);
+    const pct = lines.map((l) => Number(l.split('/')[0]));
+    expect(pct).toEqual([...pct].sort((a, b) => a - b));
+    expect(new Set(pct).size).toBe(pct.length);
+    expect(lines.at(-1)).toBe('100/100');
+    const summary = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(summary).toMatchObject({ source: src.uri, destination: 'null:', bytes: 64 << 20 });
+    expect(Object.keys(summary).sort()).toEqual(['bytes', 'bytes-per-second', 'destination', 'seconds', 'source', 'zero-bytes']);
+    // Copying to standard output, the summary goes to stderr.
+    const toStdout = await nbdOk(['copy', '--json', src.uri, '-']);
+    expect(toStdout.bytes.length).toBe(64 << 20);
+    expect(JSON.parse(toStdout.stderr)).toMatchObject({ destination: '-', bytes: 64 << 20 });
+  });
+
+  test('--allocated leaves no holes in a new file; without it zero ranges stay holes', async () => {
+    const src = await peer(startNbdkit(['memory', '16M']));
+    const dir = s.tmp();
+    await nbdOk(['copy', src.uri, join(dir, 'sparse')]);
+    await nbdOk(['copy', '--allocated', src.uri, join(dir, 'full')]);
+    expect(statSync(join(dir, 'sparse')).blocks * 512).toBeLessThan(1 << 20);
+    expect(statSync(join(dir, 'full')).blocks * 512).toBeGreaterThanOrEqual(16 << 20);
+  });
+
+  test('bad input: one line on stderr, no stack, exit 2 for usage and 1 for failures', async () => {
+    const dir = s.tmp();
+    writeFileSync(join(dir, 'big'), Buffer.alloc(2 << 20, 1));
+    const small = await peer(startNbdServe(['-e', 'disk', 'memory', '1M'], 'disk'));
+    const cases: [string[], number, RegExp][] = [
+      [['copy', '--bogus', 'a', 'b'], 2, /unknown option '--bogus'/],
+      [['copy', 'only-one'], 2, /missing DESTINATION/],
+      [['copy', '-C'], 2, /option '--connections' needs a value/],
+      [['copy', '-C', '0', 'a', 'b'], 2, /--connections: expected a whole number from 1 to 64/],
+      [['copy', '--request-size', '12X', 'a', 'b'], 2, /bad size '12X'/],
+      [['copy', 'nbd://[oops/', 'null:'], 2, /bad NBD URI/],
+      [['copy', 'http://example.com/x', 'null:'], 2, /not an NBD URI/],
+      [['copy', 'null:', join(dir, 'x')], 2, /null: can only be the destination/],
+      [['copy', '--progress=99', join(dir, 'big'), 'null:'], 2, /file descriptor 99 is not open/],
+      [['copy', 'nbd+unix:///?socket=/nonexistent/sock', 'null:'], 1, /cannot connect to \/nonexistent\/sock/],
+      [['copy', small.uri.replace('/disk?', '/nope?'), 'null:'], 1, /NBD_OPT_\w+ refused: ERR_UNKNOWN: unknown export "nope"/],
+      [['copy', join(dir, 'big'), small.uri], 1, /destination \(1048576 bytes\) is smaller than the source \(2097152 bytes\)/],
+      [['copy', join(dir, 'missing'), 'null:'], 1, /ENOENT: no such file or directory/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await nbd(args);
+      expect({ args, code: r.code }).toEqual({ args, code });
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});
