@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/node-lines.sh
 
-PEERS="qemu-utils nbdkit libnbd-bin python3-libnbd nbd-server nbd-client fio gnutls-bin strace g++"
+PEERS="qemu-utils nbdkit libnbd-bin python3-libnbd nbd-server nbd-client fio gnutls-bin strace g++ file"
 VM_PKGS="qemu-system-x86 busybox-static"
 want=""
 backports=""

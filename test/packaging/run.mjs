@@ -158,6 +158,15 @@ for (const line of lines) {
       if (!out.includes(`${f.kind} consumer ok`)) throw new Error(`no "${f.kind} consumer ok" in its output:\n${out}`);
     });
   }
+  // The installed `nbd` binary, as a user runs it: a captive server read by nbdinfo.
+  const esm = flavours.find((x) => x.kind === 'esm' && x.installed);
+  if (esm) {
+    await check(`nbd (installed bin) on ${line.label}: serve -U - memory 16M --run 'nbdinfo --size $uri'`, async () => {
+      const bin = join(esm.dir, 'node_modules', '.bin', 'nbd');
+      const out = await sh(line.node, [bin, 'serve', '-U', '-', 'memory', '16M', '--run', 'nbdinfo --size "$uri"'], { cwd: esm.dir, env, timeout: 60_000 });
+      if (out.trim() !== String(16 << 20)) throw new Error(`nbdinfo through nbd serve said: ${out}`);
+    });
+  }
 }
 
 // ---------------------------------------------------------------- summary

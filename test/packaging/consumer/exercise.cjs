@@ -124,7 +124,12 @@ async function exercise(packages, log = console.log) {
     const file = join(dir, 'disk.img');
     writeFileSync(file, '');
     truncateSync(file, 16 * MiB);
-    await serverReadByLibnbd(packages, await packages.FileDevice.open(file), 2, dir, log);
+    const fileDevice = await packages.FileDevice.open(file);
+    try {
+      await serverReadByLibnbd(packages, fileDevice, 2, dir, log);
+    } finally {
+      await fileDevice.close(); // an unclosed FileHandle is an error once collected (Node 26)
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

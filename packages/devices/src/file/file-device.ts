@@ -76,11 +76,11 @@ export class FileDevice implements Device {
   readonly rotational?: boolean;
   /** A regular file or a block device. */
   readonly kind: FileKind;
-  readonly writeAt?: Device['writeAt'];
-  readonly trim?: Device['trim'];
-  readonly zero?: Device['zero'];
-  readonly extents?: Device['extents'];
-  readonly cache?: Device['cache'];
+  readonly writeAt?: NonNullable<Device['writeAt']>;
+  readonly trim?: NonNullable<Device['trim']>;
+  readonly zero?: NonNullable<Device['zero']>;
+  readonly extents?: NonNullable<Device['extents']>;
+  readonly cache?: NonNullable<Device['cache']>;
 
   private readonly fd: number;
   /** A regular file's allocation map (Linux). */

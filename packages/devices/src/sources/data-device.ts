@@ -49,9 +49,9 @@ export class DataDevice implements Device {
   readonly readOnly: boolean;
   readonly multiConn = true;
   readonly fua = true;
-  readonly writeAt?: Device['writeAt'];
-  readonly trim?: Device['trim'];
-  readonly zero?: Device['zero'];
+  readonly writeAt?: NonNullable<Device['writeAt']>;
+  readonly trim?: NonNullable<Device['trim']>;
+  readonly zero?: NonNullable<Device['zero']>;
   /** Only a read-only DataDevice is shared with worker threads (writes would stay in one thread). */
   readonly share?: () => DeviceRecipe;
   private readonly mem: SparseMemoryDevice;
