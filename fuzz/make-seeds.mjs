@@ -25,7 +25,8 @@ const seeds = {};
 const MAX_LEN = 16 * 1024;
 const add = (target, ...parts) => {
   const bytes = Buffer.concat(parts.map((p) => Buffer.from(p))).subarray(0, MAX_LEN);
-  (seeds[target] ??= new Map()).set(createHash('sha1').update(bytes).digest('hex').slice(0, 16), bytes);
+  seeds[target] ??= new Map();
+  seeds[target].set(createHash('sha1').update(bytes).digest('hex').slice(0, 16), bytes);
 };
 const u16 = (n) => Buffer.from([n >> 8, n & 255]);
 

@@ -55,7 +55,7 @@ export function runTarget(name, o) {
     join(here, 'targets', `${name}.mjs`),
     corpus,
     ...(readdirSync(crashes).length > 0 ? [crashes] : []),
-    '-i', join(root, 'packages') + '/',
+    '-i', `${join(root, 'packages')}/`,
     '-e', 'node_modules',
     '--disableBugDetectors=.*',
     ...(ASYNC.has(name) ? [] : ['--sync']),

@@ -19,7 +19,7 @@ for (const entry of entries) {
   for (const exp of checker.getExportsOfModule(mod)) {
     const sym = exp.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exp) : exp;
     const decl = sym.declarations?.[0];
-    if (!decl || !decl.getSourceFile().fileName.includes('/packages/')) continue;
+    if (!decl?.getSourceFile().fileName.includes('/packages/')) continue;
     const where = `${decl.getSourceFile().fileName.replace(root, '')}`;
     const key = `${where}:${sym.name}`;
     const report = (what) => { if (!seen.has(`${key}.${what}`)) { seen.add(`${key}.${what}`); missing++; console.log(`${pkg}\t${what}\t${where}`); } };

@@ -41,11 +41,11 @@ function faulty(fail: (what: string, offset: number) => unknown): Device {
   const mem = new MemoryDevice(8 * MiB);
   return {
     size: 8 * MiB,
-    readAt: (b, o) => (o >= BAD ? fail('read', o) : mem.readAt(b, o)) as void,
-    writeAt: (b, o) => (o >= BAD ? fail('write', o) : mem.writeAt(b, o)) as void,
-    sync: () => fail('sync', 0) as void,
-    trim: (o, l) => (o >= BAD ? fail('trim', o) : mem.trim(o, l)) as void,
-    zero: (o, l) => (o >= BAD ? fail('zero', o) : mem.zero(o, l)) as void,
+    readAt: (b, o) => (o >= BAD ? fail('read', o) : mem.readAt(b, o)) as Promise<void>,
+    writeAt: (b, o) => (o >= BAD ? fail('write', o) : mem.writeAt(b, o)) as Promise<void>,
+    sync: () => fail('sync', 0) as Promise<void>,
+    trim: (o, l) => (o >= BAD ? fail('trim', o) : mem.trim(o, l)) as Promise<void>,
+    zero: (o, l) => (o >= BAD ? fail('zero', o) : mem.zero(o, l)) as Promise<void>,
     extents: (o, l, opts) => (o >= BAD ? fail('extents', o) : mem.extents(o, l, opts)) as never,
   };
 }
@@ -111,7 +111,7 @@ describe('faulty devices', () => {
     const device: Device = {
       size: 8 * MiB,
       readAt: (b, o) => mem.readAt(b, o),
-      lend: (o, l) => (mode === 3 ? { views: [new Uint8Array(l + 1)], release: () => {} } : undefined),
+      lend: (_o, l) => (mode === 3 ? { views: [new Uint8Array(l + 1)], release: () => {} } : undefined),
       extents: () => [[], [{ length: -5, flags: 0 }], [{ length: Number.NaN, flags: 1 }, { length: 4096, flags: 0 }]][mode] ?? [],
     };
     const { conn, path } = await serveDevice(device);

@@ -5,7 +5,7 @@ import { MemoryDevice } from '@nbd/server';
 import { runPython } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 
-const SCRIPT = String.raw`
+const SCRIPT = `
 import sys, json, random, nbd
 uri = sys.argv[1]
 out = {}

@@ -350,6 +350,6 @@ export async function devicesCommand(argv: readonly string[], io: Io, signal: Ab
   const head = ['DEVICE', 'STATE', 'SIZE', 'MODE', 'PID', 'BACKEND'];
   const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(width[i]!))).join('  ');
-  await writeAll(io.stdout, [line(head), ...rows.map(line)].join('\n') + '\n');
+  await writeAll(io.stdout, `${[line(head), ...rows.map(line)].join('\n')}\n`);
   return ExitCode.OK;
 }

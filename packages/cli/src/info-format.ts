@@ -75,10 +75,10 @@ type Paint = (style: 'bold' | 'gray' | 'green' | 'red', text: string) => string;
 /** nbdinfo's text: a protocol line, then a block per export. */
 export function infoText(server: ServerFacts, exports: ExportFacts[], paint: Paint): string {
   let out =
-    paint(
+    `${paint(
       'gray',
       `protocol: ${server.protocol} ${server.tls ? 'with' : 'without'} TLS, using ${server.structured ? 'structured' : 'simple'} packets`,
-    ) + '\n';
+    )}\n`;
   for (const e of exports) out += exportText(e, paint);
   return out;
 }
@@ -105,5 +105,5 @@ function exportText(e: ExportFacts, paint: Paint): string {
       `\tblock_size_maximum: ${e.blockSizes.max}`,
     );
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

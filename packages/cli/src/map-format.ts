@@ -53,7 +53,7 @@ export function mapText(context: string, runs: readonly MapRun[], paint: Paint):
     const d = describeType(context, r.type);
     const line = `${pad(r.offset, 10)}  ${pad(r.length, 10)}  ${pad(r.type, 3)}${d !== undefined ? `  ${d}` : ''}`;
     const style = styleOf(context, r.type);
-    out += (style ? paint(style, line) : line) + '\n';
+    out += `${style ? paint(style, line) : line}\n`;
   }
   return out;
 }
@@ -85,7 +85,7 @@ export function totalsText(context: string, runs: readonly MapRun[], exportSize:
     const d = describeType(context, t.type);
     const line = `${pad(t.size, 10)} ${pad(((100 * t.size) / exportSize).toFixed(1), 5)}% ${pad(t.type, 3)}${d !== undefined ? ` ${d}` : ''}`;
     const style = styleOf(context, t.type);
-    out += (style ? paint(style, line) : line) + '\n';
+    out += `${style ? paint(style, line) : line}\n`;
   }
   return out;
 }

@@ -2,9 +2,9 @@
 // (or several, as a `MultiConnection`). Errors are @nbd/protocol's NbdError family.
 export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
 export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
-export { type BlockSizes, type ExportInfo } from './export-info.js';
-export { type ExportListing, type HandshakeStyle } from './option-engine.js';
-export { type Extent } from './reply-assembler.js';
+export type { BlockSizes, ExportInfo } from './export-info.js';
+export type { ExportListing, HandshakeStyle } from './option-engine.js';
+export type { Extent } from './reply-assembler.js';
 export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
-export { type ConnectTarget } from './target.js';
-export { type ClientTlsOptions, type TlsIdentity } from '@nbd/node';
+export type { ConnectTarget } from './target.js';
+export type { ClientTlsOptions, TlsIdentity } from '@nbd/node';

@@ -186,7 +186,10 @@ function unexpected(rules: ReplyRules, what: string): void {
 
 function contentChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array, views: ViewHolder): void {
   const name = type === ChunkType.OFFSET_DATA ? 'OFFSET_DATA' : 'OFFSET_HOLE';
-  if (st.command !== Command.READ) return unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+  if (st.command !== Command.READ) {
+    unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+    return;
+  }
   if (type === ChunkType.OFFSET_DATA && payload.length > 8) {
     // u64 offset | data — read in place: this is the one chunk of every bulk read.
     content(rules, st, offsetAt(payload), payload.subarray(8), payload.length - 8, views);
@@ -211,7 +214,10 @@ function safeOffset(v: bigint): number {
 
 /** Records [start, end) of a READ as described; false if it overlaps what was (unless `union`). */
 function describe(st: ReplyState, start: number, end: number, union: boolean): boolean {
-  if (!st.whole && st.coverage === undefined && start === 0 && end === st.length) return (st.whole = true);
+  if (!st.whole && st.coverage === undefined && start === 0 && end === st.length) {
+    st.whole = true;
+    return true;
+  }
   if (st.coverage === undefined) {
     st.coverage = new ReadCoverage();
     if (st.whole) st.coverage.add(0, st.length);
@@ -252,7 +258,10 @@ function content(rules: ReplyRules, st: ReplyState, at: number, data: Uint8Array
 
 function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array): void {
   const name = type === ChunkType.BLOCK_STATUS ? 'BLOCK_STATUS' : 'BLOCK_STATUS_EXT';
-  if (st.command !== Command.BLOCK_STATUS) return unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+  if (st.command !== Command.BLOCK_STATUS) {
+    unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+    return;
+  }
   if ((type === ChunkType.BLOCK_STATUS_EXT) !== rules.extended && rules.strict) {
     throw new ProtocolError(
       rules.extended

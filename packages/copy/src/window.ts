@@ -155,7 +155,9 @@ export async function copyStream(source: Source, out: Sink, opts: WindowOptions,
     progress(block.length);
   };
   const send = async (block: Uint8Array) => {
-    const p = put(block, offset).catch((e: unknown) => void (failed ??= e));
+    const p = put(block, offset).catch((e: unknown) => {
+      failed ??= e;
+    });
     offset += block.length;
     inFlight.add(p);
     void p.finally(() => inFlight.delete(p));

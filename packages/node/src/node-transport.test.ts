@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { type Server, type Socket, createServer, connect } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, test } from 'vitest';
-import { type ByteSink } from '@nbd/protocol';
+import type { ByteSink } from '@nbd/protocol';
 import { tempDir } from '../../../test/support/peers.js';
 import { NodeTransport } from './node-transport.js';
 

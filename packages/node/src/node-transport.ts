@@ -44,7 +44,7 @@ export class NodeTransport implements Transport {
   private endTold = false;
   private isClosed = false;
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- EventEmitter listeners take any arguments
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter listeners take any arguments
   private readonly listeners: { [event: string]: (...args: any[]) => void } = {
     error: (err: Error) => {
       this.error ??= err;

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
-import tls, { type ConnectionOptions, type SecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
+import tls, { type ConnectionOptions, type TLSSocket, type TlsOptions } from 'node:tls';
 import { NbdInvalidArgumentError, NbdTimeoutError, ProtocolError } from '@nbd/protocol';
 
 /** PEM text or bytes. */
@@ -219,7 +219,7 @@ function identityOf(s: TLSSocket, pskUser: string | undefined, isServer: boolean
   if (pskUser !== undefined) identity.psk = pskUser;
   else if (isServer) {
     const peer = s.getPeerCertificate();
-    if (peer && peer.subject) identity.subject = Object.entries(peer.subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`).join(',');
+    if (peer?.subject) identity.subject = Object.entries(peer.subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`).join(',');
   }
   return identity;
 }

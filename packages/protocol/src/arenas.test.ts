@@ -67,7 +67,7 @@ describe('ReadArenas', () => {
   });
 
   test('a frame split across reads is one view of one arena, not a copy', () => {
-    const { decoder, arenas, feed } = setup();
+    const { decoder, feed } = setup();
     feed(write(1, 2000, 1)); // go large
     decoder.next();
     const bytes = write(2, 10_000, 7);

@@ -29,7 +29,7 @@ import {
 import { NodeTransport, type ServerTls, type TlsIdentity, trimWhenQuiet } from '@nbd/node';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
-import { type Negotiation, type NegotiationStep, type ServerMessage } from './negotiation.js';
+import type { Negotiation, NegotiationStep, ServerMessage } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
 import type { Session } from './session.js';
 import { TransmissionEngine } from './transmission-engine.js';
@@ -236,7 +236,10 @@ export class ServerConnection {
     const s = this.state;
     if (s.phase === 'handshake') {
       const step = s.negotiation.handle(frame);
-      if (!(step instanceof Promise)) return this.applyStep(step);
+      if (!(step instanceof Promise)) {
+        this.applyStep(step);
+        return;
+      }
       this.busy = true;
       step.then(
         (st) => {

@@ -38,7 +38,10 @@ export class BouncePool {
   /** Gives back a buffer from {@link take}. */
   give(buf: Uint8Array): void {
     let list = this.free.get(buf.length);
-    if (list === undefined) this.free.set(buf.length, (list = []));
+    if (list === undefined) {
+      list = [];
+      this.free.set(buf.length, list);
+    }
     if (list.length < this.keepPerSize) list.push(buf);
   }
 }

@@ -112,7 +112,8 @@ export class FileDevice implements Device {
     this.noWait = linux && !direct;
     if (linux && !direct) this.cache = (offset, length) => this.prefetch(offset, length);
     if (linux && facts.kind === 'file') {
-      const map = (this.map = new FileExtents(this.fd));
+      const map = new FileExtents(this.fd);
+      this.map = map;
       this.extents = (offset, length, opts) => map.extents(offset, length, opts);
     }
     if (readOnly) return;

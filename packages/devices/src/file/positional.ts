@@ -32,6 +32,10 @@ let alignedZeroes: Uint8Array | undefined;
 
 /** 1 MiB of zeroes, never written to; page-aligned when asked (O_DIRECT writes it as it is). */
 export function zeroBuffer(aligned: boolean): Uint8Array {
-  if (aligned) return (alignedZeroes ??= alignedBuffer(ZEROES_SIZE));
-  return (plainZeroes ??= new Uint8Array(ZEROES_SIZE));
+  if (aligned) {
+    alignedZeroes ??= alignedBuffer(ZEROES_SIZE);
+    return alignedZeroes;
+  }
+  plainZeroes ??= new Uint8Array(ZEROES_SIZE);
+  return plainZeroes;
 }

@@ -21,6 +21,7 @@ import { truncate } from './truncate.js';
 
 // Options arrive as the filter's own share() put them (structured clones); each
 // entry hands them back to the filter that made them.
+// biome-ignore lint/suspicious/noExplicitAny: each filter reads back the options its own share() wrote
 type Options = any;
 type Rebuild = (base: Device, options: Options, open: typeof openRecipe) => MaybePromise<Device>;
 

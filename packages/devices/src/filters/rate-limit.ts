@@ -27,6 +27,7 @@ function take(tat: BigInt64Array, i: number, bytes: number, rate: number, burstN
   for (;;) {
     const now = process.hrtime.bigint();
     const old = Atomics.load(tat, i);
+    // biome-ignore lint/complexity/useMathMinMax: bigints (Math.max takes numbers only)
     const start = old > now ? old : now;
     if (Atomics.compareExchange(tat, i, old, start + cost) === old) {
       const wait = start + cost - now - burstNs;

@@ -80,7 +80,10 @@ export class SparseMemoryDevice implements Device {
   writeAt(buf: Uint8Array, offset: number): void {
     this.walk(offset, buf.length, (page, inPage, n, pos) => {
       let p = this.pages.get(page);
-      if (p === undefined) this.pages.set(page, (p = new Uint8Array(this.pageSize)));
+      if (p === undefined) {
+        p = new Uint8Array(this.pageSize);
+        this.pages.set(page, p);
+      }
       p.set(buf.subarray(pos, pos + n), inPage);
     });
   }

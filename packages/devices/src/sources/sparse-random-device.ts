@@ -40,8 +40,8 @@ function drawMap(map: Uint8Array, blocks: number, seed: number, percent: number,
   let data = false;
   for (let b = 0; b < blocks; b++) {
     if (data) map[b >>> 3]! |= 1 << (b & 7);
-    // Compared as doubles, as the C code compares uint64_t with a double.
-    if (rng.nextDouble() <= (data ? leaveData : leaveHole) * 18446744073709551615) data = !data;
+    // Compared as doubles, as the C code compares uint64_t with a double (UINT64_MAX as a double is 2^64).
+    if (rng.nextDouble() <= (data ? leaveData : leaveHole) * 2 ** 64) data = !data;
   }
 }
 
