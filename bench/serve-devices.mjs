@@ -8,7 +8,15 @@ import { FileDevice, blocksize, offset, stack, stats } from '../packages/devices
 
 const [socket, file, kind = 'plain', ...flags] = process.argv.slice(2);
 const base = await FileDevice.open(file, { direct: flags.includes('--direct') });
-const device = kind === 'three' ? await stack(base, (d) => offset(d, { offset: 0 }), (d) => blocksize(d, { minBlock: 512 }), stats) : base;
+const device =
+  kind === 'three'
+    ? await stack(
+        base,
+        (d) => offset(d, { offset: 0 }),
+        (d) => blocksize(d, { minBlock: 512 }),
+        stats,
+      )
+    : base;
 const ac = new AbortController();
 process.once('SIGTERM', () => ac.abort());
 process.once('SIGINT', () => ac.abort());

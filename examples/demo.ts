@@ -43,7 +43,9 @@ const conn = await client.go('memory', { metaContexts: ['base:allocation'] });
 const data = new TextEncoder().encode('hello from @nbd/client\n'.repeat(45_000)); // ~1 MiB
 await conn.write(data, 4 * 1024 * 1024, { fua: true });
 const back = await conn.read(4 * 1024 * 1024, data.length);
-console.log(`wrote ${data.length} bytes at 4 MiB, read back ${Buffer.compare(Buffer.from(back), Buffer.from(data)) === 0 ? 'identical' : 'DIFFERENT'}`);
+console.log(
+  `wrote ${data.length} bytes at 4 MiB, read back ${Buffer.compare(Buffer.from(back), Buffer.from(data)) === 0 ? 'identical' : 'DIFFERENT'}`,
+);
 
 const status = await conn.blockStatus(0, 16 * 1024 * 1024);
 console.log('base:allocation of the first 16 MiB:');

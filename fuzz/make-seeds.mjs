@@ -68,7 +68,9 @@ function serverSide(s2c, cs) {
   return undefined;
 }
 
-for (const file of readdirSync(vectors).filter((f) => f.endsWith('.json')).sort()) {
+for (const file of readdirSync(vectors)
+  .filter((f) => f.endsWith('.json'))
+  .sort()) {
   const v = JSON.parse(readFileSync(join(vectors, file), 'utf8'));
   for (const conn of v.connections) {
     const c2s = Buffer.from(conn.c2s, 'hex');
@@ -95,18 +97,25 @@ for (const file of readdirSync(vectors).filter((f) => f.endsWith('.json')).sort(
 
 // Synthetic: an extended-header client (every command, the BLOCK_STATUS payload form,
 // a WRITE over the limit), and replies with holes, errors and extents for both styles.
-const req = (type, cookie, offset, length, flags = 0, ext = false) => encodeRequest({ type, flags, cookie: BigInt(cookie), offset: BigInt(offset), length: BigInt(length) }, ext);
+const req = (type, cookie, offset, length, flags = 0, ext = false) =>
+  encodeRequest({ type, flags, cookie: BigInt(cookie), offset: BigInt(offset), length: BigInt(length) }, ext);
 for (const ext of [false, true]) {
   const e = ext ? 2 : 0;
   const stream = Buffer.concat([
-    req(Command.WRITE, 1, 0, 4096, ext ? CommandFlag.PAYLOAD_LEN : 0, ext), Buffer.alloc(4096, 0xab),
+    req(Command.WRITE, 1, 0, 4096, ext ? CommandFlag.PAYLOAD_LEN : 0, ext),
+    Buffer.alloc(4096, 0xab),
     req(Command.READ, 2, 0, 8192, 0, ext),
     req(Command.WRITE_ZEROES, 3, 4096, 4096, CommandFlag.NO_HOLE, ext),
     req(Command.TRIM, 4, 8192, 4096, CommandFlag.FUA, ext),
     req(Command.FLUSH, 5, 0, 0, 0, ext),
     req(Command.CACHE, 6, 0, 65536, 0, ext),
     req(Command.BLOCK_STATUS, 7, 0, 65536, CommandFlag.REQ_ONE, ext),
-    ...(ext ? [req(Command.BLOCK_STATUS, 8, 0, 12, CommandFlag.PAYLOAD_LEN, true), encodeBlockStatusPayload({ effectLength: 65536n, contextIds: [1] })] : []),
+    ...(ext
+      ? [
+          req(Command.BLOCK_STATUS, 8, 0, 12, CommandFlag.PAYLOAD_LEN, true),
+          encodeBlockStatusPayload({ effectLength: 65536n, contextIds: [1] }),
+        ]
+      : []),
     req(Command.READ, 9, 0, 65536, 0, ext),
     req(Command.READ, 10, 60000, 8192, 0, ext),
     req(Command.DISC, 11, 0, 0, 0, ext),
@@ -122,7 +131,13 @@ for (const ext of [false, true]) {
     encodeChunk(5n, { kind: 'none' }, at),
     encodeChunk(3n, { kind: 'error', error: 5, message: 'io' }, at),
   ]);
-  const requests = Buffer.concat([req(Command.WRITE, 1, 0, 0, ext ? CommandFlag.PAYLOAD_LEN : 0, ext), req(Command.READ, 2, 0, 8192, 0, ext), req(Command.WRITE_ZEROES, 3, 0, 4096, 0, ext), req(Command.FLUSH, 5, 0, 0, 0, ext), req(Command.BLOCK_STATUS, 7, 0, 65536, 0, ext)]);
+  const requests = Buffer.concat([
+    req(Command.WRITE, 1, 0, 0, ext ? CommandFlag.PAYLOAD_LEN : 0, ext),
+    req(Command.READ, 2, 0, 8192, 0, ext),
+    req(Command.WRITE_ZEROES, 3, 0, 4096, 0, ext),
+    req(Command.FLUSH, 5, 0, 0, 0, ext),
+    req(Command.BLOCK_STATUS, 7, 0, 65536, 0, ext),
+  ]);
   add('client-reply-assembly', [1 | e], u16(requests.length), requests, replies);
   add('protocol-server-stream', [1 | e, 3], replies);
 }

@@ -15,7 +15,13 @@ import { setup } from './setup.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
-export const TARGETS = ['protocol-client-stream', 'protocol-server-stream', 'server-negotiation', 'server-transmission', 'client-reply-assembly'];
+export const TARGETS = [
+  'protocol-client-stream',
+  'protocol-server-stream',
+  'server-negotiation',
+  'server-transmission',
+  'client-reply-assembly',
+];
 /** Targets whose fuzz function is async (the engine's handlers return promises). */
 const ASYNC = new Set(['server-negotiation', 'server-transmission']);
 /**
@@ -46,20 +52,31 @@ export function runTarget(name, o) {
   if (existsSync(seeds)) cpSync(seeds, corpus, { recursive: true });
   const crashes = join(here, 'crashes', name);
   mkdirSync(crashes, { recursive: true });
-  const lf = [`-max_len=${MAX_LEN[name] ?? 16384}`, `-rss_limit_mb=${o.rssMb}`, `-timeout=10`, `-dict=${join(here, 'dict.txt')}`, `-artifact_prefix=${crashes}/`, '-print_final_stats=1'];
+  const lf = [
+    `-max_len=${MAX_LEN[name] ?? 16384}`,
+    `-rss_limit_mb=${o.rssMb}`,
+    `-timeout=10`,
+    `-dict=${join(here, 'dict.txt')}`,
+    `-artifact_prefix=${crashes}/`,
+    '-print_final_stats=1',
+  ];
   if (o.runs) lf.push(`-runs=${o.runs}`);
   if (o.seconds) lf.push(`-max_total_time=${o.seconds}`);
   const args = [
-    '-r', join(here, 'compat', 'preload.cjs'),
+    '-r',
+    join(here, 'compat', 'preload.cjs'),
     join(here, 'node_modules', '@jazzer.js', 'core', 'dist', 'cli.js'),
     join(here, 'targets', `${name}.mjs`),
     corpus,
     ...(readdirSync(crashes).length > 0 ? [crashes] : []),
-    '-i', `${join(root, 'packages')}/`,
-    '-e', 'node_modules',
+    '-i',
+    `${join(root, 'packages')}/`,
+    '-e',
+    'node_modules',
     '--disableBugDetectors=.*',
     ...(ASYNC.has(name) ? [] : ['--sync']),
-    '--', ...lf,
+    '--',
+    ...lf,
   ];
   const started = Date.now();
   return new Promise((resolve) => {
@@ -102,7 +119,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const names = o.names.length ? o.names : TARGETS;
   for (const name of names) {
     const r = await runTarget(name, o);
-    console.log(`${r.ok ? 'ok  ' : 'FAIL'} ${name}: ${r.runs} executions in ${r.seconds.toFixed(0)} s, cov ${r.cov} ft ${r.ft}, corpus ${r.corpus}, peak RSS ${r.rssMb} MiB`);
+    console.log(
+      `${r.ok ? 'ok  ' : 'FAIL'} ${name}: ${r.runs} executions in ${r.seconds.toFixed(0)} s, cov ${r.cov} ft ${r.ft}, corpus ${r.corpus}, peak RSS ${r.rssMb} MiB`,
+    );
     if (!r.ok) {
       failed++;
       console.log(r.log.split('\n').slice(-60).join('\n'));

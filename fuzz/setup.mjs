@@ -32,7 +32,9 @@ export function setup({ quiet = false } = {}) {
   if (!/GLIBC_2\.3[89]|GLIBCXX_3\.4\.3[1-9]/.test(check.error)) throw new Error(`the Jazzer.js addon does not load: ${check.error}`);
   say(`the prebuilt addon needs a newer C/C++ runtime (${check.error.replace(/^Error: /, '')}); building the shim`);
   mkdirSync(compatDir, { recursive: true });
-  execFileSync('g++', ['-O2', '-shared', '-fPIC', '-o', join(compatDir, 'shim.node'), join(here, 'compat', 'shim.cc')], { stdio: 'inherit' });
+  execFileSync('g++', ['-O2', '-shared', '-fPIC', '-o', join(compatDir, 'shim.node'), join(here, 'compat', 'shim.cc')], {
+    stdio: 'inherit',
+  });
   if (!existsSync(`${addon}.orig`)) copyFileSync(addon, `${addon}.orig`);
   const weak = weakenVersions(`${addon}.orig`, addon, ['GLIBC_2.38', 'GLIBC_2.39', 'GLIBCXX_3.4.31', 'GLIBCXX_3.4.32', 'GLIBCXX_3.4.33']);
   say(`weakened ${weak.join(', ')}`);

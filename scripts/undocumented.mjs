@@ -8,7 +8,12 @@ import ts from 'typescript';
 const root = new URL('..', import.meta.url).pathname;
 const names = process.argv.slice(2).length ? process.argv.slice(2) : readdirSync(join(root, 'packages'));
 const entries = names.map((n) => join(root, 'packages', n, 'src', 'index.ts')).filter((f) => existsSync(f));
-const program = ts.createProgram(entries, { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2023, strict: true });
+const program = ts.createProgram(entries, {
+  module: ts.ModuleKind.NodeNext,
+  moduleResolution: ts.ModuleResolutionKind.NodeNext,
+  target: ts.ScriptTarget.ES2023,
+  strict: true,
+});
 const checker = program.getTypeChecker();
 let missing = 0;
 const seen = new Set();
@@ -22,7 +27,13 @@ for (const entry of entries) {
     if (!decl?.getSourceFile().fileName.includes('/packages/')) continue;
     const where = `${decl.getSourceFile().fileName.replace(root, '')}`;
     const key = `${where}:${sym.name}`;
-    const report = (what) => { if (!seen.has(`${key}.${what}`)) { seen.add(`${key}.${what}`); missing++; console.log(`${pkg}\t${what}\t${where}`); } };
+    const report = (what) => {
+      if (!seen.has(`${key}.${what}`)) {
+        seen.add(`${key}.${what}`);
+        missing++;
+        console.log(`${pkg}\t${what}\t${where}`);
+      }
+    };
     if (sym.getDocumentationComment(checker).length === 0) report(exp.name);
     if (sym.flags & (ts.SymbolFlags.Class | ts.SymbolFlags.Interface)) {
       for (const [mname, m] of sym.members ?? []) {

@@ -22,8 +22,11 @@ test('npm run demo serves an in-memory export and shows it through our client an
   expect(existsSync(demo), 'examples must be built (tsc -b) before the tests').toBe(true);
   const port = await freePort();
   const out = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, [demo, '--exit', '--port', String(port), '--size', String(64 * 1024 * 1024)], { timeout: 30_000, env: { ...process.env, PATH } }, (err, stdout, stderr) =>
-      err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
+    execFile(
+      process.execPath,
+      [demo, '--exit', '--port', String(port), '--size', String(64 * 1024 * 1024)],
+      { timeout: 30_000, env: { ...process.env, PATH } },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout)),
     );
   });
   expect(out).toContain(`Serving nbd://localhost:${port}`);

@@ -17,7 +17,12 @@ export function weakenVersions(file, out, versions) {
   const shnum = b.readUInt16LE(0x3c);
   const section = (i) => {
     const o = shoff + i * shentsize;
-    return { type: b.readUInt32LE(o + 4), offset: Number(b.readBigUInt64LE(o + 0x18)), link: b.readUInt32LE(o + 0x28), info: b.readUInt32LE(o + 0x2c) };
+    return {
+      type: b.readUInt32LE(o + 4),
+      offset: Number(b.readBigUInt64LE(o + 0x18)),
+      link: b.readUInt32LE(o + 0x28),
+      info: b.readUInt32LE(o + 0x2c),
+    };
   };
   const weakened = [];
   for (let i = 0; i < shnum; i++) {

@@ -7,13 +7,7 @@
 // holes only (checked against what the chunks said); block status extents start at
 // the request, are contiguous and nonzero, within the rules strict mode promises;
 // arena views held are given back unless handed to the caller.
-import {
-  ClientStreamDecoder,
-  Command,
-  CommandFlag,
-  NbdErrnoError,
-  ServerStreamDecoder,
-} from '../../packages/protocol/dist/index.js';
+import { ClientStreamDecoder, Command, CommandFlag, NbdErrnoError, ServerStreamDecoder } from '../../packages/protocol/dist/index.js';
 import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
 import { invariant, rejecting } from './common.mjs';
 
@@ -41,7 +35,8 @@ export function fuzz(data) {
       const c = f.kind === 'chunk' ? f.header.cookie : f.cookie;
       const st = states.get(c);
       if (st === undefined) return; // the connection treats an unknown cookie as a protocol error
-      const outcome = f.kind === 'chunk' ? assembleChunk(rules, st, f.header, f.payload, views) : assembleSimple(rules, st, f.error, f.data, views);
+      const outcome =
+        f.kind === 'chunk' ? assembleChunk(rules, st, f.header, f.payload, views) : assembleSimple(rules, st, f.error, f.data, views);
       if (outcome === undefined) continue;
       states.delete(c);
       checkOutcome(rules, st, outcome, held);
@@ -78,7 +73,10 @@ function checkOutcome(rules, st, outcome, held) {
   }
   invariant(held.size === 0, 'a finished reply kept an arena view');
   if (st.command === Command.READ) {
-    invariant(outcome.value instanceof Uint8Array && outcome.value.length === st.length, `READ of ${st.length} bytes gave ${outcome.value?.length}`);
+    invariant(
+      outcome.value instanceof Uint8Array && outcome.value.length === st.length,
+      `READ of ${st.length} bytes gave ${outcome.value?.length}`,
+    );
     invariant(st.error === undefined, 'READ succeeded with an error recorded');
   } else if (st.command === Command.BLOCK_STATUS) {
     for (const [id, list] of outcome.value) {
@@ -90,7 +88,8 @@ function checkOutcome(rules, st, outcome, held) {
       }
       if (rules.strict) {
         invariant(list.length > 0, 'strict: a context without extents');
-        if (list.length > 1) invariant(at - list[list.length - 1].length - st.offset < st.length, 'strict: the first extents cover the whole request');
+        if (list.length > 1)
+          invariant(at - list[list.length - 1].length - st.offset < st.length, 'strict: the first extents cover the whole request');
         if (st.flags & CommandFlag.REQ_ONE) invariant(list.length === 1 && list[0].length <= st.length, 'strict: REQ_ONE answered by more');
       }
     }

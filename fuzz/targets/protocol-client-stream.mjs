@@ -70,6 +70,9 @@ export function fuzz(data) {
   const at = Math.min(data[1] * 4, body.length);
   const whole = decodeAll(mode, [body]);
   const split = decodeAll(mode, [body.subarray(0, at), body.subarray(at)]);
-  invariant(whole.frames.length === split.frames.length && whole.frames.every((f, i) => f === split.frames[i]), 'split stream decodes differently');
+  invariant(
+    whole.frames.length === split.frames.length && whole.frames.every((f, i) => f === split.frames[i]),
+    'split stream decodes differently',
+  );
   invariant(whole.error === split.error, `split stream fails differently: ${whole.error} / ${split.error}`);
 }

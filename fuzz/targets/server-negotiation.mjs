@@ -31,10 +31,13 @@ export async function fuzz(data) {
   if (data.length < 1) return;
   const mode = data[0];
   const readOnly = (mode & 4) !== 0;
-  const open = mode & 8 ? (ctx) => {
-    if (ctx.export.name === 'bad') throw new Error('cannot open');
-    return device;
-  } : undefined;
+  const open =
+    mode & 8
+      ? (ctx) => {
+          if (ctx.export.name === 'bad') throw new Error('cannot open');
+          return device;
+        }
+      : undefined;
   const n = new Negotiation({ exports, maxPayload: 1 << 20, readOnly, open, clientAddress: 'fuzz', tls: tlsModes[mode & 3] });
   const tls = { up: false };
   const d = new ClientStreamDecoder({ maxOptionLength: 8192 });
@@ -65,7 +68,8 @@ function check(frame, step, readOnly, tls) {
     invariant(frame.kind === 'option' && m.option === frame.option, `reply for option ${m.option} to option ${frame.option}`);
     encodeOptionReply(m.option, m.reply);
     if (m.reply.kind === 'info' && m.reply.info.kind === 'export') sawExport = true;
-    if (m.reply.kind === 'ack' && (m.option === Option.INFO || m.option === Option.GO)) invariant(sawExport, 'INFO/GO ACK without NBD_INFO_EXPORT');
+    if (m.reply.kind === 'ack' && (m.option === Option.INFO || m.option === Option.GO))
+      invariant(sawExport, 'INFO/GO ACK without NBD_INFO_EXPORT');
     if (m.reply.kind === 'server') invariant(m.reply.name !== 'secret' || tls.up, 'LIST shows a TLS-only export without TLS');
   }
   if (step.next === 'transmit') {

@@ -135,7 +135,10 @@ function readBack(chunks, sent, session) {
     // Our client never sends offsets or lengths past 2^53 (it checks them first): such a
     // request must be refused, and its reply is read without the offset rule.
     const safe = req.offset <= BigInt(Number.MAX_SAFE_INTEGER) && Number.isSafeInteger(length);
-    states.set(c, newReply({ command: req.type, offset: safe ? Number(req.offset) : 0, length: safe ? length : 0, flags: req.flags, contextIds }));
+    states.set(
+      c,
+      newReply({ command: req.type, offset: safe ? Number(req.offset) : 0, length: safe ? length : 0, flags: req.flags, contextIds }),
+    );
     if (!safe) unsafe.add(c);
   }
   const views = { hold() {}, release() {} };

@@ -28,7 +28,10 @@ const QEMU10 = `${process.env.NBD_QEMU10_DIR ?? join(process.env.XDG_CACHE_HOME 
 const nbdkitMem = (opts = []) => ['nbdkit', '-f', '-U', '{SOCK}', ...opts, 'memory', '1M'];
 const nbdkitData = (opts = []) => ['nbdkit', '-f', '-U', '{SOCK}', ...opts, 'data', '1 2 3 @65536 4 5 6', 'size=1M'];
 const qemuNbd = (opts, image = '{DIR}/disk.raw', fmt = 'raw') => ['qemu-nbd', '-k', '{SOCK}', '-t', '-f', fmt, ...opts, image];
-const rawImage = [['qemu-img', 'create', '-f', 'raw', '{DIR}/disk.raw', '1M'], ['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 4096', '{DIR}/disk.raw']];
+const rawImage = [
+  ['qemu-img', 'create', '-f', 'raw', '{DIR}/disk.raw', '1M'],
+  ['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 4096', '{DIR}/disk.raw'],
+];
 const qcow2Bitmap = [
   ['qemu-img', 'create', '-f', 'qcow2', '{DIR}/disk.qcow2', '1M'],
   ['qemu-img', 'bitmap', '--add', '{DIR}/disk.qcow2', 'b0'],
@@ -50,26 +53,99 @@ export const scenarios = [
   { name: 'nbdkit-mask-handshake-0-nbdinfo', server: nbdkitMem(['--mask-handshake=0']), client: ['nbdinfo', '--no-content', uri()] },
   { name: 'nbdkit-oldstyle-nbdinfo', server: nbdkitMem(['-o']), client: ['nbdinfo', '--no-content', uri()] },
   // simple replies carrying READ data, and WRITE payloads
-  { name: 'nbdkit-no-sr-qemu-io', server: nbdkitData(['--no-sr']), client: ['qemu-io', '-f', 'raw', '-c', 'read -v 0 16', '-c', 'write -P 0xab 512 16', '-c', 'flush', uri()] },
-  { name: 'nbdkit-data-qemu-io', server: nbdkitData(), client: ['qemu-io', '-f', 'raw', '-c', 'read -v 65530 16', '-c', 'write -z 4096 4096', '-c', 'discard 8192 4096', uri()] },
+  {
+    name: 'nbdkit-no-sr-qemu-io',
+    server: nbdkitData(['--no-sr']),
+    client: ['qemu-io', '-f', 'raw', '-c', 'read -v 0 16', '-c', 'write -P 0xab 512 16', '-c', 'flush', uri()],
+  },
+  {
+    name: 'nbdkit-data-qemu-io',
+    server: nbdkitData(),
+    client: ['qemu-io', '-f', 'raw', '-c', 'read -v 65530 16', '-c', 'write -z 4096 4096', '-c', 'discard 8192 4096', uri()],
+  },
   { name: 'qemu-nbd-raw-nbdcopy', setup: rawImage, server: qemuNbd([]), client: ['nbdcopy', '--connections=1', uri(), 'null:'] },
-  { name: 'nbdkit-memory-nbdcopy-write', setup: [['sh', '-c', 'printf "hello, nbd" > {DIR}/src.bin; truncate -s 512 {DIR}/src.bin']], server: nbdkitMem(), client: ['nbdcopy', '--connections=1', '{DIR}/src.bin', uri()] },
+  {
+    name: 'nbdkit-memory-nbdcopy-write',
+    setup: [['sh', '-c', 'printf "hello, nbd" > {DIR}/src.bin; truncate -s 512 {DIR}/src.bin']],
+    server: nbdkitMem(),
+    client: ['nbdcopy', '--connections=1', '{DIR}/src.bin', uri()],
+  },
   // errors: structured ERROR chunks, and simple replies carrying an errno
-  { name: 'nbdkit-error-filter-qemu-io', server: ['nbdkit', '-f', '-U', '{SOCK}', '--filter=error', 'memory', '1M', 'error=EIO', 'error-pread-rate=1', 'error-pwrite-rate=1'], client: ['qemu-io', '-f', 'raw', '-c', 'read 0 512', '-c', 'write 512 512', uri()], mayFail: true },
-  { name: 'nbdkit-error-filter-no-sr-nbdinfo', server: ['nbdkit', '-f', '-U', '{SOCK}', '--no-sr', '--filter=error', 'memory', '1M', 'error=ENOSPC', 'error-pread-rate=1'], client: ['nbdinfo', uri()], mayFail: true },
+  {
+    name: 'nbdkit-error-filter-qemu-io',
+    server: ['nbdkit', '-f', '-U', '{SOCK}', '--filter=error', 'memory', '1M', 'error=EIO', 'error-pread-rate=1', 'error-pwrite-rate=1'],
+    client: ['qemu-io', '-f', 'raw', '-c', 'read 0 512', '-c', 'write 512 512', uri()],
+    mayFail: true,
+  },
+  {
+    name: 'nbdkit-error-filter-no-sr-nbdinfo',
+    server: ['nbdkit', '-f', '-U', '{SOCK}', '--no-sr', '--filter=error', 'memory', '1M', 'error=ENOSPC', 'error-pread-rate=1'],
+    client: ['nbdinfo', uri()],
+    mayFail: true,
+  },
   // qemu-nbd
   { name: 'qemu-nbd-raw-nbdinfo', setup: rawImage, server: qemuNbd([]), client: ['nbdinfo', '--no-content', uri()] },
-  { name: 'qemu-nbd-raw-qemu-io', setup: rawImage, server: qemuNbd([]), client: ['qemu-io', '-f', 'raw', '-c', 'read -v 0 16', '-c', 'write -P 0x33 4096 16', uri()] },
-  { name: 'qemu-nbd-named-nbdinfo-list', setup: rawImage, server: qemuNbd(['-x', 'disk', '-D', 'a described disk']), client: ['nbdinfo', '--list', uri('disk')] },
-  { name: 'qemu-nbd-named-unknown-export', setup: rawImage, server: qemuNbd(['-x', 'disk', '-D', 'a described disk']), client: ['nbdinfo', uri('nosuch')], mayFail: true },
-  { name: 'qemu-nbd-qcow2-bitmap-map', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:dirty-bitmap:b0', uri()] },
-  { name: 'qemu-nbd-qcow2-allocation-depth-map', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:allocation-depth', uri()] },
+  {
+    name: 'qemu-nbd-raw-qemu-io',
+    setup: rawImage,
+    server: qemuNbd([]),
+    client: ['qemu-io', '-f', 'raw', '-c', 'read -v 0 16', '-c', 'write -P 0x33 4096 16', uri()],
+  },
+  {
+    name: 'qemu-nbd-named-nbdinfo-list',
+    setup: rawImage,
+    server: qemuNbd(['-x', 'disk', '-D', 'a described disk']),
+    client: ['nbdinfo', '--list', uri('disk')],
+  },
+  {
+    name: 'qemu-nbd-named-unknown-export',
+    setup: rawImage,
+    server: qemuNbd(['-x', 'disk', '-D', 'a described disk']),
+    client: ['nbdinfo', uri('nosuch')],
+    mayFail: true,
+  },
+  {
+    name: 'qemu-nbd-qcow2-bitmap-map',
+    setup: qcow2Bitmap,
+    server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'),
+    client: ['nbdinfo', '--map=qemu:dirty-bitmap:b0', uri()],
+  },
+  {
+    name: 'qemu-nbd-qcow2-allocation-depth-map',
+    setup: qcow2Bitmap,
+    server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'),
+    client: ['nbdinfo', '--map=qemu:allocation-depth', uri()],
+  },
   // qemu 10.0: extended headers (NBD_OPT_EXTENDED_HEADERS) on both sides
-  { name: 'qemu10-nbd-raw-qemu10-io', setup: rawImage, server: qemu10Nbd([]), client: qemu10Io('read -v 0 16', 'write -P 0x33 4096 16', 'write -z 8192 4096', 'discard 12288 4096', 'flush') },
-  { name: 'qemu10-nbd-qcow2-qemu10-img-map', setup: qcow2Bitmap, server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: [`${QEMU10}qemu-img`, 'map', '--output=json', '-f', 'raw', uri()] },
-  { name: 'qemu10-nbd-qcow2-nbdinfo-map', setup: qcow2Bitmap, server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--map=qemu:allocation-depth', uri()] },
-  { name: 'ours-qemu10-io', server: ourServer, client: qemu10Io('write -P 0x33 4096 16', 'read -v 4096 16', 'write -z -u 8192 4096', 'discard 0 4096', 'map') },
-  { name: 'qemu-nbd-qcow2-list-contexts', setup: qcow2Bitmap, server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'), client: ['nbdinfo', '--content', '--list', uri()] },
+  {
+    name: 'qemu10-nbd-raw-qemu10-io',
+    setup: rawImage,
+    server: qemu10Nbd([]),
+    client: qemu10Io('read -v 0 16', 'write -P 0x33 4096 16', 'write -z 8192 4096', 'discard 12288 4096', 'flush'),
+  },
+  {
+    name: 'qemu10-nbd-qcow2-qemu10-img-map',
+    setup: qcow2Bitmap,
+    server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'),
+    client: [`${QEMU10}qemu-img`, 'map', '--output=json', '-f', 'raw', uri()],
+  },
+  {
+    name: 'qemu10-nbd-qcow2-nbdinfo-map',
+    setup: qcow2Bitmap,
+    server: qemu10Nbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'),
+    client: ['nbdinfo', '--map=qemu:allocation-depth', uri()],
+  },
+  {
+    name: 'ours-qemu10-io',
+    server: ourServer,
+    client: qemu10Io('write -P 0x33 4096 16', 'read -v 4096 16', 'write -z -u 8192 4096', 'discard 0 4096', 'map'),
+  },
+  {
+    name: 'qemu-nbd-qcow2-list-contexts',
+    setup: qcow2Bitmap,
+    server: qemuNbd(['-A', '-B', 'b0'], '{DIR}/disk.qcow2', 'qcow2'),
+    client: ['nbdinfo', '--content', '--list', uri()],
+  },
 ];
 
 async function waitForSocket(path, proc) {

@@ -87,7 +87,9 @@ export function replay(conn: Connection): Set<string> {
         expect(r.option).toBe(o.option);
         const reply = decodeOptionReply(r.type, r.data);
         sOut.push(encodeOptionReply(r.option, reply));
-        seen.add(`reply ${reply.kind === 'info' ? `info ${reply.info.kind}` : reply.kind === 'error' ? nameOf(OptionReply, reply.code) : reply.kind}`);
+        seen.add(
+          `reply ${reply.kind === 'info' ? `info ${reply.info.kind}` : reply.kind === 'error' ? nameOf(OptionReply, reply.code) : reply.kind}`,
+        );
         if (reply.kind !== 'ack' && reply.kind !== 'error') continue; // more replies follow
         if (reply.kind === 'ack') {
           if (req.kind === 'structured-reply') structured = true;
@@ -122,7 +124,8 @@ export function replay(conn: Connection): Set<string> {
     if (f.request.flags !== 0) seen.add(`request ${name} ${flagNames(CommandFlag, f.request.flags).join('+')}`);
     if (f.request.offset >= 2n ** 32n) seen.add(`request ${name} offset ≥ 4 GiB`);
     // A BLOCK_STATUS with PAYLOAD_LEN carries its effect length in the payload.
-    const effect = f.request.type === Command.BLOCK_STATUS && f.payload ? decodeBlockStatusPayload(f.payload).effectLength : f.request.length;
+    const effect =
+      f.request.type === Command.BLOCK_STATUS && f.payload ? decodeBlockStatusPayload(f.payload).effectLength : f.request.length;
     if (effect >= 2n ** 32n) seen.add(`request ${name} length ≥ 4 GiB`);
   }
   // Without structured replies a READ's data follows its simple reply, and only the requests say how much.
@@ -153,4 +156,3 @@ export function replay(conn: Connection): Set<string> {
   expect(Buffer.from(concat(sOut)).toString('hex')).toBe(conn.s2c);
   return seen;
 }
-

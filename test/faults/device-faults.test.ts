@@ -51,7 +51,10 @@ function faulty(fail: (what: string, offset: number) => unknown): Device {
 }
 
 async function errnoOf(p: Promise<unknown>): Promise<number> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   expect(e).toBeInstanceOf(NbdErrnoError);
   return (e as NbdErrnoError).errno;
 }
@@ -77,7 +80,9 @@ describe('faulty devices', () => {
 
   test('promises that reject: the same errnos, asynchronously', async () => {
     const { conn, path } = await serveDevice(
-      faulty((what) => Promise.reject(what === 'write' ? Object.assign(new Error('read-only fs'), { code: 'EROFS' }) : new Error('async failure'))),
+      faulty((what) =>
+        Promise.reject(what === 'write' ? Object.assign(new Error('read-only fs'), { code: 'EROFS' }) : new Error('async failure')),
+      ),
     );
     expect(await errnoOf(conn.read(BAD, 65536))).toBe(Errno.EIO);
     expect(await errnoOf(conn.write(new Uint8Array(4096), BAD))).toBe(Errno.EPERM);
@@ -112,7 +117,15 @@ describe('faulty devices', () => {
       size: 8 * MiB,
       readAt: (b, o) => mem.readAt(b, o),
       lend: (_o, l) => (mode === 3 ? { views: [new Uint8Array(l + 1)], release: () => {} } : undefined),
-      extents: () => [[], [{ length: -5, flags: 0 }], [{ length: Number.NaN, flags: 1 }, { length: 4096, flags: 0 }]][mode] ?? [],
+      extents: () =>
+        [
+          [],
+          [{ length: -5, flags: 0 }],
+          [
+            { length: Number.NaN, flags: 1 },
+            { length: 4096, flags: 0 },
+          ],
+        ][mode] ?? [],
     };
     const { conn, path } = await serveDevice(device);
     for (mode = 0; mode < 3; mode++) expect(await errnoOf(conn.blockStatus(0, 4096))).toBe(Errno.EIO);

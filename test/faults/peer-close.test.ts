@@ -4,15 +4,7 @@
 // lives on: no hang, no leaked connection, others served.
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import {
-  ClientFlag,
-  Command,
-  NbdClosedError,
-  encodeChunk,
-  encodeClientFlags,
-  encodeOptionRequest,
-  encodeRequest,
-} from '@nbd/protocol';
+import { ClientFlag, Command, NbdClosedError, encodeChunk, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
 import { open } from '@nbd/client';
 import { scopedFakeServers } from '../../packages/client/test/fake-server.js';
 import { MiB, ServerChild, bystanderServed } from '../hostile/support.js';

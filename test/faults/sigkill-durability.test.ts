@@ -41,7 +41,9 @@ function parse(log: string): Syscall[] {
 
 /** The data write at `offset` to `image` (pwrite64, pwritev or pwritev2: offset is the last number). */
 function dataWrite(calls: Syscall[], image: string, offset: number): Syscall | undefined {
-  return calls.find((c) => c.call.startsWith('pwrite') && c.target === image && new RegExp(`, ${offset}(, RWF_\\w+(\\|RWF_\\w+)*)?$`).test(c.args));
+  return calls.find(
+    (c) => c.call.startsWith('pwrite') && c.target === image && new RegExp(`, ${offset}(, RWF_\\w+(\\|RWF_\\w+)*)?$`).test(c.args),
+  );
 }
 
 /** When the data written by `write` was durable: its own end with RWF_DSYNC/RWF_SYNC, else the end of the next fdatasync/fsync. */
@@ -54,14 +56,27 @@ function durableAt(calls: Syscall[], image: string, write: Syscall): { at: numbe
 /** Reply magics as strace prints the first bytes: simple, structured, extended. */
 const REPLY = /^ "(gDf\\230|f\\2163\\357|n\\212'\\214)/;
 
-async function serveUnderStrace(dir: string, mode = ''): Promise<{ proc: ChildProcess; pid: number; socket: string; image: string; log: string }> {
+async function serveUnderStrace(
+  dir: string,
+  mode = '',
+): Promise<{ proc: ChildProcess; pid: number; socket: string; image: string; log: string }> {
   const strace = requireTool('strace');
   const socket = join(dir, 's.sock');
   const image = join(dir, 'disk.img');
   const log = join(dir, 'strace.log');
   writeFileSync(image, '');
   truncateSync(image, 16 * MiB);
-  const args = ['-f', '-qq', '-ttt', '-T', '-y', '-e', 'trace=pwrite64,pwritev,pwritev2,fdatasync,fsync,write,writev,sendmsg,sendto', '-o', log];
+  const args = [
+    '-f',
+    '-qq',
+    '-ttt',
+    '-T',
+    '-y',
+    '-e',
+    'trace=pwrite64,pwritev,pwritev2,fdatasync,fsync,write,writev,sendmsg,sendto',
+    '-o',
+    log,
+  ];
   const proc = spawn(strace, [...args, process.execPath, child, socket, image, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
   const first = await new Promise<string>((resolve) => {
     createInterface({ input: proc.stdout! }).once('line', resolve);
@@ -126,7 +141,9 @@ describe('SIGKILL after FUA, and after FLUSH, on a FileDevice', () => {
     const durable = durableAt(calls, s.image, write!);
     expect(durable, 'an fdatasync after the write').toBeDefined();
     const flushReply = replies[1]!;
-    console.log(`FLUSH: ${durable!.how} durable at ${durable!.at.toFixed(6)}, WRITE reply ${replies[0]!.t.toFixed(6)}, FLUSH reply ${flushReply.t.toFixed(6)}`);
+    console.log(
+      `FLUSH: ${durable!.how} durable at ${durable!.at.toFixed(6)}, WRITE reply ${replies[0]!.t.toFixed(6)}, FLUSH reply ${flushReply.t.toFixed(6)}`,
+    );
     expect(durable!.at).toBeLessThanOrEqual(flushReply.t);
     await conn.disconnect({ signal: AbortSignal.timeout(100) }).catch(() => undefined);
   });

@@ -31,9 +31,14 @@ test('a slow reader of 512 MiB of READ replies: server RSS stays bounded while i
   await new Promise((r) => s.once('connect', r));
   const N = 2048; // 2048 × 256 KiB = 512 MiB
   const writes = Array.from({ length: 8 }, (_, i) =>
-    Buffer.concat([encodeRequest({ type: Command.WRITE, flags: 0, cookie: BigInt(100_000 + i), offset: BigInt(i * 8 * MiB), length: BigInt(8 * MiB) }), Buffer.alloc(8 * MiB, 0x77)]),
+    Buffer.concat([
+      encodeRequest({ type: Command.WRITE, flags: 0, cookie: BigInt(100_000 + i), offset: BigInt(i * 8 * MiB), length: BigInt(8 * MiB) }),
+      Buffer.alloc(8 * MiB, 0x77),
+    ]),
   );
-  const reads = Array.from({ length: N }, (_, i) => encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: BigInt((i % 256) * 256 * 1024), length: 256n * 1024n }));
+  const reads = Array.from({ length: N }, (_, i) =>
+    encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: BigInt((i % 256) * 256 * 1024), length: 256n * 1024n }),
+  );
   s.write(
     Buffer.concat([
       encodeClientFlags(ClientFlag.FIXED_NEWSTYLE | ClientFlag.NO_ZEROES),

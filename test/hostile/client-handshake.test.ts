@@ -12,7 +12,11 @@ const cases: HostileCase<void>[] = [
     sends: 'a greeting whose magic is not NBDMAGIC (an HTTP server)',
     spec: 'not an NBD server: the client hard-disconnects',
     we: 'client error',
-    run: () => expectProtocolError(connectTo(async (p) => p.send(new TextEncoder().encode('HTTP/1.1 400 Bad Request\r\n\r\n'))), /bad magic/),
+    run: () =>
+      expectProtocolError(
+        connectTo(async (p) => p.send(new TextEncoder().encode('HTTP/1.1 400 Bad Request\r\n\r\n'))),
+        /bad magic/,
+      ),
   },
   {
     sends: 'NBDMAGIC followed by an unknown style magic',
@@ -22,7 +26,10 @@ const cases: HostileCase<void>[] = [
       const b = Buffer.alloc(18);
       b.write('NBDMAGIC');
       b.writeBigUInt64BE(0x1234n, 8);
-      await expectProtocolError(connectTo(async (p) => p.send(b)), /unknown style magic/);
+      await expectProtocolError(
+        connectTo(async (p) => p.send(b)),
+        /unknown style magic/,
+      );
     },
   },
   {
@@ -31,7 +38,9 @@ const cases: HostileCase<void>[] = [
     we: 'client error',
     run: async () => {
       const t0 = Date.now();
-      await expect(connectTo(async () => new Promise((r) => setTimeout(r, 3000)), { handshakeTimeout: 400 })).rejects.toBeInstanceOf(NbdTimeoutError);
+      await expect(connectTo(async () => new Promise((r) => setTimeout(r, 3000)), { handshakeTimeout: 400 })).rejects.toBeInstanceOf(
+        NbdTimeoutError,
+      );
       expect(Date.now() - t0).toBeLessThan(2000);
     },
   },
@@ -58,11 +67,13 @@ const cases: HostileCase<void>[] = [
     spec: 'the stream cannot be framed: hard disconnect',
     we: 'client error',
     run: async () => {
-      const client = await connectTo(afterFirstOption((o) => {
-        const b = rawReplyHeader(o, OptionReply.ACK, 0);
-        b[0] = 0x99;
-        return b;
-      }));
+      const client = await connectTo(
+        afterFirstOption((o) => {
+          const b = rawReplyHeader(o, OptionReply.ACK, 0);
+          b[0] = 0x99;
+          return b;
+        }),
+      );
       await expectProtocolError(client.list(), /bad magic/);
     },
   },
@@ -89,7 +100,9 @@ const cases: HostileCase<void>[] = [
     spec: 'NBD_INFO_EXPORT is exactly 12 bytes: malformed',
     we: 'client error',
     run: async () => {
-      const client = await connectTo(answeringGo((o) => Buffer.concat([rawReplyHeader(o, OptionReply.INFO, 13), u8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 1, 0)])));
+      const client = await connectTo(
+        answeringGo((o) => Buffer.concat([rawReplyHeader(o, OptionReply.INFO, 13), u8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 1, 0)])),
+      );
       await expectProtocolError(client.go(''), /trailing/);
     },
   },
@@ -98,7 +111,9 @@ const cases: HostileCase<void>[] = [
     spec: 'the client MUST soft-disconnect',
     we: 'client error',
     run: async () => {
-      const client = await connectTo(answeringGo((o) => encodeOptionReply(o, { kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: 'going down' })));
+      const client = await connectTo(
+        answeringGo((o) => encodeOptionReply(o, { kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: 'going down' })),
+      );
       await expect(client.go('')).rejects.toBeInstanceOf(NbdOptionError);
       expect(client.state).toBe('closed');
     },

@@ -14,39 +14,50 @@ export const connectTo = async (script: Script, o: Parameters<typeof Client.conn
   Client.connect((await serve(script)).uri, { handshakeTimeout: 2000, ...o });
 
 /** A connection (structured replies; base:allocation known as id 1) to a server that then runs `after`. */
-export async function transmitting(after: (p: FakePeer) => Promise<void>, o: { extended?: boolean; structured?: boolean } = {}): Promise<Connection> {
+export async function transmitting(
+  after: (p: FakePeer) => Promise<void>,
+  o: { extended?: boolean; structured?: boolean } = {},
+): Promise<Connection> {
   const srv = await serve(async (p) => {
     await p.negotiate({ contexts: { 'base:allocation': 1 }, extended: o.extended, structured: o.structured });
     await after(p);
   });
   const client = await Client.connect(srv.uri, { handshakeTimeout: 2000 });
-  return client.go('', { metaContexts: o.structured === false ? [] : ['base:allocation'], extendedHeaders: o.extended, structuredReplies: o.structured });
+  return client.go('', {
+    metaContexts: o.structured === false ? [] : ['base:allocation'],
+    extendedHeaders: o.extended,
+    structuredReplies: o.structured,
+  });
 }
 
 export const u8 = (...v: number[]) => new Uint8Array(v);
 
 /** Sends raw option-reply bytes after the first option arrives. */
-export const afterFirstOption = (bytes: (option: number) => Uint8Array): Script => async (p) => {
-  p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
-  await p.frame();
-  p.decoder.startOptions();
-  const f = await p.frame();
-  p.send(bytes(f.kind === 'option' ? f.option : 0));
-  await new Promise((r) => setTimeout(r, 3000));
-};
+export const afterFirstOption =
+  (bytes: (option: number) => Uint8Array): Script =>
+  async (p) => {
+    p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
+    await p.frame();
+    p.decoder.startOptions();
+    const f = await p.frame();
+    p.send(bytes(f.kind === 'option' ? f.option : 0));
+    await new Promise((r) => setTimeout(r, 3000));
+  };
 
 /** Refuses every option (ERR_UNSUP) but GO, which gets `bytes`. */
-export const answeringGo = (bytes: (option: number) => Uint8Array): Script => async (p) => {
-  p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
-  await p.frame();
-  p.decoder.startOptions();
-  for (;;) {
-    const f = await p.frame();
-    if (f.kind !== 'option') return;
-    if (f.option === 7) p.send(bytes(f.option));
-    else p.send(encodeOptionReply(f.option, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' }));
-  }
-};
+export const answeringGo =
+  (bytes: (option: number) => Uint8Array): Script =>
+  async (p) => {
+    p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
+    await p.frame();
+    p.decoder.startOptions();
+    for (;;) {
+      const f = await p.frame();
+      if (f.kind !== 'option') return;
+      if (f.option === 7) p.send(bytes(f.option));
+      else p.send(encodeOptionReply(f.option, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' }));
+    }
+  };
 
 export function rawReplyHeader(option: number, type: number, length: number): Uint8Array {
   const b = new Uint8Array(20);
@@ -59,7 +70,10 @@ export function rawReplyHeader(option: number, type: number, length: number): Ui
 }
 
 export async function expectProtocolError(p: Promise<unknown>, rule: RegExp): Promise<void> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   expect(e).toBeInstanceOf(ProtocolError);
   expect((e as Error).message).toMatch(rule);
 }

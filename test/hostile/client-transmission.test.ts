@@ -97,10 +97,13 @@ const cases: HostileCase<void>[] = [
     spec: 'the server MUST NOT send structured replies unless negotiated',
     we: 'client error',
     run: async () => {
-      const conn = await transmitting(async (p) => {
-        const r = await p.request();
-        p.chunk(r.cookie, { kind: 'none' });
-      }, { structured: false });
+      const conn = await transmitting(
+        async (p) => {
+          const r = await p.request();
+          p.chunk(r.cookie, { kind: 'none' });
+        },
+        { structured: false },
+      );
       await expect(conn.flush()).rejects.toBeInstanceOf(ProtocolError);
     },
   },
@@ -135,7 +138,11 @@ const cases: HostileCase<void>[] = [
     run: async () => {
       const conn = await transmitting(async (p) => {
         const r = await p.request();
-        p.chunk(r.cookie, { kind: 'unknown', code: ChunkType.ERROR, data: Uint8Array.of(0, 0, 0, 5, 0x13, 0x88, ...new Uint8Array(5000).fill(0x78)) });
+        p.chunk(r.cookie, {
+          kind: 'unknown',
+          code: ChunkType.ERROR,
+          data: Uint8Array.of(0, 0, 0, 5, 0x13, 0x88, ...new Uint8Array(5000).fill(0x78)),
+        });
       });
       await expectProtocolError(conn.flush(), /MUST NOT exceed the 4096-byte/);
     },
@@ -225,7 +232,14 @@ const cases: HostileCase<void>[] = [
     run: async () => {
       const conn = await transmitting(async (p) => {
         const r = await p.request();
-        p.chunk(r.cookie, { kind: 'block-status', contextId: 1, extents: [{ length: 1024n, flags: 0 }, { length: 1024n, flags: 3 }] });
+        p.chunk(r.cookie, {
+          kind: 'block-status',
+          contextId: 1,
+          extents: [
+            { length: 1024n, flags: 0 },
+            { length: 1024n, flags: 3 },
+          ],
+        });
       });
       await expectProtocolError(conn.blockStatus(0, 4096, { reqOne: true }), /REQ_ONE/);
     },
@@ -243,14 +257,17 @@ const cases: HostileCase<void>[] = [
     },
   },
   {
-    sends: 'an extended chunk echoing another offset than the request\'s',
+    sends: "an extended chunk echoing another offset than the request's",
     spec: 'extended reply chunks MUST carry the offset of the request they answer',
     we: 'client error',
     run: async () => {
-      const conn = await transmitting(async (p) => {
-        const r = await p.request();
-        p.chunk(r.cookie, { kind: 'none' }, true, r.offset + 512n);
-      }, { extended: true });
+      const conn = await transmitting(
+        async (p) => {
+          const r = await p.request();
+          p.chunk(r.cookie, { kind: 'none' }, true, r.offset + 512n);
+        },
+        { extended: true },
+      );
       await expectProtocolError(conn.zero(4096, 4096), /does not match the request/);
     },
   },
@@ -259,10 +276,13 @@ const cases: HostileCase<void>[] = [
     spec: 'every reply MUST then be an extended chunk',
     we: 'client error',
     run: async () => {
-      const conn = await transmitting(async (p) => {
-        const r = await p.request();
-        p.send(encodeChunk(r.cookie, { kind: 'none' }, { extended: false }));
-      }, { extended: true });
+      const conn = await transmitting(
+        async (p) => {
+          const r = await p.request();
+          p.send(encodeChunk(r.cookie, { kind: 'none' }, { extended: false }));
+        },
+        { extended: true },
+      );
       await expect(conn.flush()).rejects.toBeInstanceOf(ProtocolError);
     },
   },

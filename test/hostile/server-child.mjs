@@ -14,11 +14,15 @@ const mem = new MemoryDevice(memSize);
 mem.writeAt(new Uint8Array(64 * 1024).fill(0x5a), 0);
 const plain = new MemoryDevice(MiB);
 const bare = { size: MiB, readAt: (b, o) => plain.readAt(b, o), writeAt: (b, o) => plain.writeAt(b, o) };
-const server = await listen({ path }, [
-  { name: 'mem', size: memSize, device: mem },
-  { name: 'ro', size: MiB, device: new MemoryDevice(MiB), readOnly: true },
-  { name: 'bare', size: MiB, device: bare },
-], { handshakeTimeout: 1500, ...JSON.parse(json ?? '{}') });
+const server = await listen(
+  { path },
+  [
+    { name: 'mem', size: memSize, device: mem },
+    { name: 'ro', size: MiB, device: new MemoryDevice(MiB), readOnly: true },
+    { name: 'bare', size: MiB, device: bare },
+  ],
+  { handshakeTimeout: 1500, ...JSON.parse(json ?? '{}') },
+);
 console.log('ready');
 const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
 for await (const line of createInterface({ input: process.stdin })) {

@@ -112,31 +112,36 @@ const cases: HostileCase<void>[] = [
     sends: 'NBD_OPT_GO whose name length (1000) exceeds the option data',
     spec: 'name length MUST be ≤ data length - 6; a malformed option gets NBD_REP_ERR_INVALID',
     we: 'option error',
-    run: async () => expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(utf8('mem'), [], 1000)), OptionReply.ERR_INVALID),
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(utf8('mem'), [], 1000)), OptionReply.ERR_INVALID),
   },
   {
     sends: 'NBD_OPT_INFO claiming 65,535 info requests with none present',
     spec: 'a malformed option gets NBD_REP_ERR_INVALID; nothing is allocated for the claimed count',
     we: 'option error',
-    run: async () => expectOption(await handshake(srv.socket), rawOption(Option.INFO, goData(utf8('mem'), [], 3, 0xffff)), OptionReply.ERR_INVALID),
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.INFO, goData(utf8('mem'), [], 3, 0xffff)), OptionReply.ERR_INVALID),
   },
   {
     sends: 'NBD_OPT_GO with an export name that is not UTF-8 (0xff 0xfe)',
     spec: 'names are UTF-8 strings; an undecodable one is malformed: NBD_REP_ERR_INVALID',
     we: 'option error',
-    run: async () => expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(new Uint8Array([0xff, 0xfe]))), OptionReply.ERR_INVALID),
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(new Uint8Array([0xff, 0xfe]))), OptionReply.ERR_INVALID),
   },
   {
     sends: 'NBD_OPT_GO with a 5000-byte export name',
     spec: 'strings MUST be no longer than 4096 bytes: NBD_REP_ERR_INVALID',
     we: 'option error',
-    run: async () => expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(new Uint8Array(5000).fill(0x61))), OptionReply.ERR_INVALID),
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(new Uint8Array(5000).fill(0x61))), OptionReply.ERR_INVALID),
   },
   {
     sends: 'NBD_OPT_INFO for an export that does not exist',
     spec: 'NBD_REP_ERR_UNKNOWN',
     we: 'option error',
-    run: async () => expectOption(await handshake(srv.socket), rawOption(Option.INFO, goData(utf8('nosuch'), [Info.NAME])), OptionReply.ERR_UNKNOWN),
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.INFO, goData(utf8('nosuch'), [Info.NAME])), OptionReply.ERR_UNKNOWN),
   },
   {
     sends: 'NBD_OPT_SET_META_CONTEXT before structured replies were negotiated',
@@ -144,7 +149,9 @@ const cases: HostileCase<void>[] = [
     we: 'option error',
     run: async () => {
       const c = await handshake(srv.socket);
-      expect(finalType(await option(c, { kind: 'set-meta-context', name: 'mem', queries: ['base:allocation'] }))).toBe(OptionReply.ERR_INVALID);
+      expect(finalType(await option(c, { kind: 'set-meta-context', name: 'mem', queries: ['base:allocation'] }))).toBe(
+        OptionReply.ERR_INVALID,
+      );
       c.close();
     },
   },
@@ -275,4 +282,3 @@ describe('hostile clients vs our server: handshake', () => {
   }
   afterAll(() => console.log(tally('hostile table, our server, handshake', cases)));
 });
-

@@ -101,7 +101,8 @@ const cases: HostileCase<void>[] = [
     sends: 'READ at offset 2^64 - 256 for 512 bytes (offset + length wraps)',
     spec: 'out of range: EINVAL (the range must not wrap into a valid one)',
     we: 'errno reply',
-    run: async () => expectErrno(await tx({ structured: true }), req({ type: Command.READ, offset: 2n ** 64n - 256n, length: 512n }), Errno.EINVAL),
+    run: async () =>
+      expectErrno(await tx({ structured: true }), req({ type: Command.READ, offset: 2n ** 64n - 256n, length: 512n }), Errno.EINVAL),
   },
   {
     sends: 'WRITE of 4 KiB past the end, payload sent',
@@ -109,7 +110,11 @@ const cases: HostileCase<void>[] = [
     we: 'errno reply',
     run: async () => {
       const c = await tx();
-      await expectErrno(c, Buffer.concat([req({ type: Command.WRITE, offset: BigInt(8 * MiB), length: 4096n }), new Uint8Array(4096)]), Errno.ENOSPC);
+      await expectErrno(
+        c,
+        Buffer.concat([req({ type: Command.WRITE, offset: BigInt(8 * MiB), length: 4096n }), new Uint8Array(4096)]),
+        Errno.ENOSPC,
+      );
     },
   },
   {
@@ -164,7 +169,11 @@ const cases: HostileCase<void>[] = [
     we: 'errno reply',
     run: async () => {
       const c = await tx({ name: 'bare' });
-      await expectErrno(c, Buffer.concat([req({ type: Command.WRITE, flags: CommandFlag.FUA, length: 512n }), new Uint8Array(512)]), Errno.EINVAL);
+      await expectErrno(
+        c,
+        Buffer.concat([req({ type: Command.WRITE, flags: CommandFlag.FUA, length: 512n }), new Uint8Array(512)]),
+        Errno.EINVAL,
+      );
     },
   },
   {
@@ -202,7 +211,10 @@ const cases: HostileCase<void>[] = [
     run: async () => {
       const c = await tx({ extended: true, meta: true });
       const payload = encodeBlockStatusPayload({ effectLength: 4096n, contextIds: [77] });
-      const bytes = Buffer.concat([req({ type: Command.BLOCK_STATUS, flags: CommandFlag.PAYLOAD_LEN, length: BigInt(payload.length) }, true), payload]);
+      const bytes = Buffer.concat([
+        req({ type: Command.BLOCK_STATUS, flags: CommandFlag.PAYLOAD_LEN, length: BigInt(payload.length) }, true),
+        payload,
+      ]);
       await expectErrno(c, bytes, Errno.EINVAL, true);
     },
   },
@@ -212,7 +224,12 @@ const cases: HostileCase<void>[] = [
     we: 'errno reply',
     run: async () => {
       const c = await tx({ extended: true, meta: true });
-      await expectErrno(c, Buffer.concat([req({ type: Command.BLOCK_STATUS, flags: CommandFlag.PAYLOAD_LEN, length: 6n }, true), new Uint8Array(6)]), Errno.EINVAL, true);
+      await expectErrno(
+        c,
+        Buffer.concat([req({ type: Command.BLOCK_STATUS, flags: CommandFlag.PAYLOAD_LEN, length: 6n }, true), new Uint8Array(6)]),
+        Errno.EINVAL,
+        true,
+      );
     },
   },
   {
@@ -221,7 +238,9 @@ const cases: HostileCase<void>[] = [
     we: 'accepted',
     run: async () => {
       const c = await tx({ structured: true });
-      c.write(Buffer.concat([req({ type: Command.READ, cookie: 7n, length: 512n }), req({ type: Command.READ, cookie: 7n, length: 512n })]));
+      c.write(
+        Buffer.concat([req({ type: Command.READ, cookie: 7n, length: 512n }), req({ type: Command.READ, cookie: 7n, length: 512n })]),
+      );
       expect(await c.frame()).toMatchObject({ kind: 'chunk', header: { cookie: 7n } });
       expect(await c.frame()).toMatchObject({ kind: 'chunk', header: { cookie: 7n } });
       await inSync(c);
@@ -233,7 +252,13 @@ const cases: HostileCase<void>[] = [
     we: 'no reply',
     run: async () => {
       const c = await tx({ structured: true });
-      c.write(Buffer.concat([req({ type: Command.READ, cookie: 1n, length: 512n }), req({ type: Command.DISC, cookie: 2n }), req({ type: Command.READ, cookie: 3n, length: 512n })]));
+      c.write(
+        Buffer.concat([
+          req({ type: Command.READ, cookie: 1n, length: 512n }),
+          req({ type: Command.DISC, cookie: 2n }),
+          req({ type: Command.READ, cookie: 3n, length: 512n }),
+        ]),
+      );
       expect(await c.frame()).toMatchObject({ kind: 'chunk', header: { cookie: 1n } });
       expect(await c.frame()).toBeNull();
     },

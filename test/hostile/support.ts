@@ -29,7 +29,9 @@ export class ServerChild {
   static async start(opts: Record<string, unknown> = {}, memMiB = 8): Promise<ServerChild> {
     const { dir, cleanup } = tempDir('nbd-hostile-');
     const socket = join(dir, 's.sock');
-    const proc = spawn(process.execPath, ['--expose-gc', childScript, socket, JSON.stringify(opts), String(memMiB)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const proc = spawn(process.execPath, ['--expose-gc', childScript, socket, JSON.stringify(opts), String(memMiB)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     const child = new ServerChild(proc, socket, cleanup);
     const first = await Promise.race([child.line(), new Promise<string>((r) => proc.once('exit', (c) => r(`exited ${c}`)))]);
     if (first !== 'ready') throw new Error(`server child: ${first}`);
@@ -115,11 +117,17 @@ export function rawOption(option: number, data: Uint8Array, claimedLength = data
 }
 
 /** Negotiates into transmission on `name` (structured replies, extended headers as asked). */
-export async function transmission(socket: string, o: { name?: string; structured?: boolean; extended?: boolean; meta?: boolean } = {}): Promise<RawClient> {
+export async function transmission(
+  socket: string,
+  o: { name?: string; structured?: boolean; extended?: boolean; meta?: boolean } = {},
+): Promise<RawClient> {
   const c = await handshake(socket);
   if (o.extended) expect(finalType(await option(c, { kind: 'extended-headers' }))).toBe(OptionReply.ACK);
   else if (o.structured) expect(finalType(await option(c, { kind: 'structured-reply' }))).toBe(OptionReply.ACK);
-  if (o.meta) expect(finalType(await option(c, { kind: 'set-meta-context', name: o.name ?? 'mem', queries: ['base:allocation'] }))).toBe(OptionReply.ACK);
+  if (o.meta)
+    expect(finalType(await option(c, { kind: 'set-meta-context', name: o.name ?? 'mem', queries: ['base:allocation'] }))).toBe(
+      OptionReply.ACK,
+    );
   expect(finalType(await option(c, { kind: 'go', name: o.name ?? 'mem', requests: [] }))).toBe(OptionReply.ACK);
   c.decoder.startTransmission(o.extended ?? false);
   return c;

@@ -71,7 +71,13 @@ test('export → null: and an aborted copy rejects', async () => {
   const src = await nbdkit(['pattern', `size=${16 * MiB}`]);
   expect((await copy(src.uri, 'null:', { sparse: false })).bytes).toBe(16 * MiB);
   const ac = new AbortController();
-  const p = copy(src.uri, 'null:', { signal: ac.signal, inFlight: 1, connections: 1, requestSize: 4096, onProgress: (x) => x.done > MiB && ac.abort(new Error('stop')) });
+  const p = copy(src.uri, 'null:', {
+    signal: ac.signal,
+    inFlight: 1,
+    connections: 1,
+    requestSize: 4096,
+    onProgress: (x) => x.done > MiB && ac.abort(new Error('stop')),
+  });
   await expect(p).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED', cause: new Error('stop') });
 });
 
@@ -127,6 +133,10 @@ test('URL endpoints: nbd+unix: as a URL, and a file: URL as a file', async () =>
   const r = await copy(new URL(src.uri), pathToFileURL(out));
   expect(r.bytes).toBe(4 * MiB);
   const conn = await open(src.uri);
-  expect(readFileSync(out).subarray(8192, 8200).equals(Buffer.from(await conn.read(8192, 8)))).toBe(true);
+  expect(
+    readFileSync(out)
+      .subarray(8192, 8200)
+      .equals(Buffer.from(await conn.read(8192, 8))),
+  ).toBe(true);
   await conn.disconnect();
 });

@@ -51,6 +51,9 @@ test('read and write on a writable export; read-only export refuses writes local
 
   const ro = await (await Client.connect(unixUri(peer.socket, 'two'))).go();
   expect((await ro.read(MiB, 16)).every((b) => b === 0x77)).toBe(true);
-  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
+  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({
+    code: 'NBD_ERR_INVALID_ARGUMENT',
+    message: expect.stringMatching(/read-only/),
+  });
   await ro.disconnect();
 });

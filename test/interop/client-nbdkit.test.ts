@@ -54,7 +54,10 @@ describe('nbdkit plugins', () => {
     const offsets = Array.from({ length: 200 }, (_, i) => ((i * 7919) % 16000) * 4096);
     const reads = await Promise.all(offsets.map((o) => conn.read(o, 4096)));
     reads.forEach((r, i) => checkPattern(r, offsets[i]!));
-    await expect(conn.write(new Uint8Array(8), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
+    await expect(conn.write(new Uint8Array(8), 0)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/read-only/),
+    });
     await conn.disconnect();
   });
 
@@ -154,7 +157,15 @@ describe('nbdkit handshake variants', () => {
 
   test('-e name and the exportname filter: listed, info by name, unknown names refused', async () => {
     const p = await nbdkit(
-      ['--filter=exportname', 'memory', `size=${MiB}`, 'exportname=disk1', 'exportname=disk2', 'exportname-strict=true', 'exportname-list=explicit'],
+      [
+        '--filter=exportname',
+        'memory',
+        `size=${MiB}`,
+        'exportname=disk1',
+        'exportname=disk2',
+        'exportname-strict=true',
+        'exportname-list=explicit',
+      ],
       ['-e', 'disk1'],
       'disk1',
     );
@@ -175,8 +186,14 @@ describe('nbdkit handshake variants', () => {
     const conn = await open(p.uri);
     expect(conn.info.is.readOnly).toBe(true);
     expect(conn.info.can.write).toBe(false);
-    await expect(conn.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
-    await expect(conn.zero(0, 512)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
+    await expect(conn.write(new Uint8Array(1), 0)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/read-only/),
+    });
+    await expect(conn.zero(0, 512)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/read-only/),
+    });
     await conn.disconnect();
   });
 });
@@ -250,7 +267,6 @@ describe('nbdkit filters', () => {
     await conn.zero(0, 2 * MiB);
     await conn.disconnect();
   });
-
 });
 
 describe('multi-conn', () => {

@@ -69,7 +69,10 @@ describe.each([
       const at = ext.find((e) => e.offset <= 2 * MiB && 2 * MiB < e.offset + e.length)!;
       expect(at.flags & AllocationState.HOLE).toBe(0);
     }
-    await expect(conn.read(16 * MiB - 1, 2)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/beyond the end/) });
+    await expect(conn.read(16 * MiB - 1, 2)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/beyond the end/),
+    });
     await conn.disconnect();
   });
 });
@@ -77,7 +80,10 @@ describe.each([
 test('read-only export and multi-conn copy through our server', async () => {
   const ro = await (await Client.connect(unixUri(sock, 'ro'))).go();
   expect(ro.info.is.readOnly).toBe(true);
-  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
+  await expect(ro.write(new Uint8Array(1), 0)).rejects.toMatchObject({
+    code: 'NBD_ERR_INVALID_ARGUMENT',
+    message: expect.stringMatching(/read-only/),
+  });
   await ro.disconnect();
 
   const m = await connectMulti(unixUri(sock, 'disk'), { connections: 2 });
@@ -85,7 +91,10 @@ test('read-only export and multi-conn copy through our server', async () => {
   await m.write(new Uint8Array(MiB).fill(9), 0);
   await m.flush();
   await m.disconnect();
-  const { dir: d2, cleanup } = { dir: mkdtempSync(join(tmpdir(), 'nbd-ours-copy-')), cleanup: () => rmSync(d2, { recursive: true, force: true }) };
+  const { dir: d2, cleanup } = {
+    dir: mkdtempSync(join(tmpdir(), 'nbd-ours-copy-')),
+    cleanup: () => rmSync(d2, { recursive: true, force: true }),
+  };
   try {
     const r = await copy(unixUri(sock, 'disk'), join(d2, 'out.img'), { connections: 2 });
     expect(r.bytes).toBe(16 * MiB);

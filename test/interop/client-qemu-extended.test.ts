@@ -123,7 +123,11 @@ describe(`our client against qemu-nbd ${q.version}, extended headers`, () => {
     expect(seen).not.toContain('chunk BLOCK_STATUS'); // only the extended form
     // And the image agrees: qemu-img map of the file (qemu-nbd gone) sees the trimmed tail as holes.
     await peer.stop();
-    const map = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['map', '--output=json', '-f', 'qcow2', file])) as { start: number; length: number; data: boolean }[];
+    const map = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['map', '--output=json', '-f', 'qcow2', file])) as {
+      start: number;
+      length: number;
+      data: boolean;
+    }[];
     expect(map.reduce((n, e) => n + e.length, 0)).toBe(SIZE);
     expect(map.filter((e) => e.data && e.start + e.length > 2 * GiB)).toEqual([]); // the data written at 3, 5, 6 and 7 GiB
   });

@@ -90,7 +90,11 @@ describe.each(EACH_QEMU)('our client against qemu-nbd %s', (_version, q) => {
     for (const off of boundaries(ext)) {
       const m = mapAt(off);
       const f = flagsAt(ext, off)!;
-      expect({ off, zero: (f & AllocationState.ZERO) !== 0, hole: (f & AllocationState.HOLE) !== 0 }).toEqual({ off, zero: m.zero, hole: !m.data });
+      expect({ off, zero: (f & AllocationState.ZERO) !== 0, hole: (f & AllocationState.HOLE) !== 0 }).toEqual({
+        off,
+        zero: m.zero,
+        hole: !m.data,
+      });
     }
     // and the data itself agrees
     expect((await conn.read(5 * MiB, 4096))[0]).toBe(0x5a);
@@ -138,13 +142,15 @@ describe.each(EACH_QEMU)('our client against qemu-nbd %s', (_version, q) => {
       await multi.flush();
       // Each connection reads what every other one wrote.
       for (const c of multi.connections) {
-        for (let i = 0; i < pieces.length; i++) expect(Buffer.from(await c.read(i * 4 * MiB, MiB)).equals(Buffer.from(pieces[i]!))).toBe(true);
+        for (let i = 0; i < pieces.length; i++)
+          expect(Buffer.from(await c.read(i * 4 * MiB, MiB)).equals(Buffer.from(pieces[i]!))).toBe(true);
       }
       await multi.disconnect();
       // And the image holds them after qemu-nbd let go.
       await shared.stop();
       const disk = readFileSync(file);
-      for (let i = 0; i < pieces.length; i++) expect(disk.subarray(i * 4 * MiB, i * 4 * MiB + MiB).equals(Buffer.from(pieces[i]!))).toBe(true);
+      for (let i = 0; i < pieces.length; i++)
+        expect(disk.subarray(i * 4 * MiB, i * 4 * MiB + MiB).equals(Buffer.from(pieces[i]!))).toBe(true);
       expect(disk.subarray(MiB, 4 * MiB).every((b) => b === 0)).toBe(true);
     } finally {
       await shared.stop();

@@ -60,7 +60,9 @@ describe('to nbdkit --tls=require', () => {
   });
 
   test('X.509 with --tls-verify-peer: our client certificate is checked', async () => {
-    const s = await peer(startNbdkit(['memory', `size=${SIZE}`], ['--tls=require', `--tls-certificates=${creds.dir}`, '--tls-verify-peer']));
+    const s = await peer(
+      startNbdkit(['memory', `size=${SIZE}`], ['--tls=require', `--tls-certificates=${creds.dir}`, '--tls-verify-peer']),
+    );
     await roundTrip(s.uri, x509());
     // Without a client certificate: refused (TLS 1.3 shows it at the first read, not at the handshake).
     const caOnly = join(tmp.dir, 'ca-only');
@@ -90,7 +92,9 @@ describe('to nbdkit --tls=require', () => {
 
   test('refused: a wrong PSK key, an unknown user, an untrusted CA, a wrong host name, an expired certificate', async () => {
     const p = await peer(startNbdkit(['memory', `size=${SIZE}`], ['--tls=require', `--tls-psk=${psk()}`]));
-    const wrongKey = await Client.connect(p.uri, { tls: { pskFile: join(creds.wrongKey, 'keys.psk'), username: 'alice' } }).catch((e: unknown) => e);
+    const wrongKey = await Client.connect(p.uri, { tls: { pskFile: join(creds.wrongKey, 'keys.psk'), username: 'alice' } }).catch(
+      (e: unknown) => e,
+    );
     expect(wrongKey).toMatchObject({ code: ErrorCode.PROTOCOL, message: expect.stringMatching(/TLS/) });
     const unknown = await Client.connect(p.uri, { tls: { psk: { bob: 'cd'.repeat(32) }, username: 'bob' } }).catch((e: unknown) => e);
     expect(unknown).toBeInstanceOf(Error);
@@ -115,7 +119,10 @@ describe('to nbdkit --tls=require', () => {
     expect((await off.info()).size).toBe(SIZE);
     await off.abort();
     const required = await Client.connect(plain.uri, { tls: { pskFile: psk(), username: 'alice' } }).catch((e: unknown) => e);
-    expect(required).toMatchObject({ code: ErrorCode.UNSUPPORTED, message: expect.stringMatching(/TLS is required, but the server answered STARTTLS with ERR_POLICY/) });
+    expect(required).toMatchObject({
+      code: ErrorCode.UNSUPPORTED,
+      message: expect.stringMatching(/TLS is required, but the server answered STARTTLS with ERR_POLICY/),
+    });
   });
 });
 
@@ -123,9 +130,13 @@ describe.each(EACH_QEMU)('to qemu-nbd %s --tls-creds', (_version, q) => {
   test('X.509 and PSK', async () => {
     const image = join(tmp.dir, `qemu-${q.version}.img`);
     writeFileSync(image, Buffer.alloc(SIZE));
-    const x = await peer(startQemuNbdOf(q, image, ['-f', 'raw', '--object', `tls-creds-x509,id=tls0,endpoint=server,dir=${creds.dir}`, '--tls-creds', 'tls0']));
+    const x = await peer(
+      startQemuNbdOf(q, image, ['-f', 'raw', '--object', `tls-creds-x509,id=tls0,endpoint=server,dir=${creds.dir}`, '--tls-creds', 'tls0']),
+    );
     await roundTrip(x.uri, x509());
-    const p = await peer(startQemuNbdOf(q, image, ['-f', 'raw', '--object', `tls-creds-psk,id=tls0,endpoint=server,dir=${creds.dir}`, '--tls-creds', 'tls0']));
+    const p = await peer(
+      startQemuNbdOf(q, image, ['-f', 'raw', '--object', `tls-creds-psk,id=tls0,endpoint=server,dir=${creds.dir}`, '--tls-creds', 'tls0']),
+    );
     await roundTrip(p.uri, { pskFile: psk(), username: 'alice' });
   });
 });
@@ -162,7 +173,9 @@ describe('to our own server', () => {
     expect(st.get('base:allocation')![0]).toMatchObject({ flags: 0 });
     expect(st.get('base:allocation')!.some((e) => (e.flags & AllocationState.HOLE) !== 0)).toBe(true);
     await conn.disconnect();
-    const x = await peer(startOurServer([{ name: 'd', size: SIZE, device: new MemoryDevice(SIZE) }], { tls: { certificates: creds.dir, verifyPeer: true } }));
+    const x = await peer(
+      startOurServer([{ name: 'd', size: SIZE, device: new MemoryDevice(SIZE) }], { tls: { certificates: creds.dir, verifyPeer: true } }),
+    );
     await roundTrip(x.uri('d'), x509(), 'd');
     const plain = await peer(startOurServer([{ name: 'd', size: SIZE, device: new MemoryDevice(SIZE) }]));
     const refused = await Client.connect(plain.uri('d'), { tls: x509() }).catch((e: unknown) => e);

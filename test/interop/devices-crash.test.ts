@@ -41,7 +41,19 @@ describe('SIGKILL of the server loses nothing acknowledged', () => {
     writeFileSync(base, baseBytes);
     const overlay = join(tmp.dir, 'overlay');
     let uri = await start('cow1', ['cow', base, overlay]);
-    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0xa1 100000 300000', '-c', 'write -P 0xa2 5M 1M', '-c', 'discard 8M 1M', '-c', 'flush', uri]);
+    await runOk('qemu-io', [
+      '-f',
+      'raw',
+      '-c',
+      'write -P 0xa1 100000 300000',
+      '-c',
+      'write -P 0xa2 5M 1M',
+      '-c',
+      'discard 8M 1M',
+      '-c',
+      'flush',
+      uri,
+    ]);
     await kill();
     uri = await start('cow2', ['cow', base, overlay]);
     await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0xa1 100000 300000', '-c', 'read -P 0xa2 5M 1M', '-c', 'read -P 0 8M 1M', uri]);

@@ -22,7 +22,12 @@ describe('injected errors through NBD clients', () => {
 
   it('qemu-io, nbdinfo and libnbd see the errno of each command', async () => {
     const dev = injectErrors(new SparseMemoryDevice(8 * MiB), {
-      commands: { write: { rate: 1, errno: 'ENOSPC' }, read: { rate: 1, errno: 'EPERM' }, extents: { rate: 1 }, trim: { rate: 1, errno: 'EINVAL' } },
+      commands: {
+        write: { rate: 1, errno: 'ENOSPC' },
+        read: { rate: 1, errno: 'EPERM' },
+        extents: { rate: 1 },
+        trim: { rate: 1, errno: 'EINVAL' },
+      },
     });
     srv = await startOurServer([{ name: '', size: 8 * MiB, device: dev }]);
     const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 1 0 4k', srv.uri()]);
@@ -48,7 +53,9 @@ describe('injected errors through NBD clients', () => {
   });
 
   it('under retry, a 30% error rate on reads and writes still copies byte for byte', async () => {
-    const counted = stats(injectErrors(new SparseMemoryDevice(16 * MiB), { commands: { read: { rate: 0.3 }, write: { rate: 0.3 } }, seed: 7 }));
+    const counted = stats(
+      injectErrors(new SparseMemoryDevice(16 * MiB), { commands: { read: { rate: 0.3 }, write: { rate: 0.3 } }, seed: 7 }),
+    );
     const dev = retry(counted, { retries: 12, delay: 1 });
     srv = await startOurServer([{ name: '', size: 16 * MiB, device: dev }]);
     const src = join(tmp.dir, 'src.img');

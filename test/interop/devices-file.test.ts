@@ -26,7 +26,7 @@ describe('FileDevice through NBD clients', () => {
   });
   afterAll(() => tmp.cleanup());
 
-  it('nbdinfo --map equals nbdkit file plugin\'s on the same sparse file', async () => {
+  it("nbdinfo --map equals nbdkit file plugin's on the same sparse file", async () => {
     const path = join(tmp.dir, 'sparse.img');
     sparseFile(path, 64 * MiB, [
       [0, 4096],
@@ -41,7 +41,7 @@ describe('FileDevice through NBD clients', () => {
     expect(map.trim().split('\n').length).toBe(7);
   });
 
-  it('a discard frees the file\'s blocks; a zero with NO_HOLE allocates them, a zero that may unmap frees them', async () => {
+  it("a discard frees the file's blocks; a zero with NO_HOLE allocates them, a zero that may unmap frees them", async () => {
     const path = join(tmp.dir, 'full.img');
     writeFileSync(path, randomFillSync(Buffer.alloc(16 * MiB)));
     await serve(await FileDevice.open(path));
@@ -53,7 +53,11 @@ describe('FileDevice through NBD clients', () => {
     expect(allocated(path)).toBeGreaterThanOrEqual(afterDiscard + 4 * MiB);
     await runOk('qemu-io', ['-f', 'raw', '-c', 'write -z -u 8M 4M', ours!.uri()]); // may unmap: a hole
     expect(allocated(path)).toBeLessThanOrEqual(afterDiscard);
-    expect(readFileSync(path).subarray(0, 12 * MiB).every((b) => b === 0)).toBe(true);
+    expect(
+      readFileSync(path)
+        .subarray(0, 12 * MiB)
+        .every((b) => b === 0),
+    ).toBe(true);
   });
 
   it('qemu-img convert of a sparse qcow2 into our export stays sparse (zeroes become holes)', async () => {
@@ -102,7 +106,17 @@ describe('FileDevice through NBD clients', () => {
     await serve(await FileDevice.open(path, { direct: true }));
     const info = JSON.parse(await runOk('nbdinfo', ['--json', ours!.uri()]));
     expect(info.exports[0].block_size_minimum).toBe(4096);
-    await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x7e 4096 64k', '-c', 'write -f -P 0x7f 1M 8k', '-c', 'read -P 0x7e 4096 64k', ours!.uri()]);
+    await runOk('qemu-io', [
+      '-f',
+      'raw',
+      '-c',
+      'write -P 0x7e 4096 64k',
+      '-c',
+      'write -f -P 0x7f 1M 8k',
+      '-c',
+      'read -P 0x7e 4096 64k',
+      ours!.uri(),
+    ]);
     const f = readFileSync(path);
     expect(f.subarray(4096, 4096 + 65536).every((b) => b === 0x7e)).toBe(true);
     expect(f.subarray(MiB, MiB + 8192).every((b) => b === 0x7f)).toBe(true);

@@ -4,7 +4,18 @@
 import { copyFileSync, openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DataDevice, FileDevice, PatternDevice, RandomDevice, SparseRandomDevice, blocksize, cow, offset, partition, truncate } from '@nbd/devices';
+import {
+  DataDevice,
+  FileDevice,
+  PatternDevice,
+  RandomDevice,
+  SparseRandomDevice,
+  blocksize,
+  cow,
+  offset,
+  partition,
+  truncate,
+} from '@nbd/devices';
 import { run, runOk, tempDir } from '../support/peers.js';
 import { type Pair, expectSame, mapOf, pair, sparseFile } from './devices-support.js';
 
@@ -34,7 +45,7 @@ describe('@nbd/devices sources vs nbdkit plugins', () => {
     expect(readFileSync(a).length).toBe(MiB + 3);
   });
 
-  it('sparse-random with the same seed: same bytes, same map (nbdkit\'s algorithm)', async () => {
+  it("sparse-random with the same seed: same bytes, same map (nbdkit's algorithm)", async () => {
     const dev = new SparseRandomDevice(64 * MiB, { seed: 5, percent: 30, runLength: MiB });
     p = await pair(dev, ['sparse-random', `${64 * MiB}`, 'seed=5', 'percent=30', `runlength=${MiB}`]);
     await expectSame(p.ours.uri(), p.kit.uri, tmp.dir);
@@ -66,7 +77,11 @@ describe('@nbd/devices sources vs nbdkit plugins', () => {
 
   it('data: bytes (nbdkit base64=)', async () => {
     const bytes = new Uint8Array(70_000).map((_, i) => (i * 7) & 0xff);
-    p = await pair(new DataDevice(bytes, { size: 2 * MiB }), ['data', `base64=${Buffer.from(bytes).toString('base64')}`, `size=${2 * MiB}`]);
+    p = await pair(new DataDevice(bytes, { size: 2 * MiB }), [
+      'data',
+      `base64=${Buffer.from(bytes).toString('base64')}`,
+      `size=${2 * MiB}`,
+    ]);
     await expectSame(p.ours.uri(), p.kit.uri, tmp.dir);
   });
 });
@@ -115,7 +130,13 @@ describe('@nbd/devices filters vs nbdkit filters', () => {
   });
 
   it('--filter=offset', async () => {
-    p = await pair(offset(await file(), { offset: MiB, range: 20 * MiB }), ['--filter=offset', 'file', disk, `offset=${MiB}`, `range=${20 * MiB}`]);
+    p = await pair(offset(await file(), { offset: MiB, range: 20 * MiB }), [
+      '--filter=offset',
+      'file',
+      disk,
+      `offset=${MiB}`,
+      `range=${20 * MiB}`,
+    ]);
     await expectSame(p.ours.uri(), p.kit.uri, tmp.dir);
   });
 

@@ -6,7 +6,17 @@ import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { CowFileOverlay, FileDevice, SparseRandomDevice, blocksize, cow, log, offset, stack, stats } from '../../packages/devices/dist/index.js';
+import {
+  CowFileOverlay,
+  FileDevice,
+  SparseRandomDevice,
+  blocksize,
+  cow,
+  log,
+  offset,
+  stack,
+  stats,
+} from '../../packages/devices/dist/index.js';
 import { type Export, SharedMemoryDevice, listenAndServe } from '../../packages/server/dist/index.js';
 import { runOk, tempDir } from '../support/peers.js';
 import { type OurServer, startOurServer } from './server-support.js';
@@ -49,7 +59,11 @@ describe('filter stacks on worker threads', () => {
     const overlay = new SharedMemoryDevice(SIZE + MiB);
     const source = new SparseRandomDevice(SIZE + MiB, { seed: 9, percent: 40, runLength: MiB });
     const a = cow(source, { overlay });
-    const b = await stack(source, (d) => offset(d, { offset: MiB }), (d) => blocksize(d, { minBlock: 4096 }));
+    const b = await stack(
+      source,
+      (d) => offset(d, { offset: MiB }),
+      (d) => blocksize(d, { minBlock: 4096 }),
+    );
     srv = await start([
       { name: 'cow', size: SIZE, device: a },
       { name: 'bs', size: SIZE, device: b },

@@ -2,7 +2,16 @@
 // queued behind a client that is not reading must keep the bytes it was lent,
 // even when those pages are trimmed and their memory is wanted for other data.
 import { afterEach, describe, expect, it } from 'vitest';
-import { ChunkType, ClientFlag, Command, OptionReply, type ServerFrame, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
+import {
+  ChunkType,
+  ClientFlag,
+  Command,
+  OptionReply,
+  type ServerFrame,
+  encodeClientFlags,
+  encodeOptionRequest,
+  encodeRequest,
+} from '@nbd/protocol';
 import { MemoryDevice } from '@nbd/server';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 
@@ -80,7 +89,9 @@ describe('zero-copy READ replies', () => {
       [MiB, 8 * MiB],
       [9 * MiB - 10, 20], // across the end
     ] as const;
-    reads.forEach(([off, len], i) => c.write(encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: BigInt(off), length: BigInt(len) })));
+    reads.forEach(([off, len], i) =>
+      c.write(encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: BigInt(off), length: BigInt(len) })),
+    );
     const all = Buffer.alloc(size);
     data.copy(all, MiB);
     // Replies come in completion order; with one in-process device that is request order.

@@ -37,7 +37,10 @@ describe('oldstyle handshake', () => {
   });
 
   it('nbdinfo sees the export, its size and read-only flag', async () => {
-    const out = JSON.parse(await runOk('nbdinfo', ['--json', srv.uri()])) as { protocol: string; exports: { 'export-size': number; is_read_only: boolean }[] };
+    const out = JSON.parse(await runOk('nbdinfo', ['--json', srv.uri()])) as {
+      protocol: string;
+      exports: { 'export-size': number; is_read_only: boolean }[];
+    };
     expect(out.protocol).toBe('oldstyle');
     expect(out.exports[0]!['export-size']).toBe(SIZE);
     expect(out.exports[0]!.is_read_only).toBe(false);
@@ -59,7 +62,9 @@ describe('oldstyle handshake', () => {
     await runOk(qemuTool(q, 'qemu-io'), ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', srv.uri()]);
     const read = await runOk(qemuTool(q, 'qemu-io'), ['-f', 'raw', '-c', 'read -P 0x5a 1M 64k', srv.uri()]);
     expect(read).toMatch(/read 65536\/65536 bytes/);
-    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '-f', 'raw', srv.uri()])) as { 'virtual-size': number };
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '-f', 'raw', srv.uri()])) as {
+      'virtual-size': number;
+    };
     expect(info['virtual-size']).toBe(SIZE);
   });
 

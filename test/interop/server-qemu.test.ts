@@ -108,16 +108,32 @@ describe.each(EACH_QEMU)('qemu-io, qemu-img and qemu-storage-daemon %s against o
   it(`an 8 GiB export: I/O above 4 GiB, a 5 GiB write -z -n -u${q.extendedHeaders ? ' in one 64-bit request' : ''}, qemu-img map`, async () => {
     const rec = await recordTo(srv.socket);
     const out = await io(
-      ['write -P 0x21 5G 64k', 'write -P 0x22 1G 64k', 'write -z -n -u 0 5G', 'read -P 0x21 5G 64k', 'read -P 0 1G 64k', 'read -P 0 4G 64k'],
+      [
+        'write -P 0x21 5G 64k',
+        'write -P 0x22 1G 64k',
+        'write -z -n -u 0 5G',
+        'read -P 0x21 5G 64k',
+        'read -P 0 1G 64k',
+        'read -P 0 4G 64k',
+      ],
       rec.uri('big'),
     );
     expect(out).not.toMatch(/Pattern verification failed/);
-    const map = JSON.parse(await img(['map', '--output=json', '-f', 'raw', rec.uri('big')])) as { start: number; length: number; data: boolean }[];
+    const map = JSON.parse(await img(['map', '--output=json', '-f', 'raw', rec.uri('big')])) as {
+      start: number;
+      length: number;
+      data: boolean;
+    }[];
     expect(map.filter((e) => e.data).map((e) => [e.start, e.length])).toEqual([[5 * GiB, 65536]]);
     const conns = await rec.stop();
     const seen = new Set(conns.flatMap((conn) => [...replay(conn)]));
     expect(seen.has('transmission extended')).toBe(q.extendedHeaders);
-    for (const kind of ['request WRITE offset ≥ 4 GiB', 'request READ offset ≥ 4 GiB', 'request BLOCK_STATUS offset ≥ 4 GiB', 'request WRITE_ZEROES FUA+FAST_ZERO']) {
+    for (const kind of [
+      'request WRITE offset ≥ 4 GiB',
+      'request READ offset ≥ 4 GiB',
+      'request BLOCK_STATUS offset ≥ 4 GiB',
+      'request WRITE_ZEROES FUA+FAST_ZERO',
+    ]) {
       expect(seen, kind).toContain(kind);
     }
     // qemu 10 sends the 5 GiB WRITE_ZEROES and map's BLOCK_STATUS whole, and gets BLOCK_STATUS_EXT back.
@@ -135,7 +151,11 @@ describe.each(EACH_QEMU)('qemu-io, qemu-img and qemu-storage-daemon %s against o
     try {
       const out = await io(['write -P 0x44 2M 64k', 'write -z 3M 1M', 'read -P 0x44 2M 64k', 'read -P 0x33 1M 4k', 'flush'], qsd.uri);
       expect(out).not.toMatch(/Pattern verification failed/);
-      const map = JSON.parse(await img(['map', '--output=json', '-f', 'raw', qsd.uri])) as { start: number; length: number; data: boolean }[];
+      const map = JSON.parse(await img(['map', '--output=json', '-f', 'raw', qsd.uri])) as {
+        start: number;
+        length: number;
+        data: boolean;
+      }[];
       const dataAt = (off: number) => map.find((e) => e.start <= off && off < e.start + e.length)?.data;
       expect([dataAt(MiB), dataAt(2 * MiB), dataAt(8 * MiB)]).toEqual([true, true, false]);
     } finally {

@@ -191,7 +191,9 @@ describe('extended headers (raw socket)', () => {
     for (;;) {
       const ch = (await c.frame()) as Extract<ServerFrame, { kind: 'chunk' }>;
       const p = decodeChunkPayload(ch.header.type, ch.payload);
-      kinds.push(p.kind === 'offset-hole' ? `hole@${p.offset}+${p.size}` : p.kind === 'offset-data' ? `data@${p.offset}+${p.data.length}` : p.kind);
+      kinds.push(
+        p.kind === 'offset-hole' ? `hole@${p.offset}+${p.size}` : p.kind === 'offset-data' ? `data@${p.offset}+${p.data.length}` : p.kind,
+      );
       if (ch.header.flags & ReplyFlag.DONE) break;
     }
     expect(kinds).toEqual(['data@0+32768', 'hole@32768+32768', 'data@65536+65536', 'hole@131072+131072']);
@@ -303,7 +305,9 @@ describe('hostile clients', () => {
     const before = process.memoryUsage();
     // 4096 × 1 MiB READs = 4 GiB of replies requested.
     const req = Buffer.concat(
-      Array.from({ length: 64 }, (_, i) => encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: 0n, length: 1n << 20n })),
+      Array.from({ length: 64 }, (_, i) =>
+        encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: 0n, length: 1n << 20n }),
+      ),
     );
     for (let i = 0; i < 64; i++) c.sock.write(req);
     await new Promise((r) => setTimeout(r, 1500));

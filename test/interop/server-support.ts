@@ -22,7 +22,11 @@ export const MiB = 1024 * 1024;
  * Starts listenAndServe on `DIR/nbd.sock`; default: one 64 MiB MemoryDevice named "".
  * `listen` may be another build's listenAndServe (the worker-thread tests use dist/).
  */
-export async function startOurServer(exports?: Export[], opts: ServeOptions = {}, listen: typeof listenAndServe = listenAndServe): Promise<OurServer> {
+export async function startOurServer(
+  exports?: Export[],
+  opts: ServeOptions = {},
+  listen: typeof listenAndServe = listenAndServe,
+): Promise<OurServer> {
   const { dir, cleanup } = tempDir('nbd-ours-');
   const socket = join(dir, 'nbd.sock');
   const ac = new AbortController();

@@ -154,7 +154,9 @@ describe('worker-thread lifecycle', () => {
     const plain: Export = { name: '', size: MiB, device: { readAt: () => {} } };
     await expect(listenAndServe({ path: join(tmp.dir, 'a.sock') }, [plain], { threads: 2 })).rejects.toThrow(/share\(\)/);
     const shared: Export = { name: '', size: MiB, device: await FileDevice.open(img) };
-    await expect(listenAndServe({ path: join(tmp.dir, 'b.sock') }, [shared], { threads: 2, open: () => plain.device })).rejects.toThrow(/open hook/);
+    await expect(listenAndServe({ path: join(tmp.dir, 'b.sock') }, [shared], { threads: 2, open: () => plain.device })).rejects.toThrow(
+      /open hook/,
+    );
     await expect(listenAndServe({ path: join(tmp.dir, 'c.sock') }, [shared], { threads: 1.5 })).rejects.toThrow(RangeError);
   });
 

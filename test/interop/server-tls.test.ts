@@ -39,7 +39,11 @@ const x509Uri = (s: OurServer, name = 'disk', dir = creds.dir) => `nbds+unix:///
 async function tcpServer(opts: ServeOptions): Promise<{ uri: (dir: string) => string; stop: () => Promise<void> }> {
   const ac = new AbortController();
   const up = Promise.withResolvers<number>();
-  const done = listenAndServe({ host: '127.0.0.1', port: 0 }, exports(), { ...opts, signal: ac.signal, onListen: (a) => up.resolve((a as AddressInfo).port) });
+  const done = listenAndServe({ host: '127.0.0.1', port: 0 }, exports(), {
+    ...opts,
+    signal: ac.signal,
+    onListen: (a) => up.resolve((a as AddressInfo).port),
+  });
   const port = await Promise.race([up.promise, done.then(() => 0)]);
   const stop = async () => {
     ac.abort();
@@ -49,7 +53,10 @@ async function tcpServer(opts: ServeOptions): Promise<{ uri: (dir: string) => st
 }
 
 /** A raw client that negotiates STARTTLS with PSK by hand, then talks options over TLS. */
-async function rawTls(socketPath: string, pskFile: string): Promise<{ option: (req: Parameters<typeof encodeOptionRequest>[0]) => Promise<number>; close: () => void }> {
+async function rawTls(
+  socketPath: string,
+  pskFile: string,
+): Promise<{ option: (req: Parameters<typeof encodeOptionRequest>[0]) => Promise<number>; close: () => void }> {
   const plain = connect(socketPath);
   await new Promise((r) => plain.once('connect', r));
   const greeting = new ServerStreamDecoder();
@@ -65,7 +72,12 @@ async function rawTls(socketPath: string, pskFile: string): Promise<{ option: (r
   plain.write(Buffer.concat([encodeClientFlags(3), encodeOptionRequest({ kind: 'starttls' })]));
   await new Promise((r) => plain.once('data', r)); // the ACK (20 bytes)
   const [user, key] = [...parsePskFile(readFileSync(pskFile, 'utf8'))][0]!;
-  const t = tls.connect({ socket: plain, pskCallback: () => ({ psk: key, identity: user }), ciphers: `${tls.DEFAULT_CIPHERS}:PSK-AES128-GCM-SHA256`, checkServerIdentity: () => undefined });
+  const t = tls.connect({
+    socket: plain,
+    pskCallback: () => ({ psk: key, identity: user }),
+    ciphers: `${tls.DEFAULT_CIPHERS}:PSK-AES128-GCM-SHA256`,
+    checkServerIdentity: () => undefined,
+  });
   await new Promise((r, j) => (t.once('secureConnect', r), t.once('error', j)));
   const d = new ServerStreamDecoder();
   d.startOptions();
@@ -123,8 +135,19 @@ describe('TLS with PSK (FORCEDTLS)', () => {
   it.each(EACH_QEMU)('qemu-io and qemu-img %s with --object tls-creds-psk', async (_version, q) => {
     const object = `tls-creds-psk,id=tls0,endpoint=client,dir=${creds.dir},username=alice`;
     const image = `driver=nbd,server.type=unix,server.path=${srv.socket},export=disk,tls-creds=tls0`;
-    await runOk(qemuTool(q, 'qemu-io'), ['--object', object, '--image-opts', image, '-c', 'write -P 0x77 0 64k', '-c', 'read -P 0x77 0 64k']);
-    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
+    await runOk(qemuTool(q, 'qemu-io'), [
+      '--object',
+      object,
+      '--image-opts',
+      image,
+      '-c',
+      'write -P 0x77 0 64k',
+      '-c',
+      'read -P 0x77 0 64k',
+    ]);
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as {
+      'virtual-size': number;
+    };
     expect(info['virtual-size']).toBe(SIZE);
   });
 
@@ -165,7 +188,11 @@ h.shutdown()
     const c = await RawClient.connect(srv.socket);
     expect((await c.frame())?.kind).toBe('greeting');
     c.write(encodeClientFlags(3));
-    const reqs: Parameters<typeof encodeOptionRequest>[0][] = [{ kind: 'list' }, { kind: 'go', name: 'disk', requests: [] }, { kind: 'structured-reply' }];
+    const reqs: Parameters<typeof encodeOptionRequest>[0][] = [
+      { kind: 'list' },
+      { kind: 'go', name: 'disk', requests: [] },
+      { kind: 'structured-reply' },
+    ];
     for (const req of reqs) {
       c.write(encodeOptionRequest(req));
       expect(await c.frame()).toMatchObject({ kind: 'option-reply', type: OptionReply.ERR_TLS_REQD });
@@ -210,9 +237,20 @@ describe('TLS with X.509', () => {
   it.each(EACH_QEMU)('qemu-img and qemu-io %s with --object tls-creds-x509', async (_version, q) => {
     const object = `tls-creds-x509,id=tls0,endpoint=client,dir=${creds.dir}`;
     const image = `driver=nbd,server.type=unix,server.path=${srv.socket},export=disk,tls-creds=tls0,tls-hostname=localhost`;
-    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as { 'virtual-size': number };
+    const info = JSON.parse(await runOk(qemuTool(q, 'qemu-img'), ['info', '--output=json', '--object', object, '--image-opts', image])) as {
+      'virtual-size': number;
+    };
     expect(info['virtual-size']).toBe(SIZE);
-    await runOk(qemuTool(q, 'qemu-io'), ['--object', object, '--image-opts', image, '-c', 'write -P 0x31 64k 64k', '-c', 'read -P 0x31 64k 64k']);
+    await runOk(qemuTool(q, 'qemu-io'), [
+      '--object',
+      object,
+      '--image-opts',
+      image,
+      '-c',
+      'write -P 0x31 64k 64k',
+      '-c',
+      'read -P 0x31 64k 64k',
+    ]);
   });
 
   it('nbd-client -l lists over TLS with its certificate options', async () => {
@@ -275,7 +313,10 @@ describe('TLS modes', () => {
     const refused = await run('nbdinfo', ['--size', `nbd+unix:///secret?socket=${srv.socket}`]);
     expect(refused.code).not.toBe(0);
     const secure = await runOk('nbdinfo', ['--list', '--json', pskUri(srv, '')]);
-    expect((JSON.parse(secure) as { exports: { 'export-name': string }[] }).exports.map((e) => e['export-name'])).toEqual(['disk', 'secret']);
+    expect((JSON.parse(secure) as { exports: { 'export-name': string }[] }).exports.map((e) => e['export-name'])).toEqual([
+      'disk',
+      'secret',
+    ]);
     expect((await runOk('nbdinfo', ['--size', pskUri(srv, 'secret')])).trim()).toBe(String(SIZE));
   });
 

@@ -204,12 +204,18 @@ test('FileDevice on a block device: BLKGETSIZE64, BLKSSZGET/BLKPBSZGET, BLKDISCA
   await dev.trim(4 * MiB, 512 * 1024, io);
   assert(below.n.trim > trims, 'BLKDISCARD sent TRIM');
   mem.readAt(back, 4 * MiB, {});
-  assert(back.subarray(0, 512 * 1024).every((b) => b === 0), 'discarded range reads as zeroes below');
+  assert(
+    back.subarray(0, 512 * 1024).every((b) => b === 0),
+    'discarded range reads as zeroes below',
+  );
   // Zero: BLKZEROOUT never unmaps; fast only where the queue zeroes in hardware.
   const hwZero = Number(readFileSync(`${queue}/write_zeroes_max_bytes`, 'utf8')) > 0;
   await dev.zero(4 * MiB + 512 * 1024, 512 * 1024, { ...io, noHole: true, fast: false });
   mem.readAt(back, 4 * MiB, {});
-  assert(back.every((b) => b === 0), 'BLKZEROOUT zeroed the range below');
+  assert(
+    back.every((b) => b === 0),
+    'BLKZEROOUT zeroed the range below',
+  );
   let fastErr;
   await dev.zero(8 * MiB, 64 * 1024, { ...io, noHole: false, fast: true }).catch((e) => (fastErr = e));
   if (hwZero) assert(fastErr === undefined, `fast zero allowed with write_zeroes_max_bytes > 0: ${fastErr}`);
@@ -221,9 +227,15 @@ test('FileDevice on a block device: BLKGETSIZE64, BLKSSZGET/BLKPBSZGET, BLKDISCA
   await direct.writeAt(odd, 12 * MiB, io);
   const got = new Uint8Array(8192 + 5).subarray(5);
   await direct.readAt(got, 12 * MiB, io);
-  assert(got.every((b) => b === 0x5d), 'O_DIRECT read back');
+  assert(
+    got.every((b) => b === 0x5d),
+    'O_DIRECT read back',
+  );
   mem.readAt(back.subarray(0, 8192), 12 * MiB, {});
-  assert(back.subarray(0, 8192).every((b) => b === 0x5d), 'O_DIRECT write reached the device below');
+  assert(
+    back.subarray(0, 8192).every((b) => b === 0x5d),
+    'O_DIRECT write reached the device below',
+  );
   let misaligned;
   await direct.readAt(new Uint8Array(512), 512, io).catch((e) => (misaligned = e));
   assert(misaligned !== undefined, 'a read not aligned to the 4096-byte sector fails under O_DIRECT');
@@ -258,7 +270,10 @@ test('FLUSH reaches Device.sync (fsync, sync) and TRIM reaches Device.trim (blkd
   await ok('blkdiscard', ['-o', `${4 * MiB}`, '-l', `${MiB}`, lb.path]);
   assert(dev.n.trim > 0, 'blkdiscard sent TRIM');
   mem.readAt(back, 4 * MiB, {});
-  assert(back.every((b) => b === 0), 'trimmed range of the MemoryDevice reads as zeroes');
+  assert(
+    back.every((b) => b === 0),
+    'trimmed range of the MemoryDevice reads as zeroes',
+  );
   await lb.close();
 });
 
@@ -273,7 +288,10 @@ test(`blkdiscard -z: ${sendsWriteZeroes ? 'WRITE_ZEROES reaches Device.zero (6.1
   await ok('blkdiscard', ['-z', '-o', `${8 * MiB}`, '-l', `${2 * MiB}`, lb.path]);
   const back = new Uint8Array(2 * MiB);
   mem.readAt(back, 8 * MiB, {});
-  assert(back.every((b) => b === 0), 'zeroed range reads as zeroes in the device');
+  assert(
+    back.every((b) => b === 0),
+    'zeroed range reads as zeroes in the device',
+  );
   if (sendsWriteZeroes) {
     assert(dev.n.zero > 0 && dev.n.noHole === dev.n.zero, `WRITE_ZEROES with NO_HOLE (zero calls ${dev.n.zero}, noHole ${dev.n.noHole})`);
     assertEq(dev.n.write, writes, 'no WRITE for the zeroed range');
@@ -383,7 +401,15 @@ test('supervisor: server killed mid-I/O, device reconnects, flushed data intact,
   await ddWrite(`/dev/nbd${index}`, a.file, 0); // flushed before the kill
   const b = await refFile('sup-b.bin', 32 * MiB);
   // Small direct writes keep requests in flight while the server dies.
-  const writing = ok('dd', [`if=${b.file}`, `of=/dev/nbd${index}`, 'bs=64k', `seek=${16 * 16}`, 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
+  const writing = ok('dd', [
+    `if=${b.file}`,
+    `of=/dev/nbd${index}`,
+    'bs=64k',
+    `seek=${16 * 16}`,
+    'oflag=direct',
+    'conv=fsync,notrunc',
+    'status=none',
+  ]);
   await sleep(100);
   await srv.kill();
   await sleep(300);
@@ -421,7 +447,10 @@ test('no supervisor: server killed, I/O errors out, the device detaches cleanly 
       await waitFor(() => sysSize(index) === 0, 'netlink device reset');
     }
     const st = await status(index);
-    assert(st.every((d) => !d.connected), `${mode}: status says disconnected`);
+    assert(
+      st.every((d) => !d.connected),
+      `${mode}: status says disconnected`,
+    );
   }
 });
 
@@ -438,7 +467,10 @@ test('12 attach/detach cycles (netlink and ioctl): no device stuck, no thread le
   for (let i = 0; i < 12; i++) await cycle(i % 2 ? 'ioctl' : 'netlink');
   await sleep(500);
   const st = await status();
-  assert(st.every((d) => !d.connected), `every device disconnected: ${JSON.stringify(st.filter((d) => d.connected))}`);
+  assert(
+    st.every((d) => !d.connected),
+    `every device disconnected: ${JSON.stringify(st.filter((d) => d.connected))}`,
+  );
   for (const d of st) assertEq(sysSize(d.index), 0, `nbd${d.index} size`);
   assert(threads() <= base, `threads: ${threads()} now, ${base} before (a DO_IT worker leaked?)`);
 });
@@ -450,11 +482,25 @@ async function tlsCredentials() {
   const cert = async (name, lines, signer) => {
     await ok('certtool', ['--generate-privkey', '--key-type=ecdsa', '--outfile', `${dir}/${name}-key.pem`]);
     await writeFile(`${dir}/${name}.info`, `${lines.join('\n')}\n`);
-    const by = signer ? ['--generate-certificate', '--load-ca-certificate', `${dir}/ca-cert.pem`, '--load-ca-privkey', `${dir}/ca-key.pem`] : ['--generate-self-signed'];
-    await ok('certtool', [...by, '--load-privkey', `${dir}/${name}-key.pem`, '--template', `${dir}/${name}.info`, '--outfile', `${dir}/${name}-cert.pem`]);
+    const by = signer
+      ? ['--generate-certificate', '--load-ca-certificate', `${dir}/ca-cert.pem`, '--load-ca-privkey', `${dir}/ca-key.pem`]
+      : ['--generate-self-signed'];
+    await ok('certtool', [
+      ...by,
+      '--load-privkey',
+      `${dir}/${name}-key.pem`,
+      '--template',
+      `${dir}/${name}.info`,
+      '--outfile',
+      `${dir}/${name}-cert.pem`,
+    ]);
   };
   await cert('ca', ['cn = kernel test CA', 'ca', 'cert_signing_key', 'expiration_days = 2']);
-  await cert('server', ['cn = localhost', 'dns_name = localhost', 'tls_www_server', 'encryption_key', 'signing_key', 'expiration_days = 2'], true);
+  await cert(
+    'server',
+    ['cn = localhost', 'dns_name = localhost', 'tls_www_server', 'encryption_key', 'signing_key', 'expiration_days = 2'],
+    true,
+  );
   await ok('psktool', ['-u', 'alice', '-p', `${dir}/keys.psk`]);
   return dir;
 }
@@ -485,7 +531,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   await waitFor(() => sysSize(index) === 0, 'size 0 after disconnect');
   await srv.kill();
   await ok('e2fsck', ['-fn', img]);
-  assert((await ok('debugfs', ['-R', 'cat /a.bin', img])).equals(ref.data), 'the server\'s file holds a.bin');
+  assert((await ok('debugfs', ['-R', 'cat /a.bin', img])).equals(ref.data), "the server's file holds a.bin");
   // PSK, supervised: the server dies mid-I/O and comes back; the supervisor reconnects over TLS.
   const psk = { mode: 'require', pskFile: `${creds}/keys.psk`, username: 'alice' };
   srv = await nbdkit([`--tls-psk=${creds}/keys.psk`]);
@@ -494,7 +540,15 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   const sup = await supervise(index, async () => [await goTls(psk)], { onReconnect: (e) => events.push(e ?? 'ok') });
   defer(() => sup.close());
   const b = await refFile('tls-b.bin', 4 * MiB);
-  const writing = ok('dd', [`if=${b.file}`, `of=/dev/nbd${index}`, 'bs=64k', 'seek=16', 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
+  const writing = ok('dd', [
+    `if=${b.file}`,
+    `of=/dev/nbd${index}`,
+    'bs=64k',
+    'seek=16',
+    'oflag=direct',
+    'conv=fsync,notrunc',
+    'status=none',
+  ]);
   await sleep(100);
   await srv.kill();
   await sleep(300);
@@ -558,14 +612,24 @@ test('cli: nbd attach -r --device N: that device, read-only; nbd devices --json 
   assertEq(a.stdout.trim(), `/dev/nbd${want}`, `attached on the --device asked for (${a.stderr})`);
   defer(() => disconnect(want).catch(() => {}));
   assertEq(await text('blockdev', ['--getro', `/dev/nbd${want}`]), '1', '-r: the kernel sees it read-only');
-  assertEq((await sh('dd', ['if=/dev/zero', `of=/dev/nbd${want}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none'])).code !== 0, true, 'a write fails');
+  assertEq(
+    (await sh('dd', ['if=/dev/zero', `of=/dev/nbd${want}`, 'bs=4k', 'count=1', 'oflag=direct', 'status=none'])).code !== 0,
+    true,
+    'a write fails',
+  );
   const list = JSON.parse((await nbdCli(['devices', '--json'])).stdout);
   const mine = list.find((d) => d.index === want);
-  assert(mine?.connected === true && mine.size === SIZE && mine['read-only'] && mine.backend === uri(sock), `nbd devices --json lists it: ${JSON.stringify(mine)}`);
+  assert(
+    mine?.connected === true && mine.size === SIZE && mine['read-only'] && mine.backend === uri(sock),
+    `nbd devices --json lists it: ${JSON.stringify(mine)}`,
+  );
   await disconnect(want);
   await waitFor(async () => !(await connected(want)), 'detached');
   const again = await nbdCli(['detach', `${want}`]);
-  assert(again.code === 1 && /is not attached/.test(again.stderr) && again.stderr.trim().split('\n').length === 1, `detaching a free device: one line, exit 1 (${again.stderr})`);
+  assert(
+    again.code === 1 && /is not attached/.test(again.stderr) && again.stderr.trim().split('\n').length === 1,
+    `detaching a free device: one line, exit 1 (${again.stderr})`,
+  );
   await srv.kill();
 });
 
@@ -605,7 +669,10 @@ test('cli: nbd copy onto and from a block device (its size from sysfs); a larger
     })(),
   ]);
   assertEq(onto.code, 0, `nbd copy onto /dev/nbdN (${onto.stderr})`);
-  assert(tooBig.code === 1 && /smaller than the source/.test(tooBig.stderr), `a source larger than the device is refused (${tooBig.stderr})`);
+  assert(
+    tooBig.code === 1 && /smaller than the source/.test(tooBig.stderr),
+    `a source larger than the device is refused (${tooBig.stderr})`,
+  );
   const out = `${TMP}/cli-copied.img`;
   const from = await nbdCli(['copy', '--json', fg.path, out]);
   assertEq(from.code, 0, `nbd copy from /dev/nbdN (${from.stderr})`);
@@ -625,7 +692,15 @@ test('cli: nbd attach --persist reconnects after the server restarts; SIGINT det
   await ddWrite(fg.path, ref.file, 0);
   const more = await refFile('cli-p2.bin', 8 * MiB);
   // Small direct writes keep requests in flight while the server dies.
-  const writing = ok('dd', [`if=${more.file}`, `of=${fg.path}`, 'bs=64k', `seek=${16 * 16}`, 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
+  const writing = ok('dd', [
+    `if=${more.file}`,
+    `of=${fg.path}`,
+    'bs=64k',
+    `seek=${16 * 16}`,
+    'oflag=direct',
+    'conv=fsync,notrunc',
+    'status=none',
+  ]);
   await sleep(100);
   await srv.kill();
   await sleep(300);
@@ -650,7 +725,10 @@ test('cli: a device that does not exist, an unreachable server, a bad size: one 
   const results = await Promise.all(cases.map(([args]) => nbdCli(args)));
   cases.forEach(([args, code, re], i) => {
     const r = results[i];
-    assert(r.code === code && re.test(r.stderr) && r.stderr.trim().split('\n').length === 1, `nbd ${args.join(' ')}: exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`);
+    assert(
+      r.code === code && re.test(r.stderr) && r.stderr.trim().split('\n').length === 1,
+      `nbd ${args.join(' ')}: exit ${r.code}, stderr ${JSON.stringify(r.stderr)}`,
+    );
   });
 });
 

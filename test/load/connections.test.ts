@@ -56,7 +56,11 @@ test('1,000 concurrent connections: pipelined writes, then pipelined reads, ever
   const t0 = performance.now();
   const conns: Connection[] = [];
   for (let i = 0; i < N; i += 100) {
-    conns.push(...(await Promise.all(Array.from({ length: 100 }, () => open({ path: srv.socket }, { exportName: 'mem', handshakeTimeout: 30_000 })))));
+    conns.push(
+      ...(await Promise.all(
+        Array.from({ length: 100 }, () => open({ path: srv.socket }, { exportName: 'mem', handshakeTimeout: 30_000 })),
+      )),
+    );
   }
   const connected = performance.now();
   const work = Promise.all(
@@ -107,7 +111,9 @@ test('a flood of 5,000 short connections (handshake, one read, disconnect; 100 a
   expect(served).toBe(5000);
   await expect.poll(() => srv.connections(), { timeout: 10_000 }).toBe(0);
   const after = await srv.rss();
-  console.log(`5,000 short connections in ${secs.toFixed(1)} s (${Math.round(5000 / secs)}/s); server RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)}, ${after.toFixed(0)} after`);
+  console.log(
+    `5,000 short connections in ${secs.toFixed(1)} s (${Math.round(5000 / secs)}/s); server RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)}, ${after.toFixed(0)} after`,
+  );
   expect(peak).toBeLessThan(400);
 }, 120_000);
 
@@ -121,7 +127,9 @@ test('10,000 pipelined 64 KiB READs from a client that does not read its replies
     encodeOptionRequest({ kind: 'structured-reply' }),
     encodeOptionRequest({ kind: 'go', name: 'mem', requests: [] }),
   ];
-  const reqs = Array.from({ length: 10_000 }, (_, i) => encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: 0n, length: 65536n }));
+  const reqs = Array.from({ length: 10_000 }, (_, i) =>
+    encodeRequest({ type: Command.READ, flags: 0, cookie: BigInt(i), offset: 0n, length: 65536n }),
+  );
   const t0 = performance.now();
   s.write(Buffer.concat([...hello, ...reqs])); // 655 MiB of replies asked for (offset 0 holds data: no holes)
   let peak = before;
@@ -157,4 +165,3 @@ test('10,000 pipelined 64 KiB READs from a client that does not read its replies
   expect(answered).toBe(10_000);
   expect(peak - before).toBeLessThan(150);
 }, 60_000);
-

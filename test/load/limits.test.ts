@@ -39,7 +39,9 @@ async function tcpServer(opts: ServeOptions): Promise<number> {
 }
 
 /** Connects and reports whether the server greets (true) or closes first (false). */
-function greeted(target: { path: string } | { host: string; port: number; localAddress?: string }): Promise<{ ok: boolean; socket: Socket }> {
+function greeted(
+  target: { path: string } | { host: string; port: number; localAddress?: string },
+): Promise<{ ok: boolean; socket: Socket }> {
   return new Promise((resolve) => {
     const socket = connect(target as never);
     socket.once('data', () => resolve({ ok: true, socket }));
@@ -61,10 +63,12 @@ function holdingDevice(): { device: Device; inFlight: () => number; peak: () => 
     if (finished) return fn();
     now++;
     peak = Math.max(peak, now);
-    return new Promise<T>((r) => waiting.push(() => {
-      now--;
-      r(fn());
-    }));
+    return new Promise<T>((r) =>
+      waiting.push(() => {
+        now--;
+        r(fn());
+      }),
+    );
   };
   const device: Device = {
     size: 16 * MiB,
@@ -162,7 +166,10 @@ describe('operator limits', () => {
       }
       return undefined;
     };
-    for (const [keepAlive, expected] of [[1000, '02'], [0, '00']] as const) {
+    for (const [keepAlive, expected] of [
+      [1000, '02'],
+      [0, '00'],
+    ] as const) {
       const port = await tcpServer({ keepAlive });
       const { ok, socket } = await greeted({ host: '127.0.0.1', port });
       expect(ok).toBe(true);

@@ -15,9 +15,10 @@ for await (const line of createInterface({ input: process.stdin })) {
   if (line === 'rss') console.log(`rss ${rssKiB()}`);
   else if (line === 'mem') {
     const m = process.memoryUsage();
-    console.log(`mem heap ${(m.heapUsed / 2 ** 20).toFixed(1)}/${(m.heapTotal / 2 ** 20).toFixed(1)} external ${(m.external / 2 ** 20).toFixed(1)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(1)}`);
-  }
-  else if (line === 'gc') {
+    console.log(
+      `mem heap ${(m.heapUsed / 2 ** 20).toFixed(1)}/${(m.heapTotal / 2 ** 20).toFixed(1)} external ${(m.external / 2 ** 20).toFixed(1)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(1)}`,
+    );
+  } else if (line === 'gc') {
     globalThis.gc?.();
     console.log('gc done');
   } else if (line === 'stop') {

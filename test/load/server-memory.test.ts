@@ -78,7 +78,9 @@ test('1,000 idle connections after a large WRITE hold under 150 MiB, and memory 
   w.destroy();
   await new Promise((r) => setTimeout(r, 3000));
   const after = await rss();
-  console.log(`server RSS: ${before.toFixed(1)} MiB before, ${held.toFixed(1)} with 1,000 idle connections (opened one by one in ${opened.toFixed(1)} s), ${after.toFixed(1)} after they closed`);
+  console.log(
+    `server RSS: ${before.toFixed(1)} MiB before, ${held.toFixed(1)} with 1,000 idle connections (opened one by one in ${opened.toFixed(1)} s), ${after.toFixed(1)} after they closed`,
+  );
   expect(held).toBeLessThan(150);
   expect(after - before).toBeLessThan(50);
 }, 120_000);
@@ -86,7 +88,7 @@ test('1,000 idle connections after a large WRITE hold under 150 MiB, and memory 
 test('5,000 hostile handshakes keep the server under 300 MiB', async () => {
   let peak = 0;
   let x = 12345;
-  const rnd = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const rnd = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
   for (let round = 0; round < 50; round++) {
     await Promise.all(
       Array.from({ length: 100 }, () => {

@@ -163,7 +163,11 @@ for (const line of lines) {
   if (esm) {
     await check(`nbd (installed bin) on ${line.label}: serve -U - memory 16M --run 'nbdinfo --size $uri'`, async () => {
       const bin = join(esm.dir, 'node_modules', '.bin', 'nbd');
-      const out = await sh(line.node, [bin, 'serve', '-U', '-', 'memory', '16M', '--run', 'nbdinfo --size "$uri"'], { cwd: esm.dir, env, timeout: 60_000 });
+      const out = await sh(line.node, [bin, 'serve', '-U', '-', 'memory', '16M', '--run', 'nbdinfo --size "$uri"'], {
+        cwd: esm.dir,
+        env,
+        timeout: 60_000,
+      });
       if (out.trim() !== String(16 << 20)) throw new Error(`nbdinfo through nbd serve said: ${out}`);
     });
   }

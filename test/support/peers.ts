@@ -53,7 +53,11 @@ export interface RunResult {
 }
 
 /** Runs a command to completion (never throws on exit status; check `code`). */
-export function run(cmd: string, args: string[], opts: { timeout?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { timeout?: number; input?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   requireTool(cmd);
   return new Promise((resolve, reject) => {
     const child = execFile(
@@ -160,7 +164,10 @@ export function startQemuNbd(image: string, opts: string[] = [], exportName = ''
  * The reference `nbd-server` with the given `[name] exportname=file` sections.
  * It daemonizes, so the returned `stop` kills it through its pid file.
  */
-export async function startNbdServer(exports: Record<string, { file: string; readOnly?: boolean; extra?: string }>, generic = ''): Promise<Peer> {
+export async function startNbdServer(
+  exports: Record<string, { file: string; readOnly?: boolean; extra?: string }>,
+  generic = '',
+): Promise<Peer> {
   requireTool('nbd-server');
   const { dir, cleanup } = tempDir('nbd-server-');
   const socket = join(dir, 'nbd.sock');

@@ -68,7 +68,13 @@ export function startQemuNbdOf(q: QemuInstall, image: string, opts: string[] = [
  * `node` over NBD on a unix socket as `exportName` (writable unless `readOnly`).
  * E.g. a blockdev `driver=nbd,server.type=unix,server.path=…` makes it a client of another server.
  */
-export function startStorageDaemon(q: QemuInstall, blockdevs: string[], node: string, exportName = 'disk', readOnly = false): Promise<Peer> {
+export function startStorageDaemon(
+  q: QemuInstall,
+  blockdevs: string[],
+  node: string,
+  exportName = 'disk',
+  readOnly = false,
+): Promise<Peer> {
   return startServer(
     qemuTool(q, 'qemu-storage-daemon'),
     [

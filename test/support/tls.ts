@@ -32,7 +32,15 @@ function template(dir: string, name: string, lines: string[]): string {
 async function ca(dir: string, cn: string): Promise<void> {
   await key(join(dir, 'ca-key.pem'));
   const t = template(dir, 'ca', [`cn = ${cn}`, 'ca', 'cert_signing_key', 'expiration_days = 30']);
-  await runOk('certtool', ['--generate-self-signed', '--load-privkey', join(dir, 'ca-key.pem'), '--template', t, '--outfile', join(dir, 'ca-cert.pem')]);
+  await runOk('certtool', [
+    '--generate-self-signed',
+    '--load-privkey',
+    join(dir, 'ca-key.pem'),
+    '--template',
+    t,
+    '--outfile',
+    join(dir, 'ca-cert.pem'),
+  ]);
 }
 
 async function signed(dir: string, role: 'server' | 'client', lines: string[]): Promise<void> {
@@ -63,7 +71,14 @@ const serverCert = (host: string, days = 30) => [
   'signing_key',
   `expiration_days = ${days}`,
 ];
-const clientCert = ['organization = NBD test', 'cn = test-client', 'tls_www_client', 'encryption_key', 'signing_key', 'expiration_days = 30'];
+const clientCert = [
+  'organization = NBD test',
+  'cn = test-client',
+  'tls_www_client',
+  'encryption_key',
+  'signing_key',
+  'expiration_days = 30',
+];
 
 async function psk(dir: string): Promise<void> {
   await runOk('psktool', ['-u', 'alice', '-p', join(dir, 'keys.psk')]);
@@ -98,7 +113,11 @@ export async function makeCredentials(root: string): Promise<Credentials> {
   copyCa(expired);
   // certtool cannot back-date; a certificate valid for "-1" days is already past its end.
   await key(join(expired, 'server-key.pem'));
-  const t = template(expired, 'server', [...serverCert('localhost', 1).slice(0, -1), 'activation_date = "2020-01-01 00:00:00 UTC"', 'expiration_date = "2020-02-01 00:00:00 UTC"']);
+  const t = template(expired, 'server', [
+    ...serverCert('localhost', 1).slice(0, -1),
+    'activation_date = "2020-01-01 00:00:00 UTC"',
+    'expiration_date = "2020-02-01 00:00:00 UTC"',
+  ]);
   await runOk('certtool', [
     '--generate-certificate',
     '--load-privkey',

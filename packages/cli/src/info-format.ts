@@ -74,11 +74,10 @@ type Paint = (style: 'bold' | 'gray' | 'green' | 'red', text: string) => string;
 
 /** nbdinfo's text: a protocol line, then a block per export. */
 export function infoText(server: ServerFacts, exports: ExportFacts[], paint: Paint): string {
-  let out =
-    `${paint(
-      'gray',
-      `protocol: ${server.protocol} ${server.tls ? 'with' : 'without'} TLS, using ${server.structured ? 'structured' : 'simple'} packets`,
-    )}\n`;
+  let out = `${paint(
+    'gray',
+    `protocol: ${server.protocol} ${server.tls ? 'with' : 'without'} TLS, using ${server.structured ? 'structured' : 'simple'} packets`,
+  )}\n`;
   for (const e of exports) out += exportText(e, paint);
   return out;
 }

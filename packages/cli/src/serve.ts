@@ -135,7 +135,8 @@ export async function serveCommand(argv: readonly string[], io: Io, signal: Abor
     // Where clients go, said once (not with --run, whose command's output comes next).
     if (spec.run === undefined || spec.verbose) {
       const what = exports.map((e) => `"${e.name}" (${e.size} bytes)`).join(', ');
-      for (const l of listeners) io.stderr.write(`nbd serve: serving ${what} on ${l.uriOf(defaultName)}${spec.run === undefined ? '; Ctrl-C stops' : ''}\n`);
+      for (const l of listeners)
+        io.stderr.write(`nbd serve: serving ${what} on ${l.uriOf(defaultName)}${spec.run === undefined ? '; Ctrl-C stops' : ''}\n`);
     }
     if (spec.run !== undefined) {
       const env = { uri: first.uriOf(defaultName), exportname: defaultName, port: first.port, unixsocket: first.unixsocket };

@@ -19,7 +19,11 @@ const serve = scopedFakeServers();
 describe('Client: handshake', () => {
   test('list, info, listMetaContexts, then go; afterwards the client is finished', async () => {
     const srv = await serve(async (p) => {
-      await p.negotiate({ exports: ['a', 'b'], contexts: { 'base:allocation': 1, 'qemu:dirty-bitmap:x': 2 }, blockSize: { min: 1, preferred: 4096, max: 1 << 20 } });
+      await p.negotiate({
+        exports: ['a', 'b'],
+        contexts: { 'base:allocation': 1, 'qemu:dirty-bitmap:x': 2 },
+        blockSize: { min: 1, preferred: 4096, max: 1 << 20 },
+      });
     });
     const c = await Client.connect(srv.uri);
     expect(c.style).toBe('fixed-newstyle');
@@ -28,7 +32,12 @@ describe('Client: handshake', () => {
       { name: 'b', description: 'export b' },
     ]);
     const info = await c.info('b');
-    expect(info).toMatchObject({ name: 'b', size: 1 << 20, can: { write: true, trim: true, flush: true, multiConn: false }, blockSizes: { max: 1 << 20 } });
+    expect(info).toMatchObject({
+      name: 'b',
+      size: 1 << 20,
+      can: { write: true, trim: true, flush: true, multiConn: false },
+      blockSizes: { max: 1 << 20 },
+    });
     expect(await c.listMetaContexts('b', ['base:allocation'])).toEqual(['base:allocation']);
     const conn = await c.go('b', { metaContexts: ['base:allocation'] });
     expect([...conn.metaContexts]).toEqual([['base:allocation', 1]]);
@@ -58,7 +67,13 @@ describe('Client: handshake', () => {
     const c = await Client.connect(srv.uri);
     const err = await c.go('nope').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NbdOptionError);
-    expect(err).toMatchObject({ option: Option.GO, reply: OptionReply.ERR_UNKNOWN, replyName: 'ERR_UNKNOWN', code: 'NBD_ERR_OPTION_REFUSED', serverMessage: 'no export named "nope"' });
+    expect(err).toMatchObject({
+      option: Option.GO,
+      reply: OptionReply.ERR_UNKNOWN,
+      replyName: 'ERR_UNKNOWN',
+      code: 'NBD_ERR_OPTION_REFUSED',
+      serverMessage: 'no export named "nope"',
+    });
     const conn = await c.go('disk');
     expect(conn.info.name).toBe('disk');
   });
@@ -222,7 +237,10 @@ describe('Client: limits, aborts, refusals', () => {
       await p.negotiate({ silentOn: 'info' });
     });
     const c = await Client.connect(srv.uri);
-    await expect(c.list({ signal: AbortSignal.abort(new Error('not now')) })).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED', cause: new Error('not now') });
+    await expect(c.list({ signal: AbortSignal.abort(new Error('not now')) })).rejects.toMatchObject({
+      code: 'NBD_ERR_ABORTED',
+      cause: new Error('not now'),
+    });
     expect(c.state).toBe('negotiating'); // nothing was sent
     const ac = new AbortController();
     const info = c.info('', { signal: ac.signal });

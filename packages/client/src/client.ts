@@ -118,7 +118,8 @@ export class Client {
   private readerOf(transport: Transport): FrameReader {
     const reader = new FrameReader(transport);
     reader.onEnd = (err) => {
-      this.streamEnd = err instanceof ProtocolError ? err : new NbdClosedError('the server closed the connection during the handshake', { cause: err });
+      this.streamEnd =
+        err instanceof ProtocolError ? err : new NbdClosedError('the server closed the connection during the handshake', { cause: err });
       this.interrupt?.(this.streamEnd);
     };
     return reader;
@@ -216,7 +217,12 @@ export class Client {
    * An aborted or timed-out go() closes the client (the server's answer may still come).
    */
   async go(name: string = this.defaultExport, opts: GoOptions = {}): Promise<Connection> {
-    const want = { name, structured: opts.structuredReplies ?? true, extended: opts.extendedHeaders ?? false, metaContexts: opts.metaContexts ?? [] };
+    const want = {
+      name,
+      structured: opts.structuredReplies ?? true,
+      extended: opts.extendedHeaders ?? false,
+      metaContexts: opts.metaContexts ?? [],
+    };
     return this.run('go', opts.signal, async (call) => {
       for (const step of goSteps(this.engine.state, want)) {
         try {
@@ -224,7 +230,12 @@ export class Client {
         } catch (e) {
           // EXPORT_NAME has no error reply: a server refusing the export just closes.
           if (step.kind !== 'export-name' || !(e instanceof NbdClosedError)) throw e;
-          throw new NbdOptionError(Option.EXPORT_NAME, OptionReply.ERR_UNKNOWN, `the server closed the connection: it refuses the export "${name}"`, { cause: e });
+          throw new NbdOptionError(
+            Option.EXPORT_NAME,
+            OptionReply.ERR_UNKNOWN,
+            `the server closed the connection: it refuses the export "${name}"`,
+            { cause: e },
+          );
         }
       }
       const n = this.engine.state;
@@ -269,14 +280,19 @@ export class Client {
   private async startTls(tls: ClientTlsOptions, host: string | undefined, call: Call): Promise<void> {
     const require = tls.mode !== 'allow';
     if (this.engine.state.style !== 'fixed-newstyle') {
-      if (require) throw new NbdUnsupportedError(`TLS is required, but the server is ${this.engine.state.style} (STARTTLS needs fixed newstyle)`);
+      if (require)
+        throw new NbdUnsupportedError(`TLS is required, but the server is ${this.engine.state.style} (STARTTLS needs fixed newstyle)`);
       return;
     }
     try {
       await this.exchange({ kind: 'starttls', args: undefined }, call);
     } catch (e) {
       if (!(e instanceof NbdOptionError)) throw e;
-      if (require) throw new NbdUnsupportedError(`TLS is required, but the server answered STARTTLS with ${e.replyName}${e.serverMessage ? `: ${e.serverMessage}` : ''}`, { cause: e });
+      if (require)
+        throw new NbdUnsupportedError(
+          `TLS is required, but the server answered STARTTLS with ${e.replyName}${e.serverMessage ? `: ${e.serverMessage}` : ''}`,
+          { cause: e },
+        );
       return;
     }
     const plain = this.transport;
@@ -309,7 +325,10 @@ export class Client {
   private check(what: string): void {
     const s = this.stateNow;
     if (s === 'done') throw new NbdStateError(`${what}(): the handshake is over (go() already returned a Connection)`);
-    if (s === 'closed') throw new NbdStateError(`${what}(): this client is closed: ${(this.closeReason as Error | undefined)?.message}`, { cause: this.closeReason });
+    if (s === 'closed')
+      throw new NbdStateError(`${what}(): this client is closed: ${(this.closeReason as Error | undefined)?.message}`, {
+        cause: this.closeReason,
+      });
     if (s === 'busy') throw new NbdStateError(`${what}(): another option is in progress; options go one at a time`);
   }
 
@@ -330,7 +349,8 @@ export class Client {
       const err = interpret(e, call);
       if (this.stateNow === 'busy') {
         const usable = this.streamEnd === undefined && this.engine.state.phase === 'options' && !this.engine.busy;
-        if (usable && (err instanceof NbdOptionError || err instanceof NbdStateError || err instanceof NbdUnsupportedError)) this.to('negotiating');
+        if (usable && (err instanceof NbdOptionError || err instanceof NbdStateError || err instanceof NbdUnsupportedError))
+          this.to('negotiating');
         else this.close(err);
       }
       throw err;
@@ -375,7 +395,8 @@ export class Client {
 
 function handshakeLimit(ms: number | undefined): number {
   const limit = ms ?? DEFAULT_HANDSHAKE_TIMEOUT;
-  if (!Number.isFinite(limit) || limit < 0) throw new NbdInvalidArgumentError(`handshakeTimeout must be a non-negative number of milliseconds, got ${ms}`);
+  if (!Number.isFinite(limit) || limit < 0)
+    throw new NbdInvalidArgumentError(`handshakeTimeout must be a non-negative number of milliseconds, got ${ms}`);
   return limit;
 }
 
@@ -390,8 +411,12 @@ function callOf(what: string, user: AbortSignal | undefined, limit: number): Cal
  * the handshake limit (NbdTimeoutError), or what went wrong (kept as it is).
  */
 function interpret(e: unknown, call: Call): unknown {
-  if (call.user?.aborted) return e instanceof NbdAbortError && e.cause === call.user.reason ? e : new NbdAbortError(`${call.what} was aborted`, { cause: call.user.reason });
-  if (call.signal?.aborted) return new NbdTimeoutError(`${call.what}: no answer from the server within ${call.limit} ms (handshakeTimeout)`, { cause: e });
+  if (call.user?.aborted)
+    return e instanceof NbdAbortError && e.cause === call.user.reason
+      ? e
+      : new NbdAbortError(`${call.what} was aborted`, { cause: call.user.reason });
+  if (call.signal?.aborted)
+    return new NbdTimeoutError(`${call.what}: no answer from the server within ${call.limit} ms (handshakeTimeout)`, { cause: e });
   return e;
 }
 

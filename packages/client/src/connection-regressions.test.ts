@@ -49,7 +49,14 @@ describe('Connection: regressions', () => {
     const srv = await serve(async (p) => {
       await p.negotiate({ contexts: { 'base:allocation': 1 } });
       const r = await p.request();
-      p.chunk(r.cookie, { kind: 'block-status', contextId: 1, extents: [{ length: r.length, flags: 0 }, { length: 512n, flags: 3 }] });
+      p.chunk(r.cookie, {
+        kind: 'block-status',
+        contextId: 1,
+        extents: [
+          { length: r.length, flags: 0 },
+          { length: 512n, flags: 3 },
+        ],
+      });
     });
     const client = await Client.connect(srv.uri);
     const conn = await client.go('', { metaContexts: ['base:allocation'] });

@@ -15,7 +15,11 @@ describe('Connection: replies', () => {
       const reqs = [await p.request(), await p.request(), await p.request()];
       for (const r of [...reqs].reverse()) {
         order.push(Number(r.offset));
-        p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(Number(r.length)).fill(Number(r.offset) / 512 + 1) });
+        p.chunk(r.cookie, {
+          kind: 'offset-data',
+          offset: r.offset,
+          data: new Uint8Array(Number(r.length)).fill(Number(r.offset) / 512 + 1),
+        });
       }
     });
     const conn = await open(srv.uri);
@@ -53,7 +57,13 @@ describe('Connection: replies', () => {
     const conn = await open(srv.uri);
     const r1 = conn.read(0, 8192);
     const r2 = conn.read(8192, 16);
-    await expect(r1).rejects.toMatchObject({ name: 'NbdErrnoError', errno: Errno.EIO, errnoName: 'EIO', code: 'NBD_ERR_ERRNO', offset: 4096 });
+    await expect(r1).rejects.toMatchObject({
+      name: 'NbdErrnoError',
+      errno: Errno.EIO,
+      errnoName: 'EIO',
+      code: 'NBD_ERR_ERRNO',
+      offset: 4096,
+    });
     await expect(r1).rejects.toThrow(/bad sector/);
     expect((await r2)[0]).toBe(7);
   });
@@ -105,7 +115,14 @@ describe('Connection: replies', () => {
       const r = await p.request();
       expect(r.type).toBe(Command.BLOCK_STATUS);
       p.chunk(r.cookie, { kind: 'block-status', contextId: 9, extents: [{ length: 65536n, flags: 1 }] }, false);
-      p.chunk(r.cookie, { kind: 'block-status', contextId: 7, extents: [{ length: 4096n, flags: 0 }, { length: 8192n, flags: 3 }] });
+      p.chunk(r.cookie, {
+        kind: 'block-status',
+        contextId: 7,
+        extents: [
+          { length: 4096n, flags: 0 },
+          { length: 8192n, flags: 3 },
+        ],
+      });
     });
     const client = await Client.connect(srv.uri);
     const conn = await client.go('', { metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b'] });
@@ -204,8 +221,14 @@ describe('Connection: local checks and splitting', () => {
     });
     const conn = await open(srv.uri);
     expect(conn.info.is.readOnly).toBe(true);
-    await expect(conn.write(bytes(1), 0)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
-    await expect(conn.trim(0, 512)).rejects.toMatchObject({ code: 'NBD_ERR_INVALID_ARGUMENT', message: expect.stringMatching(/read-only/) });
+    await expect(conn.write(bytes(1), 0)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/read-only/),
+    });
+    await expect(conn.trim(0, 512)).rejects.toMatchObject({
+      code: 'NBD_ERR_INVALID_ARGUMENT',
+      message: expect.stringMatching(/read-only/),
+    });
     await expect(conn.flush()).rejects.toThrow(/SEND_FLUSH/);
     await expect(conn.cache(0, 512)).rejects.toThrow(/SEND_CACHE/);
     await expect(conn.read(-1, 1)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
@@ -224,7 +247,8 @@ describe('Connection: local checks and splitting', () => {
         const r = await p.request().catch(() => undefined);
         if (!r || r.type === Command.DISC) return;
         seen.push({ type: r.type, offset: Number(r.offset), length: Number(r.length) });
-        if (r.type === Command.READ) p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(Number(r.length)).fill(Number(r.offset) >> 16) });
+        if (r.type === Command.READ)
+          p.chunk(r.cookie, { kind: 'offset-data', offset: r.offset, data: new Uint8Array(Number(r.length)).fill(Number(r.offset) >> 16) });
         else p.chunk(r.cookie, { kind: 'none' });
       }
     });
@@ -240,7 +264,10 @@ describe('Connection: local checks and splitting', () => {
     await conn.disconnect();
     const reads = seen.filter((s) => s.type === Command.READ);
     expect(reads.map((s) => s.length)).toEqual([65536, 65536, 65536, 512]);
-    expect(seen.filter((s) => s.type === Command.WRITE).map((s) => [s.offset, s.length])).toEqual([[65536, 65536], [131072, 65536]]);
+    expect(seen.filter((s) => s.type === Command.WRITE).map((s) => [s.offset, s.length])).toEqual([
+      [65536, 65536],
+      [131072, 65536],
+    ]);
     expect(seen.filter((s) => s.type === Command.WRITE_ZEROES)).toHaveLength(4);
   });
 });
@@ -277,7 +304,12 @@ describe('Connection: extended headers', () => {
     const GiB = 2 ** 30;
     const seen: { type: number; length: bigint }[] = [];
     const script = (extended: boolean) => async (p: Parameters<Parameters<typeof serve>[0]>[0]) => {
-      await p.negotiate({ extended, size: BigInt(8 * GiB), flags: RW_FLAGS | TransmissionFlag.SEND_CACHE, blockSize: { min: 512, preferred: 4096, max: 1 << 20 } });
+      await p.negotiate({
+        extended,
+        size: BigInt(8 * GiB),
+        flags: RW_FLAGS | TransmissionFlag.SEND_CACHE,
+        blockSize: { min: 512, preferred: 4096, max: 1 << 20 },
+      });
       for (;;) {
         const r = await p.request().catch(() => undefined);
         if (!r || r.type === Command.DISC) return;
@@ -297,7 +329,11 @@ describe('Connection: extended headers', () => {
       await conn.disconnect();
       const lengths = (type: number) => seen.filter((x) => x.type === type).map((x) => x.length);
       if (extended) {
-        expect([lengths(Command.TRIM), lengths(Command.WRITE_ZEROES), lengths(Command.CACHE)]).toEqual([[BigInt(5 * GiB)], [BigInt(6 * GiB)], [BigInt(4 * GiB + 512)]]);
+        expect([lengths(Command.TRIM), lengths(Command.WRITE_ZEROES), lengths(Command.CACHE)]).toEqual([
+          [BigInt(5 * GiB)],
+          [BigInt(6 * GiB)],
+          [BigInt(4 * GiB + 512)],
+        ]);
       } else {
         expect(lengths(Command.TRIM)).toHaveLength(5 * 1024);
         expect(lengths(Command.TRIM).every((n) => n === 1n << 20n)).toBe(true);

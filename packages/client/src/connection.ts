@@ -94,7 +94,8 @@ export class Connection {
   async read(offset: number, length: number, opts: Signal = {}): Promise<Uint8Array> {
     checkRange(this.info, this.limits, offset, length, 'read');
     if (length === 0) return new Uint8Array(0);
-    if (length <= this.limits.piece) return (await this.core.submit(Command.READ, 0, offset, length, { signal: opts.signal, what: 'read' })) as Uint8Array;
+    if (length <= this.limits.piece)
+      return (await this.core.submit(Command.READ, 0, offset, length, { signal: opts.signal, what: 'read' })) as Uint8Array;
     const out = new Uint8Array(length);
     await this.readInto(out, offset, opts);
     return out;
@@ -177,9 +178,15 @@ export class Connection {
    * `contexts`). The length is a hint: the server may describe less (or, for the
    * last extent, more) than asked; requests beyond one maximum payload are clamped.
    */
-  async blockStatus(offset: number, length: number, opts: { contexts?: string[]; reqOne?: boolean } & Signal = {}): Promise<Map<string, Extent[]>> {
+  async blockStatus(
+    offset: number,
+    length: number,
+    opts: { contexts?: string[]; reqOne?: boolean } & Signal = {},
+  ): Promise<Map<string, Extent[]>> {
     if (this.metaContexts.size === 0) {
-      throw new NbdInvalidArgumentError('block status: no metadata context was negotiated: pass metaContexts to go() (e.g. ["base:allocation"])');
+      throw new NbdInvalidArgumentError(
+        'block status: no metadata context was negotiated: pass metaContexts to go() (e.g. ["base:allocation"])',
+      );
     }
     const ids: number[] = [];
     for (const name of opts.contexts ?? this.metaContexts.keys()) {
@@ -198,7 +205,12 @@ export class Connection {
       flags |= CommandFlag.PAYLOAD_LEN;
     }
     const contextIds = payload !== undefined ? ids : [...this.contextNames.keys()];
-    const byId = (await this.core.submit(Command.BLOCK_STATUS, flags, offset, clamped, { signal: opts.signal, what: 'block status', payload, contextIds })) as Map<number, Extent[]>;
+    const byId = (await this.core.submit(Command.BLOCK_STATUS, flags, offset, clamped, {
+      signal: opts.signal,
+      what: 'block status',
+      payload,
+      contextIds,
+    })) as Map<number, Extent[]>;
     const out = new Map<string, Extent[]>();
     for (const id of ids) out.set(this.contextNames.get(id)!, byId.get(id) ?? []);
     return out;
@@ -234,7 +246,14 @@ export class Connection {
    * with extended headers their 64-bit length goes out whole (qemu 10 and nbdkit take it),
    * otherwise they are split into maximum-payload pieces, which every server accepts.
    */
-  private async split(cmd: number, flags: number, offset: number, length: number, signal: AbortSignal | undefined, what: string): Promise<void> {
+  private async split(
+    cmd: number,
+    flags: number,
+    offset: number,
+    length: number,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<void> {
     checkRange(this.info, this.limits, offset, length, what);
     const step = this.extendedHeaders ? Math.max(length, 1) : this.limits.piece;
     const jobs: Promise<unknown>[] = [];

@@ -66,7 +66,10 @@ function exchange(e: ReturnType<typeof greeted>, call: StepCall, option: number,
 }
 
 const ack: OptionReplyMessage = { kind: 'ack' };
-const exportInfo = (size = 1n << 20n): OptionReplyMessage => ({ kind: 'info', info: { kind: 'export', size, flags: TransmissionFlag.HAS_FLAGS } });
+const exportInfo = (size = 1n << 20n): OptionReplyMessage => ({
+  kind: 'info',
+  info: { kind: 'export', size, flags: TransmissionFlag.HAS_FLAGS },
+});
 
 describe('OptionEngine', () => {
   test('a fixed-newstyle greeting: client flags echo FIXED_NEWSTYLE and NO_ZEROES; oldstyle needs no options', () => {
@@ -95,7 +98,11 @@ describe('OptionEngine', () => {
       { name: 'a', description: 'first' },
       { name: 'b', description: '' },
     ]);
-    const info = exchange(e, { kind: 'info', args: { name: 'a' } }, Option.INFO, [exportInfo(), { kind: 'info', info: { kind: 'name', name: 'canonical' } }, ack]);
+    const info = exchange(e, { kind: 'info', args: { name: 'a' } }, Option.INFO, [
+      exportInfo(),
+      { kind: 'info', info: { kind: 'name', name: 'canonical' } },
+      ack,
+    ]);
     expect(info.request).toEqual({ kind: 'info', name: 'a', requests: [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE] });
     expect(info.value).toMatchObject({ name: 'canonical', size: 1 << 20 });
     expect(() => exchange(e, { kind: 'info', args: { name: 'a' } }, Option.INFO, [ack])).toThrow(/without NBD_INFO_EXPORT/);
@@ -105,7 +112,9 @@ describe('OptionEngine', () => {
     const e = greeted();
     const err = (() => {
       try {
-        exchange(e, { kind: 'info', args: { name: 'nope' } }, Option.INFO, [{ kind: 'error', code: OptionReply.ERR_UNKNOWN, message: 'unknown export "nope"' }]);
+        exchange(e, { kind: 'info', args: { name: 'nope' } }, Option.INFO, [
+          { kind: 'error', code: OptionReply.ERR_UNKNOWN, message: 'unknown export "nope"' },
+        ]);
       } catch (x) {
         return x;
       }
@@ -118,10 +127,14 @@ describe('OptionEngine', () => {
 
   test('ERR_SHUTDOWN closes the negotiation; a reply for another option is a ProtocolError', () => {
     const e = greeted();
-    expect(() => exchange(e, { kind: 'list', args: undefined }, Option.LIST, [{ kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: '' }])).toThrow(NbdOptionError);
+    expect(() =>
+      exchange(e, { kind: 'list', args: undefined }, Option.LIST, [{ kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: '' }]),
+    ).toThrow(NbdOptionError);
     expect(e.engine.state.phase).toBe('closed');
     const f = greeted();
-    expect(() => exchange(f, { kind: 'list', args: undefined }, Option.INFO, [ack])).toThrow(/reply for option NBD_OPT_INFO while waiting for NBD_OPT_LIST/);
+    expect(() => exchange(f, { kind: 'list', args: undefined }, Option.INFO, [ack])).toThrow(
+      /reply for option NBD_OPT_INFO while waiting for NBD_OPT_LIST/,
+    );
   });
 
   test('one option at a time; non-fixed servers take EXPORT_NAME only', () => {
@@ -129,9 +142,15 @@ describe('OptionEngine', () => {
     e.engine.start({ kind: 'list', args: undefined });
     expect(() => e.engine.start({ kind: 'list', args: undefined })).toThrow(NbdStateError);
     const plain = greeted(0);
-    expect(() => plain.engine.start({ kind: 'info', args: { name: '' } })).toThrow(/the server is newstyle; only fixed-newstyle servers accept NBD_OPT_INFO/);
-    expect([...goSteps(plain.engine.state, { name: 'x', structured: true, extended: false, metaContexts: [] })]).toEqual([{ kind: 'export-name', args: { name: 'x' } }]);
-    expect(() => [...goSteps(plain.engine.state, { name: 'x', structured: true, extended: false, metaContexts: ['base:allocation'] })]).toThrow(NbdUnsupportedError);
+    expect(() => plain.engine.start({ kind: 'info', args: { name: '' } })).toThrow(
+      /the server is newstyle; only fixed-newstyle servers accept NBD_OPT_INFO/,
+    );
+    expect([...goSteps(plain.engine.state, { name: 'x', structured: true, extended: false, metaContexts: [] })]).toEqual([
+      { kind: 'export-name', args: { name: 'x' } },
+    ]);
+    expect(() => [
+      ...goSteps(plain.engine.state, { name: 'x', structured: true, extended: false, metaContexts: ['base:allocation'] }),
+    ]).toThrow(NbdUnsupportedError);
   });
 });
 
@@ -152,9 +171,14 @@ describe('go() plan', () => {
   test('extended headers refused → structured replies → meta contexts → GO; the record says what was settled', () => {
     const e = greeted();
     const seen = drive(e, { name: 'disk', structured: true, extended: true, metaContexts: ['base:allocation'] }, (r) => {
-      if (r.kind === 'extended-headers') return [encodeOptionReply(Option.EXTENDED_HEADERS, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })];
+      if (r.kind === 'extended-headers')
+        return [encodeOptionReply(Option.EXTENDED_HEADERS, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })];
       if (r.kind === 'structured-reply') return [encodeOptionReply(Option.STRUCTURED_REPLY, ack)];
-      if (r.kind === 'set-meta-context') return [encodeOptionReply(Option.SET_META_CONTEXT, { kind: 'meta-context', id: 5, name: 'base:allocation' }), encodeOptionReply(Option.SET_META_CONTEXT, ack)];
+      if (r.kind === 'set-meta-context')
+        return [
+          encodeOptionReply(Option.SET_META_CONTEXT, { kind: 'meta-context', id: 5, name: 'base:allocation' }),
+          encodeOptionReply(Option.SET_META_CONTEXT, ack),
+        ];
       return [encodeOptionReply(Option.GO, exportInfo()), encodeOptionReply(Option.GO, ack)];
     });
     expect(seen).toEqual(['extended-headers', 'structured-reply', 'set-meta-context', 'go']);
@@ -167,7 +191,9 @@ describe('go() plan', () => {
   test('GO answered ERR_UNSUP falls back to EXPORT_NAME (not after extended headers)', () => {
     const e = greeted();
     const seen = drive(e, { name: 'legacy', structured: false, extended: false, metaContexts: [] }, (r) =>
-      r.kind === 'go' ? [encodeOptionReply(Option.GO, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })] : [encodeExportNameReply({ size: 512n, flags: 1 }, true)],
+      r.kind === 'go'
+        ? [encodeOptionReply(Option.GO, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })]
+        : [encodeExportNameReply({ size: 512n, flags: 1 }, true)],
     );
     expect(seen).toEqual(['go', 'export-name']);
     expect(e.engine.state).toMatchObject({ phase: 'transmission', export: { name: 'legacy', size: 512 } });
@@ -175,7 +201,9 @@ describe('go() plan', () => {
     const x = greeted();
     expect(() =>
       drive(x, { name: 'd', structured: true, extended: true, metaContexts: [] }, (r) =>
-        r.kind === 'go' ? [encodeOptionReply(Option.GO, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })] : [encodeOptionReply(r.kind === 'extended-headers' ? Option.EXTENDED_HEADERS : Option.STRUCTURED_REPLY, ack)],
+        r.kind === 'go'
+          ? [encodeOptionReply(Option.GO, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' })]
+          : [encodeOptionReply(r.kind === 'extended-headers' ? Option.EXTENDED_HEADERS : Option.STRUCTURED_REPLY, ack)],
       ),
     ).toThrow(/NBD_OPT_GO refused: ERR_UNSUP/);
   });
@@ -189,7 +217,9 @@ describe('go() plan', () => {
       });
     expect(refused).toThrow('NBD_OPT_SET_META_CONTEXT refused: ERR_INVALID: no');
     expect(e.engine.state).toMatchObject({ phase: 'options', structured: true });
-    expect(() => [...goSteps(e.engine.state, { name: '', structured: false, extended: false, metaContexts: [] })]).toThrow(/already negotiated/);
+    expect(() => [...goSteps(e.engine.state, { name: '', structured: false, extended: false, metaContexts: [] })]).toThrow(
+      /already negotiated/,
+    );
     expect([...listMetaContextSteps(e.engine.state, '', [])].map((s) => s.kind)).toEqual(['list-meta-context']);
     expect([...listMetaContextSteps(greeted().engine.state, '', [])].map((s) => s.kind)).toEqual(['structured-reply', 'list-meta-context']);
   });

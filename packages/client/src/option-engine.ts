@@ -230,11 +230,14 @@ export class OptionEngine {
   /** Bytes of the option `call`; its answer then goes to `feed()`. */
   start(call: StepCall): { bytes: Uint8Array; expect: Expect } {
     const n = this.state;
-    if (n.phase !== 'options') throw new NbdStateError(`cannot send an option ${n.phase === 'greeting' ? 'before the greeting' : `in phase ${n.phase}`}`);
+    if (n.phase !== 'options')
+      throw new NbdStateError(`cannot send an option ${n.phase === 'greeting' ? 'before the greeting' : `in phase ${n.phase}`}`);
     if (this.current !== undefined) throw new NbdStateError('an option is in progress; options go one at a time');
     const req = (STEPS[call.kind] as OptionStep<StepKind>).request(call.args);
     if (call.kind !== 'export-name' && n.style !== 'fixed-newstyle') {
-      throw new NbdUnsupportedError(`the server is ${n.style}; only fixed-newstyle servers accept NBD_OPT_${nameOf(Option, optionCode(req))}`);
+      throw new NbdUnsupportedError(
+        `the server is ${n.style}; only fixed-newstyle servers accept NBD_OPT_${nameOf(Option, optionCode(req))}`,
+      );
     }
     this.current = { call, option: optionCode(req), replies: [] };
     return { bytes: encodeOptionRequest(req), expect: call.kind === 'export-name' ? 'export-name-reply' : 'option-reply' };
@@ -250,7 +253,8 @@ export class OptionEngine {
     const cur = this.current;
     if (cur === undefined) throw new ProtocolError(`unexpected ${f.kind} during the handshake: no option is in progress`);
     if (f.kind === 'export-name-reply') {
-      if (cur.call.kind !== 'export-name') throw new ProtocolError(`an EXPORT_NAME reply while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
+      if (cur.call.kind !== 'export-name')
+        throw new ProtocolError(`an EXPORT_NAME reply while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
       this.current = undefined;
       const n = this.state;
       n.export = makeExportInfo(cur.call.args.name, f.size, f.flags);
@@ -259,7 +263,9 @@ export class OptionEngine {
     }
     if (f.kind !== 'option-reply') throw new ProtocolError(`expected an option reply, got ${f.kind}`);
     if (f.option !== cur.option) {
-      throw new ProtocolError(`reply for option NBD_OPT_${nameOf(Option, f.option)} while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
+      throw new ProtocolError(
+        `reply for option NBD_OPT_${nameOf(Option, f.option)} while waiting for NBD_OPT_${nameOf(Option, cur.option)}`,
+      );
     }
     const r = decodeOptionReply(f.type, f.data);
     if (r.kind !== 'ack' && r.kind !== 'error') {
@@ -321,7 +327,9 @@ export function* goSteps(n: Negotiation, w: GoWants): Generator<StepCall, void, 
   }
   if (n.style === 'newstyle') {
     if (w.metaContexts.length > 0 || w.extended) {
-      throw new NbdUnsupportedError('the server is not fixed-newstyle: only NBD_OPT_EXPORT_NAME is possible (no meta contexts, no extended headers)');
+      throw new NbdUnsupportedError(
+        'the server is not fixed-newstyle: only NBD_OPT_EXPORT_NAME is possible (no meta contexts, no extended headers)',
+      );
     }
     yield { kind: 'export-name', args: { name: w.name } };
     return;

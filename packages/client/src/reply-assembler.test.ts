@@ -14,7 +14,15 @@ import {
   chunkTypeOf,
   encodeChunkPayload,
 } from '@nbd/protocol';
-import { type ReplyRules, type ReplyState, abandonReply, assembleChunk, assembleSimple, newReply, simpleReplyPayload } from './reply-assembler.js';
+import {
+  type ReplyRules,
+  type ReplyState,
+  abandonReply,
+  assembleChunk,
+  assembleSimple,
+  newReply,
+  simpleReplyPayload,
+} from './reply-assembler.js';
 
 const STRICT: ReplyRules = { structured: true, extended: false, strict: true };
 const RELAXED: ReplyRules = { ...STRICT, strict: false };
@@ -64,7 +72,7 @@ describe('READ replies', () => {
     expect(chunk(STRICT, st, data(6, 7, 8), false, views)).toBeUndefined();
     const out = chunk(STRICT, st, data(0, 1, 2, 3, 4), true, views);
     expect(out).toMatchObject({ ok: true });
-    expect([...((out as { value: Uint8Array }).value)]).toEqual([1, 2, 3, 4, 0, 0, 7, 8]);
+    expect([...(out as { value: Uint8Array }).value]).toEqual([1, 2, 3, 4, 0, 0, 7, 8]);
     expect(views.held.size).toBe(0);
   });
 
@@ -132,7 +140,7 @@ describe('READ replies', () => {
     expect(() => assembleSimple(STRICT, read(0, 4), 0, undefined, holder())).toThrow(/MUST answer READ with structured replies/);
     const simple = { ...STRICT, structured: false };
     const ok = assembleSimple(simple, read(0, 2), 0, Uint8Array.of(7, 8), holder());
-    expect([...((ok as { value: Uint8Array }).value)]).toEqual([7, 8]);
+    expect([...(ok as { value: Uint8Array }).value]).toEqual([7, 8]);
     const bad = assembleSimple(simple, newReply({ command: Command.WRITE, offset: 0, length: 1 }), 9999, undefined, holder());
     expect(bad).toMatchObject({ ok: false, error: { errno: Errno.EINVAL } }); // unknown errno values read as EINVAL
   });
@@ -157,8 +165,12 @@ describe('rules for any reply', () => {
 
   test('an extended chunk must echo the request offset', () => {
     const ext = { ...STRICT, extended: true };
-    expect(() => chunk(ext, newReply({ command: Command.FLUSH, offset: 0, length: 0 }), { kind: 'none' }, true, holder(), { offset: 8n })).toThrow(/offset 8 does not match/);
-    expect(chunk(ext, newReply({ command: Command.FLUSH, offset: 0, length: 0 }), { kind: 'none' }, true, holder(), { offset: 0n })).toMatchObject({ ok: true });
+    expect(() =>
+      chunk(ext, newReply({ command: Command.FLUSH, offset: 0, length: 0 }), { kind: 'none' }, true, holder(), { offset: 8n }),
+    ).toThrow(/offset 8 does not match/);
+    expect(
+      chunk(ext, newReply({ command: Command.FLUSH, offset: 0, length: 0 }), { kind: 'none' }, true, holder(), { offset: 0n }),
+    ).toMatchObject({ ok: true });
   });
 
   test('error chunks: value 0 breaks a MUST; unknown error types fail the request and keep the stream; unknown others do not', () => {
@@ -171,13 +183,19 @@ describe('rules for any reply', () => {
   });
 
   test('ERROR_OFFSET must lie within the request (strict)', () => {
-    expect(() => chunk(STRICT, write(), { kind: 'error-offset', error: Errno.EIO, message: '', offset: 4n })).toThrow(/outside the request/);
-    expect(chunk(RELAXED, write(), { kind: 'error-offset', error: Errno.EIO, message: '', offset: 4n })).toMatchObject({ ok: false, error: { offset: 4 } });
+    expect(() => chunk(STRICT, write(), { kind: 'error-offset', error: Errno.EIO, message: '', offset: 4n })).toThrow(
+      /outside the request/,
+    );
+    expect(chunk(RELAXED, write(), { kind: 'error-offset', error: Errno.EIO, message: '', offset: 4n })).toMatchObject({
+      ok: false,
+      error: { offset: 4 },
+    });
   });
 });
 
 describe('BLOCK_STATUS replies', () => {
-  const status = (length: number, contextIds = [1], flags = 0) => newReply({ command: Command.BLOCK_STATUS, offset: 4096, length, flags, contextIds });
+  const status = (length: number, contextIds = [1], flags = 0) =>
+    newReply({ command: Command.BLOCK_STATUS, offset: 4096, length, flags, contextIds });
   const extents = (contextId: number, ...lengths: number[]): ChunkPayload => ({
     kind: 'block-status',
     contextId,
@@ -198,7 +216,9 @@ describe('BLOCK_STATUS replies', () => {
   });
 
   test('extents whose first N-1 lengths already reach past the request: a ProtocolError (strict)', () => {
-    expect(() => chunk(STRICT, status(8192), extents(1, 4096, 4096, 512))).toThrow(/first 2 extents already cover 8192 bytes of the 8192 asked/);
+    expect(() => chunk(STRICT, status(8192), extents(1, 4096, 4096, 512))).toThrow(
+      /first 2 extents already cover 8192 bytes of the 8192 asked/,
+    );
     expect(chunk(RELAXED, status(8192), extents(1, 4096, 4096, 512))).toMatchObject({ ok: true });
   });
 
@@ -232,7 +252,9 @@ describe('BLOCK_STATUS replies', () => {
   test('the chunk type must match the headers negotiated', () => {
     const ext: ChunkPayload = { kind: 'block-status-ext', contextId: 1, extents: [{ length: 512n, flags: 0 }] };
     expect(() => chunk(STRICT, status(512), ext)).toThrow(/BLOCK_STATUS_EXT chunk without extended headers/);
-    expect(() => chunk({ ...STRICT, extended: true }, status(512), extents(1, 512), true, holder(), { offset: 4096n })).toThrow(/only BLOCK_STATUS_EXT/);
+    expect(() => chunk({ ...STRICT, extended: true }, status(512), extents(1, 512), true, holder(), { offset: 4096n })).toThrow(
+      /only BLOCK_STATUS_EXT/,
+    );
     expect(chunk(RELAXED, status(512), ext)).toMatchObject({ ok: true });
     expect(ChunkType.BLOCK_STATUS_EXT).toBe(6);
   });

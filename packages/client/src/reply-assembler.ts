@@ -132,9 +132,17 @@ export function simpleReplyPayload(rules: ReplyRules, st: ReplyState): number | 
 }
 
 /** A simple reply: always the last word on its request. */
-export function assembleSimple(rules: ReplyRules, st: ReplyState, error: number, data: Uint8Array | undefined, views: ViewHolder): ReplyOutcome {
+export function assembleSimple(
+  rules: ReplyRules,
+  st: ReplyState,
+  error: number,
+  data: Uint8Array | undefined,
+  views: ViewHolder,
+): ReplyOutcome {
   if (rules.structured && st.command === Command.READ && rules.strict) {
-    throw new ProtocolError('simple reply to NBD_CMD_READ: once structured replies are negotiated, a server MUST answer READ with structured replies');
+    throw new ProtocolError(
+      'simple reply to NBD_CMD_READ: once structured replies are negotiated, a server MUST answer READ with structured replies',
+    );
   }
   if (st.chunked && rules.strict) {
     throw new ProtocolError(
@@ -147,14 +155,21 @@ export function assembleSimple(rules: ReplyRules, st: ReplyState, error: number,
   }
   if (st.command === Command.READ && data !== undefined) content(rules, st, st.offset, data, data.length, views);
   if (st.command === Command.BLOCK_STATUS) {
-    if (rules.strict) throw new ProtocolError('simple reply to NBD_CMD_BLOCK_STATUS: a successful reply MUST carry one status chunk per context');
+    if (rules.strict)
+      throw new ProtocolError('simple reply to NBD_CMD_BLOCK_STATUS: a successful reply MUST carry one status chunk per context');
     return { ok: false, error: new NbdErrnoError(Errno.EIO, 'block status reply without any status chunk') };
   }
   return finish(rules, st, views);
 }
 
 /** One structured or extended chunk: undefined while more are due, the outcome once DONE is seen. */
-export function assembleChunk(rules: ReplyRules, st: ReplyState, h: ChunkHeader, payload: Uint8Array, views: ViewHolder): ReplyOutcome | undefined {
+export function assembleChunk(
+  rules: ReplyRules,
+  st: ReplyState,
+  h: ChunkHeader,
+  payload: Uint8Array,
+  views: ViewHolder,
+): ReplyOutcome | undefined {
   if (!rules.structured && rules.strict) {
     throw new ProtocolError('structured reply chunk received, but structured replies were not negotiated (the server MUST NOT send them)');
   }
@@ -168,9 +183,12 @@ export function assembleChunk(rules: ReplyRules, st: ReplyState, h: ChunkHeader,
   else if ((type & CHUNK_ERROR_BIT) !== 0) errorChunk(rules, st, type, payload);
   else if (type === ChunkType.NONE) {
     decodeChunkPayload(type, payload); // length 0, or a ProtocolError
-    if ((h.flags & ReplyFlag.DONE) === 0 && rules.strict) throw new ProtocolError('NONE chunk without the DONE flag (the spec: NONE MUST always be the final chunk)');
+    if ((h.flags & ReplyFlag.DONE) === 0 && rules.strict)
+      throw new ProtocolError('NONE chunk without the DONE flag (the spec: NONE MUST always be the final chunk)');
   } else {
-    throw new ProtocolError(`unknown reply chunk type 0x${type.toString(16)} (a client MUST hard-disconnect on unknown non-error chunk types)`);
+    throw new ProtocolError(
+      `unknown reply chunk type 0x${type.toString(16)} (a client MUST hard-disconnect on unknown non-error chunk types)`,
+    );
   }
   return (h.flags & ReplyFlag.DONE) !== 0 ? finish(rules, st, views) : undefined;
 }
@@ -235,10 +253,14 @@ function gapOf(st: ReplyState): { gap: number | undefined; covered: number } {
 function content(rules: ReplyRules, st: ReplyState, at: number, data: Uint8Array | undefined, size: number, views: ViewHolder): void {
   const rel = at - st.offset;
   if (rel < 0 || rel + size > st.length) {
-    throw new ProtocolError(`READ chunk ${at}+${size} lies outside the request ${st.offset}+${st.length} (the spec: content MUST lie within the request)`);
+    throw new ProtocolError(
+      `READ chunk ${at}+${size} lies outside the request ${st.offset}+${st.length} (the spec: content MUST lie within the request)`,
+    );
   }
   if (!describe(st, rel, rel + size, !rules.strict)) {
-    throw new ProtocolError(`READ chunk ${at}+${size} overlaps bytes an earlier chunk described (the spec: content chunks MUST NOT overlap)`);
+    throw new ProtocolError(
+      `READ chunk ${at}+${size} overlaps bytes an earlier chunk described (the spec: content chunks MUST NOT overlap)`,
+    );
   }
   if (st.abandoned) return;
   if (st.dest === undefined) {
@@ -282,7 +304,9 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
   }
   const n = c.extents.length;
   if (rules.strict && (st.flags & CommandFlag.REQ_ONE) !== 0 && (n !== 1 || c.extents[0]!.length > BigInt(st.length))) {
-    throw new ProtocolError(`block status with REQ_ONE: ${n} extents, ${c.extents[0]!.length} bytes (the spec: exactly one, no longer than the request's ${st.length})`);
+    throw new ProtocolError(
+      `block status with REQ_ONE: ${n} extents, ${c.extents[0]!.length} bytes (the spec: exactly one, no longer than the request's ${st.length})`,
+    );
   }
   const list: Extent[] = [];
   let off = st.offset;
@@ -290,9 +314,12 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
     const e = c.extents[i]!;
     if (e.length === 0n) throw new ProtocolError('block status extent of length 0 (the spec: extent lengths MUST be nonzero)');
     if (rules.strict && i === n - 1 && n > 1 && off - st.offset >= st.length) {
-      throw new ProtocolError(`block status: the first ${n - 1} extents already cover ${off - st.offset} bytes of the ${st.length} asked (the spec: their sum MUST be less)`);
+      throw new ProtocolError(
+        `block status: the first ${n - 1} extents already cover ${off - st.offset} bytes of the ${st.length} asked (the spec: their sum MUST be less)`,
+      );
     }
-    if (e.length > BigInt(Number.MAX_SAFE_INTEGER - off)) throw new ProtocolError(`block status extent ${off}+${e.length} ends beyond 2^53`);
+    if (e.length > BigInt(Number.MAX_SAFE_INTEGER - off))
+      throw new ProtocolError(`block status extent ${off}+${e.length} ends beyond 2^53`);
     const len = Number(e.length);
     list.push({ offset: off, length: len, flags: e.flags });
     off += len;
@@ -301,7 +328,14 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
 }
 
 /** Commands ERROR_OFFSET is valid for (for others it still marks the reply as errored). */
-const ERROR_OFFSET_COMMANDS = new Set<number>([Command.READ, Command.WRITE, Command.TRIM, Command.CACHE, Command.WRITE_ZEROES, Command.BLOCK_STATUS]);
+const ERROR_OFFSET_COMMANDS = new Set<number>([
+  Command.READ,
+  Command.WRITE,
+  Command.TRIM,
+  Command.CACHE,
+  Command.WRITE_ZEROES,
+  Command.BLOCK_STATUS,
+]);
 
 /** Longest error message the spec allows (the string limit). */
 const MAX_MESSAGE = 4096;
@@ -310,7 +344,9 @@ function errorChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Ui
   if (rules.strict && payload.length >= 6) {
     const msgLen = (payload[4]! << 8) | payload[5]!;
     if (msgLen > MAX_MESSAGE) {
-      throw new ProtocolError(`error chunk with a message of ${msgLen} bytes (the spec: message length MUST NOT exceed the 4096-byte string limit)`);
+      throw new ProtocolError(
+        `error chunk with a message of ${msgLen} bytes (the spec: message length MUST NOT exceed the 4096-byte string limit)`,
+      );
     }
   }
   if (type === ChunkType.ERROR || type === ChunkType.ERROR_OFFSET) {
@@ -328,10 +364,12 @@ function errorChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Ui
     return;
   }
   // An error chunk type we do not know: the request failed; the stream goes on if its lengths are sane.
-  if (payload.length < 6) throw new ProtocolError(`error chunk type 0x${type.toString(16)} of ${payload.length} bytes (error chunks start with 6)`);
+  if (payload.length < 6)
+    throw new ProtocolError(`error chunk type 0x${type.toString(16)} of ${payload.length} bytes (error chunks start with 6)`);
   const v = new DataView(payload.buffer, payload.byteOffset, payload.length);
   const msgLen = v.getUint16(4);
-  if (msgLen > payload.length - 6) throw new ProtocolError(`error chunk type 0x${type.toString(16)}: message length ${msgLen} exceeds the chunk`);
+  if (msgLen > payload.length - 6)
+    throw new ProtocolError(`error chunk type 0x${type.toString(16)}: message length ${msgLen} exceeds the chunk`);
   st.error ??= errnoError(rules, v.getUint32(0), `unknown error chunk type 0x${type.toString(16)}`);
 }
 
@@ -357,7 +395,9 @@ function finish(rules: ReplyRules, st: ReplyState, views: ViewHolder): ReplyOutc
   if (st.command === Command.BLOCK_STATUS && st.error === undefined) {
     const missing = st.contextIds.filter((id) => !st.extents!.has(id));
     if (missing.length > 0 && rules.strict) {
-      throw new ProtocolError(`block status reply done without a status chunk for context id ${missing.join(', ')} (the spec: exactly one per context)`);
+      throw new ProtocolError(
+        `block status reply done without a status chunk for context id ${missing.join(', ')} (the spec: exactly one per context)`,
+      );
     }
     if (missing.length === st.contextIds.length) st.error = new NbdErrnoError(Errno.EIO, 'block status reply without any status chunk');
     else for (const id of missing) st.extents!.set(id, []);

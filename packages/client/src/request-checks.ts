@@ -24,8 +24,10 @@ export function requestLimits(info: ExportInfo): RequestLimits {
 
 /** Offset and length are safe non-negative integers, inside the export, aligned to its minimum block size. */
 export function checkRange(info: ExportInfo, limits: RequestLimits, offset: number, length: number, what: string): void {
-  if (!Number.isSafeInteger(offset) || offset < 0) throw new NbdInvalidArgumentError(`${what}: offset ${offset} is not a non-negative safe integer`);
-  if (!Number.isSafeInteger(length) || length < 0) throw new NbdInvalidArgumentError(`${what}: length ${length} is not a non-negative safe integer`);
+  if (!Number.isSafeInteger(offset) || offset < 0)
+    throw new NbdInvalidArgumentError(`${what}: offset ${offset} is not a non-negative safe integer`);
+  if (!Number.isSafeInteger(length) || length < 0)
+    throw new NbdInvalidArgumentError(`${what}: length ${length} is not a non-negative safe integer`);
   if (offset + length > info.size) {
     throw new NbdInvalidArgumentError(`${what}: range ${offset}+${length} is beyond the end of the export (${info.size} bytes)`);
   }

@@ -47,7 +47,16 @@ export class RequestTable {
   ): { cookie: number; promise: Promise<unknown> } {
     const cookie = this.nextCookie++;
     const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const p: PendingRequest = { cookie, reply, lend: opts.lend ?? false, payload: opts.payload, settled: false, resolve, reject, untie: noop };
+    const p: PendingRequest = {
+      cookie,
+      reply,
+      lend: opts.lend ?? false,
+      payload: opts.payload,
+      settled: false,
+      resolve,
+      reject,
+      untie: noop,
+    };
     this.pending.set(cookie, p);
     const signal = opts.signal;
     if (signal !== undefined) {

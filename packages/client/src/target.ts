@@ -31,7 +31,9 @@ function isTransport(t: unknown): t is Transport {
 /** The NBD URI of an address target (its export name and transport), checked for what we support. */
 export function uriOf(target: NbdAddress): NbdUri {
   if (typeof target !== 'string' && !(target instanceof URL) && (typeof target !== 'object' || target === null)) {
-    throw new NbdInvalidArgumentError(`not a connect target: ${String(target)} (give an NBD URI, a URL, { path }, { host, port } or a connected stream)`);
+    throw new NbdInvalidArgumentError(
+      `not a connect target: ${String(target)} (give an NBD URI, a URL, { path }, { host, port } or a connected stream)`,
+    );
   }
   let uri: NbdUri;
   try {
@@ -60,7 +62,8 @@ export function tlsOfUri(uri: NbdUri): ClientTlsOptions | undefined {
   if (uri.user !== undefined) o.username = uri.user;
   const verify = p['tls-verify-peer'];
   if (verify !== undefined) {
-    if (!/^(true|false|1|0|yes|no|on|off)$/i.test(verify)) throw new NbdInvalidArgumentError(`tls-verify-peer=${verify}: expected true or false`);
+    if (!/^(true|false|1|0|yes|no|on|off)$/i.test(verify))
+      throw new NbdInvalidArgumentError(`tls-verify-peer=${verify}: expected true or false`);
     o.verifyPeer = /^(true|1|yes|on)$/i.test(verify);
   }
   const type = p['tls-type'];

@@ -159,7 +159,8 @@ export class Transmission {
       try {
         await raceSignal(this.table.whenIdle(), signal, 'disconnect');
       } catch (e) {
-        if (this.stateNow === 'draining') this.hardClose(new NbdClosedError('disconnect() was aborted: the connection was closed at once', { cause: e }));
+        if (this.stateNow === 'draining')
+          this.hardClose(new NbdClosedError('disconnect() was aborted: the connection was closed at once', { cause: e }));
         throw e;
       }
       this.sendDiscWhenIdle();
@@ -185,7 +186,9 @@ export class Transmission {
       // Still ours. A socket reading into our arenas never stopped (the failing pause was the
       // handle's readStop); one that copies 'data' was paused and must go on.
       if (t.mode !== 'direct') t.resume();
-      throw new NbdUnsupportedError(`detach(): the socket cannot stop reading, so it cannot be handed over: ${(e as Error).message}`, { cause: e });
+      throw new NbdUnsupportedError(`detach(): the socket cannot stop reading, so it cannot be handed over: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     this.to('detached');
     this.refusal = new NbdStateError('the connection was detached (its socket was handed over)');
@@ -211,7 +214,8 @@ export class Transmission {
 
   private pendingFor(cookie: bigint): PendingRequest {
     const p = this.table.get(Number(cookie));
-    if (p === undefined) throw new ProtocolError(`reply for unknown cookie ${cookie} (the spec: a reply's cookie MUST match a request in flight)`);
+    if (p === undefined)
+      throw new ProtocolError(`reply for unknown cookie ${cookie} (the spec: a reply's cookie MUST match a request in flight)`);
     return p;
   }
 

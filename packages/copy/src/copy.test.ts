@@ -61,7 +61,10 @@ describe('copy between files', () => {
     const dir = tmp();
     writeFileSync(join(dir, 'a'), Buffer.alloc(1024));
     const reason = new Error('no');
-    await expect(copy(join(dir, 'a'), 'null:', { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED', cause: reason });
+    await expect(copy(join(dir, 'a'), 'null:', { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({
+      code: 'NBD_ERR_ABORTED',
+      cause: reason,
+    });
   });
 });
 

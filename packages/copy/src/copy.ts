@@ -74,7 +74,8 @@ export interface CopyResult {
 }
 
 function positiveInteger(v: number | undefined, name: string): void {
-  if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) throw new NbdInvalidArgumentError(`copy: ${name} must be a positive integer, got ${v}`);
+  if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0))
+    throw new NbdInvalidArgumentError(`copy: ${name} must be a positive integer, got ${v}`);
 }
 
 /** Copies all of `src` to `dst`. Endpoints given as URIs, addresses or paths are opened and closed here. */
@@ -108,7 +109,13 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     const mine = copyChunks(source, sink, chunks, opts, progress);
     const theirs =
       helpers > 0
-        ? copyOnWorkers(helpers, { src: src as string, dst: dst as string, opts: workerOptions(perThread, sink) }, chunks, opts.signal, progress)
+        ? copyOnWorkers(
+            helpers,
+            { src: src as string, dst: dst as string, opts: workerOptions(perThread, sink) },
+            chunks,
+            opts.signal,
+            progress,
+          )
         : [];
     const stopOnError = (p: Promise<number>) =>
       p.catch((e: unknown) => {

@@ -17,7 +17,15 @@ import { nullSink, stdinSource, stdoutSink } from './stream-endpoints.js';
  * `FileHandle`, `null:` (a destination that discards), or `-` (standard output as a
  * destination, standard input as a source).
  */
-export type CopyEndpoint = string | URL | { path: string } | { host?: string; port?: number } | Duplex | Connection | MultiConnection | FileHandle;
+export type CopyEndpoint =
+  | string
+  | URL
+  | { path: string }
+  | { host?: string; port?: number }
+  | Duplex
+  | Connection
+  | MultiConnection
+  | FileHandle;
 
 /** Where a copy reads from. */
 export interface Source {
@@ -92,7 +100,13 @@ function kindOf(e: CopyEndpoint): Kind {
 function isConnection(e: unknown): e is Connection | MultiConnection {
   if (e instanceof Connection || e instanceof MultiConnection) return true;
   const c = e as Partial<Connection> | null;
-  return typeof c === 'object' && c !== null && typeof c.readLent === 'function' && typeof c.blockStatus === 'function' && typeof c.info === 'object';
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    typeof c.readLent === 'function' &&
+    typeof c.blockStatus === 'function' &&
+    typeof c.info === 'object'
+  );
 }
 
 /** `{ path }`, `{ host, port }`, or a connected stream. */
@@ -104,7 +118,9 @@ function isAddressOrStream(e: unknown): e is ConnectTarget {
 
 function isFileHandle(e: unknown): e is FileHandle {
   const f = e as Partial<FileHandle> | null;
-  return typeof f === 'object' && f !== null && typeof f.fd === 'number' && typeof f.stat === 'function' && typeof f.truncate === 'function';
+  return (
+    typeof f === 'object' && f !== null && typeof f.fd === 'number' && typeof f.stat === 'function' && typeof f.truncate === 'function'
+  );
 }
 
 /** An endpoint that worker threads can open again by themselves: a URI, a path, or null:. */
@@ -117,7 +133,11 @@ export function isFilePath(e: CopyEndpoint): boolean {
   return kindOf(e).kind === 'file';
 }
 
-async function nbdOf(k: Kind, opts: EndpointOptions, forSource: boolean): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
+async function nbdOf(
+  k: Kind,
+  opts: EndpointOptions,
+  forSource: boolean,
+): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
   if (k.kind === 'nbd') return { conn: k.conn, owned: false };
   if (k.kind !== 'connect') return undefined;
   const conn = await connectMulti(k.target, {
@@ -149,7 +169,10 @@ export async function openSource(e: CopyEndpoint, opts: EndpointOptions): Promis
     extents: hasMap
       ? async (off, len, signal) => {
           const m = await conn.blockStatus(off, len, { contexts: [MetaContext.BASE_ALLOCATION], signal });
-          return (m.get(MetaContext.BASE_ALLOCATION) ?? []).map((x) => ({ length: x.length, zero: (x.flags & AllocationState.ZERO) !== 0 }));
+          return (m.get(MetaContext.BASE_ALLOCATION) ?? []).map((x) => ({
+            length: x.length,
+            zero: (x.flags & AllocationState.ZERO) !== 0,
+          }));
         }
       : undefined,
     close: async () => {

@@ -27,10 +27,16 @@ export async function blockDeviceSize(rdev: number, sysfs = '/sys'): Promise<num
     text = await readFile(where, 'utf8');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new NbdSystemError(`copy: cannot find the size of block device ${major}:${minor} (${where}: ${err.code ?? err.message})`, err.code ?? 'EIO', 0, { cause: e });
+    throw new NbdSystemError(
+      `copy: cannot find the size of block device ${major}:${minor} (${where}: ${err.code ?? err.message})`,
+      err.code ?? 'EIO',
+      0,
+      { cause: e },
+    );
   }
   const sectors = Number(text.trim());
-  if (!Number.isSafeInteger(sectors) || sectors < 0) throw new NbdSystemError(`copy: ${where} holds no sector count: "${text.trim()}"`, 'EIO');
+  if (!Number.isSafeInteger(sectors) || sectors < 0)
+    throw new NbdSystemError(`copy: ${where} holds no sector count: "${text.trim()}"`, 'EIO');
   return sectors * 512;
 }
 
@@ -87,7 +93,12 @@ export async function writeFully(fh: FileHandle, buf: Uint8Array, off: number, n
  * Writes a file (created or truncated from `path`, or the caller's `handle`).
  * `joining`: a worker thread's second handle on it (opened without truncating, only synced at the end).
  */
-export async function fileSink(path: string | undefined, handle: FileHandle | undefined, opts: EndpointOptions, joining: boolean): Promise<Sink> {
+export async function fileSink(
+  path: string | undefined,
+  handle: FileHandle | undefined,
+  opts: EndpointOptions,
+  joining: boolean,
+): Promise<Sink> {
   const fh = handle ?? (await openFile(path!, joining ? 'r+' : 'w'));
   const st = await fh.stat();
   const name = path ?? `file descriptor ${fh.fd}`;
@@ -104,7 +115,8 @@ export async function fileSink(path: string | undefined, handle: FileHandle | un
     write: (buf, off) => writeFully(fh, buf, off, name),
     zero: async (off, len) => {
       zeroes ??= new Uint8Array(1 << 20);
-      for (let pos = 0; pos < len; pos += zeroes.length) await writeFully(fh, zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos, name);
+      for (let pos = 0; pos < len; pos += zeroes.length)
+        await writeFully(fh, zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos, name);
     },
     finish: async (size, flush) => {
       if (st.isFile() && !joining) await fh.truncate(size);

@@ -34,7 +34,8 @@ export function stdoutSink(out: Writable): Sink {
     const start = () => {
       tail = tail.then(async () => {
         if (data !== undefined) return writeOut(out, data);
-        for (let pos = 0; pos < length; pos += ZEROES.length) await writeOut(out, ZEROES.subarray(0, Math.min(ZEROES.length, length - pos)));
+        for (let pos = 0; pos < length; pos += ZEROES.length)
+          await writeOut(out, ZEROES.subarray(0, Math.min(ZEROES.length, length - pos)));
       });
       tail.then(resolve, reject);
       next = offset + length;

@@ -85,13 +85,16 @@ class WorkQueue {
       [this.next, this.end] = chunk;
     }
     const { next, end } = this;
-    const ext = this.source.extents && this.sparse ? await this.source.extents(next, end - next, this.signal) : [{ length: end - next, zero: false }];
+    const ext =
+      this.source.extents && this.sparse ? await this.source.extents(next, end - next, this.signal) : [{ length: end - next, zero: false }];
     let off = next;
     for (const x of ext) {
       const len = Math.min(x.length, end - off);
       if (len <= 0) break;
       if (x.zero) this.queue.push({ offset: off, length: len, zero: true });
-      else for (let p = 0; p < len; p += this.requestSize) this.queue.push({ offset: off + p, length: Math.min(this.requestSize, len - p), zero: false });
+      else
+        for (let p = 0; p < len; p += this.requestSize)
+          this.queue.push({ offset: off + p, length: Math.min(this.requestSize, len - p), zero: false });
       off += len;
     }
     this.next = Math.min(end, Math.max(off, next + 1));
@@ -99,7 +102,13 @@ class WorkQueue {
 }
 
 /** This thread's share of a copy (chunks taken until none are left). Returns the bytes found to be zero. */
-export async function copyChunks(source: Source, out: Sink, chunks: Chunks, opts: WindowOptions, progress: (n: number) => void): Promise<number> {
+export async function copyChunks(
+  source: Source,
+  out: Sink,
+  chunks: Chunks,
+  opts: WindowOptions,
+  progress: (n: number) => void,
+): Promise<number> {
   const requestSize = opts.requestSize ?? DEFAULT_REQUEST_SIZE;
   const signal = opts.signal;
   const sparse = opts.sparse !== false;
@@ -136,7 +145,12 @@ export async function copyChunks(source: Source, out: Sink, chunks: Chunks, opts
  * requests of `requestSize` with up to a window in flight. Returns the bytes copied
  * and those found to be zero.
  */
-export async function copyStream(source: Source, out: Sink, opts: WindowOptions, progress: (n: number) => void): Promise<{ bytes: number; zeroBytes: number }> {
+export async function copyStream(
+  source: Source,
+  out: Sink,
+  opts: WindowOptions,
+  progress: (n: number) => void,
+): Promise<{ bytes: number; zeroBytes: number }> {
   const requestSize = opts.requestSize ?? DEFAULT_REQUEST_SIZE;
   const window = Math.max(1, (opts.inFlight ?? DEFAULT_IN_FLIGHT) * out.connections);
   const sparse = opts.sparse !== false;
@@ -146,7 +160,9 @@ export async function copyStream(source: Source, out: Sink, opts: WindowOptions,
   let failed: unknown;
   const put = async (block: Uint8Array, at: number) => {
     if (out.size !== undefined && at + block.length > out.size) {
-      throw new NbdInvalidArgumentError(`copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`);
+      throw new NbdInvalidArgumentError(
+        `copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`,
+      );
     }
     if (sparse && isZero(block)) {
       zeroBytes += block.length;

@@ -28,7 +28,8 @@ export class StrictDevice implements Device {
   private check(op: string, offset: number, length: number, data: boolean, o?: IoOptions): void {
     this.calls.push({ op, offset, length, fua: o?.fua });
     const { min, max } = this.blockSizes;
-    if (offset % min !== 0 || length % min !== 0) throw new NbdErrnoError(Errno.EINVAL, `${op} ${offset}+${length} is not aligned to ${min}`);
+    if (offset % min !== 0 || length % min !== 0)
+      throw new NbdErrnoError(Errno.EINVAL, `${op} ${offset}+${length} is not aligned to ${min}`);
     if (data && length > max) throw new NbdErrnoError(Errno.EINVAL, `${op} of ${length} is more than ${max}`);
     if (offset + length > this.size) throw new NbdErrnoError(Errno.EINVAL, `${op} ${offset}+${length} is beyond ${this.size}`);
   }

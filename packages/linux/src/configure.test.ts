@@ -22,9 +22,12 @@ describe('prepare (what configure checks before the kernel sees anything)', () =
   });
 
   test('connections to different exports are refused', () => {
-    expect(() => prepare([{ fd: 3, size: 1 << 20, flags: flags | T.CAN_MULTI_CONN }, { fd: 4, size: 2 << 20, flags: flags | T.CAN_MULTI_CONN }])).toThrow(
-      /disagree on size or flags/,
-    );
+    expect(() =>
+      prepare([
+        { fd: 3, size: 1 << 20, flags: flags | T.CAN_MULTI_CONN },
+        { fd: 4, size: 2 << 20, flags: flags | T.CAN_MULTI_CONN },
+      ]),
+    ).toThrow(/disagree on size or flags/);
   });
 
   test('block size: default 512, at least the server minimum, must be a power of 2 ≥ 512', () => {

@@ -81,7 +81,9 @@ export function prepare(input: ConnectionInput | readonly ConnectionInput[], blo
   const list = Array.isArray(input) ? (input as readonly ConnectionInput[]) : [input as ConnectionInput];
   if (list.length === 0) throw new NbdInvalidArgumentError('configure: no connections given');
   const described = list.map((c) =>
-    isDetachable(c) ? { size: c.info.size, flags: c.info.flags, blockSize: c.info.blockSizes?.min } : { size: c.size, flags: c.flags, blockSize: c.blockSize },
+    isDetachable(c)
+      ? { size: c.info.size, flags: c.info.flags, blockSize: c.info.blockSizes?.min }
+      : { size: c.size, flags: c.flags, blockSize: c.blockSize },
   );
   const first = described[0]!;
   if (described.some((d) => d.size !== first.size || d.flags !== first.flags)) {
@@ -176,7 +178,9 @@ async function attach(p: Prepared, opts: ConfigureOptions): Promise<number> {
     return dev.index;
   }
   try {
-    const clientFlags = (opts.disconnectOnClose ? KernelClientFlag.DISCONNECT_ON_CLOSE : 0) | (opts.destroyOnDisconnect ? KernelClientFlag.DESTROY_ON_DISCONNECT : 0);
+    const clientFlags =
+      (opts.disconnectOnClose ? KernelClientFlag.DISCONNECT_ON_CLOSE : 0) |
+      (opts.destroyOnDisconnect ? KernelClientFlag.DESTROY_ON_DISCONNECT : 0);
     return await nl.connect({
       size: p.size,
       blockSize: p.blockSize,
@@ -209,7 +213,8 @@ export async function disconnect(index: number, opts: { signal?: AbortSignal } =
     await nl.disconnect(index);
   } catch (err) {
     // A device bound through ioctls by another process refuses netlink control.
-    if (err instanceof NbdSystemError && err.errnoName === 'EINVAL' && existsSync(`/sys/block/nbd${index}/pid`)) return ioctlDisconnectForeign(index);
+    if (err instanceof NbdSystemError && err.errnoName === 'EINVAL' && existsSync(`/sys/block/nbd${index}/pid`))
+      return ioctlDisconnectForeign(index);
     throw err;
   } finally {
     nl.close();
@@ -328,7 +333,10 @@ export async function supervise(
 
   try {
     if (opts.deadConnTimeout !== undefined) {
-      await nl.reconfigure(index, backend !== undefined ? { deadConnTimeout: opts.deadConnTimeout, backend } : { deadConnTimeout: opts.deadConnTimeout });
+      await nl.reconfigure(
+        index,
+        backend !== undefined ? { deadConnTimeout: opts.deadConnTimeout, backend } : { deadConnTimeout: opts.deadConnTimeout },
+      );
     }
     nl.watchLinkDead((i) => {
       if (i === index) kick();
@@ -351,4 +359,3 @@ export async function supervise(
     close,
   };
 }
-

@@ -192,7 +192,13 @@ export interface Family {
 export async function resolveFamily(sock: GenlSocket, name: string): Promise<Family> {
   let replies: GenlMessage[];
   try {
-    replies = await sock.request(GENL_ID_CTRL, Ctrl.CMD_GETFAMILY, 2, [{ type: Ctrl.ATTR_FAMILY_NAME, string: name }], `netlink family "${name}"`);
+    replies = await sock.request(
+      GENL_ID_CTRL,
+      Ctrl.CMD_GETFAMILY,
+      2,
+      [{ type: Ctrl.ATTR_FAMILY_NAME, string: name }],
+      `netlink family "${name}"`,
+    );
   } catch (err) {
     if (err instanceof NbdSystemError && err.errnoName === 'ENOENT') {
       throw new NbdSystemError(

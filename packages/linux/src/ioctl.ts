@@ -92,7 +92,13 @@ const START_TIMEOUT_MS = 20_000;
  * between (milliseconds under load), so the device is usable only once both are there.
  * Fails if DO_IT returns early, or does not start within the limit.
  */
-async function waitLive(index: number, fd: number, size: number, exited: Promise<{ ret: number; errno: number } | Error>, done: Promise<void>): Promise<void> {
+async function waitLive(
+  index: number,
+  fd: number,
+  size: number,
+  exited: Promise<{ ret: number; errno: number } | Error>,
+  done: Promise<void>,
+): Promise<void> {
   const path = `/dev/nbd${index}`;
   const started = Date.now();
   while (!isLive(index, size)) {

@@ -50,7 +50,11 @@ describe('attributes', () => {
   }
 
   test('several attributes in a row keep their alignment', () => {
-    const enc = encodeAttrs([{ type: 2, string: 'x' }, { type: 1, u32: 7 }, { type: 3, u8: 9 }]);
+    const enc = encodeAttrs([
+      { type: 2, string: 'x' },
+      { type: 1, u32: 7 },
+      { type: 3, u8: 9 },
+    ]);
     const dec = decodeAttrs(enc);
     expect(dec.map((a) => a.type)).toEqual([2, 1, 3]);
     expect(attrU32(dec[1]!)).toBe(7);
@@ -73,7 +77,14 @@ describe('attributes', () => {
 
 describe('messages', () => {
   test('generic netlink request header', () => {
-    const m = encodeGenlRequest({ family: 0x20, cmd: 5, version: 1, flags: NlmFlag.REQUEST | NlmFlag.ACK, seq: 7, attrs: [{ type: 1, u32: 2 }] });
+    const m = encodeGenlRequest({
+      family: 0x20,
+      cmd: 5,
+      version: 1,
+      flags: NlmFlag.REQUEST | NlmFlag.ACK,
+      seq: 7,
+      attrs: [{ type: 1, u32: 2 }],
+    });
     // u32 len | u16 type | u16 flags | u32 seq | u32 pid | u8 cmd | u8 version | u16 0 | attrs
     expect(hex(m)).toBe('1c000000' + '2000' + '0500' + '07000000' + '00000000' + '05' + '01' + '0000' + '0800010002000000');
   });
@@ -122,7 +133,17 @@ describe('NBD commands', () => {
   });
 
   test('CONNECT with every option', () => {
-    const a = connectAttrs({ index: 3, size: 4096, blockSize: 512, serverFlags: 1, clientFlags: 2, timeout: 30, deadConnTimeout: 60, backend: 'x', fds: [5] });
+    const a = connectAttrs({
+      index: 3,
+      size: 4096,
+      blockSize: 512,
+      serverFlags: 1,
+      clientFlags: 2,
+      timeout: 30,
+      deadConnTimeout: 60,
+      backend: 'x',
+      fds: [5],
+    });
     expect(a.map((x) => x.type)).toEqual([1, 2, 3, 5, 6, 4, 8, 10, 7]);
   });
 
@@ -139,7 +160,13 @@ describe('NBD commands', () => {
   });
 
   test('STATUS device list decodes', () => {
-    const item = (i: number, c: number) => ({ type: 1, nested: [{ type: 1, u32: i }, { type: 2, u8: c }] });
+    const item = (i: number, c: number) => ({
+      type: 1,
+      nested: [
+        { type: 1, u32: i },
+        { type: 2, u8: c },
+      ],
+    });
     const attrs = decodeAttrs(encodeAttrs([{ type: NbdAttr.DEVICE_LIST, nested: [item(0, 1), item(5, 0)] }]));
     expect(decodeStatus(attrs)).toEqual([
       { index: 0, connected: true },
@@ -164,7 +191,10 @@ describe('generic netlink socket (host kernel)', () => {
   test('an unknown family is ENOENT with a modprobe hint', async () => {
     const s = new GenlSocket();
     try {
-      await expect(resolveFamily(s, 'nosuchfam')).rejects.toMatchObject({ errnoName: 'ENOENT', message: expect.stringMatching(/modprobe nbd/) });
+      await expect(resolveFamily(s, 'nosuchfam')).rejects.toMatchObject({
+        errnoName: 'ENOENT',
+        message: expect.stringMatching(/modprobe nbd/),
+      });
     } finally {
       s.close();
     }
@@ -183,7 +213,10 @@ describe('generic netlink socket (host kernel)', () => {
   test('a kernel error arrives as NbdSystemError with errno (bad nlctrl command)', async () => {
     const s = new GenlSocket();
     try {
-      await expect(s.request(0x10, 0xee, 2, [], 'bogus ctrl command')).rejects.toMatchObject({ name: 'NbdSystemError', errnoName: 'EOPNOTSUPP' });
+      await expect(s.request(0x10, 0xee, 2, [], 'bogus ctrl command')).rejects.toMatchObject({
+        name: 'NbdSystemError',
+        errnoName: 'EOPNOTSUPP',
+      });
       await expect(s.request(0x10, Ctrl.CMD_GETFAMILY, 2, [], 'getfamily without a name')).rejects.toBeInstanceOf(NbdSystemError);
     } finally {
       s.close();

@@ -53,7 +53,10 @@ describe('a TLS connection detached from the client and pumped (what configure()
       signal: ac.signal,
     });
     try {
-      const client = await Client.connect({ path: server.address as string }, { tls: { mode: 'require', psk: { alice: key }, username: 'alice' } });
+      const client = await Client.connect(
+        { path: server.address as string },
+        { tls: { mode: 'require', psk: { alice: key }, username: 'alice' } },
+      );
       const conn = await client.go('', { structuredReplies: false });
       const p = prepare(conn);
       const kernel = p.sockets[0] as Socket;

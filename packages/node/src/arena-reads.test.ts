@@ -104,7 +104,7 @@ interface Sent {
 /** A deterministic mix of READs and WRITEs, some payloads larger than an arena. */
 function workload(seed: number, count: number, extended = false): { sent: Sent[]; bytes: Uint8Array[] } {
   let x = seed;
-  const rnd = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const rnd = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
   const sizes = [1, 512, 4096, 65_536, 262_144, 1_000_003, ARENA_SIZE + 12_345];
   const sent: Sent[] = [];
   const bytes: Uint8Array[] = [];
@@ -267,7 +267,10 @@ describe('reading requests through NodeTransport and ReadArenas', () => {
   it('fails the stream on a bad magic, and on a payload too large to drain', async () => {
     for (const [bytes, msg] of [
       [new Uint8Array(28).fill(7), /bad magic/],
-      [encodeRequest({ flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 2n ** 40n }, true), /too large/],
+      [
+        encodeRequest({ flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 2n ** 40n }, true),
+        /too large/,
+      ],
     ] as const) {
       const d = new PassThrough();
       const reader = new Reader(d, { extended: bytes.length === 32, maxPayload: 4096, maxDrain: 2 ** 32 });
@@ -281,7 +284,10 @@ describe('reading requests through NodeTransport and ReadArenas', () => {
   it('does not allocate what a header merely claims', async () => {
     const [s, c] = await socketPair();
     const reader = new Reader(s, { extended: false, maxPayload: 1 << 30, maxDrain: 2 ** 32 });
-    reader.startPush(() => {}, () => {});
+    reader.startPush(
+      () => {},
+      () => {},
+    );
     const before = process.memoryUsage().arrayBuffers;
     c.write(encodeRequest({ flags: 0, type: Command.WRITE, cookie: 1n, offset: 0n, length: BigInt(1 << 30) }));
     c.write(new Uint8Array(1000));

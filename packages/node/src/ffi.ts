@@ -122,7 +122,11 @@ export function nativeCallback<A extends unknown[]>(fn: (...args: A) => void): (
 /** Watches `fd` for readability on the event loop (libuv poll, no thread). */
 export function pollReadable(fd: number, onReadable: () => void): PollHandle {
   // koffi passes a bare event mask here: any event means "try to read" (readers stop at EAGAIN).
-  return ffi().koffi.node.poll(fd, { readable: true }, nativeCallback(() => onReadable()));
+  return ffi().koffi.node.poll(
+    fd,
+    { readable: true },
+    nativeCallback(() => onReadable()),
+  );
 }
 
 export const AF_UNIX = 1;

@@ -133,7 +133,9 @@ export class NodeTransport implements Transport {
    * received but not consumed are dropped, never interpreted), and continues over the
    * TLS socket `upgrade` makes of it.
    */
-  async startTls(upgrade: (socket: Socket) => Promise<{ socket: TLSSocket; identity: TlsIdentity }>): Promise<{ transport: NodeTransport; identity: TlsIdentity }> {
+  async startTls(
+    upgrade: (socket: Socket) => Promise<{ socket: TLSSocket; identity: TlsIdentity }>,
+  ): Promise<{ transport: NodeTransport; identity: TlsIdentity }> {
     const raw = this.release();
     const { socket, identity } = await upgrade(raw as Socket);
     return { transport: new NodeTransport(socket), identity };

@@ -68,7 +68,8 @@ export interface TlsIdentity {
 }
 
 /** TLS 1.2 PSK suites (GnuTLS peers offer these); TLS 1.3 uses its own suites with PSK. */
-const PSK_CIPHERS = 'PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:DHE-PSK-AES128-GCM-SHA256:ECDHE-PSK-CHACHA20-POLY1305';
+const PSK_CIPHERS =
+  'PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:DHE-PSK-AES128-GCM-SHA256:ECDHE-PSK-CHACHA20-POLY1305';
 
 /** Parses a PSK file: `username:hexkey` per line; blank lines and `#` comments are skipped. */
 export function parsePskFile(text: string, where = 'PSK file'): Map<string, Buffer> {
@@ -153,7 +154,13 @@ export async function serverTls(o: ServerTlsOptions): Promise<ServerTls> {
  * its own (the documented way to hand it a connection), which checks client
  * certificates and refuses unauthorized ones as a listening TLS server would.
  */
-function accept(socket: Socket, timeoutMs: number, base: TlsOptions, keys: Map<string, Buffer> | undefined, verify: boolean): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
+function accept(
+  socket: Socket,
+  timeoutMs: number,
+  base: TlsOptions,
+  keys: Map<string, Buffer> | undefined,
+  verify: boolean,
+): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
   const { promise, resolve, reject } = Promise.withResolvers<{ socket: TLSSocket; identity: TlsIdentity }>();
   let user: string | undefined;
   const options: TlsOptions = { ...base, minVersion: 'TLSv1.2' };
@@ -185,7 +192,12 @@ function accept(socket: Socket, timeoutMs: number, base: TlsOptions, keys: Map<s
 }
 
 /** Upgrades a plain client socket after the server acknowledged STARTTLS. */
-export async function clientTls(socket: Socket, o: ClientTlsOptions, host: string | undefined, timeoutMs: number): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
+export async function clientTls(
+  socket: Socket,
+  o: ClientTlsOptions,
+  host: string | undefined,
+  timeoutMs: number,
+): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
   const keys = await pskKeys(o);
   const options: ConnectionOptions = { socket, minVersion: 'TLSv1.2' };
   let user: string | undefined;
@@ -194,7 +206,11 @@ export async function clientTls(socket: Socket, o: ClientTlsOptions, host: strin
     const key = keys.get(user);
     if (key === undefined) throw new NbdInvalidArgumentError(`TLS: no PSK key for user "${user}" in ${o.pskFile ?? 'the keys given'}`);
     const identity = user;
-    Object.assign(options, { ciphers: `${tls.DEFAULT_CIPHERS}:${PSK_CIPHERS}`, pskCallback: () => ({ psk: key, identity }), checkServerIdentity: () => undefined });
+    Object.assign(options, {
+      ciphers: `${tls.DEFAULT_CIPHERS}:${PSK_CIPHERS}`,
+      pskCallback: () => ({ psk: key, identity }),
+      checkServerIdentity: () => undefined,
+    });
   } else {
     const m = await x509(o, 'client');
     const verify = o.verifyPeer !== false;
@@ -219,13 +235,21 @@ function identityOf(s: TLSSocket, pskUser: string | undefined, isServer: boolean
   if (pskUser !== undefined) identity.psk = pskUser;
   else if (isServer) {
     const peer = s.getPeerCertificate();
-    if (peer?.subject) identity.subject = Object.entries(peer.subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`).join(',');
+    if (peer?.subject)
+      identity.subject = Object.entries(peer.subject)
+        .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : v}`)
+        .join(',');
   }
   return identity;
 }
 
 /** Waits for the TLS handshake of `s` (its `event`), or its failure or the time limit. */
-function upgrade(s: TLSSocket, event: 'secure' | 'secureConnect', timeoutMs: number, identify: () => TlsIdentity): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
+function upgrade(
+  s: TLSSocket,
+  event: 'secure' | 'secureConnect',
+  timeoutMs: number,
+  identify: () => TlsIdentity,
+): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
   const { promise, resolve, reject } = Promise.withResolvers<{ socket: TLSSocket; identity: TlsIdentity }>();
   const timer = setTimeout(() => fail(new NbdTimeoutError(`TLS handshake did not finish within ${timeoutMs} ms`)), timeoutMs);
   timer.unref();

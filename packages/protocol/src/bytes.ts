@@ -101,7 +101,6 @@ export class Writer {
     this.view = new DataView(this.bytes.buffer);
   }
 
-
   u16(v: number): this {
     this.view.setUint16(this.pos, v);
     this.pos += 2;

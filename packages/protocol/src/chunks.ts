@@ -5,7 +5,6 @@ import { ChunkType, Magic, ReplyFlag, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { writeSimpleReply } from './transmission.js';
 
-
 /** The header of one reply chunk: structured (`NBD_REPLY_TYPE_*` after structured replies) or extended. */
 export interface ChunkHeader {
   /** Reply flags (`ReplyFlag`). */
@@ -212,7 +211,12 @@ export function writeReadReplyHead(
 ): number {
   if (!r.structured && !r.extended) return writeSimpleReply(buf, pos, { error: 0, cookie: r.cookie });
   const flags = r.done === false ? 0 : ReplyFlag.DONE;
-  const n = writeChunkHeader(buf, pos, { flags, type: ChunkType.OFFSET_DATA, cookie: r.cookie, offset: r.offset, length: 8 + r.length }, r.extended);
+  const n = writeChunkHeader(
+    buf,
+    pos,
+    { flags, type: ChunkType.OFFSET_DATA, cookie: r.cookie, offset: r.offset, length: 8 + r.length },
+    r.extended,
+  );
   new DataView(buf.buffer, buf.byteOffset + pos + n, 8).setBigUint64(0, r.dataOffset ?? r.offset);
   return n + 8;
 }

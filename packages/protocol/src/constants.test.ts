@@ -51,7 +51,12 @@ function tables(md: string): Table[] {
       out.push(current);
     }
     if (/^\|[-| ]+\|$/.test(line)) continue; // the |---| separator
-    current.rows.push(line.split('|').slice(1, -1).map((c) => c.trim()));
+    current.rows.push(
+      line
+        .split('|')
+        .slice(1, -1)
+        .map((c) => c.trim()),
+    );
   }
   return out;
 }
@@ -156,7 +161,7 @@ describe(`constants match ${REFERENCE}`, () => {
 });
 
 describe('constants the reference states in prose (transcribed from protocol.md and doc/proto.md)', () => {
-  test('the pitfall: BLOCK_STATUS is 5, not nbd.h\'s 3', () => {
+  test("the pitfall: BLOCK_STATUS is 5, not nbd.h's 3", () => {
     expect(ChunkType.BLOCK_STATUS).toBe(5);
     expect(ChunkType.BLOCK_STATUS_EXT).toBe(6);
   });
@@ -219,7 +224,19 @@ describe('nameOf and flagNames', () => {
   });
 
   test('every value of every table names itself back', () => {
-    for (const t of [Option, OptionReply, Info, TransmissionFlag, Command, CommandFlag, ChunkType, Errno, HandshakeFlag, Magic, ReplyFlag]) {
+    for (const t of [
+      Option,
+      OptionReply,
+      Info,
+      TransmissionFlag,
+      Command,
+      CommandFlag,
+      ChunkType,
+      Errno,
+      HandshakeFlag,
+      Magic,
+      ReplyFlag,
+    ]) {
       for (const [k, v] of Object.entries(t)) expect(nameOf(t, v)).toBe(k);
     }
   });

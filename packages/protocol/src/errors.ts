@@ -143,7 +143,11 @@ export class NbdOptionError extends NbdError {
 
   constructor(option: number, reply: number, serverMessage = '', options?: { cause?: unknown }) {
     const replyName = nameOf(OptionReply, reply);
-    super(ErrorCode.OPTION_REFUSED, `NBD_OPT_${nameOf(Option, option)} refused: ${replyName}${serverMessage ? `: ${serverMessage}` : ''}`, options);
+    super(
+      ErrorCode.OPTION_REFUSED,
+      `NBD_OPT_${nameOf(Option, option)} refused: ${replyName}${serverMessage ? `: ${serverMessage}` : ''}`,
+      options,
+    );
     this.option = option;
     this.reply = reply;
     this.replyName = replyName;

@@ -58,7 +58,16 @@ function checkAllSplits<D extends Decoder<F>, F>(make: () => D, steps: Step<D, F
   const all = concat(steps.map((s) => s.bytes));
   const expected = steps.map((s) => s.frame);
   expect(run(make, steps, [all])).toEqual(expected);
-  expect(run(make, steps, cut(all, Array.from({ length: all.length - 1 }, (_, i) => i + 1)))).toEqual(expected);
+  expect(
+    run(
+      make,
+      steps,
+      cut(
+        all,
+        Array.from({ length: all.length - 1 }, (_, i) => i + 1),
+      ),
+    ),
+  ).toEqual(expected);
   for (let k = 0; k <= all.length; k++) {
     const got = run(make, steps, cut(all, [k]));
     if (got.length !== expected.length) throw new Error(`split at ${k}: ${got.length} frames, expected ${expected.length}`);
@@ -86,9 +95,12 @@ const requestSteps: CStep[] = requests.map((f) => ({
 }));
 
 describe('ClientStreamDecoder', () => {
-  test.each([...clientFlagSteps, ...optionSteps, ...requestSteps].map((s, i) => [i, s] as const))('fixture %i at every split', (_i, step) => {
-    checkAllSplits(() => new ClientStreamDecoder(), [step]);
-  });
+  test.each([...clientFlagSteps, ...optionSteps, ...requestSteps].map((s, i) => [i, s] as const))(
+    'fixture %i at every split',
+    (_i, step) => {
+      checkAllSplits(() => new ClientStreamDecoder(), [step]);
+    },
+  );
 
   test('a whole conversation: flags → options → compact requests → extended requests', () => {
     const compact = requestSteps.filter((_, i) => !requests[i]!.value.extended);
@@ -361,20 +373,23 @@ describe('ServerStreamDecoder', () => {
     },
   );
 
-  test.each([...simpleSteps, ...chunkSteps].map((s, i) => [i, s] as const))('wanted counts down to the end of reply fixture %i', (_i, step) => {
-    const d = new ServerStreamDecoder();
-    step.setup?.(d);
-    let got: ServerFrame | undefined;
-    for (let k = 0; k < step.bytes.length && got === undefined; k++) {
-      // The smallest header until the magic is in, then this header, then the rest of the frame.
-      const header = step.frame.kind === 'simple-reply' ? 16 : d.extended ? 32 : 20;
-      expect(d.wanted).toBe(k < 4 ? (d.extended ? 32 : 16) - k : k < header ? header - k : step.bytes.length - k);
-      d.push(step.bytes.subarray(k, k + 1));
-      got = d.next();
-    }
-    expect(got).toEqual(step.frame);
-    expect(d.wanted).toBe(d.extended ? 32 : 16);
-  });
+  test.each([...simpleSteps, ...chunkSteps].map((s, i) => [i, s] as const))(
+    'wanted counts down to the end of reply fixture %i',
+    (_i, step) => {
+      const d = new ServerStreamDecoder();
+      step.setup?.(d);
+      let got: ServerFrame | undefined;
+      for (let k = 0; k < step.bytes.length && got === undefined; k++) {
+        // The smallest header until the magic is in, then this header, then the rest of the frame.
+        const header = step.frame.kind === 'simple-reply' ? 16 : d.extended ? 32 : 20;
+        expect(d.wanted).toBe(k < 4 ? (d.extended ? 32 : 16) - k : k < header ? header - k : step.bytes.length - k);
+        d.push(step.bytes.subarray(k, k + 1));
+        got = d.next();
+      }
+      expect(got).toEqual(step.frame);
+      expect(d.wanted).toBe(d.extended ? 32 : 16);
+    },
+  );
 
   test('wanted is 0 outside transmission and for a chunk claiming more than maxChunk', () => {
     const d = new ServerStreamDecoder();
@@ -407,7 +422,10 @@ describe('ServerStreamDecoder', () => {
   });
 
   test('oldstyle goes straight to transmission', () => {
-    const steps: SStep[] = [greetingSteps[0]!, ...simpleSteps.map((s, i) => ({ ...s, setup: i === 0 ? (d: ServerStreamDecoder) => (d.readLength = readLength) : undefined }))];
+    const steps: SStep[] = [
+      greetingSteps[0]!,
+      ...simpleSteps.map((s, i) => ({ ...s, setup: i === 0 ? (d: ServerStreamDecoder) => (d.readLength = readLength) : undefined })),
+    ];
     checkAllSplits(() => new ServerStreamDecoder(), steps);
     const d = new ServerStreamDecoder();
     d.push(greetings[0]!.bytes);

@@ -333,8 +333,7 @@ export class ServerStreamDecoder {
     const v = new DataView(h.buffer, h.byteOffset, 16);
     if (v.getBigUint64(0) !== Magic.NBDMAGIC) throw new ProtocolError('greeting: bad magic, not an NBD server');
     const style = v.getBigUint64(8);
-    const size =
-      style === Magic.IHAVEOPT ? Size.NEWSTYLE_GREETING : style === Magic.OLDSTYLE ? Size.OLDSTYLE_GREETING : 0;
+    const size = style === Magic.IHAVEOPT ? Size.NEWSTYLE_GREETING : style === Magic.OLDSTYLE ? Size.OLDSTYLE_GREETING : 0;
     if (size === 0) throw new ProtocolError(`greeting: unknown style magic 0x${style.toString(16)}`);
     if (q.length < size) return undefined;
     const greeting = decodeGreeting(q.take(size));
@@ -388,7 +387,8 @@ export class ServerStreamDecoder {
       return this.nextReply();
     }
     const expected = this.ext ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY;
-    if (magic !== expected) throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
+    if (magic !== expected)
+      throw new ProtocolError(`reply: unexpected magic 0x${magic.toString(16)} (expected 0x${expected.toString(16)})`);
     const size = this.ext ? Size.EXTENDED_CHUNK : Size.STRUCTURED_CHUNK;
     if (q.length < size) return undefined;
     const header = readChunkHeader(q.peek(size), 0, this.ext);

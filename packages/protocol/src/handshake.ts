@@ -19,13 +19,7 @@ export type Greeting =
  */
 export function encodeGreeting(g: Greeting): Uint8Array {
   if (g.style === 'oldstyle') {
-    return new Writer(Size.OLDSTYLE_GREETING)
-      .u64(Magic.NBDMAGIC)
-      .u64(Magic.OLDSTYLE)
-      .u64(g.size)
-      .u32(g.flags)
-      .zeroes(124)
-      .finish();
+    return new Writer(Size.OLDSTYLE_GREETING).u64(Magic.NBDMAGIC).u64(Magic.OLDSTYLE).u64(g.size).u32(g.flags).zeroes(124).finish();
   }
   return new Writer(Size.NEWSTYLE_GREETING).u64(Magic.NBDMAGIC).u64(Magic.IHAVEOPT).u16(g.flags).finish();
 }
@@ -98,12 +92,7 @@ export function optionCode(req: OptionRequest): number {
 /** Encodes a whole option request as the client sends it: `IHAVEOPT | u32 option | u32 length | data`. */
 export function encodeOptionRequest(req: OptionRequest): Uint8Array {
   const data = encodeOptionData(req);
-  return new Writer(Size.OPTION_HEADER + data.length)
-    .u64(Magic.IHAVEOPT)
-    .u32(optionCode(req))
-    .u32(data.length)
-    .raw(data)
-    .finish();
+  return new Writer(Size.OPTION_HEADER + data.length).u64(Magic.IHAVEOPT).u32(optionCode(req)).u32(data.length).raw(data).finish();
 }
 
 function encodeOptionData(req: OptionRequest): Uint8Array {

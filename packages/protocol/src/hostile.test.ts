@@ -198,7 +198,9 @@ describe('absurd lengths and counts', () => {
 
   test('name length 2^32-1 or beyond the data', () => {
     expect(() => decodeOptionRequest(Option.GO, hex`ffffffff 0000`)).toThrow(ProtocolError);
-    expect(() => decodeOptionRequest(Option.INFO, hex`00000005 "disk" 0000  # name length 5, 4 bytes of name`)).toThrow(/truncated|trailing/);
+    expect(() => decodeOptionRequest(Option.INFO, hex`00000005 "disk" 0000  # name length 5, 4 bytes of name`)).toThrow(
+      /truncated|trailing/,
+    );
     expect(() => decodeOptionRequest(Option.LIST_META_CONTEXT, hex`00000100 "disk"`)).toThrow(ProtocolError);
     expect(() => decodeOptionReply(2, hex`ffffffff "x"`)).toThrow(ProtocolError);
   });
@@ -268,7 +270,9 @@ describe('WRITE claiming 4 GiB is drained, not buffered', () => {
 
   test('extended WRITE with PAYLOAD_LEN claiming 2^64-1 is a ProtocolError (beyond maxDrain)', () => {
     const d = transmission({ extended: true });
-    d.push(encodeRequest({ flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 0xffffffffffffffffn }, true));
+    d.push(
+      encodeRequest({ flags: CommandFlag.PAYLOAD_LEN, type: Command.WRITE, cookie: 1n, offset: 0n, length: 0xffffffffffffffffn }, true),
+    );
     expect(() => d.next()).toThrow(/too large to drain/);
   });
 

@@ -20,7 +20,15 @@ import {
   encodeOptionReply,
   encodeOptionRequest,
 } from './handshake.js';
-import { type Request, decodeBlockStatusPayload, decodeRequest, decodeSimpleReply, encodeBlockStatusPayload, encodeRequest, encodeSimpleReply } from './transmission.js';
+import {
+  type Request,
+  decodeBlockStatusPayload,
+  decodeRequest,
+  decodeSimpleReply,
+  encodeBlockStatusPayload,
+  encodeRequest,
+  encodeSimpleReply,
+} from './transmission.js';
 import { type ChunkPayload, decodeChunkHeader, decodeChunkPayload, encodeChunk } from './chunks.js';
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
@@ -30,17 +38,29 @@ const text = fc.string({ unit: 'grapheme', maxLength: 40 });
 const bytes = (minLength = 0) => fc.uint8Array({ minLength, maxLength: 64 });
 const runs = { numRuns: 300 };
 
-const compactRequest: fc.Arbitrary<Request> = fc.record({ flags: u16, type: u16, cookie: u64, offset: u64, length: fc.bigInt({ min: 0n, max: 0xffffffffn }) });
+const compactRequest: fc.Arbitrary<Request> = fc.record({
+  flags: u16,
+  type: u16,
+  cookie: u64,
+  offset: u64,
+  length: fc.bigInt({ min: 0n, max: 0xffffffffn }),
+});
 const extendedRequest: fc.Arbitrary<Request> = fc.record({ flags: u16, type: u16, cookie: u64, offset: u64, length: u64 });
 
 describe('transmission codecs', () => {
   test('requests, compact and extended', () => {
     fc.assert(
-      fc.property(fc.oneof(compactRequest.map((r) => [r, false] as const), extendedRequest.map((r) => [r, true] as const)), ([r, extended]) => {
-        const b = encodeRequest(r, extended);
-        expect(b.length).toBe(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
-        expect(decodeRequest(b)).toEqual({ ...r, extended });
-      }),
+      fc.property(
+        fc.oneof(
+          compactRequest.map((r) => [r, false] as const),
+          extendedRequest.map((r) => [r, true] as const),
+        ),
+        ([r, extended]) => {
+          const b = encodeRequest(r, extended);
+          expect(b.length).toBe(extended ? Size.EXTENDED_REQUEST : Size.REQUEST);
+          expect(decodeRequest(b)).toEqual({ ...r, extended });
+        },
+      ),
       runs,
     );
   });
@@ -62,7 +82,11 @@ describe('transmission codecs', () => {
     fc.record({ kind: fc.constant('offset-data' as const), offset: u64, data: bytes(1) }),
     fc.record({ kind: fc.constant('offset-hole' as const), offset: u64, size: fc.integer({ min: 1, max: 0xffffffff }) }),
     fc.record({ kind: fc.constant('block-status' as const), contextId: u32, extents: fc.array(extent32, { minLength: 1, maxLength: 8 }) }),
-    fc.record({ kind: fc.constant('block-status-ext' as const), contextId: u32, extents: fc.array(extent64, { minLength: 1, maxLength: 8 }) }),
+    fc.record({
+      kind: fc.constant('block-status-ext' as const),
+      contextId: u32,
+      extents: fc.array(extent64, { minLength: 1, maxLength: 8 }),
+    }),
     fc.record({ kind: fc.constant('error' as const), error: u32, message: text }),
     fc.record({ kind: fc.constant('error-offset' as const), error: u32, message: text, offset: u64 }),
     fc.record({ kind: fc.constant('unknown' as const), code: u16.filter((c) => !known.has(c)), data: bytes() }),
@@ -111,9 +135,19 @@ describe('handshake codecs', () => {
   const knownOptions = new Set([1, 2, 3, 5, 6, 7, 8, 9, 10, 11]);
   const optionRequest: fc.Arbitrary<OptionRequest> = fc.oneof(
     fc.record({ kind: fc.constant('export-name' as const), name: text }),
-    fc.constantFrom<OptionRequest>({ kind: 'abort' }, { kind: 'list' }, { kind: 'starttls' }, { kind: 'structured-reply' }, { kind: 'extended-headers' }),
+    fc.constantFrom<OptionRequest>(
+      { kind: 'abort' },
+      { kind: 'list' },
+      { kind: 'starttls' },
+      { kind: 'structured-reply' },
+      { kind: 'extended-headers' },
+    ),
     fc.record({ kind: fc.constantFrom('info' as const, 'go' as const), name: text, requests: fc.array(u16, { maxLength: 10 }) }),
-    fc.record({ kind: fc.constantFrom('list-meta-context' as const, 'set-meta-context' as const), name: text, queries: fc.array(text, { maxLength: 6 }) }),
+    fc.record({
+      kind: fc.constantFrom('list-meta-context' as const, 'set-meta-context' as const),
+      name: text,
+      queries: fc.array(text, { maxLength: 6 }),
+    }),
     fc.record({ kind: fc.constant('unknown' as const), code: u32.filter((c) => !knownOptions.has(c)), data: bytes() }),
   );
 
@@ -173,14 +207,31 @@ const cuts = (b: Uint8Array, at: number[]) => {
 
 describe('stream decoders, random frames cut at random places', () => {
   test('client → server: compact requests with WRITE payloads', () => {
-    const req = fc.record({ type: fc.constantFrom(Command.READ, Command.WRITE, Command.FLUSH, Command.TRIM), cookie: u64, offset: u64, data: bytes() });
+    const req = fc.record({
+      type: fc.constantFrom(Command.READ, Command.WRITE, Command.FLUSH, Command.TRIM),
+      cookie: u64,
+      offset: u64,
+      data: bytes(),
+    });
     fc.assert(
       fc.property(fc.array(req, { minLength: 1, maxLength: 10 }), fc.array(fc.nat(), { maxLength: 20 }), (reqs, at) => {
         const expected: ClientFrame[] = reqs.map((r) => {
-          const request = { flags: 0, type: r.type, cookie: r.cookie, offset: r.offset, length: BigInt(r.type === Command.WRITE ? r.data.length : 512) };
-          return r.type === Command.WRITE && r.data.length > 0 ? { kind: 'request', request, payload: r.data } : { kind: 'request', request };
+          const request = {
+            flags: 0,
+            type: r.type,
+            cookie: r.cookie,
+            offset: r.offset,
+            length: BigInt(r.type === Command.WRITE ? r.data.length : 512),
+          };
+          return r.type === Command.WRITE && r.data.length > 0
+            ? { kind: 'request', request, payload: r.data }
+            : { kind: 'request', request };
         });
-        const stream = concat(expected.map((f) => (f.kind === 'request' ? concat([encodeRequest(f.request), f.payload ?? new Uint8Array(0)]) : new Uint8Array(0))));
+        const stream = concat(
+          expected.map((f) =>
+            f.kind === 'request' ? concat([encodeRequest(f.request), f.payload ?? new Uint8Array(0)]) : new Uint8Array(0),
+          ),
+        );
         const d = new ClientStreamDecoder();
         d.startTransmission(false);
         const got: ClientFrame[] = [];
@@ -199,7 +250,11 @@ describe('stream decoders, random frames cut at random places', () => {
     const frame = fc.oneof(
       fc.record({ cookie: u64, payload: fc.constant(undefined), error: u32 }),
       fc.record({ cookie: u64, payload: fc.constant(undefined), error: fc.constant(0) }),
-      fc.record({ cookie: u64, payload: fc.record({ kind: fc.constant('offset-data' as const), offset: u64, data: bytes(1) }), error: fc.constant(0) }),
+      fc.record({
+        cookie: u64,
+        payload: fc.record({ kind: fc.constant('offset-data' as const), offset: u64, data: bytes(1) }),
+        error: fc.constant(0),
+      }),
     );
     fc.assert(
       fc.property(fc.array(frame, { minLength: 1, maxLength: 10 }), fc.array(fc.nat(), { maxLength: 20 }), (frames, at) => {

@@ -3,7 +3,16 @@ import { describe, expect, test } from 'vitest';
 import { Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { blockStatusPayloads, chunks, requests, simpleReplies } from './fixtures/transmission.js';
-import { decodeBlockStatusPayload, decodeRequest, decodeSimpleReply, encodeBlockStatusPayload, encodeRequest, encodeSimpleReply, writeRequest, writeSimpleReply } from './transmission.js';
+import {
+  decodeBlockStatusPayload,
+  decodeRequest,
+  decodeSimpleReply,
+  encodeBlockStatusPayload,
+  encodeRequest,
+  encodeSimpleReply,
+  writeRequest,
+  writeSimpleReply,
+} from './transmission.js';
 import { chunkTypeOf, decodeChunkHeader, decodeChunkPayload, encodeChunk, encodeChunkPayload, writeChunkHeader } from './chunks.js';
 
 const cat = (a: Uint8Array, b: Uint8Array = new Uint8Array(0)) => {

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from './uri.js';
 
-describe('parseNbdUri: the spec\'s export-name table', () => {
+describe("parseNbdUri: the spec's export-name table", () => {
   test.each([
     ['nbd://example.com/disk', 'disk'],
     ['nbd+unix:///disk?socket=sock', 'disk'],
@@ -39,14 +39,16 @@ describe('parseNbdUri', () => {
   });
 
   test('nbds:// requires TLS; tls-* parameters and userinfo', () => {
-    expect(parseNbdUri('nbds://alice@example.com/disk?tls-type=psk&tls-psk-file=/etc/keys.psk&tls-verify-peer=0&tls-hostname=srv')).toEqual({
-      transport: 'tcp',
-      tls: true,
-      host: 'example.com',
-      user: 'alice',
-      exportName: 'disk',
-      params: { 'tls-type': 'psk', 'tls-psk-file': '/etc/keys.psk', 'tls-verify-peer': '0', 'tls-hostname': 'srv' },
-    });
+    expect(parseNbdUri('nbds://alice@example.com/disk?tls-type=psk&tls-psk-file=/etc/keys.psk&tls-verify-peer=0&tls-hostname=srv')).toEqual(
+      {
+        transport: 'tcp',
+        tls: true,
+        host: 'example.com',
+        user: 'alice',
+        exportName: 'disk',
+        params: { 'tls-type': 'psk', 'tls-psk-file': '/etc/keys.psk', 'tls-verify-peer': '0', 'tls-hostname': 'srv' },
+      },
+    );
     expect(parseNbdUri('nbds://h/?tls-certificates=/etc/pki/nbd').params).toEqual({ 'tls-certificates': '/etc/pki/nbd' });
   });
 
@@ -90,7 +92,14 @@ describe('parseNbdUri', () => {
   });
 
   test('nbd+vsock:// and nbds+vsock://', () => {
-    expect(parseNbdUri('nbd+vsock://2:10809/disk')).toEqual({ transport: 'vsock', tls: false, host: '2', port: 10809, exportName: 'disk', params: {} });
+    expect(parseNbdUri('nbd+vsock://2:10809/disk')).toEqual({
+      transport: 'vsock',
+      tls: false,
+      host: '2',
+      port: 10809,
+      exportName: 'disk',
+      params: {},
+    });
     expect(parseNbdUri('nbds+vsock://3')).toMatchObject({ transport: 'vsock', tls: true, host: '3', exportName: '' });
   });
 
@@ -131,10 +140,19 @@ describe('formatNbdUri', () => {
     [{ transport: 'tcp', tls: false, host: 'example.com', exportName: '', params: {} }, 'nbd://example.com'],
     [{ transport: 'tcp', tls: false, host: 'h', exportName: '/disk', params: {} }, 'nbd://h//disk'],
     [{ transport: 'tcp', tls: false, host: 'h', exportName: 'hello world', params: {} }, 'nbd://h/hello%20world'],
-    [{ transport: 'tcp', tls: true, host: '::1', port: 10810, user: 'alice', exportName: 'x', params: { 'tls-type': 'psk' } }, 'nbds://alice@[::1]:10810/x?tls-type=psk'],
-    [{ transport: 'unix', tls: false, socket: '/run/nbd.sock', exportName: 'disk', params: {} }, 'nbd+unix:///disk?socket=%2Frun%2Fnbd.sock'],
+    [
+      { transport: 'tcp', tls: true, host: '::1', port: 10810, user: 'alice', exportName: 'x', params: { 'tls-type': 'psk' } },
+      'nbds://alice@[::1]:10810/x?tls-type=psk',
+    ],
+    [
+      { transport: 'unix', tls: false, socket: '/run/nbd.sock', exportName: 'disk', params: {} },
+      'nbd+unix:///disk?socket=%2Frun%2Fnbd.sock',
+    ],
     [{ transport: 'unix', tls: false, socket: '\0/abstract', exportName: '', params: {} }, 'nbd+unix:///?socket=%00%2Fabstract'],
-    [{ transport: 'unix', tls: true, socket: 's', exportName: '', params: { 'tls-hostname': 'srv' } }, 'nbds+unix:///?socket=s&tls-hostname=srv'],
+    [
+      { transport: 'unix', tls: true, socket: 's', exportName: '', params: { 'tls-hostname': 'srv' } },
+      'nbds+unix:///?socket=s&tls-hostname=srv',
+    ],
     [{ transport: 'vsock', tls: false, host: '2', port: 10809, exportName: 'd', params: {} }, 'nbd+vsock://2:10809/d'],
     [{ transport: 'tcp', tls: false, host: 'fe80::1%eth0', exportName: '', params: {} }, 'nbd://[fe80::1%25eth0]'],
   ])('%j', (uri, text) => {
@@ -198,13 +216,19 @@ describe('round trips (fast-check)', () => {
 
   test('arbitrary text either parses or is an NbdUriError', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.webUrl().map((u) => u.replace(/^https?/, 'nbd'))), (s) => {
-        try {
-          parseNbdUri(s);
-        } catch (e) {
-          if (!(e instanceof NbdUriError)) throw e;
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.webUrl().map((u) => u.replace(/^https?/, 'nbd')),
+        ),
+        (s) => {
+          try {
+            parseNbdUri(s);
+          } catch (e) {
+            if (!(e instanceof NbdUriError)) throw e;
+          }
+        },
+      ),
       { numRuns: 500 },
     );
   });

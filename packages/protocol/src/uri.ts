@@ -26,14 +26,7 @@ export interface NbdUri {
 }
 
 /** Query parameters the spec and libnbd define; `parseNbdUri` keeps others in `params` for the caller to diagnose. */
-export const KNOWN_URI_PARAMS = [
-  'socket',
-  'tls-type',
-  'tls-hostname',
-  'tls-verify-peer',
-  'tls-certificates',
-  'tls-psk-file',
-] as const;
+export const KNOWN_URI_PARAMS = ['socket', 'tls-type', 'tls-hostname', 'tls-verify-peer', 'tls-certificates', 'tls-psk-file'] as const;
 
 /** A string that is not a valid NBD URI (code NBD_ERR_INVALID_ARGUMENT). */
 export class NbdUriError extends NbdInvalidArgumentError {

@@ -191,7 +191,8 @@ export class ServerConnection {
 
   private enter(next: State): void {
     const from = this.state.phase;
-    if (from !== next.phase && !transitions[from].includes(next.phase)) throw new Error(`internal: connection cannot go from ${from} to ${next.phase}`);
+    if (from !== next.phase && !transitions[from].includes(next.phase))
+      throw new Error(`internal: connection cannot go from ${from} to ${next.phase}`);
     this.state = next;
   }
 
@@ -283,26 +284,30 @@ export class ServerConnection {
     this.decoder.drain();
     this.untrim();
     const plain = this.transport;
-    plain.startTls((raw) => tls.server.accept(raw, this.limits.handshakeTimeout)).then(
-      async ({ transport, identity }) => {
-        this.transport = transport;
-        this.untrim = this.attach(transport);
-        this.logger.debug(`${this.peer}: TLS up (${identity.protocol}, ${identity.cipher}${identity.psk ? `, PSK user ${identity.psk}` : identity.subject ? `, ${identity.subject}` : ''})`);
-        if (tls.authorize && !(await tls.authorize(identity))) {
-          this.logger.info(`${this.peer}: refused by preconnect after TLS`);
-          this.transport.destroy();
-          return;
-        }
-        s.negotiation.afterTls(identity);
-        this.enter({ phase: 'handshake', negotiation: s.negotiation });
-        this.resume();
-      },
-      (e: unknown) => {
-        this.logger.info(`${this.peer}: ${(e as Error).message}; closing`);
-        plain.destroy();
-        this.onTransportClosed(undefined);
-      },
-    );
+    plain
+      .startTls((raw) => tls.server.accept(raw, this.limits.handshakeTimeout))
+      .then(
+        async ({ transport, identity }) => {
+          this.transport = transport;
+          this.untrim = this.attach(transport);
+          this.logger.debug(
+            `${this.peer}: TLS up (${identity.protocol}, ${identity.cipher}${identity.psk ? `, PSK user ${identity.psk}` : identity.subject ? `, ${identity.subject}` : ''})`,
+          );
+          if (tls.authorize && !(await tls.authorize(identity))) {
+            this.logger.info(`${this.peer}: refused by preconnect after TLS`);
+            this.transport.destroy();
+            return;
+          }
+          s.negotiation.afterTls(identity);
+          this.enter({ phase: 'handshake', negotiation: s.negotiation });
+          this.resume();
+        },
+        (e: unknown) => {
+          this.logger.info(`${this.peer}: ${(e as Error).message}; closing`);
+          plain.destroy();
+          this.onTransportClosed(undefined);
+        },
+      );
   }
 
   private applyStep(step: NegotiationStep): void {
@@ -425,7 +430,9 @@ export class ServerConnection {
   private abandonDeviceCalls(): void {
     const s = this.state;
     if (s.phase !== 'closing') return;
-    this.logger.warn(`${this.peer}: ${s.t?.engine.inFlight ?? 0} device calls still running ${CLOSE_GRACE_MS} ms after the connection closed; no longer waiting for them`);
+    this.logger.warn(
+      `${this.peer}: ${s.t?.engine.inFlight ?? 0} device calls still running ${CLOSE_GRACE_MS} ms after the connection closed; no longer waiting for them`,
+    );
     this.finish(s);
   }
 
@@ -465,5 +472,7 @@ export class ServerConnection {
 }
 
 function encodeMessage(m: ServerMessage): Uint8Array {
-  return m.kind === 'option-reply' ? encodeOptionReply(m.option, m.reply) : encodeExportNameReply({ size: m.size, flags: m.flags }, m.noZeroes);
+  return m.kind === 'option-reply'
+    ? encodeOptionReply(m.option, m.reply)
+    : encodeExportNameReply({ size: m.size, flags: m.flags }, m.noZeroes);
 }

@@ -122,7 +122,11 @@ export function listen(address: NbdAddress | ListenOptions, exports: readonly Ex
  * Listens on `address` and serves every connection. Settles once `opts.signal`
  * aborted and every connection closed; rejects if listening fails.
  */
-export async function listenAndServe(address: NbdAddress | ListenOptions, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
+export async function listenAndServe(
+  address: NbdAddress | ListenOptions,
+  exports: readonly Export[],
+  opts: ServeOptions = {},
+): Promise<void> {
   const server = await listen(address, exports, opts);
   await server.closed;
 }
@@ -165,12 +169,18 @@ class Admission {
   }
 }
 
-
 function startPool(threads: number, exports: readonly Export[], opts: ServeOptions, logger: Logger): Promise<ThreadPool> {
   if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
   if (opts.handshake === 'oldstyle') throw new TypeError('serve: oldstyle is not served on worker threads');
   const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive } = opts;
-  if (opts.tls !== undefined && 'accept' in opts.tls) throw new TypeError('serve: with threads, give tls as options (each worker loads them)');
+  if (opts.tls !== undefined && 'accept' in opts.tls)
+    throw new TypeError('serve: with threads, give tls as options (each worker loads them)');
   const tls = opts.tls as ServerTlsOptions | undefined;
-  return ThreadPool.start(threads, exports, { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive, tls }, logger, opts.logger !== undefined);
+  return ThreadPool.start(
+    threads,
+    exports,
+    { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive, tls },
+    logger,
+    opts.logger !== undefined,
+  );
 }

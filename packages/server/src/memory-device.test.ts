@@ -54,7 +54,12 @@ describe('MemoryDevice', () => {
     const d = new MemoryDevice(16 * P);
     const data = Uint8Array.from({ length: 4 * P }, (_, i) => (i * 13) % 251);
     d.writeAt(data, 2 * P);
-    for (const [off, len] of [[2 * P, 4 * P], [P + 7, 3 * P], [5 * P - 3, 4 * P], [0, 16 * P]] as const) {
+    for (const [off, len] of [
+      [2 * P, 4 * P],
+      [P + 7, 3 * P],
+      [5 * P - 3, 4 * P],
+      [0, 16 * P],
+    ] as const) {
       const want = new Uint8Array(len);
       d.readAt(want, off);
       const loan = d.lend(off, len);

@@ -1,14 +1,6 @@
 // The negotiation engine driven with plain values: frames in, replies and steps out.
 import { describe, expect, it } from 'vitest';
-import {
-  type ClientFrame,
-  Info,
-  Option,
-  OptionReply,
-  TransmissionFlag,
-  encodeOptionRequest,
-  type OptionRequest,
-} from '@nbd/protocol';
+import { type ClientFrame, Info, Option, OptionReply, TransmissionFlag, encodeOptionRequest, type OptionRequest } from '@nbd/protocol';
 import type { Device } from './device.js';
 import { MemoryDevice } from './memory-device.js';
 import { MAX_OPTIONS, Negotiation, type NegotiationConfig, type NegotiationStep } from './negotiation.js';
@@ -81,7 +73,9 @@ describe('Negotiation', () => {
 
   it('an unknown export is ERR_UNKNOWN for INFO/GO and a close for EXPORT_NAME', async () => {
     const n = await fixed();
-    expect(replies(await step(n, option({ kind: 'go', name: 'nope', requests: [] })))).toEqual([`error ${OptionReply.ERR_UNKNOWN.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'go', name: 'nope', requests: [] })))).toEqual([
+      `error ${OptionReply.ERR_UNKNOWN.toString(16)}`,
+    ]);
     expect((await step(n, option({ kind: 'export-name', name: 'nope' }))).next).toBe('close');
   });
 
@@ -89,7 +83,10 @@ describe('Negotiation', () => {
     const n = await fixed();
     expect(replies(await step(n, option({ kind: 'extended-headers' })))).toEqual(['ack']);
     expect(replies(await step(n, option({ kind: 'structured-reply' })))).toEqual([`error ${OptionReply.ERR_INVALID.toString(16)}`]);
-    expect(replies(await step(n, option({ kind: 'set-meta-context', name: 'a', queries: ['base:allocation'] })))).toEqual(['meta-context', 'ack']);
+    expect(replies(await step(n, option({ kind: 'set-meta-context', name: 'a', queries: ['base:allocation'] })))).toEqual([
+      'meta-context',
+      'ack',
+    ]);
     const go = await step(n, option({ kind: 'go', name: 'a', requests: [] }));
     if (go.next !== 'transmit') throw new Error('no transmit');
     expect(go.session).toMatchObject({ structured: true, extended: true });
@@ -102,7 +99,9 @@ describe('Negotiation', () => {
 
   it('meta contexts need structured replies, and SET for another export does not carry over', async () => {
     const n = await fixed();
-    expect(replies(await step(n, option({ kind: 'list-meta-context', name: 'a', queries: [] })))).toEqual([`error ${OptionReply.ERR_INVALID.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'list-meta-context', name: 'a', queries: [] })))).toEqual([
+      `error ${OptionReply.ERR_INVALID.toString(16)}`,
+    ]);
     await step(n, option({ kind: 'structured-reply' }));
     await step(n, option({ kind: 'set-meta-context', name: 'a', queries: ['base:allocation'] }));
     const go = await step(n, option({ kind: 'go', name: 'b', requests: [] }));
@@ -115,7 +114,9 @@ describe('Negotiation', () => {
     expect(replies(await step(n, { kind: 'option', option: Option.INFO, data: Uint8Array.of(0, 0, 0, 9) }))).toEqual([
       `error ${OptionReply.ERR_INVALID.toString(16)}`,
     ]);
-    expect(replies(await step(n, { kind: 'option', option: 99, data: new Uint8Array(0) }))).toEqual([`error ${OptionReply.ERR_UNSUP.toString(16)}`]);
+    expect(replies(await step(n, { kind: 'option', option: 99, data: new Uint8Array(0) }))).toEqual([
+      `error ${OptionReply.ERR_UNSUP.toString(16)}`,
+    ]);
     expect(replies(await step(n, option({ kind: 'starttls' })))).toEqual([`error ${OptionReply.ERR_POLICY.toString(16)}`]);
     const abort = await step(n, option({ kind: 'abort' }));
     expect(abort.next).toBe('close');
@@ -137,7 +138,9 @@ describe('Negotiation', () => {
     const device = new MemoryDevice(SIZE);
     const aligned = Object.assign(Object.create(device) as Device, { blockSizes: { min: 512, preferred: 4096, max: 65536 } });
     const n = await fixed(engine({ exports: [{ name: 'x', size: SIZE, device: aligned }] }));
-    expect(replies(await step(n, option({ kind: 'go', name: 'x', requests: [] })))).toEqual([`error ${OptionReply.ERR_BLOCK_SIZE_REQD.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'go', name: 'x', requests: [] })))).toEqual([
+      `error ${OptionReply.ERR_BLOCK_SIZE_REQD.toString(16)}`,
+    ]);
     expect((await step(n, option({ kind: 'go', name: 'x', requests: [Info.BLOCK_SIZE] }))).next).toBe('transmit');
   });
 
@@ -153,7 +156,9 @@ describe('Negotiation', () => {
       }),
     );
     const err = await step(n, option({ kind: 'go', name: 'b', requests: [] }));
-    expect(err.send[0]).toMatchObject({ reply: { kind: 'error', code: OptionReply.ERR_UNKNOWN, message: 'cannot open export "b": no disk' } });
+    expect(err.send[0]).toMatchObject({
+      reply: { kind: 'error', code: OptionReply.ERR_UNKNOWN, message: 'cannot open export "b": no disk' },
+    });
     const go = await step(n, option({ kind: 'go', name: 'a', requests: [] }));
     expect(go).toMatchObject({ next: 'transmit', ownsDevice: true });
     expect(opened).toEqual(['b', 'a']);
@@ -186,7 +191,9 @@ describe('Negotiation', () => {
     ];
     const n = await fixed(engine({ tls: 'on', exports }));
     expect(replies(await step(n, option({ kind: 'list' })))).toEqual(['server', 'ack']);
-    expect(replies(await step(n, option({ kind: 'info', name: 'secret', requests: [] })))).toEqual([`error ${OptionReply.ERR_TLS_REQD.toString(16)}`]);
+    expect(replies(await step(n, option({ kind: 'info', name: 'secret', requests: [] })))).toEqual([
+      `error ${OptionReply.ERR_TLS_REQD.toString(16)}`,
+    ]);
     expect(replies(await step(n, option({ kind: 'structured-reply' })))).toEqual(['ack']);
     n.afterTls({ protocol: 'TLSv1.3', cipher: 'x', subject: 'CN=c' });
     expect(replies(await step(n, option({ kind: 'list' })))).toEqual(['server', 'server', 'ack']);

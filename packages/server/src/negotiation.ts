@@ -80,7 +80,11 @@ interface State {
 }
 
 type Kind = OptionRequest['kind'];
-type Handler<K extends Kind> = (n: Negotiation, req: Extract<OptionRequest, { kind: K }>, option: number) => NegotiationStep | Promise<NegotiationStep>;
+type Handler<K extends Kind> = (
+  n: Negotiation,
+  req: Extract<OptionRequest, { kind: K }>,
+  option: number,
+) => NegotiationStep | Promise<NegotiationStep>;
 
 const reply = (option: number, r: OptionReplyMessage): ServerMessage => ({ kind: 'option-reply', option, reply: r });
 const ack = (option: number) => reply(option, { kind: 'ack' });
@@ -213,11 +217,20 @@ async function exportName(n: Negotiation, req: { name: string }): Promise<Negoti
   }
   const { device, owned } = opened;
   const session = n.sessionFor(exp, device);
-  const answer: ServerMessage = { kind: 'export-name-reply', size: BigInt(exp.size), flags: session.flags, noZeroes: n.negotiated.noZeroes };
+  const answer: ServerMessage = {
+    kind: 'export-name-reply',
+    size: BigInt(exp.size),
+    flags: session.flags,
+    noZeroes: n.negotiated.noZeroes,
+  };
   return { next: 'transmit', send: [answer], session, ownsDevice: owned };
 }
 
-async function infoOrGo(n: Negotiation, req: { kind: 'info' | 'go'; name: string; requests: number[] }, option: number): Promise<NegotiationStep> {
+async function infoOrGo(
+  n: Negotiation,
+  req: { kind: 'info' | 'go'; name: string; requests: number[] },
+  option: number,
+): Promise<NegotiationStep> {
   const exp = n.find(req.name);
   if (exp === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
   if (!n.allowed(exp)) return refuse(option, OptionReply.ERR_TLS_REQD, `export "${exp.name}" requires TLS`);
@@ -246,7 +259,12 @@ async function infoOrGo(n: Negotiation, req: { kind: 'info' | 'go'; name: string
 
 function structuredReply(n: Negotiation, _req: unknown, option: number): NegotiationStep {
   const s = n.negotiated;
-  if (s.structured) return refuse(option, OptionReply.ERR_INVALID, s.extended ? 'extended headers already negotiated' : 'structured replies already negotiated');
+  if (s.structured)
+    return refuse(
+      option,
+      OptionReply.ERR_INVALID,
+      s.extended ? 'extended headers already negotiated' : 'structured replies already negotiated',
+    );
   s.structured = true;
   s.meta = undefined;
   return more(ack(option));
@@ -261,7 +279,11 @@ function extendedHeaders(n: Negotiation, _req: unknown, option: number): Negotia
   return more(ack(option));
 }
 
-function metaContext(n: Negotiation, req: { kind: 'list-meta-context' | 'set-meta-context'; name: string; queries: string[] }, option: number): NegotiationStep {
+function metaContext(
+  n: Negotiation,
+  req: { kind: 'list-meta-context' | 'set-meta-context'; name: string; queries: string[] },
+  option: number,
+): NegotiationStep {
   const s = n.negotiated;
   const set = req.kind === 'set-meta-context';
   if (set) s.meta = undefined; // SET replaces the selection, even when it fails
@@ -286,7 +308,9 @@ const handlers: { [K in Kind]: Handler<K> } = {
   // TLS-only exports are left out of the list until TLS is up (SELECTIVETLS may omit them).
   list: (n, _req, option) =>
     more(
-      ...n.config.exports.filter((e) => n.allowed(e)).map((e) => reply(option, { kind: 'server', name: e.name, description: e.description ?? '' })),
+      ...n.config.exports
+        .filter((e) => n.allowed(e))
+        .map((e) => reply(option, { kind: 'server', name: e.name, description: e.description ?? '' })),
       ack(option),
     ),
   starttls: (n, _req, option) => {

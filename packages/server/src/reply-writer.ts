@@ -3,15 +3,7 @@
 // one tick corked together (a burst of replies is one writev), and watermarks on
 // the bytes queued so a client that does not read its replies pauses our reading
 // instead of growing our memory.
-import {
-  Command,
-  type Transport,
-  encodeChunk,
-  readReplyHeadSize,
-  writeReadReplyHead,
-  writeSimpleReply,
-  Size,
-} from '@nbd/protocol';
+import { Command, type Transport, encodeChunk, readReplyHeadSize, writeReadReplyHead, writeSimpleReply, Size } from '@nbd/protocol';
 import { BufferPool } from './buffer-pool.js';
 import type { Reply, ReplyOut } from './replies.js';
 
@@ -100,7 +92,15 @@ export class ReplyWriter implements ReplyOut {
             return;
           }
           const whole = this.whole(seg.data);
-          writeReadReplyHead(whole, 0, { cookie: r.cookie, offset: r.offset, dataOffset: BigInt(seg.offset), length: seg.data.length, structured, extended, done });
+          writeReadReplyHead(whole, 0, {
+            cookie: r.cookie,
+            offset: r.offset,
+            dataOffset: BigInt(seg.offset),
+            length: seg.data.length,
+            structured,
+            extended,
+            done,
+          });
           this.sendPooled(whole);
         });
         return;

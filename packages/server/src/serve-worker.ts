@@ -11,7 +11,9 @@ const port = parentPort!;
 const setup = workerData as WorkerSetup;
 const post = (m: FromWorker) => port.postMessage(m);
 const forward = (level: keyof Logger) => (message: string) => post({ type: 'log', level, message });
-const logger: Logger = setup.log ? { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') } : silentLogger;
+const logger: Logger = setup.log
+  ? { debug: forward('debug'), info: forward('info'), warn: forward('warn'), error: forward('error') }
+  : silentLogger;
 
 async function open(recipe: { module: string; args: unknown }): Promise<Device> {
   const mod = (await import(recipe.module)) as { openDevice?: (args: unknown) => Device | Promise<Device> };

@@ -136,7 +136,14 @@ export async function serve(socket: Duplex | Transport, exports: readonly Export
     return run(transport, { session, ownsDevice: false, greeting: oldstyleGreeting(session) }, opts, logger);
   }
   const tls = await tlsOf(opts);
-  const negotiation = new Negotiation({ exports, maxPayload, readOnly, open: opts.open, clientAddress: transport.peer.address, tls: tls?.mode ?? 'off' });
+  const negotiation = new Negotiation({
+    exports,
+    maxPayload,
+    readOnly,
+    open: opts.open,
+    clientAddress: transport.peer.address,
+    tls: tls?.mode ?? 'off',
+  });
   const preconnect = opts.preconnect;
   const authorize = preconnect && ((identity: TlsIdentity) => admitted({ ...transport.peer, tls: identity }, opts, logger));
   return run(transport, { negotiation }, opts, logger, tls && { server: tls, ...(authorize ? { authorize } : {}) });
@@ -150,7 +157,10 @@ export async function serve(socket: Duplex | Transport, exports: readonly Export
 export async function serveTransmission(socket: Duplex | Transport, exp: Export, opts: ServeOptions = {}): Promise<void> {
   checkExports([exp]);
   const logger = opts.logger ?? silentLogger;
-  const session = plainSession(exp, exp.device, { readOnly: opts.readOnly ?? false, maxPayload: opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD });
+  const session = plainSession(exp, exp.device, {
+    readOnly: opts.readOnly ?? false,
+    maxPayload: opts.maxPayload ?? Limits.DEFAULT_MAX_PAYLOAD,
+  });
   return run(transportOf(socket, opts), { session, ownsDevice: false }, opts, logger);
 }
 

@@ -129,7 +129,11 @@ describe('SharedMemoryDevice', () => {
 
     // The short last page counts as whole when the range reaches the end.
     d.zero(4 * P + 50, 50);
-    expect(read(d, 4 * P, 100).subarray(0, 50).every((x) => x === 0xee)).toBe(true);
+    expect(
+      read(d, 4 * P, 100)
+        .subarray(0, 50)
+        .every((x) => x === 0xee),
+    ).toBe(true);
     expect(d.extents(4 * P, 100, { reqOne: false })).toEqual([{ length: 100, flags: 0 }]);
     d.trim(4 * P, 100);
     expect(d.extents(4 * P, 100, { reqOne: false })).toEqual([{ length: 100, flags: HOLE }]);
@@ -142,11 +146,16 @@ describe('SharedMemoryDevice', () => {
     expect(d.allocated).toBe(3 * P);
   });
 
-  it('copies data intact whatever the alignment of the caller\'s buffer (payloads sit at any offset of the read buffer)', () => {
+  it("copies data intact whatever the alignment of the caller's buffer (payloads sit at any offset of the read buffer)", () => {
     const d = new SharedMemoryDevice(8 * 1024 * 1024);
     const data = new Uint8Array(3 * 1024 * 1024 + 5);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 11)) & 255;
-    for (const [srcShift, at] of [[3, 5], [28, 0], [0, 8], [1, 4096 + 7]] as const) {
+    for (const [srcShift, at] of [
+      [3, 5],
+      [28, 0],
+      [0, 8],
+      [1, 4096 + 7],
+    ] as const) {
       const carrier = new Uint8Array(data.length + 32);
       const src = carrier.subarray(srcShift, srcShift + data.length);
       src.set(data);
@@ -162,7 +171,13 @@ describe('SharedMemoryDevice', () => {
     const d = new SharedMemoryDevice(2 * S);
     d.writeAt(pattern(4 * P, 3), S - 2 * P);
     d.writeAt(pattern(P, 4), 5 * P);
-    for (const [off, len] of [[S - 2 * P, 4 * P], [P + 7, 6 * P], [S - 3, 5], [S, P], [0, 8 * P]] as const) {
+    for (const [off, len] of [
+      [S - 2 * P, 4 * P],
+      [P + 7, 6 * P],
+      [S - 3, 5],
+      [S, P],
+      [0, 8 * P],
+    ] as const) {
       const loan = d.lend(off, len);
       expect(same(Buffer.concat(loan.views), read(d, off, len))).toBe(true);
       expect(loan.views.length).toBe(off < S && off + len > S ? 2 : 1);
@@ -257,12 +272,16 @@ describe('SharedMemoryDevice in worker threads', () => {
     expect(recipe.module).toBe(distUrl.href);
     d.writeAt(pattern(P, 9), 10 * P);
     const a = pattern(3 * P + 11, 6);
-    const seen = await inWorker(recipe, { a, at: S - P - 3 }, `
+    const seen = await inWorker(
+      recipe,
+      { a, at: S - P - 3 },
+      `
       const back = new Uint8Array(${P});
       d.readAt(back, ${10 * P});
       d.writeAt(data.a, data.at);
       d.trim(${10 * P}, ${P});
-      parentPort.postMessage({ size: d.size, back });`);
+      parentPort.postMessage({ size: d.size, back });`,
+    );
     expect(seen).toEqual({ size: 2 * S, back: pattern(P, 9) });
     expect(same(read(d, S - P - 3, a.length), a)).toBe(true);
     expect(allZero(read(d, 10 * P, P))).toBe(true);
@@ -300,7 +319,10 @@ describe('SharedMemoryDevice in worker threads', () => {
         for (let p = data.k; p < ${pages}; p += 2) if (d.extents(p * ${P}, ${P}, { reqOne: true })[0].flags !== 3) wrong++;
       }
       parentPort.postMessage(wrong);`;
-    const wrong = await Promise.all([inWorker(recipe, { k: 0, gate: gate.buffer }, body), inWorker(recipe, { k: 1, gate: gate.buffer }, body)]);
+    const wrong = await Promise.all([
+      inWorker(recipe, { k: 0, gate: gate.buffer }, body),
+      inWorker(recipe, { k: 1, gate: gate.buffer }, body),
+    ]);
     expect(wrong).toEqual([0, 0]);
     expect(d.extents(0, pages * P, { reqOne: false })).toEqual([{ length: pages * P, flags: 0 }]);
     expect(d.allocated).toBe(pages * P);

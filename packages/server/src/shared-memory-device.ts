@@ -100,7 +100,7 @@ export class SharedMemoryDevice implements Device {
       let v = Atomics.load(this.map, w);
       v -= (v >>> 1) & 0x55555555;
       v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
-      pages += (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
+      pages += Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
     }
     return pages * PAGE;
   }
@@ -234,12 +234,14 @@ function checkArgs(args: unknown): SharedMemoryDeviceArgs {
   if (typeof args !== 'object' || args === null) return bad('not an object');
   const { size, slabs, map } = args as Record<string, unknown>;
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return bad(`size ${String(size)}`);
-  if (!Array.isArray(slabs) || slabs.length !== Math.ceil(size / SHARED_SLAB_SIZE)) return bad('slabs is not an array of ceil(size / 64 MiB) buffers');
+  if (!Array.isArray(slabs) || slabs.length !== Math.ceil(size / SHARED_SLAB_SIZE))
+    return bad('slabs is not an array of ceil(size / 64 MiB) buffers');
   for (let i = 0; i < slabs.length; i++) {
     const s: unknown = slabs[i];
     const want = Math.min(SHARED_SLAB_SIZE, size - i * SHARED_SLAB_SIZE);
     if (!isSharedArrayBuffer(s) || s.byteLength !== want) return bad(`slab ${i} is not a SharedArrayBuffer of ${want} bytes`);
   }
-  if (!isSharedArrayBuffer(map) || map.byteLength !== mapBytes(size)) return bad(`map is not a SharedArrayBuffer of ${mapBytes(size)} bytes`);
+  if (!isSharedArrayBuffer(map) || map.byteLength !== mapBytes(size))
+    return bad(`map is not a SharedArrayBuffer of ${mapBytes(size)} bytes`);
   return { size, slabs: slabs as SharedArrayBuffer[], map };
 }

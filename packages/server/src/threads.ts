@@ -12,7 +12,15 @@ import type { Logger } from './logger.js';
 /** What a worker needs to serve: the exports with recipes instead of devices, and the plain options. */
 export interface WorkerSetup {
   exports: { name: string; description?: string; size: number; readOnly?: boolean; tlsOnly?: boolean; recipe: DeviceRecipe }[];
-  options: { handshakeTimeout?: number; maxPayload?: number; maxInFlight?: number; maxInFlightBytes?: number; readOnly?: boolean; keepAlive?: number; tls?: ServerTlsOptions };
+  options: {
+    handshakeTimeout?: number;
+    maxPayload?: number;
+    maxInFlight?: number;
+    maxInFlightBytes?: number;
+    readOnly?: boolean;
+    keepAlive?: number;
+    tls?: ServerTlsOptions;
+  };
   /** Forward log lines to the main thread's logger. */
   log: boolean;
 }
@@ -69,12 +77,26 @@ export class ThreadPool {
   ) {}
 
   /** Starts `count` workers and waits until each has opened every export's device. */
-  static async start(count: number, exports: readonly Export[], opts: WorkerSetup['options'], logger: Logger, log: boolean): Promise<ThreadPool> {
+  static async start(
+    count: number,
+    exports: readonly Export[],
+    opts: WorkerSetup['options'],
+    logger: Logger,
+    log: boolean,
+  ): Promise<ThreadPool> {
     if (!Number.isSafeInteger(count) || count < 1) throw new RangeError(`serve: threads must be a positive integer, got ${count}`);
     const setup: WorkerSetup = {
       exports: exports.map((e) => {
-        if (typeof e.device.share !== 'function') throw new TypeError(`serve: threads need shareable devices; export "${e.name}" has no share()`);
-        return { name: e.name, description: e.description, size: e.size, readOnly: e.readOnly, tlsOnly: e.tlsOnly, recipe: e.device.share() };
+        if (typeof e.device.share !== 'function')
+          throw new TypeError(`serve: threads need shareable devices; export "${e.name}" has no share()`);
+        return {
+          name: e.name,
+          description: e.description,
+          size: e.size,
+          readOnly: e.readOnly,
+          tlsOnly: e.tlsOnly,
+          recipe: e.device.share(),
+        };
       }),
       options: opts,
       log,

@@ -141,7 +141,15 @@ describe('TransmissionEngine', () => {
     const { engine, sent } = setup(device);
     engine.request(frame(req(Command.BLOCK_STATUS, 0, 20_000)));
     engine.request(frame(req(Command.BLOCK_STATUS, 0, 20_000, CommandFlag.REQ_ONE, 2n)));
-    expect(sent[0]).toMatchObject({ kind: 'block-status', contextIds: [1], extents: [{ length: 8192, flags: 0 }, { length: 8192, flags: 1 }, { length: 3616, flags: 0 }] });
+    expect(sent[0]).toMatchObject({
+      kind: 'block-status',
+      contextIds: [1],
+      extents: [
+        { length: 8192, flags: 0 },
+        { length: 8192, flags: 1 },
+        { length: 3616, flags: 0 },
+      ],
+    });
     expect(sent[1]).toMatchObject({ kind: 'block-status', extents: [{ length: 8192, flags: 0 }] });
   });
 
@@ -174,7 +182,10 @@ describe('TransmissionEngine', () => {
     engine.request(frame(req(Command.READ, 0, 10, 0, 2n)));
     finish();
     await new Promise((r) => setImmediate(r));
-    expect(sent.map((r) => (r.kind === 'error' ? `${r.cookie} ${r.errno}` : r.kind))).toEqual([`2 ${Errno.ESHUTDOWN}`, `1 ${Errno.ESHUTDOWN}`]);
+    expect(sent.map((r) => (r.kind === 'error' ? `${r.cookie} ${r.errno}` : r.kind))).toEqual([
+      `2 ${Errno.ESHUTDOWN}`,
+      `1 ${Errno.ESHUTDOWN}`,
+    ]);
     expect(buffers.discarded).toBe(1);
     expect(engine.request(frame(req(Command.DISC, 0, 0)))).toBe('disconnect');
     expect(engine.request(frame(req(Command.READ, 0, 10, 0, 3n)))).toBe('done');

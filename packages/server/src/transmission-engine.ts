@@ -279,7 +279,11 @@ export class TransmissionEngine {
       this.fail(p, new Error(`device lent ${total} bytes for a ${p.length}-byte read`));
       return;
     }
-    this.answer(p, { kind: 'loan', cookie: p.cookie, offset: p.wireOffset, views: loan.views, release: () => loan.release() }, loan.release);
+    this.answer(
+      p,
+      { kind: 'loan', cookie: p.cookie, offset: p.wireOffset, views: loan.views, release: () => loan.release() },
+      loan.release,
+    );
   }
 
   private readonly readSparse = (p: Pending, extents: DeviceExtent[]): void => {

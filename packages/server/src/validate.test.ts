@@ -43,9 +43,9 @@ describe('validateRequest', () => {
     expect(check(req(Command.RESIZE, 0, 1))).toBe(Errno.EINVAL);
     expect(check(req(Command.READ, 0, 1, CommandFlag.NO_HOLE))).toBe(Errno.EINVAL);
     expect(check(req(Command.WRITE, 0, 1, CommandFlag.PAYLOAD_LEN))).toBe(Errno.EINVAL); // not extended
-    expect(check(req(Command.READ, 0, 1, CommandFlag.DF), session({ flags: transmissionFlags(new MemoryDevice(1), false, false, false) }))).toBe(
-      Errno.EINVAL,
-    );
+    expect(
+      check(req(Command.READ, 0, 1, CommandFlag.DF), session({ flags: transmissionFlags(new MemoryDevice(1), false, false, false) })),
+    ).toBe(Errno.EINVAL);
   });
 
   it('ranges: EINVAL past the end, ENOSPC for writes, zero length, overflow', () => {

@@ -12,7 +12,9 @@ const { exercise } = require('./exercise.cjs');
 
 if (typeof loopback !== 'function' || Object.keys(node).length === 0) throw new Error('@nbd/linux or @nbd/node exports nothing');
 if (parseNbdUri('nbd://h:1/e').port !== 1) throw new Error('@nbd/protocol parseNbdUri');
-exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, FileDevice, listenAndServe, copy }, (line) => console.log(`cjs: ${line}`)).then(
+exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, FileDevice, listenAndServe, copy }, (line) =>
+  console.log(`cjs: ${line}`),
+).then(
   () => console.log('cjs consumer ok'),
   (err) => {
     console.error(err);

@@ -10,5 +10,7 @@ import { exercise } from './exercise.cjs';
 
 if (typeof loopback !== 'function' || Object.keys(node).length === 0) throw new Error('@nbd/linux or @nbd/node exports nothing');
 if (parseNbdUri('nbd://h:1/e').port !== 1) throw new Error('@nbd/protocol parseNbdUri');
-await exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, FileDevice, listenAndServe, copy }, (line) => console.log(`esm: ${line}`));
+await exercise({ Client, AllocationState, MemoryDevice, SharedMemoryDevice, FileDevice, listenAndServe, copy }, (line) =>
+  console.log(`esm: ${line}`),
+);
 console.log('esm consumer ok');

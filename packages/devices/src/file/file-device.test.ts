@@ -68,7 +68,7 @@ describe('FileDevice on a regular file', () => {
     await dev.close();
   });
 
-  it('trim punches holes (the file\'s blocks shrink); zero with NO_HOLE keeps them allocated', async () => {
+  it("trim punches holes (the file's blocks shrink); zero with NO_HOLE keeps them allocated", async () => {
     const path = join(disk, 'trim.img');
     sparseFile(path, 4 * MiB, [[0, 4 * MiB]]);
     const dev = await FileDevice.open(path);

@@ -134,7 +134,8 @@ export class FileDevice implements Device {
     const direct = opts.direct ?? false;
     let flags = readOnly ? constants.O_RDONLY : constants.O_RDWR;
     if (direct) {
-      if (constants.O_DIRECT === undefined) throw new NbdInvalidArgumentError(`FileDevice: O_DIRECT is not available on ${process.platform}`);
+      if (constants.O_DIRECT === undefined)
+        throw new NbdInvalidArgumentError(`FileDevice: O_DIRECT is not available on ${process.platform}`);
       flags |= constants.O_DIRECT;
     }
     throwIfAborted(opts.signal, 'FileDevice.open');
@@ -241,7 +242,8 @@ export class FileDevice implements Device {
 
   /** Trim = punch a hole. Trim is advisory: where holes cannot be punched it does nothing. */
   private async punch(offset: number, length: number, opts: IoOptions): Promise<void> {
-    if (this.punchHole && (await this.tryFallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length))) await this.afterWrite(opts.fua);
+    if (this.punchHole && (await this.tryFallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)))
+      await this.afterWrite(opts.fua);
   }
 
   /** A hole where allowed; else ZERO_RANGE (allocated, reads zero); else written zeroes, which a fast zero refuses. */
@@ -249,7 +251,8 @@ export class FileDevice implements Device {
     if (!opts.noHole && this.punchHole && (await this.tryFallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length))) {
       return this.afterWrite(opts.fua);
     }
-    if (this.zeroRange && (await this.tryFallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length))) return this.afterWrite(opts.fua);
+    if (this.zeroRange && (await this.tryFallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)))
+      return this.afterWrite(opts.fua);
     if (opts.fast) throw new NbdErrnoError(Errno.ENOTSUP, 'fast zero: this file system can only zero by writing');
     await this.writeZeroes(offset, length, opts.fua);
   }
@@ -335,7 +338,8 @@ export async function openDevice(args: unknown): Promise<FileDevice> {
 async function learn(fh: FileHandle, opts: FileDeviceOptions): Promise<FileFacts> {
   const st = await fh.stat();
   if (st.isBlockDevice()) {
-    if (!linux && opts.size === undefined) throw new NbdInvalidArgumentError(`FileDevice: give the size of a block device on ${process.platform}`);
+    if (!linux && opts.size === undefined)
+      throw new NbdInvalidArgumentError(`FileDevice: give the size of a block device on ${process.platform}`);
     const size = opts.size ?? blockDeviceSize(fh.fd);
     checkSize(size);
     if (!linux) return { kind: 'block', size, blockSizes: undefined, discard: false, fastZero: false, rotational: undefined };
@@ -350,7 +354,8 @@ async function learn(fh: FileHandle, opts: FileDeviceOptions): Promise<FileFacts
   let blockSizes: BlockSizes | undefined;
   if (opts.direct) {
     const align = opts.directAlignment ?? 4096;
-    if (!(align >= 512 && (align & (align - 1)) === 0)) throw new NbdInvalidArgumentError(`FileDevice: directAlignment ${align} is not a power of two ≥ 512`);
+    if (!(align >= 512 && (align & (align - 1)) === 0))
+      throw new NbdInvalidArgumentError(`FileDevice: directAlignment ${align} is not a power of two ≥ 512`);
     blockSizes = { min: align, preferred: Math.max(align, 4096), max: MAX_BLOCK };
   }
   return { kind: 'file', size, blockSizes, discard: true, fastZero: false, rotational: undefined };

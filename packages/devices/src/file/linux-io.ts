@@ -104,19 +104,38 @@ export async function seekAsync(fd: number, offset: number, whence: typeof SEEK_
 
 /** fallocate(2) on the thread pool. */
 export async function fallocate(fd: number, mode: number, offset: number, length: number): Promise<void> {
-  await callAsync(fn('int fallocate(int fd, int mode, int64_t offset, int64_t len)'), `fallocate(mode 0x${mode.toString(16)}, ${offset}, ${length})`, fd, mode, offset, length);
+  await callAsync(
+    fn('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+    `fallocate(mode 0x${mode.toString(16)}, ${offset}, ${length})`,
+    fd,
+    mode,
+    offset,
+    length,
+  );
 }
 
 /** BLKDISCARD or BLKZEROOUT over a byte range, on the thread pool. */
-export async function blockRangeIoctl(fd: number, request: typeof BlockIoctl.DISCARD | typeof BlockIoctl.ZEROOUT, offset: number, length: number): Promise<void> {
+export async function blockRangeIoctl(
+  fd: number,
+  request: typeof BlockIoctl.DISCARD | typeof BlockIoctl.ZEROOUT,
+  offset: number,
+  length: number,
+): Promise<void> {
   const range = new BigUint64Array([BigInt(offset), BigInt(length)]);
   const name = request === BlockIoctl.DISCARD ? 'BLKDISCARD' : 'BLKZEROOUT';
-  await callAsync(fn('int ioctl(int fd, unsigned long request, const uint8_t *arg)'), `${name}(${offset}, ${length})`, fd, request, new Uint8Array(range.buffer));
+  await callAsync(
+    fn('int ioctl(int fd, unsigned long request, const uint8_t *arg)'),
+    `${name}(${offset}, ${length})`,
+    fd,
+    request,
+    new Uint8Array(range.buffer),
+  );
 }
 
 /** An ioctl that fills `out` (BLKGETSIZE64, BLKSSZGET, BLKPBSZGET): immediate, no I/O. */
 function ioctlOut(fd: number, request: number, out: Uint8Array, what: string): void {
-  if (Number(fn('int ioctl(int fd, unsigned long request, uint8_t *arg)')(fd, request, out)) < 0) throw NbdSystemError.fromErrno(errno(), what);
+  if (Number(fn('int ioctl(int fd, unsigned long request, uint8_t *arg)')(fd, request, out)) < 0)
+    throw NbdSystemError.fromErrno(errno(), what);
 }
 
 /** A block device's size in bytes (BLKGETSIZE64). */
@@ -165,7 +184,9 @@ const iovBytes = new Uint8Array(iov.buffer);
 export function readNoWait(fd: number, buf: Uint8Array, offset: number): number {
   iov[0] = BigInt(addressOf(buf));
   iov[1] = BigInt(buf.length);
-  const n = Number(fn('int64_t preadv2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)')(fd, iovBytes, 1, offset, RWF_NOWAIT));
+  const n = Number(
+    fn('int64_t preadv2(int fd, const uint8_t *iov, int iovcnt, int64_t offset, int flags)')(fd, iovBytes, 1, offset, RWF_NOWAIT),
+  );
   if (n >= 0) return n;
   const e = errno();
   if (e === EAGAIN) return WOULD_BLOCK;

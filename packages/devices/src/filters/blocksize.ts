@@ -31,13 +31,18 @@ function limits(base: Device, opts: BlocksizeOptions): Limits {
   const below = limitsOf(base);
   const minBlock = opts.minBlock ?? below.min;
   if (!isPowerOfTwo(minBlock) || minBlock > 65536) throw stackError('blocksize', `minBlock ${minBlock} is not a power of two up to 64 KiB`);
-  if (minBlock % below.min !== 0) throw stackError('blocksize', `minBlock ${minBlock} is not a multiple of the device below's minimum block size ${below.min}`);
-  if (minBlock > below.max) throw stackError('blocksize', `minBlock ${minBlock} is larger than the device below's maximum payload ${below.max}`);
+  if (minBlock % below.min !== 0)
+    throw stackError('blocksize', `minBlock ${minBlock} is not a multiple of the device below's minimum block size ${below.min}`);
+  if (minBlock > below.max)
+    throw stackError('blocksize', `minBlock ${minBlock} is larger than the device below's maximum payload ${below.max}`);
   const maxData = opts.maxData ?? Math.floor(Math.min(below.max, 64 * 1024 * 1024) / minBlock) * minBlock;
-  if (!(maxData >= minBlock && maxData % minBlock === 0)) throw stackError('blocksize', `maxData ${maxData} is not a multiple of minBlock ${minBlock}`);
-  if (maxData > below.max) throw stackError('blocksize', `maxData ${maxData} is larger than the device below's maximum payload ${below.max}`);
+  if (!(maxData >= minBlock && maxData % minBlock === 0))
+    throw stackError('blocksize', `maxData ${maxData} is not a multiple of minBlock ${minBlock}`);
+  if (maxData > below.max)
+    throw stackError('blocksize', `maxData ${maxData} is larger than the device below's maximum payload ${below.max}`);
   const maxLen = opts.maxLen ?? Math.floor(0xffffffff / minBlock) * minBlock;
-  if (!(maxLen >= minBlock && maxLen % minBlock === 0)) throw stackError('blocksize', `maxLen ${maxLen} is not a multiple of minBlock ${minBlock}`);
+  if (!(maxLen >= minBlock && maxLen % minBlock === 0))
+    throw stackError('blocksize', `maxLen ${maxLen} is not a multiple of minBlock ${minBlock}`);
   return { minBlock, maxData, maxLen };
 }
 
@@ -68,17 +73,22 @@ class Adapter {
     this.size = Math.floor(sizeOf(base, 'blocksize') / this.B) * this.B;
     const { minBlock, maxData, maxLen } = lim;
     const writable = base.writeAt !== undefined;
-    this.device = layer(base, 'blocksize', { minBlock, maxData, maxLen, locks: locks.buffer }, {
-      size: this.size,
-      blockSizes: { min: 1, preferred: Math.max(minBlock, limitsOf(base).preferred), max: 0xffffffff },
-      readAt: (buf, at, o) => this.read(buf, at, o),
-      writeAt: writable ? (buf, at, o) => this.write(buf, at, o) : undefined,
-      sync: base.sync && ((o) => base.sync!(o)),
-      trim: base.trim && ((at, n, o) => this.trim(at, n, o)),
-      zero: base.zero && writable ? (at, n, o) => this.zero(at, n, o) : undefined,
-      cache: base.cache && ((at, n, o) => this.cache(at, n, o)),
-      extents: base.extents && ((at, n, o) => this.extents(at, n, o)),
-    });
+    this.device = layer(
+      base,
+      'blocksize',
+      { minBlock, maxData, maxLen, locks: locks.buffer },
+      {
+        size: this.size,
+        blockSizes: { min: 1, preferred: Math.max(minBlock, limitsOf(base).preferred), max: 0xffffffff },
+        readAt: (buf, at, o) => this.read(buf, at, o),
+        writeAt: writable ? (buf, at, o) => this.write(buf, at, o) : undefined,
+        sync: base.sync && ((o) => base.sync!(o)),
+        trim: base.trim && ((at, n, o) => this.trim(at, n, o)),
+        zero: base.zero && writable ? (at, n, o) => this.zero(at, n, o) : undefined,
+        cache: base.cache && ((at, n, o) => this.cache(at, n, o)),
+        extents: base.extents && ((at, n, o) => this.extents(at, n, o)),
+      },
+    );
   }
 
   private down(x: number): number {
@@ -124,12 +134,16 @@ class Adapter {
       await this.base.readAt(blk, start, o);
       buf.set(blk.subarray(from - start, to - start), from - at);
     };
-    return this.eachPart(at, buf.length, edge, (a, b) => inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.readAt(buf.subarray(p - at, p - at + k), p, o)));
+    return this.eachPart(at, buf.length, edge, (a, b) =>
+      inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.readAt(buf.subarray(p - at, p - at + k), p, o)),
+    );
   }
 
   private write(buf: Uint8Array, at: number, o: IoOptions): Promise<void> {
     const edge: Edge = (start, from, to) => this.modify(start, o, (blk) => blk.set(buf.subarray(from - at, to - at), from - start));
-    return this.eachPart(at, buf.length, edge, (a, b) => inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.writeAt!(buf.subarray(p - at, p - at + k), p, o)));
+    return this.eachPart(at, buf.length, edge, (a, b) =>
+      inPieces(a, b - a, this.lim.maxData, (p, k) => this.base.writeAt!(buf.subarray(p - at, p - at + k), p, o)),
+    );
   }
 
   /** Only the aligned middle is trimmed (trim is advisory). */
@@ -139,7 +153,8 @@ class Adapter {
   }
 
   private zero(at: number, n: number, o: ZeroOptions): Promise<void> {
-    if (o.fast && (at % this.B !== 0 || (at + n) % this.B !== 0)) throw new NbdErrnoError(Errno.ENOTSUP, 'blocksize: an unaligned zero needs a read-modify-write');
+    if (o.fast && (at % this.B !== 0 || (at + n) % this.B !== 0))
+      throw new NbdErrnoError(Errno.ENOTSUP, 'blocksize: an unaligned zero needs a read-modify-write');
     const edge: Edge = (start, from, to) => this.modify(start, o, (blk) => blk.fill(0, from - start, to - start));
     return this.eachPart(at, n, edge, (a, b) => inPieces(a, b - a, this.lim.maxLen, (p, k) => this.base.zero!(p, k, o)));
   }

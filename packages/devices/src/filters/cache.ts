@@ -27,7 +27,8 @@ export function cache(base: Device, opts: CacheOptions = {}): CachedDevice {
   const bs = opts.blockSize ?? 64 * 1024;
   const { min, max } = limitsOf(base);
   if (!isPowerOfTwo(bs) || bs < 4096) throw stackError('cache', `block size ${bs} is not a power of two ≥ 4096`);
-  if (bs % min !== 0 || bs > max) throw stackError('cache', `block size ${bs} does not fit the device below (minimum ${min}, maximum payload ${max})`);
+  if (bs % min !== 0 || bs > max)
+    throw stackError('cache', `block size ${bs} does not fit the device below (minimum ${min}, maximum payload ${max})`);
   const maxBlocks = opts.maxSize === undefined ? Infinity : Math.max(1, Math.floor(opts.maxSize / bs));
   const c = new ReadCache(base, size, bs, Math.max(1, Math.floor(max / bs)), maxBlocks);
   const dev = layer(base, 'cache', undefined, {

@@ -68,7 +68,8 @@ export class CowFileOverlay {
   /** Opens (or creates) `path` and `path.map`; resumes their state unless `fresh`. */
   static async open(path: string, opts: CowFileOverlayOptions): Promise<CowFileOverlay> {
     const blockSize = opts.blockSize ?? 64 * 1024;
-    if (!isPowerOfTwo(blockSize) || blockSize < 4096) throw new NbdInvalidArgumentError(`CowFileOverlay: block size ${blockSize} is not a power of two ≥ 4096`);
+    if (!isPowerOfTwo(blockSize) || blockSize < 4096)
+      throw new NbdInvalidArgumentError(`CowFileOverlay: block size ${blockSize} is not a power of two ≥ 4096`);
     if (!Number.isSafeInteger(opts.size) || opts.size < 0) throw new NbdInvalidArgumentError(`CowFileOverlay: bad size ${opts.size}`);
     throwIfAborted(opts.signal, 'CowFileOverlay.open');
     const blocks = Math.ceil(opts.size / blockSize);
@@ -82,7 +83,8 @@ export class CowFileOverlay {
         dirty: new SharedArrayBuffer(Math.ceil(blocks / MAP_PAGE / 32) * 4 || 4),
         lock: new SharedArrayBuffer(4),
       };
-      if (!isSharedArrayBuffer(shared.states) || shared.states.byteLength !== blocks) throw new NbdInvalidArgumentError('CowFileOverlay: shared states do not fit');
+      if (!isSharedArrayBuffer(shared.states) || shared.states.byteLength !== blocks)
+        throw new NbdInvalidArgumentError('CowFileOverlay: shared states do not fit');
       if (opts.shared === undefined) await loadMap(map, new Uint8Array(shared.states), opts.size, blockSize);
       const data = await FileDevice.open(path, { size: opts.size, signal: opts.signal });
       return new CowFileOverlay(path, data, map, opts.size, blockSize, shared);
@@ -160,13 +162,17 @@ async function loadMap(map: FileHandle, states: Uint8Array, size: number, blockS
     return;
   }
   await map.read(header, 0, HEADER, 0);
-  if (new TextDecoder().decode(header.subarray(0, 8)) !== MAGIC) throw new NbdInvalidArgumentError('CowFileOverlay: the map file is not a cow map');
+  if (new TextDecoder().decode(header.subarray(0, 8)) !== MAGIC)
+    throw new NbdInvalidArgumentError('CowFileOverlay: the map file is not a cow map');
   const hadBlock = dv.getUint32(8, true);
   const hadSize = Number(dv.getBigUint64(16, true));
   if (hadBlock !== blockSize || hadSize !== size) {
-    throw new NbdInvalidArgumentError(`CowFileOverlay: the map was made for size ${hadSize} and block size ${hadBlock}, not ${size} and ${blockSize}`);
+    throw new NbdInvalidArgumentError(
+      `CowFileOverlay: the map was made for size ${hadSize} and block size ${hadBlock}, not ${size} and ${blockSize}`,
+    );
   }
   const { bytesRead } = await map.read(states, 0, states.length, HEADER);
   states.fill(0, bytesRead);
-  for (let i = 0; i < states.length; i++) if (states[i]! > 2) throw new NbdInvalidArgumentError(`CowFileOverlay: bad state ${states[i]} for block ${i}`);
+  for (let i = 0; i < states.length; i++)
+    if (states[i]! > 2) throw new NbdInvalidArgumentError(`CowFileOverlay: bad state ${states[i]} for block ${i}`);
 }

@@ -84,9 +84,11 @@ class Cow {
     if (!isPowerOfTwo(bs) || bs < 4096) throw stackError('cow', `block size ${bs} is not a power of two ≥ 4096`);
     if (bs % min !== 0) throw stackError('cow', `block size ${bs} is not a multiple of the device below's minimum block size ${min}`);
     if (bs > max) throw stackError('cow', `block size ${bs} is larger than the device below's maximum payload ${max}`);
-    if (this.file !== undefined && this.file.blockSize !== bs) throw stackError('cow', `the overlay file uses ${this.file.blockSize}-byte blocks, not ${bs}`);
+    if (this.file !== undefined && this.file.blockSize !== bs)
+      throw stackError('cow', `the overlay file uses ${this.file.blockSize}-byte blocks, not ${bs}`);
     if (this.overlay.writeAt === undefined || this.overlay.readOnly) throw stackError('cow', 'the overlay is not writable');
-    if (this.overlay.size !== undefined && this.overlay.size < this.size) throw stackError('cow', `the overlay (${this.overlay.size} bytes) is smaller than the device below (${this.size})`);
+    if (this.overlay.size !== undefined && this.overlay.size < this.size)
+      throw stackError('cow', `the overlay (${this.overlay.size} bytes) is smaller than the device below (${this.size})`);
   }
 
   private build(): Device {
@@ -95,7 +97,14 @@ class Cow {
     const options =
       overlayShare === undefined
         ? undefined
-        : { blockSize: this.blockSize, onRead: this.opts.onRead, onCache: this.opts.onCache, overlay: overlayShare(), states: this.states.buffer, locks: this.locks.buffer };
+        : {
+            blockSize: this.blockSize,
+            onRead: this.opts.onRead,
+            onCache: this.opts.onCache,
+            overlay: overlayShare(),
+            states: this.states.buffer,
+            locks: this.locks.buffer,
+          };
     return layer(base, 'cow', options, {
       readOnly: false,
       fua: true,
@@ -283,8 +292,15 @@ export function clipExtents(list: DeviceExtent[], length: number): DeviceExtent[
 }
 
 /** A cow filter rebuilt in a worker thread from its share() options. */
-export async function cowFromRecipe(base: Device, o: Record<string, unknown>, openRecipe: (r: unknown) => MaybePromise<unknown>): Promise<Device> {
+export async function cowFromRecipe(
+  base: Device,
+  o: Record<string, unknown>,
+  openRecipe: (r: unknown) => MaybePromise<unknown>,
+): Promise<Device> {
   const overlay = (await openRecipe(o.overlay)) as Device | CowFileOverlay;
-  const shared = { states: overlay instanceof CowFileOverlay ? undefined : (o.states as SharedArrayBuffer), locks: o.locks as SharedArrayBuffer };
+  const shared = {
+    states: overlay instanceof CowFileOverlay ? undefined : (o.states as SharedArrayBuffer),
+    locks: o.locks as SharedArrayBuffer,
+  };
   return cow(base, { blockSize: o.blockSize as number, onRead: o.onRead as boolean, onCache: o.onCache as boolean, overlay, shared });
 }

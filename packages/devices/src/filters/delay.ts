@@ -16,7 +16,8 @@ export function delay(base: Device, opts: DelayOptions): Device {
   const { fastZero = true, ...ms } = opts;
   for (const [k, v] of Object.entries(ms)) checkCount('delay', k, v);
   return intercept(base, 'delay', opts, (call, next) => {
-    if (call.command === 'zero' && call.opts.fast && !fastZero) throw new NbdErrnoError(Errno.ENOTSUP, 'delay: fast zero refused without waiting');
+    if (call.command === 'zero' && call.opts.fast && !fastZero)
+      throw new NbdErrnoError(Errno.ENOTSUP, 'delay: fast zero refused without waiting');
     const wait = ms[call.command] ?? 0;
     return wait > 0 ? after(sleep(wait, call.opts.signal), next) : next();
   });

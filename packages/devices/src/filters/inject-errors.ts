@@ -30,7 +30,8 @@ export interface InjectErrorsOptions extends ErrorRule {
 function errnoOf(e: ErrnoLike | undefined): number {
   if (e === undefined) return Errno.EIO;
   const n = typeof e === 'number' ? e : Errno[e];
-  if (!Object.values(Errno).includes(n as never)) throw stackError('inject-errors', `${String(e)} is not an NBD errno (${Object.keys(Errno).join(', ')})`);
+  if (!Object.values(Errno).includes(n as never))
+    throw stackError('inject-errors', `${String(e)} is not an NBD errno (${Object.keys(Errno).join(', ')})`);
   return n;
 }
 

@@ -68,7 +68,10 @@ describe('log', () => {
 describe('injectErrors', () => {
   it('fails the commands asked, at the rate asked, with the errno asked, while the file exists', async () => {
     const trigger = join(tmp, 'inject');
-    const dev = injectErrors(new StrictDevice(MiB), { commands: { write: { rate: 1, errno: 'ENOSPC' }, read: { rate: 0.5, file: trigger } }, seed: 1 });
+    const dev = injectErrors(new StrictDevice(MiB), {
+      commands: { write: { rate: 1, errno: 'ENOSPC' }, read: { rate: 0.5, file: trigger } },
+      seed: 1,
+    });
     await expect(async () => dev.writeAt!(new Uint8Array(1), 0, io)).rejects.toMatchObject({ errno: Errno.ENOSPC });
     for (let i = 0; i < 50; i++) await dev.readAt(new Uint8Array(1), 0, io); // no trigger file: no errors
     writeFileSync(trigger, '');
@@ -134,7 +137,11 @@ describe('retry', () => {
     const permanent = retry({ size: 1, readAt: () => Promise.reject(new NbdErrnoError(Errno.EINVAL, 'no')) }, { delay: 1 });
     await expect(permanent.readAt(new Uint8Array(1), 0, io)).rejects.toMatchObject({ errno: Errno.EINVAL });
     const opened: string[] = [];
-    const broken: Device = { size: 1, readAt: () => Promise.reject(new Error('connection lost')), close: () => void opened.push('closed broken') };
+    const broken: Device = {
+      size: 1,
+      readAt: () => Promise.reject(new Error('connection lost')),
+      close: () => void opened.push('closed broken'),
+    };
     const r = retry(broken, { delay: 1, reopen: () => (opened.push('reopened'), { size: 1, readAt: () => {} }) });
     await r.readAt(new Uint8Array(1), 0, io);
     expect(opened).toEqual(['reopened']);

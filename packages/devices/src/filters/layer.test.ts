@@ -15,7 +15,7 @@ import { StrictDevice, eio, fill, io, readAll, zio } from '../../test/devices.js
 import { truncate } from './truncate.js';
 
 describe('layer', () => {
-  it('gives only the methods the filter and the device below have, and the base\'s properties', () => {
+  it("gives only the methods the filter and the device below have, and the base's properties", () => {
     const ro = readOnly(new StrictDevice(1 << 20, 512));
     expect(ro.writeAt).toBeUndefined();
     expect(ro.trim).toBeUndefined();
@@ -31,7 +31,12 @@ describe('layer', () => {
   });
 
   it('shares a chain whose base shares, naming every filter; not through a filter holding a callback', async () => {
-    const dev = await stack(new NullDevice(1 << 20), (d) => offset(d, { offset: 4096, range: 8192 }), readOnly, (d) => truncate(d, { size: 10000 }));
+    const dev = await stack(
+      new NullDevice(1 << 20),
+      (d) => offset(d, { offset: 4096, range: 8192 }),
+      readOnly,
+      (d) => truncate(d, { size: 10000 }),
+    );
     const recipe = dev.share!();
     expect(recipe.module).toBe(STACK_MODULE);
     const args = recipe.args as StackArgs;
@@ -95,7 +100,11 @@ describe('truncate', () => {
 
 describe('stack', () => {
   it('applies filters bottom first', async () => {
-    const dev = await stack(Promise.resolve(new PatternDevice(1 << 20)), (d) => offset(d, { offset: 8 }), (d) => truncate(d, { size: 16 }));
+    const dev = await stack(
+      Promise.resolve(new PatternDevice(1 << 20)),
+      (d) => offset(d, { offset: 8 }),
+      (d) => truncate(d, { size: 16 }),
+    );
     expect([...(await readAll(dev))].slice(0, 8)).toEqual([0, 0, 0, 0, 0, 0, 0, 8]);
   });
 });

@@ -21,7 +21,8 @@ export function window(base: Device, filter: string, opts: OffsetOptions, option
   const total = sizeOf(base, filter);
   const start = checkCount(filter, 'offset', opts.offset ?? 0);
   const range = checkCount(filter, 'range', opts.range ?? total - start);
-  if (start + range > total) throw stackError(filter, `offset ${start} + range ${range} lies beyond the end of the device below (${total} bytes)`);
+  if (start + range > total)
+    throw stackError(filter, `offset ${start} + range ${range} lies beyond the end of the device below (${total} bytes)`);
   const { min } = limitsOf(base);
   if (start % min !== 0) throw stackError(filter, `offset ${start} is not a multiple of the device below's minimum block size ${min}`);
   return layer(base, filter, options, {

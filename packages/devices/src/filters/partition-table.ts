@@ -65,7 +65,13 @@ async function readLogical(read: ReadBytes, extStart: number): Promise<Partition
     seen.add(ebr);
     const [logical, next] = mbrEntries(await read(ebr, MBR_SECTOR));
     const [type, first, count] = logical!;
-    if (type !== 0 && count !== 0) out.push({ number: 5 + out.length, start: ebr + first * MBR_SECTOR, length: count * MBR_SECTOR, type: type.toString(16).padStart(2, '0') });
+    if (type !== 0 && count !== 0)
+      out.push({
+        number: 5 + out.length,
+        start: ebr + first * MBR_SECTOR,
+        length: count * MBR_SECTOR,
+        type: type.toString(16).padStart(2, '0'),
+      });
     const [nextType, nextFirst] = next!;
     if (nextType === 0 || nextFirst === 0) break;
     ebr = extStart + nextFirst * MBR_SECTOR;
@@ -91,7 +97,8 @@ async function readGpt(read: ReadBytes, diskSize: number): Promise<Partition[]> 
     const entriesAt = Number(dv.getBigUint64(72, true)) * sector;
     const count = dv.getUint32(80, true);
     const entrySize = dv.getUint32(84, true);
-    if (count > MAX_GPT_ENTRIES || entrySize < 128 || entrySize > 4096 || entrySize % 8 !== 0) fail(`GPT header claims ${count} entries of ${entrySize} bytes`);
+    if (count > MAX_GPT_ENTRIES || entrySize < 128 || entrySize > 4096 || entrySize % 8 !== 0)
+      fail(`GPT header claims ${count} entries of ${entrySize} bytes`);
     if (entriesAt + count * entrySize > diskSize) fail('GPT entries lie beyond the end of the disk');
     const table = await read(entriesAt, count * entrySize);
     const out: Partition[] = [];

@@ -45,6 +45,7 @@ export async function partition(base: Device, number: number, opts: PartitionOpt
     const have = parts.map((x) => x.number).join(', ') || 'none';
     throw stackError('partition', `partition ${number} does not exist (partitions: ${have})`);
   }
-  if (p.start + p.length > size) throw stackError('partition', `partition ${number} (${p.start}+${p.length}) lies beyond the end of the disk (${size} bytes)`);
+  if (p.start + p.length > size)
+    throw stackError('partition', `partition ${number} (${p.start}+${p.length}) lies beyond the end of the disk (${size} bytes)`);
   return window(base, 'partition', { offset: p.start, range: p.length }, { partition: number });
 }

@@ -43,7 +43,8 @@ export function rateLimit(base: Device, opts: RateLimitOptions): Device {
   if (limits.every((l) => l === undefined)) throw stackError('rate-limit', 'give rate, read or write');
   const burst = opts.burst ?? 2;
   if (!(burst >= 0)) throw stackError('rate-limit', `burst ${burst} must be ≥ 0 seconds`);
-  if (opts.buckets !== undefined && (!isSharedArrayBuffer(opts.buckets) || opts.buckets.byteLength !== 16)) throw stackError('rate-limit', 'bad shared buckets');
+  if (opts.buckets !== undefined && (!isSharedArrayBuffer(opts.buckets) || opts.buckets.byteLength !== 16))
+    throw stackError('rate-limit', 'bad shared buckets');
   const buckets = opts.buckets ?? new SharedArrayBuffer(16);
   const tat = new BigInt64Array(buckets);
   const burstNs = BigInt(Math.round(burst * 1e9));

@@ -16,7 +16,11 @@ export interface ReadaheadOptions {
 /** `base` with sequential reads prefetched; the device below must have `cache` (put a cache or cow with onCache under it otherwise). */
 export function readahead(base: Device, opts: ReadaheadOptions = {}): Device {
   const cache = base.cache?.bind(base);
-  if (cache === undefined) throw stackError('readahead', 'the device below cannot prefetch (it has no cache); put cache() or cow({ onCache: true }) under readahead');
+  if (cache === undefined)
+    throw stackError(
+      'readahead',
+      'the device below cannot prefetch (it has no cache); put cache() or cow({ onCache: true }) under readahead',
+    );
   const size = sizeOf(base, 'readahead');
   const min = opts.min ?? 64 * 1024;
   const max = opts.max ?? 4 * 1024 * 1024;
@@ -36,24 +40,29 @@ export function readahead(base: Device, opts: ReadaheadOptions = {}): Device {
       .then(() => cache(start, to - start, o))
       .catch(() => {});
   };
-  return layer(base, 'readahead', { min, max }, {
-    readAt: (buf, at, o) => {
-      const end = at + buf.length;
-      if (at === nextRead) window = Math.min(window * 2, max);
-      else {
-        window = min;
-        ahead = 0;
-      }
-      nextRead = end;
-      prefetch(end, o);
-      return base.readAt(buf, at, o);
+  return layer(
+    base,
+    'readahead',
+    { min, max },
+    {
+      readAt: (buf, at, o) => {
+        const end = at + buf.length;
+        if (at === nextRead) window = Math.min(window * 2, max);
+        else {
+          window = min;
+          ahead = 0;
+        }
+        nextRead = end;
+        prefetch(end, o);
+        return base.readAt(buf, at, o);
+      },
+      lend: base.lend && ((at, n) => base.lend!(at, n)),
+      writeAt: base.writeAt && ((buf, at, o) => base.writeAt!(buf, at, o)),
+      sync: base.sync && ((o) => base.sync!(o)),
+      trim: base.trim && ((at, n, o) => base.trim!(at, n, o)),
+      zero: base.zero && ((at, n, o) => base.zero!(at, n, o)),
+      cache: (at, n, o) => cache(at, n, o),
+      extents: base.extents && ((at, n, o) => base.extents!(at, n, o)),
     },
-    lend: base.lend && ((at, n) => base.lend!(at, n)),
-    writeAt: base.writeAt && ((buf, at, o) => base.writeAt!(buf, at, o)),
-    sync: base.sync && ((o) => base.sync!(o)),
-    trim: base.trim && ((at, n, o) => base.trim!(at, n, o)),
-    zero: base.zero && ((at, n, o) => base.zero!(at, n, o)),
-    cache: (at, n, o) => cache(at, n, o),
-    extents: base.extents && ((at, n, o) => base.extents!(at, n, o)),
-  });
+  );
 }

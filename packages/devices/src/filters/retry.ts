@@ -47,7 +47,8 @@ export function retry(base: Device, opts: RetryOptions = {}): Device {
     })().finally(() => (reopening = undefined));
     await reopening;
   };
-  const shareable = opts.reopen === undefined && opts.retryOn === undefined ? { retries, delay: first, exponential: opts.exponential } : undefined;
+  const shareable =
+    opts.reopen === undefined && opts.retryOn === undefined ? { retries, delay: first, exponential: opts.exponential } : undefined;
   return intercept(
     base,
     'retry',

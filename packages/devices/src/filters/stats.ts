@@ -47,7 +47,8 @@ const FIELDS = 5;
 /** `base` with per-command counters; `stats()` reads them. */
 export function stats(base: Device, opts: StatsOptions = {}): StatsDevice {
   const bytesLength = COMMANDS.length * FIELDS * 8 + 8;
-  if (opts.counters !== undefined && (!isSharedArrayBuffer(opts.counters) || opts.counters.byteLength !== bytesLength)) throw stackError('stats', 'bad shared counters');
+  if (opts.counters !== undefined && (!isSharedArrayBuffer(opts.counters) || opts.counters.byteLength !== bytesLength))
+    throw stackError('stats', 'bad shared counters');
   const buffer = opts.counters ?? new SharedArrayBuffer(bytesLength);
   const c = new BigInt64Array(buffer);
   const START = COMMANDS.length * FIELDS;
@@ -69,7 +70,14 @@ export function stats(base: Device, opts: StatsOptions = {}): StatsDevice {
     for (const cmd of COMMANDS) {
       const i = slot(cmd);
       const [ops, bytes, errors, ns, max] = [0, 1, 2, 3, 4].map((k) => Number(Atomics.load(c, i + k)));
-      commands[cmd] = { ops: ops!, bytes: bytes!, errors: errors!, seconds: ns! / 1e9, meanMs: ops! > 0 ? ns! / ops! / 1e6 : 0, maxMs: max! / 1e6 };
+      commands[cmd] = {
+        ops: ops!,
+        bytes: bytes!,
+        errors: errors!,
+        seconds: ns! / 1e9,
+        meanMs: ops! > 0 ? ns! / ops! / 1e6 : 0,
+        maxMs: max! / 1e6,
+      };
       total.ops += ops!;
       total.bytes += bytes!;
       total.errors += errors!;

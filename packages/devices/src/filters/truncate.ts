@@ -37,31 +37,42 @@ export function truncate(base: Device, opts: TruncateOptions): Device {
     const k = inside(at, n);
     return k > 0 ? f(at, k, o) : undefined;
   };
-  return layer(base, 'truncate', { size }, {
-    size,
-    readAt: (buf, at, o) => {
-      const k = inside(at, buf.length);
-      buf.fill(0, k);
-      return k > 0 ? base.readAt(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
-    },
-    lend: base.lend && ((at, n) => (inside(at, n) === n ? base.lend!(at, n) : undefined)),
-    writeAt:
-      base.writeAt &&
-      ((buf, at, o) => {
+  return layer(
+    base,
+    'truncate',
+    { size },
+    {
+      size,
+      readAt: (buf, at, o) => {
         const k = inside(at, buf.length);
-        if (!isZero(buf.subarray(k))) throw new NbdErrnoError(Errno.EIO, `truncate: only zeroes can be written past ${real}`);
-        return k > 0 ? base.writeAt!(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
-      }),
-    sync: base.sync && ((o) => base.sync!(o)),
-    trim: base.trim && ((at, n, o) => each(at, n, o, (a, k, x) => base.trim!(a, k, x))),
-    zero: base.zero && ((at, n, o) => each(at, n, o, (a, k) => base.zero!(a, k, o))),
-    cache: base.cache && ((at, n, o) => each(at, n, o, (a, k, x) => base.cache!(a, k, x))),
-    extents: (at, n, o) => extentsBeyond(base, real, at, n, o),
-  });
+        buf.fill(0, k);
+        return k > 0 ? base.readAt(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
+      },
+      lend: base.lend && ((at, n) => (inside(at, n) === n ? base.lend!(at, n) : undefined)),
+      writeAt:
+        base.writeAt &&
+        ((buf, at, o) => {
+          const k = inside(at, buf.length);
+          if (!isZero(buf.subarray(k))) throw new NbdErrnoError(Errno.EIO, `truncate: only zeroes can be written past ${real}`);
+          return k > 0 ? base.writeAt!(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
+        }),
+      sync: base.sync && ((o) => base.sync!(o)),
+      trim: base.trim && ((at, n, o) => each(at, n, o, (a, k, x) => base.trim!(a, k, x))),
+      zero: base.zero && ((at, n, o) => each(at, n, o, (a, k) => base.zero!(a, k, o))),
+      cache: base.cache && ((at, n, o) => each(at, n, o, (a, k, x) => base.cache!(a, k, x))),
+      extents: (at, n, o) => extentsBeyond(base, real, at, n, o),
+    },
+  );
 }
 
 /** The base's extents where it has any, holes past its end. */
-function extentsBeyond(base: Device, real: number, at: number, n: number, o: Parameters<NonNullable<Device['extents']>>[2]): MaybePromise<DeviceExtent[]> {
+function extentsBeyond(
+  base: Device,
+  real: number,
+  at: number,
+  n: number,
+  o: Parameters<NonNullable<Device['extents']>>[2],
+): MaybePromise<DeviceExtent[]> {
   const k = Math.max(0, Math.min(n, real - at));
   const tail: DeviceExtent[] = k < n ? [{ length: n - k, flags: HOLE }] : [];
   if (k === 0) return tail;

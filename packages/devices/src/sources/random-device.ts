@@ -39,7 +39,9 @@ export function verifyWrite(buf: Uint8Array, offset: number, fill: (b: Uint8Arra
     const want = chunk.subarray(0, n);
     fill(want, offset + pos);
     const got = buf.subarray(pos, pos + n);
-    for (let i = 0; i < n; i++) if (got[i] !== want[i]) throw new NbdErrnoError(Errno.EIO, `data written at ${offset + pos + i} does not match what the device holds`);
+    for (let i = 0; i < n; i++)
+      if (got[i] !== want[i])
+        throw new NbdErrnoError(Errno.EIO, `data written at ${offset + pos + i} does not match what the device holds`);
   }
 }
 

@@ -6,7 +6,15 @@ import type { DeviceRecipe } from '@nbd/server';
 export type SourceArgs =
   | { kind: 'null' | 'zero' | 'pattern'; size: number }
   | { kind: 'random'; size: number; seed: number }
-  | { kind: 'sparse-random'; size: number; seed: number; percent: number; runLength: number; randomContent: boolean; map: SharedArrayBuffer }
+  | {
+      kind: 'sparse-random';
+      size: number;
+      seed: number;
+      percent: number;
+      runLength: number;
+      randomContent: boolean;
+      map: SharedArrayBuffer;
+    }
   | { kind: 'data'; data: string | Uint8Array; size: number };
 
 /** The recipe of a source: this directory's open-source module, with `args`. */

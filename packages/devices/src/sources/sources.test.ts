@@ -51,7 +51,7 @@ describe('Xoshiro256', () => {
 });
 
 describe('PatternDevice', () => {
-  it('holds each 8-byte word\'s offset, big-endian, at any alignment', () => {
+  it("holds each 8-byte word's offset, big-endian, at any alignment", () => {
     const dev = new PatternDevice(1 << 20);
     const b = new Uint8Array(24);
     dev.readAt(b, 0x20);
@@ -140,7 +140,7 @@ describe('SparseRandomDevice', () => {
     }
   });
 
-  it('trims and zeroes holes only, verifies writes, and is the same map in another thread\'s copy', () => {
+  it("trims and zeroes holes only, verifies writes, and is the same map in another thread's copy", () => {
     const dev = new SparseRandomDevice(64 * 1024 * 1024, { seed: 3, percent: 50, runLength: 256 * 1024 });
     const ext = dev.extents(0, dev.size, { reqOne: false });
     const hole = ext.findIndex((e) => e.flags !== 0);
@@ -205,7 +205,8 @@ describe('DataDevice', () => {
     expect(new DataDevice([1, 2, 3], { size: 2 }).size).toBe(2);
     expect(new DataDevice(Uint8Array.of(9, 8)).size).toBe(2);
     expect(() => new DataDevice([256])).toThrow(/not a byte/);
-    for (const bad of ['256', '"abc', '<file', '(1 2', '1 @-5', '$var', '1 [0:2]']) expect(() => new DataDevice(bad), bad).toThrow(NbdInvalidArgumentError);
+    for (const bad of ['256', '"abc', '<file', '(1 2', '1 @-5', '$var', '1 [0:2]'])
+      expect(() => new DataDevice(bad), bad).toThrow(NbdInvalidArgumentError);
     const w = new DataDevice('1 2 3');
     w.writeAt!(Uint8Array.of(9), 1, io);
     const b = new Uint8Array(3);

@@ -64,12 +64,14 @@ export class SparseRandomDevice implements Device {
     this.percent = opts.percent ?? 10;
     this.runLength = opts.runLength ?? 16 * 1024 * 1024;
     this.randomContent = opts.randomContent ?? false;
-    if (!(this.percent >= 0 && this.percent <= 100)) throw new NbdInvalidArgumentError(`SparseRandomDevice: percent ${this.percent} is not within 0..100`);
+    if (!(this.percent >= 0 && this.percent <= 100))
+      throw new NbdInvalidArgumentError(`SparseRandomDevice: percent ${this.percent} is not within 0..100`);
     if (!(this.runLength > 0)) throw new NbdInvalidArgumentError(`SparseRandomDevice: runLength ${this.runLength} must be > 0`);
     const blocks = Math.ceil(size / SPARSE_RANDOM_BLOCK);
     const bytes = Math.ceil(blocks / 8);
     if (opts.map !== undefined) {
-      if (!isSharedArrayBuffer(opts.map) || opts.map.byteLength !== bytes) throw new NbdInvalidArgumentError('SparseRandomDevice: the shared map does not fit this size');
+      if (!isSharedArrayBuffer(opts.map) || opts.map.byteLength !== bytes)
+        throw new NbdInvalidArgumentError('SparseRandomDevice: the shared map does not fit this size');
       this.mapBuffer = opts.map;
       this.map = new Uint8Array(this.mapBuffer);
     } else {
@@ -141,7 +143,8 @@ export class SparseRandomDevice implements Device {
 
   private holesOnly(offset: number, length: number): void {
     this.eachBlock(offset, length, (b) => {
-      if (this.isData(b)) throw new NbdErrnoError(Errno.EIO, `block at ${b * SPARSE_RANDOM_BLOCK} holds data: only holes can be trimmed or zeroed`);
+      if (this.isData(b))
+        throw new NbdErrnoError(Errno.EIO, `block at ${b * SPARSE_RANDOM_BLOCK} holds data: only holes can be trimmed or zeroed`);
     });
   }
 
