@@ -1,78 +1,32 @@
 // One client connection: a transport, its read arenas and request decoder, and
-// the two engines (negotiation, then transmission) driven through one state union:
-//
-//   new ──► handshake ──► transmitting ──► draining ──► closing ──► closed
-//    │        ▲    │ ▲                          ▲             ▲
-//    │  starting-tls ┘ └────────────────────────┼─────────────┘
-//    └────────────────►┘                        │
-//                 (the transport died, a protocol error)
-//
-// handshake: the greeting is sent; options are answered one at a time.
-// starting-tls: STARTTLS was acknowledged; the TLS handshake runs; then handshake again.
-// transmitting: requests are dispatched as they arrive, within the in-flight limits.
-// draining: NBD_CMD_DISC, the end of the stream, or server shutdown: no new requests
-//   (shutdown: ESHUTDOWN); what is in flight is answered, then we close.
-// closing: our side is ended (or the transport died); waiting for the transport to
-//   close and for device calls still running (at most 5 s once the transport is gone).
-// closed: everything settled; an owned device is closed.
+// the two engines (negotiation, then transmission), driven through the state union
+// of connection-state.ts (its diagram there).
 import {
   ArenaPool,
   type ClientFrame,
   ClientStreamDecoder,
-  type Greeting,
   ReadArenas,
   type Transport,
   encodeExportNameReply,
   encodeGreeting,
   encodeOptionReply,
 } from '@nbd/protocol';
-import { NodeTransport, type ServerTls, type TlsIdentity, trimWhenQuiet } from '@nbd/node';
+import { NodeTransport, trimWhenQuiet } from '@nbd/node';
+import {
+  type ConnectionLimits,
+  type ConnectionTls,
+  type Phase,
+  type Start,
+  type State,
+  type Transmit,
+  transitions,
+} from './connection-state.js';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
-import type { Negotiation, NegotiationStep, ServerMessage } from './negotiation.js';
+import type { NegotiationStep, ServerMessage } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
 import type { Session } from './session.js';
 import { TransmissionEngine } from './transmission-engine.js';
-
-/** Limits of one connection. */
-export interface ConnectionLimits {
-  /** Requests in flight before reading pauses. */
-  maxInFlight: number;
-  /** Request and reply bytes in flight before reading pauses. */
-  maxInFlightBytes: number;
-  /** Milliseconds to finish the handshake. */
-  handshakeTimeout: number;
-  /** Largest option a client may send. */
-  maxOptionLength: number;
-  /** Largest payload drained to stay in sync before the stream is declared broken. */
-  maxDrain: number;
-}
-
-/** What a connection in transmission holds. */
-interface Transmit {
-  session: Session;
-  ownsDevice: boolean;
-  engine: TransmissionEngine;
-  writer: ReplyWriter;
-}
-
-type State =
-  | { phase: 'new' }
-  | { phase: 'handshake' | 'starting-tls'; negotiation: Negotiation }
-  | { phase: 'transmitting' | 'draining'; t: Transmit }
-  | { phase: 'closing'; t: Transmit | undefined }
-  | { phase: 'closed' };
-type Phase = State['phase'];
-
-const transitions: Record<Phase, readonly Phase[]> = {
-  new: ['handshake', 'transmitting'],
-  handshake: ['starting-tls', 'transmitting', 'closing'],
-  'starting-tls': ['handshake', 'closing'],
-  transmitting: ['draining', 'closing'],
-  draining: ['closing'],
-  closing: ['closed'],
-  closed: [],
-};
 
 /**
  * Read arenas of every server connection on this thread: 4 KiB while quiet, 4 MiB when
@@ -88,16 +42,6 @@ const arenaPool = new ArenaPool(
  * device calls still running once the transport has closed.
  */
 const CLOSE_GRACE_MS = 5000;
-
-/** How a connection starts: newstyle negotiation, or straight to transmission (oldstyle, kernel hand-over). */
-export type Start = { negotiation: Negotiation } | { session: Session; ownsDevice: boolean; greeting?: Greeting };
-
-/** STARTTLS on this connection: the credentials, and a check of who the client turned out to be. */
-export interface ConnectionTls {
-  server: ServerTls;
-  /** Called once TLS is up (ServeOptions.preconnect with `tls` set); false closes the connection. */
-  authorize?: (identity: TlsIdentity) => boolean | Promise<boolean>;
-}
 
 export class ServerConnection {
   private state: State = { phase: 'new' };
