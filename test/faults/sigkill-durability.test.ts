@@ -5,8 +5,8 @@
 // only then the reply's write on the socket (the spec: FUA and FLUSH replies only once
 // the data is durable).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -29,14 +29,22 @@ interface Syscall {
   args: string;
 }
 
-/** Lines of `strace -f -ttt -T -y`: pid (padded when pids differ in width), start time, call(fd<target>, args) = ret <duration>. */
-function parse(log: string): Syscall[] {
+/**
+ * Lines of `strace -ff -ttt -T -y`, one file per thread (so no call is split into
+ * "unfinished" and "resumed" halves by another thread's): start time,
+ * call(fd<target>, args) = ret <duration>; all threads' calls in time order.
+ */
+function parse(logPrefix: string): Syscall[] {
+  const dir = dirname(logPrefix);
   const out: Syscall[] = [];
-  for (const line of log.split('\n')) {
-    const m = /^\d+\s+(\d+\.\d+) (\w+)\(\d+<([^>]*)>,?(.*)\) = (-?\d+).*<(\d+\.\d+)>$/.exec(line);
-    if (m) out.push({ t: Number(m[1]), end: Number(m[1]) + Number(m[6]), call: m[2]!, target: m[3]!, args: m[4]! });
+  for (const file of readdirSync(dir).filter((f) => f.startsWith(`${basename(logPrefix)}.`))) {
+    for (const line of readFileSync(join(dir, file), 'utf8').split('\n')) {
+      // `= ?` without a duration: the call was under way when SIGKILL came (strace saw no return).
+      const m = /^(\d+\.\d+) (\w+)\(\d+<([^>]*)>,?(.*)\) = (-?\d+|\?)(?:.*<(\d+\.\d+)>)?$/.exec(line);
+      if (m) out.push({ t: Number(m[1]), end: Number(m[1]) + Number(m[6] ?? 0), call: m[2]!, target: m[3]!, args: m[4]! });
+    }
   }
-  return out;
+  return out.sort((a, b) => a.t - b.t);
 }
 
 /** The data write at `offset` to `image` (pwrite64, pwritev or pwritev2: offset is the last number). */
@@ -53,8 +61,8 @@ function durableAt(calls: Syscall[], image: string, write: Syscall): { at: numbe
   return sync && { at: sync.end, how: `${write.call}, then ${sync.call}` };
 }
 
-/** Reply magics as strace prints the first bytes: simple, structured, extended. */
-const REPLY = /^ "(gDf\\230|f\\2163\\357|n\\212'\\214)/;
+/** Reply magics as strace prints the first bytes (of a write, or of writev's first buffer): simple, structured, extended. */
+const REPLY = /^ (\[\{iov_base=)?"(gDf\\230|f\\2163\\357|n\\212'\\214)/;
 
 async function serveUnderStrace(
   dir: string,
@@ -67,7 +75,7 @@ async function serveUnderStrace(
   writeFileSync(image, '');
   truncateSync(image, 16 * MiB);
   const args = [
-    '-f',
+    '-ff',
     '-qq',
     '-ttt',
     '-T',
@@ -107,13 +115,14 @@ describe('SIGKILL after FUA, and after FLUSH, on a FileDevice', () => {
     await kill(s); // right after the reply arrived
     expect(readFileSync(s.image).subarray(MiB, MiB + 65536)).toEqual(Buffer.from(data));
 
-    const calls = parse(readFileSync(s.log, 'utf8'));
+    const calls = parse(s.log);
     const write = dataWrite(calls, s.image, MiB);
     expect(write, 'the data write').toBeDefined();
     const durable = durableAt(calls, s.image, write!);
     expect(durable, 'the data made durable').toBeDefined();
     const reply = calls.find((c) => c.target.startsWith('socket:') && c.t >= write!.t && REPLY.test(c.args));
-    expect(reply, "the reply's write").toBeDefined();
+    const socketCalls = calls.filter((c) => c.target.startsWith('socket:')).map((c) => `${c.call}${c.args.slice(0, 40)}`);
+    expect(reply, `the reply's write among ${JSON.stringify(socketCalls)}`).toBeDefined();
     if (mode) expect(durable!.how).toMatch(/fdatasync/);
     else expect(durable!.how).toMatch(/RWF_DSYNC/);
     console.log(`FUA: ${durable!.how} durable at ${durable!.at.toFixed(6)}, reply ${reply!.call} at ${reply!.t.toFixed(6)}`);
@@ -132,7 +141,7 @@ describe('SIGKILL after FUA, and after FLUSH, on a FileDevice', () => {
     await kill(s);
     expect(readFileSync(s.image).subarray(2 * MiB, 2 * MiB + 65536)).toEqual(Buffer.from(data));
 
-    const calls = parse(readFileSync(s.log, 'utf8'));
+    const calls = parse(s.log);
     const write = dataWrite(calls, s.image, 2 * MiB);
     expect(write, 'the data write').toBeDefined();
     expect(write!.args).not.toMatch(/RWF_D?SYNC/); // no FUA asked: durability comes from FLUSH
