@@ -18,9 +18,11 @@ export function fuzz(data) {
   const split = Math.min(3 + ((data[1] << 8) | data[2]), data.length);
   const states = requests(data.subarray(3, split), rules.extended);
   if (states.size === 0) return;
-  const held = new Set();
+  // Which request holds each view: others may still hold theirs when one finishes.
+  const held = new Map();
+  let current;
   const views = {
-    hold: (v) => held.add(v),
+    hold: (v) => held.set(v, current),
     release: (v) => invariant(held.delete(v), 'released a view never held'),
   };
   const d = new ServerStreamDecoder({ maxChunk: 1 << 20 });
@@ -35,6 +37,7 @@ export function fuzz(data) {
       const c = f.kind === 'chunk' ? f.header.cookie : f.cookie;
       const st = states.get(c);
       if (st === undefined) return; // the connection treats an unknown cookie as a protocol error
+      current = st;
       const outcome =
         f.kind === 'chunk' ? assembleChunk(rules, st, f.header, f.payload, views) : assembleSimple(rules, st, f.error, f.data, views);
       if (outcome === undefined) continue;
@@ -61,17 +64,20 @@ function requests(bytes, extended) {
   return states;
 }
 
+/** How many views `st` still holds. */
+const heldBy = (held, st) => [...held.values()].filter((owner) => owner === st).length;
+
 function checkOutcome(rules, st, outcome, held) {
   if (!outcome.ok) {
     invariant(outcome.error instanceof NbdErrnoError && outcome.error.errno !== 0, 'failure without an errno');
-    invariant(held.size === 0, 'a failed reply kept an arena view');
+    invariant(heldBy(held, st) === 0, 'a failed reply kept an arena view');
     return;
   }
   if (outcome.held !== undefined) {
-    invariant(held.size === 1 && held.has(outcome.held), 'the handed-on view is not the one held');
+    invariant(held.get(outcome.held) === st, 'the handed-on view is not the one held');
     held.delete(outcome.held);
   }
-  invariant(held.size === 0, 'a finished reply kept an arena view');
+  invariant(heldBy(held, st) === 0, 'a finished reply kept an arena view');
   if (st.command === Command.READ) {
     invariant(
       outcome.value instanceof Uint8Array && outcome.value.length === st.length,

@@ -10,11 +10,13 @@ import { FileDevice } from '@nbd/devices';
 import { type Peer, runOk, runPython, startNbdkit, tempDir } from '../support/peers.js';
 import { mapOf, sparseFile } from './devices-support.js';
 import { type OurServer, startOurServer } from './server-support.js';
+import { closing } from '../support/closing.js';
 
 const MiB = 1024 * 1024;
 const allocated = (path: string) => statSync(path).blocks * 512;
 
 describe('FileDevice through NBD clients', () => {
+  const keep = closing();
   const tmp = tempDir('nbd-dev-file-');
   let ours: OurServer | undefined;
   let kit: Peer | undefined;
@@ -34,7 +36,7 @@ describe('FileDevice through NBD clients', () => {
       [10 * MiB + 8192, 12_345],
       [63 * MiB, MiB],
     ]);
-    await serve(await FileDevice.open(path, { readOnly: true }));
+    await serve(keep(await FileDevice.open(path, { readOnly: true })));
     kit = await startNbdkit(['file', path]);
     const map = await mapOf(ours!.uri());
     expect(map).toBe(await mapOf(kit.uri));
@@ -44,7 +46,7 @@ describe('FileDevice through NBD clients', () => {
   it("a discard frees the file's blocks; a zero with NO_HOLE allocates them, a zero that may unmap frees them", async () => {
     const path = join(tmp.dir, 'full.img');
     writeFileSync(path, randomFillSync(Buffer.alloc(16 * MiB)));
-    await serve(await FileDevice.open(path));
+    await serve(keep(await FileDevice.open(path)));
     const before = allocated(path);
     await runOk('qemu-io', ['-f', 'raw', '-c', 'discard 0 8M', ours!.uri()]);
     const afterDiscard = allocated(path);
@@ -66,7 +68,7 @@ describe('FileDevice through NBD clients', () => {
     await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 1M 2M', '-c', 'write -P 0x62 40M 512k', src]);
     const target = join(tmp.dir, 'target.img');
     writeFileSync(target, randomFillSync(Buffer.alloc(64 * MiB))); // fully allocated, not zero
-    await serve(await FileDevice.open(target));
+    await serve(keep(await FileDevice.open(target)));
     await runOk('qemu-img', ['convert', '-n', '-f', 'qcow2', '-O', 'raw', src, ours!.uri()]);
     await ours!.stop();
     ours = undefined;
@@ -78,7 +80,7 @@ describe('FileDevice through NBD clients', () => {
     const path = `/dev/shm/nbd-dev-fastzero-${process.pid}.img`;
     writeFileSync(path, Buffer.alloc(MiB, 1));
     try {
-      await serve(await FileDevice.open(path));
+      await serve(keep(await FileDevice.open(path)));
       const script = [
         'import nbd, sys',
         'h = nbd.NBD()',
@@ -103,7 +105,7 @@ describe('FileDevice through NBD clients', () => {
   it('O_DIRECT: block sizes advertised, qemu-io writes land in the file', async () => {
     const path = join(tmp.dir, 'direct.img');
     sparseFile(path, 8 * MiB, []);
-    await serve(await FileDevice.open(path, { direct: true }));
+    await serve(keep(await FileDevice.open(path, { direct: true })));
     const info = JSON.parse(await runOk('nbdinfo', ['--json', ours!.uri()]));
     expect(info.exports[0].block_size_minimum).toBe(4096);
     await runOk('qemu-io', [

@@ -17,6 +17,7 @@ import {
   truncate,
 } from '@nbd/devices';
 import { run, runOk, tempDir } from '../support/peers.js';
+import { closing } from '../support/closing.js';
 import { type Pair, expectSame, mapOf, pair, sparseFile } from './devices-support.js';
 
 const MiB = 1024 * 1024;
@@ -87,6 +88,7 @@ describe('@nbd/devices sources vs nbdkit plugins', () => {
 });
 
 describe('@nbd/devices filters vs nbdkit filters', () => {
+  const keep = closing();
   const tmp = tempDir('nbd-dev-kitf-');
   const disk = join(tmp.dir, 'disk.img');
   let p: Pair | undefined;
@@ -118,7 +120,7 @@ describe('@nbd/devices filters vs nbdkit filters', () => {
   });
   afterAll(() => tmp.cleanup());
 
-  const file = (path = disk, readOnly = true) => FileDevice.open(path, { readOnly });
+  const file = async (path = disk, readOnly = true) => keep(await FileDevice.open(path, { readOnly }));
 
   it('--filter=partition partition=1 and partition=2', async () => {
     for (const n of [1, 2]) {
@@ -175,7 +177,7 @@ describe('@nbd/devices filters vs nbdkit filters', () => {
     const kits = join(tmp.dir, 'bs-kit.img');
     copyFileSync(disk, ours);
     copyFileSync(disk, kits);
-    const base = await FileDevice.open(ours, { direct: true });
+    const base = keep(await FileDevice.open(ours, { direct: true }));
     expect(base.blockSizes?.min).toBe(4096);
     p = await pair(blocksize(base, { minBlock: 4096 }), ['--filter=blocksize', 'file', kits, 'minblock=4096']);
     const info = JSON.parse(await runOk('nbdinfo', ['--json', p.ours.uri()]));

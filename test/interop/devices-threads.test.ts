@@ -20,12 +20,14 @@ import {
 import { type Export, SharedMemoryDevice, listenAndServe } from '../../packages/server/dist/index.js';
 import { runOk, tempDir } from '../support/peers.js';
 import { type OurServer, startOurServer } from './server-support.js';
+import { closing } from '../support/closing.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;
 const start = (exports: Export[]) => startOurServer(exports, { threads: 2 }, listenAndServe);
 
 describe('filter stacks on worker threads', () => {
+  const keep = closing();
   const tmp = tempDir('nbd-dev-threads-');
   let srv: OurServer | undefined;
   afterEach(async () => {
@@ -42,8 +44,8 @@ describe('filter stacks on worker threads', () => {
     const data = randomFillSync(Buffer.alloc(SIZE));
     data.fill(0, 8 * MiB, 12 * MiB);
     writeFileSync(src, data);
-    const file = await FileDevice.open(base, { readOnly: true });
-    const dev = stats(cow(file, { overlay: await CowFileOverlay.open(join(tmp.dir, 'overlay'), { size: SIZE }) }));
+    const file = keep(await FileDevice.open(base, { readOnly: true }));
+    const dev = stats(cow(file, { overlay: keep(await CowFileOverlay.open(join(tmp.dir, 'overlay'), { size: SIZE })) }));
     srv = await start([{ name: '', size: SIZE, device: dev }]);
     await runOk('nbdcopy', ['--connections=4', src, srv.uri()]);
     const out = join(tmp.dir, 'out.img');

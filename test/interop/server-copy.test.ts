@@ -8,10 +8,12 @@ import { FileDevice } from '@nbd/devices';
 import { MemoryDevice } from '@nbd/server';
 import { type Peer, run, runOk, startNbdkit, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
+import { closing } from '../support/closing.js';
 
 const SIZE = 32 * MiB;
 
 describe('nbdcopy and nbdkit-nbd through our server', () => {
+  const keep = closing('all');
   const tmp = tempDir('nbd-copy-');
   const src = join(tmp.dir, 'src.img');
   let srv: OurServer;
@@ -27,7 +29,7 @@ describe('nbdcopy and nbdkit-nbd through our server', () => {
     writeFileSync(fileImg, Buffer.alloc(SIZE));
     srv = await startOurServer([
       { name: '', size: SIZE, device: new MemoryDevice(SIZE) },
-      { name: 'file', size: SIZE, device: await FileDevice.open(fileImg) },
+      { name: 'file', size: SIZE, device: keep(await FileDevice.open(fileImg)) },
     ]);
   });
   afterAll(async () => {

@@ -12,6 +12,7 @@ import { FileDevice } from '../../packages/devices/dist/index.js';
 import { type Device, type Export, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
+import { closing } from '../support/closing.js';
 
 const SIZE = 32 * MiB;
 
@@ -19,6 +20,7 @@ const SIZE = 32 * MiB;
 const start = (exports: Export[], opts: ServeOptions = {}) => startOurServer(exports, { threads: 2, ...opts }, listenAndServe);
 
 describe('worker threads with a FileDevice', () => {
+  const keep = closing('all');
   const tmp = tempDir('nbd-threads-data-');
   const src = join(tmp.dir, 'src.img');
   const img = join(tmp.dir, 'served.img');
@@ -30,7 +32,7 @@ describe('worker threads with a FileDevice', () => {
     randomFillSync(data, 20 * MiB);
     writeFileSync(src, data);
     writeFileSync(img, Buffer.alloc(SIZE));
-    srv = await start([{ name: '', size: SIZE, device: await FileDevice.open(img) }]);
+    srv = await start([{ name: '', size: SIZE, device: keep(await FileDevice.open(img)) }]);
   });
   afterAll(async () => {
     await srv?.stop();
@@ -75,6 +77,7 @@ function testDevice(kind: 'crash' | 'slow'): Device {
 }
 
 describe('worker-thread lifecycle', () => {
+  const keep = closing();
   let srv: OurServer | undefined;
   const tmp = tempDir('nbd-threads-life-');
   const img = join(tmp.dir, 'disk.img');
@@ -89,7 +92,7 @@ describe('worker-thread lifecycle', () => {
     const ac = new AbortController();
     let port = 0;
     const up = Promise.withResolvers<void>();
-    const done = listenAndServe({ host: '127.0.0.1', port: 0 }, [{ name: 'disk', size: MiB, device: await FileDevice.open(img) }], {
+    const done = listenAndServe({ host: '127.0.0.1', port: 0 }, [{ name: 'disk', size: MiB, device: keep(await FileDevice.open(img)) }], {
       threads: 2,
       signal: ac.signal,
       onListen: (a) => {
@@ -123,7 +126,7 @@ describe('worker-thread lifecycle', () => {
 
   it('preconnect runs in the main thread and can refuse a client', async () => {
     let calls = 0;
-    srv = await start([{ name: '', size: MiB, device: await FileDevice.open(img) }], { preconnect: () => ++calls > 1 });
+    srv = await start([{ name: '', size: MiB, device: keep(await FileDevice.open(img)) }], { preconnect: () => ++calls > 1 });
     expect((await run('nbdinfo', ['--size', srv.uri()])).code).not.toBe(0);
     expect((await runOk('nbdinfo', ['--size', srv.uri()])).trim()).toBe(String(MiB));
     expect(calls).toBe(2);
@@ -153,7 +156,7 @@ describe('worker-thread lifecycle', () => {
   it('refuses devices without share(), the open hook, and a bad thread count, before listening', async () => {
     const plain: Export = { name: '', size: MiB, device: { readAt: () => {} } };
     await expect(listenAndServe({ path: join(tmp.dir, 'a.sock') }, [plain], { threads: 2 })).rejects.toThrow(/share\(\)/);
-    const shared: Export = { name: '', size: MiB, device: await FileDevice.open(img) };
+    const shared: Export = { name: '', size: MiB, device: keep(await FileDevice.open(img)) };
     await expect(listenAndServe({ path: join(tmp.dir, 'b.sock') }, [shared], { threads: 2, open: () => plain.device })).rejects.toThrow(
       /open hook/,
     );
@@ -161,7 +164,7 @@ describe('worker-thread lifecycle', () => {
   });
 
   it('a listen failure stops the workers it started', async () => {
-    const shared: Export = { name: '', size: MiB, device: await FileDevice.open(img) };
+    const shared: Export = { name: '', size: MiB, device: keep(await FileDevice.open(img)) };
     const threadsNow = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
     const before = threadsNow();
     await expect(listenAndServe({ path: join(tmp.dir, 'missing-dir', 'x.sock') }, [shared], { threads: 2 })).rejects.toThrow(/listen E/);
