@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileDevice } from '@nbd/devices';
 import { type Peer, runOk, runPython, startNbdkit, tempDir } from '../support/peers.js';
+import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { mapOf, sparseFile } from './devices-support.js';
 import { type OurServer, startOurServer } from './server-support.js';
 import { closing } from '../support/closing.js';
@@ -62,17 +63,18 @@ describe('FileDevice through NBD clients', () => {
     ).toBe(true);
   });
 
-  it('qemu-img convert of a sparse qcow2 into our export stays sparse (zeroes become holes)', async () => {
-    const src = join(tmp.dir, 'src.qcow2');
-    await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', src, '64M']);
-    await runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 1M 2M', '-c', 'write -P 0x62 40M 512k', src]);
-    const target = join(tmp.dir, 'target.img');
+  it.each(EACH_QEMU)('qemu-img %s convert of a sparse qcow2 into our export stays sparse (zeroes become holes)', async (version, q) => {
+    const img = qemuTool(q, 'qemu-img');
+    const src = join(tmp.dir, `src-${version}.qcow2`);
+    await runOk(img, ['create', '-q', '-f', 'qcow2', src, '64M']);
+    await runOk(qemuTool(q, 'qemu-io'), ['-f', 'qcow2', '-c', 'write -P 0x61 1M 2M', '-c', 'write -P 0x62 40M 512k', src]);
+    const target = join(tmp.dir, `target-${version}.img`);
     writeFileSync(target, randomFillSync(Buffer.alloc(64 * MiB))); // fully allocated, not zero
     await serve(keep(await FileDevice.open(target)));
-    await runOk('qemu-img', ['convert', '-n', '-f', 'qcow2', '-O', 'raw', src, ours!.uri()]);
+    await runOk(img, ['convert', '-n', '-f', 'qcow2', '-O', 'raw', src, ours!.uri()]);
     await ours!.stop();
     ours = undefined;
-    await runOk('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', src, target]);
+    await runOk(img, ['compare', '-f', 'qcow2', '-F', 'raw', src, target]);
     expect(allocated(target)).toBeLessThan(4 * MiB);
   });
 

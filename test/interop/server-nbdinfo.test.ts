@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '@nbd/server';
 import { run, runOk } from '../support/peers.js';
+import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 
 describe('our server vs nbdinfo / qemu-nbd -L / nbd-client -l', () => {
@@ -87,8 +88,8 @@ describe('our server vs nbdinfo / qemu-nbd -L / nbd-client -l', () => {
     expect(r.code).not.toBe(0);
   });
 
-  it('qemu-nbd -L lists the exports', async () => {
-    const out = await runOk('qemu-nbd', ['-L', '-k', srv.socket]);
+  it.each(EACH_QEMU)('qemu-nbd %s -L lists the exports', async (_version, q) => {
+    const out = await runOk(qemuTool(q, 'qemu-nbd'), ['-L', '-k', srv.socket]);
     expect(out).toContain('exports available: 2');
     expect(out).toMatch(/export: 'disk'[\s\S]*description: the main disk[\s\S]*size:\s+67108864/);
     expect(out).toContain("export: 'other'");
