@@ -4,10 +4,11 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
-import { Magic } from '@nbd/protocol';
-import { MemoryDevice } from '@nbd/server';
+import { Magic, NbdInvalidArgumentError } from '@nbd/protocol';
+import { MemoryDevice, listen, serve } from '@nbd/server';
 import { runOk, tempDir } from '../support/peers.js';
 import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
@@ -77,5 +78,17 @@ describe('oldstyle handshake', () => {
     await conn.write(Uint8Array.of(1, 2, 3), 4096);
     expect(await conn.read(4096, 3)).toEqual(Uint8Array.of(1, 2, 3));
     await conn.disconnect();
+  });
+
+  it('refuses TLS with oldstyle (it has no STARTTLS) rather than serving plaintext: listen and serve reject', async () => {
+    const exports = [{ name: '', size: SIZE, device: new MemoryDevice(SIZE) }];
+    const opts = { handshake: 'oldstyle', tls: { psk: { alice: '00112233445566778899aabbccddeeff' } } } as const;
+    await expect(listen({ path: join(tmp.dir, 'tls.sock') }, exports, opts)).rejects.toThrow(
+      /oldstyle handshake has no STARTTLS, so it cannot serve tls mode 'require'/,
+    );
+    await expect(serve(new PassThrough(), exports, opts)).rejects.toThrow(NbdInvalidArgumentError);
+    await expect(
+      listen({ path: join(tmp.dir, 'off.sock') }, exports, { ...opts, tls: { mode: 'off' } }).then((s) => s.close()),
+    ).resolves.toBe(undefined);
   });
 });

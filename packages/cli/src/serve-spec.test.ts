@@ -76,6 +76,7 @@ describe('nbd serve command line', () => {
     [['-e', 'x', 'memory', '1M', '-e', 'x', 'memory', '1M'], /two exports are named "x"/],
     [['-o', '-e', 'a', 'memory', '1M', '-e', 'b', 'memory', '1M'], /--oldstyle serves one export/],
     [['--tls-verify-peer', 'memory', '1M'], /--tls-verify-peer needs --tls-certificates/],
+    [['-o', '--tls-psk', 'keys.psk', 'memory', '1M'], /--oldstyle has no STARTTLS/],
     [['--listen', 'nbd+unix:///', 'memory', '1M'], /needs \?socket=PATH/],
     [['-t', '-1', 'memory', '1M'], /option '-t' needs a value/],
     [['-t', '300', 'memory', '1M'], /--threads: expected a whole number from 0 to 256/],

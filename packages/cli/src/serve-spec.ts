@@ -186,10 +186,13 @@ export function parseServe(argv: readonly string[], arity: Arity): ServeSpec {
   const threads = intOption('serve', '--threads', v.threads, { min: 0, max: 256 }) ?? 0;
   if (v.oldstyle && exports.length > 1) throw new UsageError('serve', '--oldstyle serves one export (oldstyle has no export names)');
   if (v.oldstyle && threads > 0) throw new UsageError('serve', '--oldstyle is not served on worker threads');
+  const tls = tlsOf(v);
+  if (v.oldstyle && tls !== undefined && tls.mode !== 'off')
+    throw new UsageError('serve', '--oldstyle has no STARTTLS: drop the --tls options');
   return {
     exports,
     listen: listenOf(v),
-    tls: tlsOf(v),
+    tls,
     threads,
     readOnly: v['read-only'] === true || v.readonly === true,
     oldstyle: v.oldstyle === true,

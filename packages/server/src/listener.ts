@@ -5,7 +5,7 @@ import { NbdInvalidArgumentError, parseNbdUri, tieToSignal } from '@nbd/protocol
 import { type NbdAddress, type ServerTlsOptions, listenOptionsOf, peerOf } from '@nbd/node';
 import type { Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
-import { type ServeOptions, admitted, checkExports, serve, tlsOf } from './serve.js';
+import { type ServeOptions, admitted, checkExports, checkHandshake, serve, tlsOf } from './serve.js';
 import { ThreadPool } from './threads.js';
 
 /**
@@ -57,6 +57,7 @@ export class NbdServer implements AsyncDisposable {
   /** @internal */
   static async start(address: NbdAddress | ListenOptions, exports: readonly Export[], opts: ServeOptions): Promise<NbdServer> {
     checkExports(exports);
+    checkHandshake(opts);
     const logger = opts.logger ?? silentLogger;
     const listenOpts = listenOptionsOf(address);
     if ((typeof address === 'string' || address instanceof URL) && parseNbdUri(String(address)).tls && opts.tls === undefined) {

@@ -3,7 +3,7 @@
 // kernel's end of a socketpair). Listening is in listener.ts.
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Limits, type PeerInfo, type Transport, tieToSignal } from '@nbd/protocol';
+import { Limits, NbdInvalidArgumentError, type PeerInfo, type Transport, tieToSignal } from '@nbd/protocol';
 import { NodeTransport, type ServerTls, type ServerTlsOptions, type TlsIdentity, serverTls } from '@nbd/node';
 import type { ConnectionLimits, ConnectionTls, Start } from './connection-state.js';
 import { ServerConnection } from './connection.js';
@@ -84,6 +84,14 @@ export function checkExports(exports: readonly Export[]): void {
   }
 }
 
+/** Oldstyle has no options, so no STARTTLS: refused rather than served in plaintext when TLS was asked for. */
+export function checkHandshake(opts: ServeOptions): void {
+  const tlsMode = opts.tls === undefined ? 'off' : (opts.tls.mode ?? 'require');
+  if (opts.handshake === 'oldstyle' && tlsMode !== 'off') {
+    throw new NbdInvalidArgumentError(`serve: an oldstyle handshake has no STARTTLS, so it cannot serve tls mode '${tlsMode}'`);
+  }
+}
+
 function limitsOf(opts: ServeOptions): ConnectionLimits {
   return {
     maxInFlight: opts.maxInFlight ?? 256,
@@ -123,6 +131,7 @@ async function run(transport: Transport, start: Start, opts: ServeOptions, logge
  */
 export async function serve(socket: Duplex | Transport, exports: readonly Export[], opts: ServeOptions = {}): Promise<void> {
   checkExports(exports);
+  checkHandshake(opts);
   const logger = opts.logger ?? silentLogger;
   const transport = transportOf(socket, opts);
   if (opts.signal?.aborted || !(await admitted(transport.peer, opts, logger))) {
