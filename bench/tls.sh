@@ -1,6 +1,6 @@
 #!/bin/bash
 # TLS, side by side in one run (X.509, one RSA-2048 certificate shared by every server):
-#   1. servers: our server with `tls: require` against `nbdkit --tls=require`, both serving
+#   1. servers: our server with `tls: require` (one thread, and `--threads 2`) against `nbdkit --tls=require`, both serving
 #      memory, with plaintext nbdkit as the reference for what TLS costs; workloads of run.sh:
 #      the handshake (connect + STARTTLS + TLS handshake + get_size + shutdown, libnbd),
 #      nbdcopy sequential write and read, fio 4 KiB QD32 random read and write (libnbd engine);
@@ -81,12 +81,13 @@ echo "| server | our client negotiated | libnbd (nbdcopy/fio) negotiated |"
 echo "|---|---|---|"
 ciphers
 echo
-log "servers: nbdkit --tls=require, ours with TLS, plaintext nbdkit"
+log "servers: nbdkit --tls=require, ours with TLS (one thread, and two worker threads), plaintext nbdkit"
 NBD_SCHEME=nbds+unix SIZE=$SIZE RUNS=${RUNS:-3} FIO_RUNTIME=${FIO_RUNTIME:-5} \
   WORKLOADS=${WORKLOADS:-handshake seqwrite seqread randread_qd32 randwrite_qd32} \
   bash "$HERE/compare.sh" \
   "nbdkit-tls=nbdkit -f -U {SOCK} --tls=require --tls-certificates=$CERTS memory {SIZE}" \
-  "ours-tls=$SERVE --tls-certificates $CERTS"
+  "ours-tls=$SERVE --tls-certificates $CERTS" \
+  "ours-tls-t2=$SERVE --threads 2 --tls-certificates $CERTS"
 echo
 log "plaintext reference (nbdkit memory, ours)"
 SIZE=$SIZE RUNS=${RUNS:-3} FIO_RUNTIME=${FIO_RUNTIME:-5} WORKLOADS=${WORKLOADS:-handshake seqwrite seqread randread_qd32 randwrite_qd32} \

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Option, OptionReply, ServerStreamDecoder, encodeClientFlags, encodeOptionRequest } from '@nbd/protocol';
 import { parsePskFile } from '@nbd/node';
 import { type ConnectionInfo, type Export, MemoryDevice, type ServeOptions, listenAndServe } from '@nbd/server';
+import * as dist from '../../packages/server/dist/index.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { type Credentials, makeCredentials } from '../support/tls.js';
@@ -130,6 +131,25 @@ describe('TLS with PSK (FORCEDTLS)', () => {
     await runOk('nbdcopy', [src, pskUri(srv)]);
     await runOk('nbdcopy', [pskUri(srv), back]);
     expect(readFileSync(back).equals(data)).toBe(true);
+  });
+
+  it('on worker threads (threads: 2, each loading the PSK file): nbdcopy both ways over 4 TLS connections', async () => {
+    // Worker threads run the built server (dist/), as in server-threads.test.ts.
+    const shared = await startOurServer(
+      [{ name: 'disk', size: SIZE, device: new dist.SharedMemoryDevice(SIZE) }],
+      { tls: { pskFile: psk() }, threads: 2 },
+      dist.listenAndServe,
+    );
+    servers.push(shared);
+    const src = join(tmp.dir, 'src-threads.img');
+    const back = join(tmp.dir, 'back-threads.img');
+    const data = randomFillSync(Buffer.alloc(SIZE));
+    writeFileSync(src, data);
+    await runOk('nbdcopy', ['--connections=4', src, pskUri(shared)]);
+    await runOk('nbdcopy', ['--connections=4', pskUri(shared), back]);
+    expect(readFileSync(back).equals(data)).toBe(true);
+    const plain = await run('nbdinfo', [`nbd+unix:///disk?socket=${shared.socket}`]);
+    expect(plain.code).not.toBe(0); // FORCEDTLS on the workers too
   });
 
   it.each(EACH_QEMU)('qemu-io and qemu-img %s with --object tls-creds-psk', async (_version, q) => {
