@@ -106,12 +106,16 @@ BYTES=$(nbdinfo --size "$SRC")
 OURS_SRC="$SRC&tls-certificates=$CERTS&tls-hostname=localhost"
 once() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null || { log "FAILED: $*"; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ours=() theirs=()
+ours=() ours_t2=() theirs=()
 for _ in $(seq "${RUNS:-3}"); do
   ours+=("$(once "$NODE" "$REPO/examples/dist/client-copy.js" "$OURS_SRC" null:)")
+  ours_t2+=("$(once "$NODE" "$REPO/examples/dist/client-copy.js" --threads=2 "$OURS_SRC" null:)")
   theirs+=("$(once nbdcopy "$SRC" null:)")
 done
-o=$(median "${ours[@]}") t=$(median "${theirs[@]}")
-echo "| copy nbdkit --tls=require memory → null: ($SIZE, median of ${RUNS:-3}) | @nbd/copy | nbdcopy | ratio ours/nbdcopy |"
-echo "|---|---|---|---|"
-printf '| GiB/s | %.3f | %.3f | %.2f |\n' "$(echo "$BYTES / $o / 1073741824" | bc -l)" "$(echo "$BYTES / $t / 1073741824" | bc -l)" "$(echo "$t / $o" | bc -l)"
+o=$(median "${ours[@]}") o2=$(median "${ours_t2[@]}") t=$(median "${theirs[@]}")
+gib() { echo "$BYTES / $1 / 1073741824" | bc -l; }
+echo "| copy nbdkit --tls=require memory → null: ($SIZE, median of ${RUNS:-3}) | GiB/s | ratio ours/nbdcopy |"
+echo "|---|---|---|"
+printf '| nbdcopy (4 connections) | %.3f | 1.00 |\n' "$(gib "$t")"
+printf '| @nbd/copy (4 connections, one thread) | %.3f | %.2f |\n' "$(gib "$o")" "$(echo "$t / $o" | bc -l)"
+printf '| @nbd/copy --threads=2 | %.3f | %.2f |\n' "$(gib "$o2")" "$(echo "$t / $o2" | bc -l)"
