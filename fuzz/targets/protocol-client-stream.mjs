@@ -16,7 +16,7 @@ import {
   encodeOptionRequest,
   requestPayloadLength,
 } from '../../packages/protocol/dist/index.js';
-import { frameKey, invariant, rejecting, sameBytes } from './common.mjs';
+import { decodePieces, invariant, rejecting, sameBytes, wholeVsSplit } from './common.mjs';
 
 const OPTION_HEADER = 16;
 
@@ -25,19 +25,12 @@ function decodeAll(mode, pieces) {
   const maxPayload = mode & 4 ? 512 : 1 << 20;
   const d = new ClientStreamDecoder({ maxOptionLength: 8192, maxPayload, maxDrain: mode & 8 ? 4096 : 1 << 24 });
   if (mode & 1) d.startTransmission(ext, maxPayload);
-  const frames = [];
-  const error = rejecting(() => {
-    for (const piece of pieces) {
-      d.push(piece);
-      for (let f = d.next(); f !== undefined; f = d.next()) {
-        frames.push(frameKey(f));
-        check(f, ext, maxPayload);
-      }
-      const header = d.extended ? Size.EXTENDED_REQUEST : Size.REQUEST;
-      invariant(d.wanted <= header + maxPayload, `wanted ${d.wanted} beyond a frame`);
-    }
-  });
-  return { frames, error: error?.message };
+  return decodePieces(
+    d,
+    pieces,
+    (f) => check(f, ext, maxPayload),
+    () => (d.extended ? Size.EXTENDED_REQUEST : Size.REQUEST) + maxPayload,
+  );
 }
 
 function check(f, ext, maxPayload) {
@@ -63,16 +56,4 @@ function check(f, ext, maxPayload) {
   }
 }
 
-export function fuzz(data) {
-  if (data.length < 2) return;
-  const mode = data[0];
-  const body = new Uint8Array(data.buffer, data.byteOffset + 2, data.length - 2); // not a Buffer: payloads compare as bytes
-  const at = Math.min(data[1] * 4, body.length);
-  const whole = decodeAll(mode, [body]);
-  const split = decodeAll(mode, [body.subarray(0, at), body.subarray(at)]);
-  invariant(
-    whole.frames.length === split.frames.length && whole.frames.every((f, i) => f === split.frames[i]),
-    'split stream decodes differently',
-  );
-  invariant(whole.error === split.error, `split stream fails differently: ${whole.error} / ${split.error}`);
-}
+export const fuzz = wholeVsSplit(decodeAll);

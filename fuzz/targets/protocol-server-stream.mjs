@@ -17,7 +17,7 @@ import {
   encodeChunk,
   encodeOptionReply,
 } from '../../packages/protocol/dist/index.js';
-import { frameKey, invariant, rejecting, sameBytes } from './common.mjs';
+import { decodePieces, invariant, rejecting, sameBytes, wholeVsSplit } from './common.mjs';
 
 const MAX_CHUNK = 1 << 20;
 
@@ -26,23 +26,15 @@ function decodeAll(mode, pieces) {
   const d = new ServerStreamDecoder({ maxOptionReply: 1 << 16, maxChunk: MAX_CHUNK });
   d.readLength = (cookie) => (cookie < 0x10000n && (cookie & 1n) === 1n ? Number(cookie >> 1n) : undefined);
   if (mode & 1) d.startTransmission(ext);
-  const frames = [];
-  const error = rejecting(() => {
-    for (const piece of pieces) {
-      d.push(piece);
-      for (let f = d.next(); f !== undefined; f = d.next()) {
-        frames.push(frameKey(f));
-        if (f.kind === 'greeting' && f.greeting.style === 'newstyle' && mode & 4) d.expectExportNameReply((mode & 8) !== 0);
-        if (f.kind === 'option-reply') {
-          checkOptionReply(f);
-          if (f.option === Option.GO && f.type === OptionReply.ACK) d.startTransmission(ext);
-        }
-        if (f.kind === 'chunk') checkChunk(f, d.extended);
-      }
-      invariant(d.wanted <= 32 + MAX_CHUNK, `wanted ${d.wanted} beyond a frame`);
+  const onFrame = (f) => {
+    if (f.kind === 'greeting' && f.greeting.style === 'newstyle' && mode & 4) d.expectExportNameReply((mode & 8) !== 0);
+    if (f.kind === 'option-reply') {
+      checkOptionReply(f);
+      if (f.option === Option.GO && f.type === OptionReply.ACK) d.startTransmission(ext);
     }
-  });
-  return { frames, error: error?.message };
+    if (f.kind === 'chunk') checkChunk(f, d.extended);
+  };
+  return decodePieces(d, pieces, onFrame, () => 32 + MAX_CHUNK);
 }
 
 function checkOptionReply(f) {
@@ -65,16 +57,4 @@ function checkChunk(f, extended) {
   invariant(sameBytes(bytes.subarray(extended ? 32 : 20), f.payload), `chunk type 0x${f.header.type.toString(16)} does not re-encode`);
 }
 
-export function fuzz(data) {
-  if (data.length < 2) return;
-  const mode = data[0];
-  const body = new Uint8Array(data.buffer, data.byteOffset + 2, data.length - 2); // not a Buffer: payloads compare as bytes
-  const at = Math.min(data[1] * 4, body.length);
-  const whole = decodeAll(mode, [body]);
-  const split = decodeAll(mode, [body.subarray(0, at), body.subarray(at)]);
-  invariant(
-    whole.frames.length === split.frames.length && whole.frames.every((f, i) => f === split.frames[i]),
-    'split stream decodes differently',
-  );
-  invariant(whole.error === split.error, `split stream fails differently: ${whole.error} / ${split.error}`);
-}
+export const fuzz = wholeVsSplit(decodeAll);
