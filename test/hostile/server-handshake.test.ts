@@ -3,20 +3,9 @@
 // extended-headers extension) requires or allows, and what we do. After every row the
 // server process is alive, a well-behaved client is still served (write + verified
 // read), and the server's RSS stays under a bound.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { ClientFlag, Info, Option, OptionReply } from '@nbd/protocol';
-import {
-  type HostileCase,
-  RawClient,
-  ServerChild,
-  bystanderServed,
-  finalType,
-  handshake,
-  option,
-  rawOption,
-  replies,
-  tally,
-} from './support.js';
+import { type HostileCase, RawClient, ServerChild, finalType, handshake, option, rawOption, replies, serverTable } from './support.js';
 
 let srv: ServerChild;
 beforeAll(async () => {
@@ -270,15 +259,4 @@ const cases: HostileCase<void>[] = [
   },
 ];
 
-describe('hostile clients vs our server: handshake', () => {
-  let n = 0;
-  for (const c of cases) {
-    it(`${c.sends} → ${c.we} (spec: ${c.spec})`, async () => {
-      await c.run();
-      expect(srv.alive).toBe(true);
-      await bystanderServed(srv.socket, ++n);
-      expect(await srv.rss(false)).toBeLessThan(250);
-    });
-  }
-  afterAll(() => console.log(tally('hostile table, our server, handshake', cases)));
-});
+serverTable('hostile clients vs our server: handshake', cases, () => srv);

@@ -2,9 +2,9 @@
 // (compact and extended headers). Each row: what the client sends, what the spec
 // requires or allows, and what we do; after every row the server process is alive, a
 // well-behaved client is still served, and the server's RSS stays under a bound.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { Command, CommandFlag, Errno, type Request, type ServerFrame, encodeBlockStatusPayload, encodeRequest } from '@nbd/protocol';
-import { type HostileCase, MiB, type RawClient, ServerChild, bystanderServed, tally, transmission } from './support.js';
+import { type HostileCase, MiB, type RawClient, ServerChild, serverTable, transmission } from './support.js';
 
 let srv: ServerChild;
 beforeAll(async () => {
@@ -299,15 +299,4 @@ const cases: HostileCase<void>[] = [
   },
 ];
 
-describe('hostile clients vs our server: transmission', () => {
-  let n = 100;
-  for (const c of cases) {
-    it(`${c.sends} → ${c.we} (spec: ${c.spec})`, async () => {
-      await c.run();
-      expect(srv.alive).toBe(true);
-      await bystanderServed(srv.socket, ++n);
-      expect(await srv.rss(false)).toBeLessThan(250);
-    });
-  }
-  afterAll(() => console.log(tally('hostile table, our server, transmission', cases)));
-});
+serverTable('hostile clients vs our server: transmission', cases, () => srv, 100);

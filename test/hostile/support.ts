@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { expect } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ClientFlag, OptionReply, type ServerFrame, encodeClientFlags, encodeOptionRequest } from '@nbd/protocol';
 import { open } from '@nbd/client';
 import { tempDir } from '../support/peers.js';
@@ -162,4 +162,26 @@ export function tally<Ctx>(title: string, cases: readonly HostileCase<Ctx>[]): s
   const counts = new Map<Outcome, number>();
   for (const c of cases) counts.set(c.we, (counts.get(c.we) ?? 0) + 1);
   return `${title}: ${cases.length} cases — ${[...counts].map(([k, n]) => `${n} ${k}`).join(', ')}`;
+}
+
+/**
+ * Registers a table of hostile clients against our server (`server()`, started by the
+ * file): after each row the server process lives, a well-behaved client is still served
+ * (bystander `first + 1`, `first + 2`, …: each writes its own block) and the server's
+ * RSS stays under 250 MiB. Prints the counts by outcome at the end.
+ */
+export function serverTable(title: string, cases: readonly HostileCase<void>[], server: () => ServerChild, first = 0): void {
+  describe(title, () => {
+    let n = first;
+    for (const c of cases) {
+      it(`${c.sends} → ${c.we} (spec: ${c.spec})`, async () => {
+        await c.run();
+        const srv = server();
+        expect(srv.alive).toBe(true);
+        await bystanderServed(srv.socket, ++n);
+        expect(await srv.rss(false)).toBeLessThan(250);
+      });
+    }
+    afterAll(() => console.log(tally(title, cases)));
+  });
 }
