@@ -7,7 +7,7 @@ import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import { Chunks } from './chunks.js';
 import { type CopyEndpoint, type Sink, type Source, isFilePath, openSink, openSource, reopenable } from './endpoints.js';
 import { DEFAULT_REQUEST_SIZE, copyChunks, copyStream, settleAll } from './window.js';
-import { copyOnWorkers } from './workers.js';
+import { type CopyWorkerData, copyOnWorkers } from './workers.js';
 
 /** Progress of a copy: bytes done of the total. */
 export interface CopyProgress {
@@ -143,7 +143,7 @@ async function openBoth(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions)
   throw opened.status === 'rejected' ? opened.reason : (sunk as PromiseRejectedResult).reason;
 }
 
-function workerOptions(o: CopyOptions, sink: Sink) {
+function workerOptions(o: CopyOptions, sink: Sink): CopyWorkerData['opts'] {
   return {
     requestSize: o.requestSize ?? DEFAULT_REQUEST_SIZE,
     inFlight: o.inFlight,

@@ -3,6 +3,7 @@
 // steps, then its zero bytes, or its error (rebuilt here with its errno or code).
 import { ErrorCode, NbdErrnoError, NbdError, tieToSignal } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
+import type { CopyOptions } from './copy.js';
 
 /** What a copy worker thread gets (copy-worker.ts). */
 export interface CopyWorkerData {
@@ -10,16 +11,8 @@ export interface CopyWorkerData {
   dst: string;
   total: number;
   counter: SharedArrayBuffer;
-  opts: {
-    requestSize?: number;
-    inFlight?: number;
-    connections?: number;
-    destinationIsZero?: boolean;
-    sparse?: boolean;
-    extents?: boolean;
-    allocated?: boolean;
-    flush?: boolean;
-  };
+  /** The copy's own options that a worker applies to its share. */
+  opts: Pick<CopyOptions, 'requestSize' | 'inFlight' | 'connections' | 'destinationIsZero' | 'sparse' | 'extents' | 'allocated' | 'flush'>;
 }
 
 /** What a copy worker thread posts back. */
