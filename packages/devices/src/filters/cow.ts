@@ -10,6 +10,7 @@ import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { BlockLocks } from './block-locks.js';
 import { CowFileOverlay } from './cow-file-overlay.js';
 import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { eachUnit } from '../units.js';
 
 /** Block states. */
 const BASE = 0;
@@ -132,15 +133,10 @@ class Cow {
   private pieces(offset: number, length: number): Piece[] {
     const out: Piece[] = [];
     const bs = this.blockSize;
-    for (let pos = 0; pos < length; ) {
-      const at = offset + pos;
-      const block = Math.floor(at / bs);
+    eachUnit(offset, length, bs, (block, inBlock, n, pos) => {
       const start = block * bs;
-      const inBlock = at - start;
-      const n = Math.min(bs - inBlock, length - pos);
       out.push({ block, start, inBlock, n, pos, blockLen: Math.min(bs, this.size - start) });
-      pos += n;
-    }
+    });
     return out;
   }
 

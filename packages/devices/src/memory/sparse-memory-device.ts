@@ -7,6 +7,7 @@
 // reply stays valid however long the socket holds it: no quarantine needed.
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device, DeviceExtent, Loan, ZeroOptions } from '@nbd/server';
+import { eachUnit } from '../units.js';
 
 const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 /** Default page size: as nbdkit's sparse array, so maps line up with nbdkit's memory and data plugins. */
@@ -123,14 +124,7 @@ export class SparseMemoryDevice implements Device {
 
   /** Calls `f(page, offsetInPage, bytes, positionInRange)` for each page a range touches. */
   private walk(offset: number, length: number, f: (page: number, inPage: number, n: number, pos: number) => void): void {
-    const size = this.pageSize;
-    for (let pos = 0; pos < length; ) {
-      const at = offset + pos;
-      const inPage = at % size;
-      const n = Math.min(size - inPage, length - pos);
-      f(Math.floor(at / size), inPage, n, pos);
-      pos += n;
-    }
+    eachUnit(offset, length, this.pageSize, f);
   }
 
   private clear(offset: number, length: number): void {

@@ -10,6 +10,7 @@ import { checkSize } from './null-device.js';
 import { Xoshiro256 } from './prng.js';
 import { type RandomOptions, seedOf, verifyWrite } from './random-device.js';
 import { sourceRecipe } from './source-recipe.js';
+import { eachUnit } from '../units.js';
 
 /** The block size of the map (nbdkit's). */
 export const SPARSE_RANDOM_BLOCK = 4096;
@@ -149,12 +150,6 @@ export class SparseRandomDevice implements Device {
   }
 
   private eachBlock(offset: number, length: number, f: (block: number, inBlock: number, n: number, pos: number) => void): void {
-    for (let pos = 0; pos < length; ) {
-      const at = offset + pos;
-      const inBlock = at % SPARSE_RANDOM_BLOCK;
-      const n = Math.min(SPARSE_RANDOM_BLOCK - inBlock, length - pos);
-      f(Math.floor(at / SPARSE_RANDOM_BLOCK), inBlock, n, pos);
-      pos += n;
-    }
+    eachUnit(offset, length, SPARSE_RANDOM_BLOCK, f);
   }
 }
