@@ -61,6 +61,28 @@ async function waitFor(cond, what, ms = 15_000) {
 async function ddWrite(path, file, offsetMiB) {
   await ok('dd', [`if=${file}`, `of=${path}`, 'bs=1M', `seek=${offsetMiB}`, 'oflag=direct', 'conv=fsync,notrunc', 'status=none']);
 }
+/**
+ * Writes `file` at `offsetMiB` of a block device in small O_DIRECT writes and, with requests
+ * in flight, kills `server` and starts `restart()` in its place. Resolves with the new
+ * server once every write completed: the kernel held them while the link was dead.
+ */
+async function restartUnderWrites(path, file, offsetMiB, server, restart) {
+  const writing = ok('dd', [
+    `if=${file}`,
+    `of=${path}`,
+    'bs=64k',
+    `seek=${offsetMiB * 16}`,
+    'oflag=direct',
+    'conv=fsync,notrunc',
+    'status=none',
+  ]);
+  await sleep(100);
+  await server.kill();
+  await sleep(300);
+  const next = await restart();
+  await writing;
+  return next;
+}
 async function ddRead(path, offsetMiB, mib) {
   return ok('dd', [`if=${path}`, 'bs=1M', `skip=${offsetMiB}`, `count=${mib}`, 'iflag=direct', 'status=none']);
 }
@@ -400,21 +422,8 @@ test('supervisor: server killed mid-I/O, device reconnects, flushed data intact,
   const a = await refFile('sup-a.bin', 2 * MiB);
   await ddWrite(`/dev/nbd${index}`, a.file, 0); // flushed before the kill
   const b = await refFile('sup-b.bin', 32 * MiB);
-  // Small direct writes keep requests in flight while the server dies.
-  const writing = ok('dd', [
-    `if=${b.file}`,
-    `of=/dev/nbd${index}`,
-    'bs=64k',
-    `seek=${16 * 16}`,
-    'oflag=direct',
-    'conv=fsync,notrunc',
-    'status=none',
-  ]);
-  await sleep(100);
-  await srv.kill();
-  await sleep(300);
-  srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
-  await writing; // must succeed: the kernel held and retried the I/O
+  // Must succeed: the kernel held and retried the I/O.
+  srv = await restartUnderWrites(`/dev/nbd${index}`, b.file, 16, srv, () => startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock));
   await waitFor(() => sup.reconnects >= 1, `a reconnect (events: ${events.join(', ')})`);
   assert((await ddRead(`/dev/nbd${index}`, 0, 2)).equals(a.data), 'data flushed before the kill is intact');
   assert((await ddRead(`/dev/nbd${index}`, 16, 32)).equals(b.data), 'the write in flight completed after reconnect');
@@ -540,20 +549,7 @@ test('TLS: nbdkit --tls=require in the guest, configure() pumps it to the kernel
   const sup = await supervise(index, async () => [await goTls(psk)], { onReconnect: (e) => events.push(e ?? 'ok') });
   defer(() => sup.close());
   const b = await refFile('tls-b.bin', 4 * MiB);
-  const writing = ok('dd', [
-    `if=${b.file}`,
-    `of=/dev/nbd${index}`,
-    'bs=64k',
-    'seek=16',
-    'oflag=direct',
-    'conv=fsync,notrunc',
-    'status=none',
-  ]);
-  await sleep(100);
-  await srv.kill();
-  await sleep(300);
-  srv = await nbdkit([`--tls-psk=${creds}/keys.psk`]);
-  await writing;
+  srv = await restartUnderWrites(`/dev/nbd${index}`, b.file, 1, srv, () => nbdkit([`--tls-psk=${creds}/keys.psk`]));
   await waitFor(() => sup.reconnects >= 1, `a reconnect (events: ${events.join(', ')})`);
   assert((await ddRead(`/dev/nbd${index}`, 1, 4)).equals(b.data), 'the write in flight completed after the TLS reconnect');
   sup.close();
@@ -691,21 +687,7 @@ test('cli: nbd attach --persist reconnects after the server restarts; SIGINT det
   const ref = await refFile('cli-p.bin', 2 * MiB);
   await ddWrite(fg.path, ref.file, 0);
   const more = await refFile('cli-p2.bin', 8 * MiB);
-  // Small direct writes keep requests in flight while the server dies.
-  const writing = ok('dd', [
-    `if=${more.file}`,
-    `of=${fg.path}`,
-    'bs=64k',
-    `seek=${16 * 16}`,
-    'oflag=direct',
-    'conv=fsync,notrunc',
-    'status=none',
-  ]);
-  await sleep(100);
-  await srv.kill();
-  await sleep(300);
-  srv = await startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock);
-  await writing; // held by the kernel while the link was dead, then retried
+  srv = await restartUnderWrites(fg.path, more.file, 16, srv, () => startServer('nbdkit', ['-f', '-U', sock, 'file', img], sock));
   await waitFor(() => /reconnected/.test(fg.stderr()), `nbd attach to say it reconnected (${fg.stderr()})`, 60_000);
   assert((await ddRead(fg.path, 0, 2)).equals(ref.data), 'data written before the restart');
   assert((await ddRead(fg.path, 16, 8)).equals(more.data), 'the write in flight completed after the reconnect');
