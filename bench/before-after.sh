@@ -15,7 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 BEFORE=${1:-85b0f43}
 cd "$REPO"
-bash scripts/bootstrap.sh --peers >&2
+bash scripts/bootstrap.sh --all-lines --peers >&2
 . "$HERE/needs.sh"
 NODE=${NODE:-$(ls -d "${HOME:-/root}"/.cache/nbd-node/node-*/bin/node 2>/dev/null | sort -V | tail -1)}
 [ -x "$NODE" ] || { echo "before-after: no supported node cached (run the bootstrap)" >&2; exit 1; }

@@ -6,12 +6,14 @@
 #   node_bin V     path of that version's node (after ensure_node V)
 #   ensure_node V  fetch and unpack V unless the cache already has it; fails loudly
 #   node_name V    "node 22" (how a line is named in results)
+#   ensure_one_node  prints the bin directory of one supported node: the machine's own
+#                  when it is a supported line (nothing downloaded), else NODE_DEV's
 
 NODE_LINES=(22.23.3 24.21.0 26.12.1)
 NODE_OLDEST=${NODE_LINES[0]}
 NODE_NEWEST=${NODE_LINES[${#NODE_LINES[@]}-1]}
 NODE_DEV=24.21.0
-NODE_CACHE=${NBD_NODE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/nbd-node}
+NODE_CACHE=${NBD_NODE_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nbd-node}
 
 node_dir() { echo "$NODE_CACHE/node-$1"; }
 node_bin() { echo "$NODE_CACHE/node-$1/bin/node"; }
@@ -27,7 +29,7 @@ ensure_node() {
     aarch64) arch=arm64 ;;
     *) echo "node-lines: no node-linux package for $(uname -m)" >&2; return 1 ;;
   esac
-  echo "node-lines: npm pack node-linux-$arch@$v into $dir" >&2
+  echo "node-lines: npm pack node-linux-$arch@$v into $dir (about 50 MB)" >&2
   mkdir -p "$NODE_CACHE"
   tmp=$(mktemp -d "$NODE_CACHE/.fetch-$v.XXXXXX")
   # The package is the official binary wrapped for npm: package/bin/node, include/, share/.
@@ -40,4 +42,18 @@ ensure_node() {
   rm -rf "$dir"
   mv "$tmp/package" "$dir"
   rm -rf "$tmp"
+}
+
+ensure_one_node() {
+  local own major
+  own=$(command -v node || true)
+  if [ -n "$own" ]; then
+    major=$("$own" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    for v in "${NODE_LINES[@]}"; do
+      if [ "$major" = "${v%%.*}" ]; then dirname "$own"; return 0; fi
+    done
+    echo "node-lines: this machine's node is $("$own" --version 2>/dev/null) (supported: ${NODE_LINES[*]%%.*}); using node $NODE_DEV" >&2
+  fi
+  ensure_node "$NODE_DEV" || return 1
+  echo "$(node_dir "$NODE_DEV")/bin"
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test, whatever node the machine has: bootstrap (the Node lines, pnpm, the
-# peers, a build with NODE_DEV), type-check the tests, lint and format checks, the
+# peers, a build with NODE_DEV), the newcomer's first minute from an empty home
+# (test/fresh: npm install's message, the demo, npm run nbd, the bootstrap), type-check the tests, lint and format checks, the
 # vitest suites (units, interop against nbdkit, qemu-nbd, qemu-io, qemu-img, libnbd's
 # nbdinfo/nbdcopy/python, nbd-server, nbd-client, README snippets) under every
 # supported Node line, a short run of every fuzz target, the packaging checks (publint, attw, ESM and CommonJS
@@ -11,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
-bash scripts/bootstrap.sh --peers --vm || { echo "bootstrap failed" >&2; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/bootstrap.sh --all-lines --peers --vm || { echo "bootstrap failed" >&2; echo "0 passed, 1 failed"; exit 1; }
 source scripts/node-lines.sh
 base_path="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"
 export PATH="$(node_dir "$NODE_DEV")/bin:$base_path"
@@ -27,6 +28,9 @@ result() { # result KIND LABEL EXIT_CODE [INPUT]: one result file, in run order,
 }
 
 result check bootstrap 0
+echo "=== the first minute, from an empty home (test/fresh/run.sh)" >&2
+bash test/fresh/run.sh --results "$out/fresh.json"
+result list 'fresh machine' $? "$out/fresh.json"
 echo "=== type-check, lint, format" >&2
 pnpm exec tsc -p tsconfig.test.json
 result check 'type-check of the tests' $?
