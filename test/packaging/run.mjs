@@ -3,8 +3,10 @@
 // tarball is checked (metadata, contents, publint, attw), then all tarballs are
 // installed into a fresh ESM and a fresh CommonJS project that are type-checked
 // with strict settings and run against real peers (nbdkit, nbdinfo, nbdcopy) on
-// every Node line given.
-//   node test/packaging/run.mjs --node 'node 22=/path/to/node' … [--results file.json]
+// every Node line given. Then the `nbd` command as people get it (cli.mjs): the
+// bundled tarball installed with npm on every line, the checkout's scripts/nbd.sh,
+// and what a Node older than 22 (--old-node) says.
+//   node test/packaging/run.mjs --node 'node 22=/path/to/node' … --old-node /usr/bin/node [--results file.json]
 // Prints `ok`/`FAIL` per check and ends with "packaging: N passed, M failed".
 import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,10 +15,17 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { checkMetadata, checkTarball } from './checks.mjs';
+import { cliChecks } from './cli.mjs';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = (name) => join(root, 'node_modules', '.bin', name);
-const { values } = parseArgs({ options: { node: { type: 'string', multiple: true, default: [] }, results: { type: 'string' } } });
+const { values } = parseArgs({
+  options: {
+    node: { type: 'string', multiple: true, default: [] },
+    'old-node': { type: 'string', default: '/usr/bin/node' },
+    results: { type: 'string' },
+  },
+});
 const lines = values.node.map((spec) => {
   const at = spec.indexOf('=');
   if (at < 0) throw new Error(`--node wants "label=/path/to/node", got ${spec}`);
@@ -172,6 +181,10 @@ for (const line of lines) {
     });
   }
 }
+
+// ---------------------------------------------------------------- the nbd command
+
+await cliChecks({ check, root, work, lines, oldNode: values['old-node'] });
 
 // ---------------------------------------------------------------- summary
 

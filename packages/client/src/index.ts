@@ -1,5 +1,7 @@
 // @nbd/client: negotiate with `Client`, then talk to the export through a `Connection`
 // (or several, as a `MultiConnection`). Errors are @nbd/protocol's NbdError family.
+import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
 export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
 export type { BlockSizes, ExportInfo } from './export-info.js';

@@ -1,5 +1,7 @@
 // @nbd/devices: devices for @nbd/server — files and block devices, nbdkit-like
 // sources, and filters that wrap one device in another.
+import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export { FileDevice, type FileDeviceOptions, type FileKind } from './file/file-device.js';
 export { SPARSE_PAGE_SIZE, SparseMemoryDevice, type SparseMemoryOptions } from './memory/sparse-memory-device.js';
 export { NullDevice, ZeroDevice } from './sources/null-device.js';

@@ -1,5 +1,7 @@
 // @nbd/linux: attach NBD connections or a local Device to the kernel's /dev/nbdN.
 // koffi loads on first call, never on import (so importing works on any OS).
+import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export {
   type ConfigureOptions,
   type ConnectionInput,

@@ -1,6 +1,8 @@
 // @nbd/node: the only code of the SDK that touches Node's sockets, descriptors and
 // internals, and the one loader of libc (koffi). Client, server and linux talk to
 // sockets through the Transport interface of @nbd/protocol, implemented here.
+import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export { type NbdAddress, connectSocket, listenOptionsOf, socketOptionsOf, toNbdUri } from './address.js';
 export { fdOf, hasDescriptor, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
 export { fastReadChannel, resumeReading } from './fast-read.js';

@@ -25,6 +25,8 @@ export const ErrorCode = {
   UNSUPPORTED: 'NBD_ERR_UNSUPPORTED',
   /** The operating system refused (a syscall's errno, e.g. from the kernel NBD driver). */
   SYSTEM: 'NBD_ERR_SYSTEM',
+  /** This Node.js is older than the packages need (`engines.node`); nothing else ran. */
+  NODE_VERSION: 'NBD_ERR_NODE_VERSION',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,4 +1,7 @@
 // @nbd/protocol: every message of the NBD protocol as pure codecs, no I/O.
+import { requireSupportedNode } from './node-version.js';
+requireSupportedNode(); // one clear error as the package loads on Node.js < 22, not a TypeError later
+export { NODE_MAJOR_NEEDED, NbdNodeVersionError, requireSupportedNode } from './node-version.js';
 export {
   AllocationState,
   CHUNK_ERROR_BIT,

@@ -1,4 +1,6 @@
 // @nbd/server: serve any Device over the NBD protocol.
+import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export type { BlockSizes } from '@nbd/protocol';
 export type {
   Device,
