@@ -52,7 +52,9 @@ ensure_one_node() {
     for v in "${NODE_LINES[@]}"; do
       if [ "$major" = "${v%%.*}" ]; then dirname "$own"; return 0; fi
     done
-    echo "node-lines: this machine's node is $("$own" --version 2>/dev/null) (supported: ${NODE_LINES[*]%%.*}); using node $NODE_DEV" >&2
+    # Said once: when that node is not fetched yet.
+    [ -x "$(node_bin "$NODE_DEV")" ] ||
+      echo "node-lines: this machine's node is $("$own" --version 2>/dev/null) (supported: ${NODE_LINES[*]%%.*}); fetching node $NODE_DEV" >&2
   fi
   ensure_node "$NODE_DEV" || return 1
   echo "$(node_dir "$NODE_DEV")/bin"
