@@ -151,6 +151,9 @@ export const AllocationState = {
   ZERO: 1 << 1,
 } as const;
 
+/** A hole that reads as zeroes: what an unallocated range of a sparse device reports. */
+export const ZERO_HOLE = AllocationState.HOLE | AllocationState.ZERO;
+
 /** qemu's `qemu:dirty-bitmap:NAME` context: status flags. */
 export const DirtyBitmapState = {
   DIRTY: 1 << 0,

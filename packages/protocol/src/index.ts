@@ -22,9 +22,11 @@ export {
   ReplyFlag,
   Size,
   TransmissionFlag,
+  ZERO_HOLE,
   flagNames,
   nameOf,
 } from './constants.js';
+export { type MaybePromise, after, isAllZero, isPowerOfTwo, isPromise } from './values.js';
 export {
   ErrorCode,
   NbdAbortError,

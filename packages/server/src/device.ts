@@ -1,7 +1,7 @@
 // What a server serves: the Device interface (the breadth of nbdkit's plugin
 // callbacks) and the Export that names one. Built-in devices live in
 // memory-device.ts and shared-memory-device.ts; files, sources and filters in @nbd/devices.
-import type { BlockSizes } from '@nbd/protocol';
+import type { BlockSizes, MaybePromise } from '@nbd/protocol';
 
 /** Options every device call receives. */
 export interface IoOptions {
@@ -58,7 +58,7 @@ export interface DeviceRecipe {
 }
 
 /** A value or a promise of it: device methods may be synchronous. */
-export type MaybePromise<T> = T | Promise<T>;
+export type { MaybePromise } from '@nbd/protocol';
 
 /**
  * A block device served over NBD. Only `readAt` is required; every optional
