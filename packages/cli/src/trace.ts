@@ -1,6 +1,7 @@
 // `nbd serve -v`: a protocol trace of every request a device gets (command, offset,
 // length, flags, milliseconds, error), on stderr. Wrapping drops zero-copy lending,
 // so traced reads go through readAt.
+import { after } from '@nbd/protocol';
 import type { Device, DeviceExtent } from '@nbd/server';
 
 type Log = (line: string) => void;
@@ -22,7 +23,7 @@ function traced<T>(log: Log, what: string, fn: () => T | Promise<T>, summary?: (
   } catch (e) {
     return fail(e);
   }
-  return r instanceof Promise ? r.then(done, fail) : done(r);
+  return after(r, done, fail);
 }
 
 /** A device that logs every call of `d` under `name`. */

@@ -1,6 +1,6 @@
 // What a client learns about an export during the handshake, decoded from the
 // raw transmission flags once so callers read `info.can.trim`, not bit masks.
-import { type BlockSizes, Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
+import { type BlockSizes, Limits, ProtocolError, TransmissionFlag as T, isPowerOfTwo } from '@nbd/protocol';
 
 export type { BlockSizes };
 
@@ -70,14 +70,12 @@ export function makeExportInfo(
   return info;
 }
 
-const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
-
 /** The spec's rules for NBD_INFO_BLOCK_SIZE; a server breaking them is ignored rather than obeyed. */
 export function validBlockSizes(b: BlockSizes): boolean {
   return (
-    isPow2(b.min) &&
+    isPowerOfTwo(b.min) &&
     b.min <= Limits.MAX_MIN_BLOCK &&
-    isPow2(b.preferred) &&
+    isPowerOfTwo(b.preferred) &&
     b.preferred >= b.min &&
     (b.max === Limits.NO_PAYLOAD_LIMIT || (b.max >= b.preferred && b.max % b.min === 0))
   );

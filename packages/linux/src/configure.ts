@@ -2,7 +2,7 @@
 // first (CONNECT returns at once, the kernel owns the sockets), ioctls as fallback.
 // Also disconnect, status, and a supervisor that reconnects dead links.
 import type { Duplex } from 'node:stream';
-import { NbdInvalidArgumentError, TransmissionFlag, throwIfAborted, tieToSignal } from '@nbd/protocol';
+import { NbdInvalidArgumentError, TransmissionFlag, isPowerOfTwo, throwIfAborted, tieToSignal } from '@nbd/protocol';
 import { NbdSystemError, fdOf, hasDescriptor } from '@nbd/node';
 import { pumpFor } from './pump.js';
 import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
@@ -68,7 +68,6 @@ interface Prepared {
   blockSize: number;
 }
 
-const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
 const isDetachable = (c: ConnectionInput): c is DetachableConnection => typeof (c as DetachableConnection).detach === 'function';
 
 /**
@@ -96,7 +95,7 @@ export function prepare(input: ConnectionInput | readonly ConnectionInput[], blo
     );
   }
   const bs = blockSize ?? Math.max(512, first.blockSize ?? 512);
-  if (!isPow2(bs) || bs < 512 || bs > 65536) {
+  if (!isPowerOfTwo(bs) || bs < 512 || bs > 65536) {
     throw new NbdInvalidArgumentError(`configure: block size ${bs} must be a power of 2 from 512 to the page size`);
   }
   const sockets: Duplex[] = [];

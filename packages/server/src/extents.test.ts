@@ -1,6 +1,6 @@
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
-import { ExtentList, eachUnit } from './extents.js';
+import { ExtentList, eachUnit, unitExtents } from './extents.js';
 
 describe('ExtentList', () => {
   test('clips to the range, merges equal neighbours, ignores what is already covered', () => {
@@ -51,4 +51,17 @@ test('eachUnit walks unit by unit', () => {
     [0, 1000, 3096, 0],
     [1, 0, 1904, 3096],
   ]);
+});
+
+test('unitExtents merges units of equal flags, clipped to the range, stopping early with reqOne', () => {
+  const asked: number[] = [];
+  const flagsOf = (u: number) => (asked.push(u), u === 2 || u === 3 ? 0 : 3);
+  expect(unitExtents(100, 4 * 1000, 1000, flagsOf)).toEqual([
+    { length: 1900, flags: 3 },
+    { length: 2000, flags: 0 },
+    { length: 100, flags: 3 },
+  ]);
+  asked.length = 0;
+  expect(unitExtents(0, 10_000, 1000, flagsOf, { reqOne: true })).toEqual([{ length: 2000, flags: 3 }]);
+  expect(asked).toEqual([0, 1, 2]);
 });

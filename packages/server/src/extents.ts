@@ -85,3 +85,23 @@ export function eachUnit(
     pos += n;
   }
 }
+
+/**
+ * Extents of the `length` bytes at `offset` of a device made of `unitSize`-byte units
+ * (pages, blocks), each reported with `flagsOf(unit)`: merged, clipped, capped as
+ * {@link ExtentList} does (a walk that stops early with reqOne).
+ */
+export function unitExtents(
+  offset: number,
+  length: number,
+  unitSize: number,
+  flagsOf: (unit: number) => number,
+  opts: ExtentListOptions = {},
+): DeviceExtent[] {
+  const list = new ExtentList(offset, length, opts);
+  while (list.wanted) {
+    const unit = Math.floor(list.next / unitSize);
+    list.push((unit + 1) * unitSize - list.next, flagsOf(unit));
+  }
+  return list.extents;
+}

@@ -13,7 +13,7 @@ export type {
   MaybePromise,
   ZeroOptions,
 } from './device.js';
-export { ExtentList, type ExtentListOptions, eachUnit } from './extents.js';
+export { ExtentList, type ExtentListOptions, eachUnit, unitExtents } from './extents.js';
 export { MEMORY_PAGE_SIZE, MemoryDevice } from './memory-device.js';
 export { SharedMemoryDevice } from './shared-memory-device.js';
 export type { OpenContext } from './negotiation.js';

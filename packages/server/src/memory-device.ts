@@ -2,14 +2,14 @@
 // by trim/zero (their memory is reused, not returned), reported as holes by
 // `extents`, lent to the server for zero-copy READ replies. Synchronous, so the
 // server replies in the same tick (the fast path the benchmark measures).
-import { AllocationState } from '@nbd/protocol';
+import { ZERO_HOLE } from '@nbd/protocol';
 import type { Device, DeviceExtent, Loan } from './device.js';
+import { unitExtents } from './extents.js';
 
 /** Page size: as nbdkit's sparse array, small enough that sparse images stay sparse. */
 export const MEMORY_PAGE_SIZE = 32 * 1024;
 // `x & MASK` is x mod page size for any safe integer: ToInt32 drops multiples of 2^32.
 const MASK = MEMORY_PAGE_SIZE - 1;
-const HOLE = AllocationState.HOLE | AllocationState.ZERO;
 
 /** Pages per slab: pages live in 4 MiB slabs, so the GC tracks a few large buffers, not one per page. */
 const SLAB_PAGES = 128;
@@ -21,20 +21,7 @@ const ZERO_PAGE = new Uint8Array(MEMORY_PAGE_SIZE);
  * not (a hole reading as zeroes): neighbours merged, only the first with reqOne.
  */
 export function pageExtents(offset: number, length: number, reqOne: boolean, allocated: (page: number) => boolean): DeviceExtent[] {
-  const out: DeviceExtent[] = [];
-  const end = offset + length;
-  for (let at = offset; at < end; ) {
-    const n = Math.min(MEMORY_PAGE_SIZE - (at & MASK), end - at);
-    const flags = allocated(Math.floor(at / MEMORY_PAGE_SIZE)) ? 0 : HOLE;
-    const last = out[out.length - 1];
-    if (last !== undefined && last.flags === flags) last.length += n;
-    else {
-      if (reqOne && last !== undefined) break;
-      out.push({ length: n, flags });
-    }
-    at += n;
-  }
-  return out;
+  return unitExtents(offset, length, MEMORY_PAGE_SIZE, (page) => (allocated(page) ? 0 : ZERO_HOLE), { reqOne });
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   Errno,
   Limits,
   decodeBlockStatusPayload,
+  isPromise,
   toNbdErrno,
 } from '@nbd/protocol';
 import type { DeviceExtent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
@@ -17,6 +18,7 @@ import type { Logger } from './logger.js';
 import type { ReadSegment, Reply, ReplyOut } from './replies.js';
 import type { Session } from './session.js';
 import { validateRequest } from './validate.js';
+import { ExtentList } from './extents.js';
 
 /** What the engine tells its connection. */
 export interface EngineHooks {
@@ -58,10 +60,6 @@ const SPARSE_READ_MIN = 64 * 1024;
 const SCRATCH = 1024 * 1024;
 let zeroes: Uint8Array | undefined;
 const KNOWN_ERRNOS = new Set<number>(Object.values(Errno));
-
-function isPromise(v: unknown): v is Promise<unknown> {
-  return v !== undefined && v !== null && typeof (v as { then?: unknown }).then === 'function';
-}
 
 export class TransmissionEngine {
   /** Requests dispatched and not yet answered. */
@@ -357,24 +355,13 @@ export class TransmissionEngine {
   }
 
   private readonly blockStatus = (p: Pending, extents: DeviceExtent[]): void => {
-    const reqOne = (p.flags & CommandFlag.REQ_ONE) !== 0;
     // Clip to the request, drop what follows a bad extent, merge equal neighbours, cap the count.
-    const out: DeviceExtent[] = [];
-    let left = p.length;
+    const list = new ExtentList(0, p.length, { reqOne: (p.flags & CommandFlag.REQ_ONE) !== 0, maxCount: Limits.MAX_EXTENTS_PER_CHUNK });
     for (const e of extents) {
-      if (left <= 0 || !(e.length > 0) || !Number.isSafeInteger(e.length)) break;
-      const n = Math.min(e.length, left);
-      const flags = e.flags >>> 0;
-      const last = out[out.length - 1];
-      if (last !== undefined && last.flags === flags) last.length += n;
-      else {
-        if ((reqOne && last !== undefined) || out.length >= Limits.MAX_EXTENTS_PER_CHUNK) break;
-        out.push({ length: n, flags });
-      }
-      left -= n;
+      if (!(e.length > 0) || !Number.isSafeInteger(e.length) || !list.push(e.length, e.flags >>> 0)) break;
     }
-    if (out.length === 0) this.fail(p, new Error('device returned no extents'));
-    else this.answer(p, { kind: 'block-status', cookie: p.cookie, offset: p.wireOffset, contextIds: p.contextIds, extents: out });
+    if (list.extents.length === 0) this.fail(p, new Error('device returned no extents'));
+    else this.answer(p, { kind: 'block-status', cookie: p.cookie, offset: p.wireOffset, contextIds: p.contextIds, extents: list.extents });
   };
 
   // ------------------------------------------------------------ answers

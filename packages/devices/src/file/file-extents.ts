@@ -5,10 +5,10 @@
 // Only data is remembered, never holes: a stale "data" is harmless (the client reads
 // zeroes), a stale "hole" would hide written bytes. Our own trim and zero forget
 // what they touch; writes can only turn holes into data.
-import type { DeviceExtent, ExtentsOptions, MaybePromise } from '@nbd/server';
+import { ZERO_HOLE } from '@nbd/protocol';
+import { type DeviceExtent, ExtentList, type ExtentsOptions, type MaybePromise } from '@nbd/server';
 import { SEEK_DATA, SEEK_HOLE, seek, seekAsync } from './linux-io.js';
 
-const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 /** Data runs remembered at most (most recent first). */
 const KEEP = 32;
 
@@ -27,37 +27,33 @@ export class FileExtents {
    * SEEK_HOLEs it needs are done.
    */
   extents(offset: number, length: number, opts: ExtentsOptions): MaybePromise<DeviceExtent[]> {
-    const out: DeviceExtent[] = [];
-    const end = offset + length;
-    const at = this.walk(out, offset, end, opts.reqOne);
-    return at === undefined ? out : this.finish(out, at, end, opts.reqOne);
+    const list = new ExtentList(offset, length, opts);
+    return this.walk(list) ? list.extents : this.finish(list);
   }
 
-  /** Adds extents while no SEEK_HOLE is needed; returns where one is, or undefined when done. */
-  private walk(out: DeviceExtent[], at: number, end: number, reqOne: boolean): number | undefined {
-    while (at < end && !(reqOne && out.length > 0)) {
+  /** Adds extents while no SEEK_HOLE is needed; false when one is (at `list.next`). */
+  private walk(list: ExtentList): boolean {
+    while (list.wanted) {
+      const at = list.next;
       const known = this.runs.find((r) => r.start <= at && at < r.end);
       if (known !== undefined) {
-        out.push({ length: Math.min(known.end, end) - at, flags: 0 });
-        at = known.end;
+        list.add(at, known.end - at, 0);
         continue;
       }
       // SEEK_DATA skips holes quickly (an index lookup), so it stays synchronous.
-      const data = seek(this.fd, at, SEEK_DATA) ?? end;
-      if (data === at) return at;
-      out.push({ length: Math.min(data, end) - at, flags: HOLE });
-      at = data;
+      const data = seek(this.fd, at, SEEK_DATA) ?? Number.MAX_SAFE_INTEGER;
+      if (data === at) return false;
+      list.add(at, data - at, ZERO_HOLE);
     }
-    return undefined;
+    return true;
   }
 
-  private async finish(out: DeviceExtent[], at: number | undefined, end: number, reqOne: boolean): Promise<DeviceExtent[]> {
-    while (at !== undefined) {
-      const holeAt = await this.dataEnd(at);
-      out.push({ length: Math.min(holeAt, end) - at, flags: 0 });
-      at = holeAt < end ? this.walk(out, holeAt, end, reqOne) : undefined;
-    }
-    return out;
+  private async finish(list: ExtentList): Promise<DeviceExtent[]> {
+    do {
+      const at = list.next;
+      list.add(at, (await this.dataEnd(at)) - at, 0);
+    } while (!this.walk(list));
+    return list.extents;
   }
 
   /** Forgets what is known about [offset, offset + length) (it may hold holes now). */

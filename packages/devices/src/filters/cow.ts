@@ -5,12 +5,19 @@
 // overlay is sparse memory by default, any writable device, or a CowFileOverlay
 // (files that survive a crash: flushed writes are there after a restart).
 import { Errno, NbdErrnoError } from '@nbd/protocol';
-import type { Device, DeviceExtent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
+import {
+  type Device,
+  type DeviceExtent,
+  type ExtentsOptions,
+  type IoOptions,
+  type MaybePromise,
+  type ZeroOptions,
+  eachUnit,
+} from '@nbd/server';
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { BlockLocks } from './block-locks.js';
 import { CowFileOverlay } from './cow-file-overlay.js';
 import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
-import { eachUnit } from '../units.js';
 
 /** Block states. */
 const BASE = 0;

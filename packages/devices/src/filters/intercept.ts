@@ -79,8 +79,4 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return promise;
 }
 
-/** `f(value)` once `value` settles, without a promise when `value` is not one. (Not named `then`: a module exporting `then` is a thenable to import().) */
-export function after<T, U>(value: MaybePromise<T>, f: (v: T) => U, onError?: (e: unknown) => U): MaybePromise<U> {
-  if (value instanceof Promise) return value.then(f, onError);
-  return f(value);
-}
+export { after } from '@nbd/protocol'; // (the filters import it from here)

@@ -83,10 +83,7 @@ export function limitsOf(base: Device): BlockSizes {
   return { min: b?.min ?? 1, preferred: b?.preferred ?? 4096, max: b?.max ?? 0xffffffff };
 }
 
-/** Whether `n` is a power of two. */
-export function isPowerOfTwo(n: number): boolean {
-  return Number.isSafeInteger(n) && n > 0 && Number.isInteger(Math.log2(n));
-}
+export { isPowerOfTwo } from '@nbd/protocol'; // (the filters import it from here)
 
 /** A safe integer ≥ 0 option, or a build-time error naming it. */
 export function checkCount(filter: string, name: string, n: number): number {

@@ -2,7 +2,7 @@
 // delay (doubling each time by default), optionally on a reopened device below
 // (`reopen`: a reconnected network device, say). Errors that would fail again
 // the same way (EINVAL, EPERM, ENOSPC, ENOTSUP) and aborts are not retried.
-import { Errno, NbdAbortError, NbdErrnoError } from '@nbd/protocol';
+import { Errno, NbdAbortError, NbdErrnoError, isPromise } from '@nbd/protocol';
 import type { Device, MaybePromise } from '@nbd/server';
 import { intercept, sleep } from './intercept.js';
 import { checkCount } from './layer.js';
@@ -64,7 +64,7 @@ export function retry(base: Device, opts: RetryOptions = {}): Device {
         const dev = current;
         try {
           const r = next();
-          return r instanceof Promise ? r.catch((e: unknown) => again(e, done, wait, dev)) : r;
+          return isPromise(r) ? r.catch((e: unknown) => again(e, done, wait, dev)) : r;
         } catch (e) {
           return again(e, done, wait, dev);
         }

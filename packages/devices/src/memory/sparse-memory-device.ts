@@ -5,11 +5,11 @@
 //
 // A dropped page is never reused for another offset, so memory lent to a READ
 // reply stays valid however long the socket holds it: no quarantine needed.
-import { NbdInvalidArgumentError } from '@nbd/protocol';
-import type { Device, DeviceExtent, Loan, ZeroOptions } from '@nbd/server';
-import { eachUnit } from '../units.js';
+import { NbdInvalidArgumentError, ZERO_HOLE, isAllZero } from '@nbd/protocol';
+import { type Device, type DeviceExtent, type Loan, type ZeroOptions, eachUnit, unitExtents } from '@nbd/server';
 
-const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
+export { isAllZero as isZero } from '@nbd/protocol'; // (callers move to isAllZero)
+
 /** Default page size: as nbdkit's sparse array, so maps line up with nbdkit's memory and data plugins. */
 export const SPARSE_PAGE_SIZE = 32 * 1024;
 const noRelease = (): void => {};
@@ -18,19 +18,6 @@ const noRelease = (): void => {};
 export interface SparseMemoryOptions {
   /** Page size, a power of two from 4 KiB to 1 MiB (default 32 KiB). */
   pageSize?: number;
-}
-
-/** Whether every byte of `b` is zero. */
-export function isZero(b: Uint8Array): boolean {
-  let i = 0;
-  // Four bytes at a time where the view allows it.
-  if (b.byteOffset % 4 === 0) {
-    const words = new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
-    for (; i < words.length; i++) if (words[i] !== 0) return false;
-    i *= 4;
-  }
-  for (; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 /** Sparse memory whose trimmed and zeroed pages are given back (nbdkit's memory plugin). */
@@ -112,14 +99,7 @@ export class SparseMemoryDevice implements Device {
   }
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): DeviceExtent[] {
-    const out: DeviceExtent[] = [];
-    this.walk(offset, length, (page, _inPage, n) => {
-      const flags = this.pages.has(page) ? 0 : HOLE;
-      const last = out[out.length - 1];
-      if (last !== undefined && last.flags === flags) last.length += n;
-      else if (!(opts.reqOne && last !== undefined)) out.push({ length: n, flags });
-    });
-    return out;
+    return unitExtents(offset, length, this.pageSize, (page) => (this.pages.has(page) ? 0 : ZERO_HOLE), opts);
   }
 
   /** Calls `f(page, offsetInPage, bytes, positionInRange)` for each page a range touches. */
@@ -136,7 +116,7 @@ export class SparseMemoryDevice implements Device {
         return;
       }
       p.fill(0, inPage, inPage + n);
-      if (isZero(p)) this.pages.delete(page);
+      if (isAllZero(p)) this.pages.delete(page);
     });
   }
 }

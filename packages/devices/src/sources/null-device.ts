@@ -1,10 +1,9 @@
 // nbdkit's null and zero plugins: a device that reads as zeroes. NullDevice takes
 // writes and throws them away; ZeroDevice is read-only.
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { NbdInvalidArgumentError, ZERO_HOLE } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, Loan } from '@nbd/server';
 import { sourceRecipe } from './source-recipe.js';
 
-const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 const LEND_CHUNK = 1024 * 1024;
 const zeroes = new Uint8Array(LEND_CHUNK);
 const noRelease = (): void => {};
@@ -38,7 +37,7 @@ abstract class ZeroesDevice implements Device {
   cache(): void {}
 
   extents(_offset: number, length: number): DeviceExtent[] {
-    return [{ length, flags: HOLE }];
+    return [{ length, flags: ZERO_HOLE }];
   }
 
   abstract share(): DeviceRecipe;

@@ -4,17 +4,15 @@
 // probability 1/runLength, leave a hole so that `percent` of blocks are data),
 // exactly as nbdkit draws it, so both serve the same map and the same bytes.
 import { isSharedArrayBuffer } from 'node:util/types';
-import { Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
-import type { Device, DeviceExtent, DeviceRecipe } from '@nbd/server';
+import { Errno, NbdErrnoError, NbdInvalidArgumentError, ZERO_HOLE } from '@nbd/protocol';
+import { type Device, type DeviceExtent, type DeviceRecipe, eachUnit, unitExtents } from '@nbd/server';
 import { checkSize } from './null-device.js';
 import { Xoshiro256 } from './prng.js';
 import { type RandomOptions, seedOf, verifyWrite } from './random-device.js';
 import { sourceRecipe } from './source-recipe.js';
-import { eachUnit } from '../units.js';
 
 /** The block size of the map (nbdkit's). */
 export const SPARSE_RANDOM_BLOCK = 4096;
-const HOLE = 1 | 2; // AllocationState.HOLE | AllocationState.ZERO
 
 /** Options of {@link SparseRandomDevice}. */
 export interface SparseRandomOptions extends RandomOptions {
@@ -119,14 +117,7 @@ export class SparseRandomDevice implements Device {
   cache(): void {}
 
   extents(offset: number, length: number, opts: { reqOne: boolean }): DeviceExtent[] {
-    const out: DeviceExtent[] = [];
-    this.eachBlock(offset, length, (b, _inBlock, n) => {
-      const flags = this.isData(b) ? 0 : HOLE;
-      const last = out[out.length - 1];
-      if (last !== undefined && last.flags === flags) last.length += n;
-      else if (!(opts.reqOne && last !== undefined)) out.push({ length: n, flags });
-    });
-    return out;
+    return unitExtents(offset, length, SPARSE_RANDOM_BLOCK, (b) => (this.isData(b) ? 0 : ZERO_HOLE), opts);
   }
 
   share(): DeviceRecipe {
