@@ -126,6 +126,13 @@ const cases: HostileCase<void>[] = [
       expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(new Uint8Array(5000).fill(0x61))), OptionReply.ERR_INVALID),
   },
   {
+    sends: 'NBD_OPT_GO for an unknown export whose name is 4096 bytes (2048 × "é")',
+    spec: 'a 4096-byte name is allowed: NBD_REP_ERR_UNKNOWN, whose message (quoting it) must itself stay within 4096 bytes',
+    we: 'option error',
+    run: async () =>
+      expectOption(await handshake(srv.socket), rawOption(Option.GO, goData(utf8('é'.repeat(2048)))), OptionReply.ERR_UNKNOWN),
+  },
+  {
     sends: 'NBD_OPT_INFO for an export that does not exist',
     spec: 'NBD_REP_ERR_UNKNOWN',
     we: 'option error',

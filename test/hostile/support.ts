@@ -167,10 +167,16 @@ export function tally<Ctx>(title: string, cases: readonly HostileCase<Ctx>[]): s
 /**
  * Registers a table of hostile clients against our server (`server()`, started by the
  * file): after each row the server process lives, a well-behaved client is still served
- * (bystander `first + 1`, `first + 2`, …: each writes its own block) and the server's
- * RSS stays under 250 MiB. Prints the counts by outcome at the end.
+ * (`bystander`, numbered `first + 1`, `first + 2`, …: by default each writes its own block)
+ * and the server's RSS stays under 250 MiB. Prints the counts by outcome at the end.
  */
-export function serverTable(title: string, cases: readonly HostileCase<void>[], server: () => ServerChild, first = 0): void {
+export function serverTable(
+  title: string,
+  cases: readonly HostileCase<void>[],
+  server: () => ServerChild,
+  first = 0,
+  bystander: (socket: string, n: number) => Promise<void> = bystanderServed,
+): void {
   describe(title, () => {
     let n = first;
     for (const c of cases) {
@@ -178,7 +184,7 @@ export function serverTable(title: string, cases: readonly HostileCase<void>[], 
         await c.run();
         const srv = server();
         expect(srv.alive).toBe(true);
-        await bystanderServed(srv.socket, ++n);
+        await bystander(srv.socket, ++n);
         expect(await srv.rss(false)).toBeLessThan(250);
       });
     }

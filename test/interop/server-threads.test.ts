@@ -7,9 +7,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
-import { Errno } from '@nbd/protocol';
+import { Errno, NbdInvalidArgumentError } from '@nbd/protocol';
 import { FileDevice } from '../../packages/devices/dist/index.js';
-import { type Device, type Export, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
+import { type ConnectionInfo, type Device, type Export, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 import { closing } from '../support/closing.js';
@@ -132,6 +132,28 @@ describe('worker-thread lifecycle', () => {
     expect(calls).toBe(2);
   });
 
+  it('preconnect runs again once TLS is up, on the main thread: a PSK user it refuses cannot write (issue 19)', async () => {
+    const keys = join(tmp.dir, 'keys.psk');
+    await runOk('psktool', ['-u', 'alice', '-p', keys]);
+    await runOk('psktool', ['-u', 'mallory', '-p', keys]);
+    const seen: ConnectionInfo[] = [];
+    srv = await start([{ name: 'disk', size: MiB, device: keep(await FileDevice.open(img)) }], {
+      tls: { mode: 'require', pskFile: keys },
+      preconnect: (info) => {
+        seen.push(info);
+        return info.tls?.psk !== 'mallory';
+      },
+    });
+    const uri = (user: string) => `nbds+unix://${user}@/disk?socket=${srv!.socket}&tls-psk-file=${keys}`;
+    const src = join(tmp.dir, 'ones.img');
+    writeFileSync(src, Buffer.alloc(MiB, 0x11));
+    expect((await run('nbdcopy', [src, uri('mallory')])).code).not.toBe(0);
+    expect(readFileSync(img).includes(0x11)).toBe(false);
+    await runOk('nbdcopy', [src, uri('alice')]);
+    expect(readFileSync(img).every((b) => b === 0x11)).toBe(true);
+    expect(new Set(seen.map((i) => i.tls?.psk))).toEqual(new Set([undefined, 'mallory', 'alice']));
+  });
+
   it('a worker that dies loses its connection only; another worker takes its place', async () => {
     const errors: string[] = [];
     srv = await start([{ name: '', size: MiB, device: testDevice('crash') }], {
@@ -153,14 +175,41 @@ describe('worker-thread lifecycle', () => {
     expect(after.stdout.trim()).toBe('07070707');
   });
 
-  it('refuses devices without share(), the open hook, and a bad thread count, before listening', async () => {
+  it('refuses devices without share() and a bad thread count, before listening, with NbdInvalidArgumentError', async () => {
     const plain: Export = { name: '', size: MiB, device: { readAt: () => {} } };
     await expect(listenAndServe({ path: join(tmp.dir, 'a.sock') }, [plain], { threads: 2 })).rejects.toThrow(/share\(\)/);
+    await expect(listenAndServe({ path: join(tmp.dir, 'a.sock') }, [plain], { threads: 2 })).rejects.toThrow(NbdInvalidArgumentError);
     const shared: Export = { name: '', size: MiB, device: keep(await FileDevice.open(img)) };
-    await expect(listenAndServe({ path: join(tmp.dir, 'b.sock') }, [shared], { threads: 2, open: () => plain.device })).rejects.toThrow(
-      /open hook/,
-    );
-    await expect(listenAndServe({ path: join(tmp.dir, 'c.sock') }, [shared], { threads: 1.5 })).rejects.toThrow(RangeError);
+    await expect(listenAndServe({ path: join(tmp.dir, 'c.sock') }, [shared], { threads: 1.5 })).rejects.toThrow(NbdInvalidArgumentError);
+  });
+
+  it('the open hook runs on the main thread and a worker serves the device it returns; one without share() is refused per client', async () => {
+    const seen: string[] = [];
+    let unshareable = false;
+    srv = await start([{ name: 'disk', size: MiB, device: keep(await FileDevice.open(img)) }], {
+      open: async (ctx) => {
+        seen.push(`${ctx.export.name} ${ctx.readOnly}`);
+        return unshareable ? { readAt: () => {} } : FileDevice.open(img);
+      },
+    });
+    const io = await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 8192 4096', srv.uri('disk')]);
+    expect(io).toMatch(/wrote 4096\/4096 bytes/);
+    expect(
+      readFileSync(img)
+        .subarray(8192, 8192 + 4096)
+        .every((b) => b === 0x3c),
+    ).toBe(true);
+    expect(seen).toContain('disk false');
+    unshareable = true;
+    expect((await run('nbdinfo', ['--size', srv.uri('disk')])).code).not.toBe(0);
+    const client = await Client.connect(srv.uri());
+    await expect(client.go('disk')).rejects.toThrow(/no share\(\), which threads need/);
+    await client.abort().catch(() => {});
+  });
+
+  it('oldstyle is served on worker threads too (nbdinfo)', async () => {
+    srv = await start([{ name: '', size: MiB, device: keep(await FileDevice.open(img)) }], { handshake: 'oldstyle' });
+    expect((await runOk('nbdinfo', ['--size', srv.uri()])).trim()).toBe(String(MiB));
   });
 
   it('a listen failure stops the workers it started', async () => {

@@ -2,7 +2,7 @@
 // `-i`, `-U` (`-U -` a private socket), `--listen URI`, `-e NAME`, `-r`, several
 // exports at once, TLS, worker threads, `--run CMD` as a captive server,
 // `--print-uri`; in the foreground, logs on stderr, `-v` adds a protocol trace.
-import { tieToSignal } from '@nbd/protocol';
+import { NbdInvalidArgumentError, tieToSignal } from '@nbd/protocol';
 import type { Export, Logger, ServeOptions } from '@nbd/server';
 import { type Built, DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
 import { FILTER_WORDS } from './serve-filters.js';
@@ -115,6 +115,21 @@ function serveOptions(spec: ServeSpec, logger: Logger): ServeOptions {
   return o;
 }
 
+/**
+ * Starts the listeners. What the server library refuses at start (an export name over
+ * 4096 bytes, two exports of one name, …) came from this command line: a usage error.
+ */
+async function listenOrUsage(spec: ServeSpec, exports: Export[], opts: ServeOptions): Promise<Listener[]> {
+  try {
+    return await startListeners(spec.listen, exports, opts, spec.tls?.mode === 'require');
+  } catch (e) {
+    if (e instanceof NbdInvalidArgumentError && !(e instanceof UsageError)) {
+      throw new UsageError('serve', e.message.replace(/^serve: /, ''), { cause: e });
+    }
+    throw e;
+  }
+}
+
 /** Runs `nbd serve`; resolves with the exit code once it stopped. */
 export async function serveCommand(argv: readonly string[], io: Io, signal: AbortSignal): Promise<number> {
   const spec = parseServe(argv, arityOf());
@@ -123,12 +138,7 @@ export async function serveCommand(argv: readonly string[], io: Io, signal: Abor
   const { exports, built } = await buildAll(spec, io, reports);
   let listeners: Listener[] = [];
   try {
-    listeners = await startListeners(
-      spec.listen,
-      exports,
-      serveOptions(spec, stderrLogger(io, spec.verbose)),
-      spec.tls?.mode === 'require',
-    );
+    listeners = await listenOrUsage(spec, exports, serveOptions(spec, stderrLogger(io, spec.verbose)));
     const first = listeners[0]!;
     const defaultName = exports[0]!.name;
     if (spec.printUri) await writeAll(io.stdout, `${first.uriOf(defaultName)}\n`);

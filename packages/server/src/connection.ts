@@ -242,6 +242,8 @@ export class ServerConnection {
             this.transport.destroy();
             return;
           }
+          // The client may have gone (or the handshake limit passed) while preconnect ran.
+          if (this.state.phase !== 'starting-tls') return;
           s.negotiation.afterTls(identity);
           this.enter({ phase: 'handshake', negotiation: s.negotiation });
           this.resume();

@@ -18,6 +18,7 @@ export { MEMORY_PAGE_SIZE, MemoryDevice } from './memory-device.js';
 export { SharedMemoryDevice } from './shared-memory-device.js';
 export type { OpenContext } from './negotiation.js';
 export { type Logger, silentLogger } from './logger.js';
-export { type ConnectionInfo, type ServeOptions, serve, serveTransmission, transmissionFlagsOf } from './serve.js';
+export type { ConnectionInfo, ServeOptions } from './serve-options.js';
+export { type TransmissionOptions, serve, serveTransmission, transmissionFlagsOf } from './serve.js';
 export { NbdServer, listen, listenAndServe } from './listener.js';
 export type { ServerTlsOptions, TlsIdentity } from '@nbd/node';

@@ -2,10 +2,12 @@
 // on worker threads), within connection limits, until the server is closed.
 import { type AddressInfo, type ListenOptions, type Server, type Socket, createServer } from 'node:net';
 import { NbdInvalidArgumentError, parseNbdUri, tieToSignal } from '@nbd/protocol';
-import { type NbdAddress, type ServerTlsOptions, listenOptionsOf, peerOf } from '@nbd/node';
+import { type NbdAddress, listenOptionsOf, peerOf } from '@nbd/node';
+import { checkServe } from './check-serve.js';
 import type { Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
-import { type ServeOptions, admitted, checkExports, checkHandshake, serve, tlsOf } from './serve.js';
+import { type ConnectionOptions, type ServeOptions, connectionData, connectionHooks, connectionOptions } from './serve-options.js';
+import { admitted, serveAdmitted, tlsOf } from './serve.js';
 import { ThreadPool } from './threads.js';
 
 /**
@@ -56,8 +58,7 @@ export class NbdServer implements AsyncDisposable {
 
   /** @internal */
   static async start(address: NbdAddress | ListenOptions, exports: readonly Export[], opts: ServeOptions): Promise<NbdServer> {
-    checkExports(exports);
-    checkHandshake(opts);
+    checkServe(exports, opts);
     const logger = opts.logger ?? silentLogger;
     const listenOpts = listenOptionsOf(address);
     if ((typeof address === 'string' || address instanceof URL) && parseNbdUri(String(address)).tls && opts.tls === undefined) {
@@ -65,7 +66,7 @@ export class NbdServer implements AsyncDisposable {
     }
     // Credentials are read once for every connection (workers read their own).
     if (opts.tls !== undefined && !opts.threads) opts = { ...opts, tls: await tlsOf(opts) };
-    const pool = opts.threads ? await startPool(opts.threads, exports, opts, logger) : undefined;
+    const pool = opts.threads ? await ThreadPool.start(opts.threads, exports, opts, logger) : undefined;
     const server = createServer({ noDelay: true, pauseOnConnect: true });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -93,20 +94,25 @@ export class NbdServer implements AsyncDisposable {
   private accept(exports: readonly Export[], opts: ServeOptions, logger: Logger): void {
     const admission = new Admission(opts, logger);
     // Connections wind down when the server closes, or when the caller's signal aborts.
-    const connOpts: ServeOptions = { ...opts, signal: opts.signal ? AbortSignal.any([opts.signal, this.stop.signal]) : this.stop.signal };
+    const signal = opts.signal ? AbortSignal.any([opts.signal, this.stop.signal]) : this.stop.signal;
+    // What connections on this thread are served with; workers build theirs the same way (serve-worker.ts).
+    const conn = connectionOptions(connectionData(opts), connectionHooks(opts), signal, logger);
     this.server.on('connection', (socket: Socket) => {
       const leave = admission.enter(socket, this.connections.size);
       if (leave === undefined) return;
-      const served = this.pool ? this.handOff(socket, this.pool, opts, logger) : serve(socket, exports, connOpts);
-      const p = served.catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`)).finally(leave);
+      const p = this.serveOne(socket, exports, conn)
+        .catch((e: unknown) => logger.error(`connection failed: ${(e as Error).message}`))
+        .finally(leave);
       this.connections.add(p);
       void p.finally(() => this.connections.delete(p));
     });
   }
 
-  private async handOff(socket: Socket, pool: ThreadPool, opts: ServeOptions, logger: Logger): Promise<void> {
-    if (!(await admitted(peerOf(socket), opts, logger)) || this.stop.signal.aborted) socket.destroy();
-    else await pool.hand(socket);
+  /** preconnect's first call, here for either mode; then this thread or a worker serves the connection. */
+  private async serveOne(socket: Socket, exports: readonly Export[], conn: ConnectionOptions): Promise<void> {
+    if (!(await admitted(peerOf(socket), conn.preconnect, conn.logger)) || this.stop.signal.aborted) socket.destroy();
+    else if (this.pool) await this.pool.hand(socket);
+    else await serveAdmitted(socket, exports, conn);
   }
 }
 
@@ -168,20 +174,4 @@ class Admission {
       else this.perClient.delete(address);
     };
   }
-}
-
-function startPool(threads: number, exports: readonly Export[], opts: ServeOptions, logger: Logger): Promise<ThreadPool> {
-  if (opts.open) throw new TypeError('serve: the open hook cannot run on worker threads (threads)');
-  if (opts.handshake === 'oldstyle') throw new TypeError('serve: oldstyle is not served on worker threads');
-  const { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive } = opts;
-  if (opts.tls !== undefined && 'accept' in opts.tls)
-    throw new TypeError('serve: with threads, give tls as options (each worker loads them)');
-  const tls = opts.tls as ServerTlsOptions | undefined;
-  return ThreadPool.start(
-    threads,
-    exports,
-    { handshakeTimeout, maxPayload, maxInFlight, maxInFlightBytes, readOnly, keepAlive, tls },
-    logger,
-    opts.logger !== undefined,
-  );
 }

@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { MEMORY_PAGE_SIZE as P, MemoryDevice } from './memory-device.js';
 
 describe('MemoryDevice', () => {
+  it('refuses a size that is not a non-negative safe integer with NbdInvalidArgumentError', () => {
+    for (const bad of [-1, 1.5, Number.NaN, 2 ** 53]) expect(() => new MemoryDevice(bad), String(bad)).toThrow(NbdInvalidArgumentError);
+  });
+
   it('reads zeroes before any write and allocates nothing', () => {
     const d = new MemoryDevice(4 * P);
     const b = new Uint8Array(3 * P).fill(1);

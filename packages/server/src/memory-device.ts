@@ -2,7 +2,7 @@
 // by trim/zero (their memory is reused, not returned), reported as holes by
 // `extents`, lent to the server for zero-copy READ replies. Synchronous, so the
 // server replies in the same tick (the fast path the benchmark measures).
-import { ZERO_HOLE } from '@nbd/protocol';
+import { NbdInvalidArgumentError, ZERO_HOLE } from '@nbd/protocol';
 import type { Device, DeviceExtent, Loan } from './device.js';
 import { unitExtents } from './extents.js';
 
@@ -51,7 +51,7 @@ export class MemoryDevice implements Device {
   private readonly loans = new Map<number, number>();
 
   constructor(size: number) {
-    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`MemoryDevice: bad size ${size}`);
+    if (!Number.isSafeInteger(size) || size < 0) throw new NbdInvalidArgumentError(`MemoryDevice: bad size ${size}`);
     this.size = size;
   }
 

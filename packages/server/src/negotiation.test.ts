@@ -1,6 +1,15 @@
 // The negotiation engine driven with plain values: frames in, replies and steps out.
 import { describe, expect, it } from 'vitest';
-import { type ClientFrame, Info, Option, OptionReply, TransmissionFlag, encodeOptionRequest, type OptionRequest } from '@nbd/protocol';
+import {
+  type ClientFrame,
+  Info,
+  Option,
+  OptionReply,
+  type OptionRequest,
+  TransmissionFlag,
+  encodeOptionReply,
+  encodeOptionRequest,
+} from '@nbd/protocol';
 import type { Device } from './device.js';
 import { MemoryDevice } from './memory-device.js';
 import { MAX_OPTIONS, Negotiation, type NegotiationConfig, type NegotiationStep } from './negotiation.js';
@@ -203,6 +212,40 @@ describe('Negotiation', () => {
     expect(go.next).toBe('transmit');
     const m = await fixed(engine({ tls: 'on', exports }));
     expect((await step(m, option({ kind: 'export-name', name: 'secret' }))).next).toBe('close');
+  });
+
+  it('SELECTIVETLS before TLS: a TLS-only export and an unknown one get the same reply, word for word', async () => {
+    const exports = [
+      { name: 'open', size: SIZE, device: new MemoryDevice(SIZE) },
+      { name: 'secret', size: SIZE, device: new MemoryDevice(SIZE), tlsOnly: true },
+    ];
+    /** The final reply to `kind` for export `name`, with the name taken out of the message. */
+    const answer = async (kind: 'info' | 'go' | 'list-meta-context' | 'set-meta-context', name: string) => {
+      const n = await fixed(engine({ tls: 'on', exports }));
+      await step(n, option({ kind: 'structured-reply' }));
+      const req: OptionRequest =
+        kind === 'info' || kind === 'go' ? { kind, name, requests: [] } : { kind, name, queries: ['base:allocation'] };
+      const last = (await step(n, option(req))).send.at(-1)!;
+      const r = last.kind === 'option-reply' ? last.reply : undefined;
+      return r?.kind === 'error' ? { code: r.code, message: r.message.replace(name, 'NAME') } : r?.kind;
+    };
+    for (const kind of ['info', 'go'] as const) {
+      expect(await answer(kind, 'secret')).toEqual({ code: OptionReply.ERR_TLS_REQD, message: 'export "NAME" needs TLS, if it exists' });
+      expect(await answer(kind, 'nosuch')).toEqual(await answer(kind, 'secret'));
+    }
+    // ERR_TLS_REQD is for INFO, GO and EXPORT_NAME only.
+    for (const kind of ['list-meta-context', 'set-meta-context'] as const) {
+      expect(await answer(kind, 'secret')).toEqual({ code: OptionReply.ERR_UNKNOWN, message: 'unknown export "NAME"' });
+      expect(await answer(kind, 'nosuch')).toEqual(await answer(kind, 'secret'));
+    }
+  });
+
+  it('an error quoting a 4096-byte name stays within the 4096 bytes an NBD string may have', async () => {
+    const name = 'é'.repeat(2048);
+    const s = await step(await fixed(), option({ kind: 'info', name, requests: [] }));
+    const r = s.send[0]!.kind === 'option-reply' ? s.send[0]!.reply : undefined;
+    expect(r?.kind === 'error' && r.code).toBe(OptionReply.ERR_UNKNOWN);
+    expect(() => encodeOptionReply(Option.INFO, r!)).not.toThrow();
   });
 
   it(`gives up after ${MAX_OPTIONS} options`, async () => {

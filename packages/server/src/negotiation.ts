@@ -90,7 +90,10 @@ const reply = (option: number, r: OptionReplyMessage): ServerMessage => ({ kind:
 const ack = (option: number) => reply(option, { kind: 'ack' });
 const more = (...send: ServerMessage[]): NegotiationStep => ({ next: 'negotiate', send });
 const close = (reason: string, ...send: ServerMessage[]): NegotiationStep => ({ next: 'close', send, reason });
-const refuse = (option: number, code: number, message: string): NegotiationStep => more(reply(option, { kind: 'error', code, message }));
+/** Error messages quote what a client sent (a name of up to 4 KiB): clipped to stay within the spec's 4096 bytes. */
+const MAX_MESSAGE = 1024;
+const refuse = (option: number, code: number, message: string): NegotiationStep =>
+  more(reply(option, { kind: 'error', code, message: message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message }));
 
 export class Negotiation {
   private readonly state: State = {
@@ -175,6 +178,11 @@ export class Negotiation {
     return exp.tlsOnly !== true || this.state.tls !== undefined;
   }
 
+  /** @internal SELECTIVETLS before TLS: TLS-only exports are hidden, and unknown ones look like them. */
+  get hidesExports(): boolean {
+    return this.config.tls === 'on' && this.state.tls === undefined;
+  }
+
   /** @internal The export's device, or a fresh one from the `open` hook (then owned by the connection). */
   async openDevice(exp: Export): Promise<{ device: Device; owned: boolean }> {
     const { open, readOnly, clientAddress } = this.config;
@@ -232,8 +240,12 @@ async function infoOrGo(
   option: number,
 ): Promise<NegotiationStep> {
   const exp = n.find(req.name);
+  // SELECTIVETLS before TLS: an unknown export gets the answer a TLS-only one gets (the
+  // spec allows it), so a plaintext client cannot tell which TLS-only exports exist.
+  if (exp === undefined ? n.hidesExports : !n.allowed(exp)) {
+    return refuse(option, OptionReply.ERR_TLS_REQD, `export "${req.name}" needs TLS, if it exists`);
+  }
   if (exp === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
-  if (!n.allowed(exp)) return refuse(option, OptionReply.ERR_TLS_REQD, `export "${exp.name}" requires TLS`);
   const minBlock = exp.device.blockSizes?.min ?? 1;
   if (req.kind === 'go' && !req.requests.includes(Info.BLOCK_SIZE) && minBlock > 1) {
     return refuse(option, OptionReply.ERR_BLOCK_SIZE_REQD, `export "${exp.name}" needs ${minBlock}-byte aligned requests`);
@@ -289,8 +301,9 @@ function metaContext(
   if (set) s.meta = undefined; // SET replaces the selection, even when it fails
   if (!s.structured) return refuse(option, OptionReply.ERR_INVALID, 'meta contexts need structured replies');
   const exp = n.find(req.name);
-  if (exp === undefined) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
-  if (!n.allowed(exp)) return refuse(option, OptionReply.ERR_TLS_REQD, `export "${exp.name}" requires TLS`);
+  // ERR_TLS_REQD is only for INFO, GO and EXPORT_NAME: a TLS-only export before TLS is
+  // answered as an unknown one, with the same words, so its existence does not show.
+  if (exp === undefined || !n.allowed(exp)) return refuse(option, OptionReply.ERR_UNKNOWN, `unknown export "${req.name}"`);
   // base:allocation is always offered: devices without extents report all data.
   const matches = set
     ? req.queries.some((q) => q === MetaContext.BASE_ALLOCATION)

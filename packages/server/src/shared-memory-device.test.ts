@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { MEMORY_PAGE_SIZE as P } from './memory-device.js';
 import { SHARED_SLAB_SIZE as S, SharedMemoryDevice, type SharedMemoryDeviceArgs, openDevice } from './shared-memory-device.js';
 
@@ -21,8 +22,8 @@ describe('SharedMemoryDevice', () => {
     expect(args.slabs.map((s) => s.byteLength)).toEqual([S, S, 3 * P + 5]);
     // 2 * S / P + 4 pages = 4100 bits → 129 words.
     expect(args.map.byteLength).toBe(129 * 4);
-    expect(() => new SharedMemoryDevice(-1)).toThrow(RangeError);
-    expect(() => new SharedMemoryDevice(1.5)).toThrow(RangeError);
+    expect(() => new SharedMemoryDevice(-1)).toThrow(NbdInvalidArgumentError);
+    expect(() => new SharedMemoryDevice(1.5)).toThrow(NbdInvalidArgumentError);
     expect(new SharedMemoryDevice(0).extents(0, 0, { reqOne: false })).toEqual([]);
   });
 
@@ -210,7 +211,7 @@ describe('SharedMemoryDevice', () => {
     expect(SharedMemoryDevice.attach(recipe.args).allocated).toBe(P);
   });
 
-  it('openDevice rejects args that do not describe a device with a TypeError', () => {
+  it('openDevice rejects args that do not describe a device with an NbdInvalidArgumentError', () => {
     const good = new SharedMemoryDevice(S + P).share().args as SharedMemoryDeviceArgs;
     const slab0 = good.slabs[0]!;
     const bads: unknown[] = [
@@ -232,7 +233,7 @@ describe('SharedMemoryDevice', () => {
       { ...good, map: new SharedArrayBuffer(8) },
       { ...good, map: new Int32Array(good.map) },
     ];
-    for (const bad of bads) expect(() => openDevice(bad), JSON.stringify(bad)).toThrow(TypeError);
+    for (const bad of bads) expect(() => openDevice(bad), JSON.stringify(bad)).toThrow(NbdInvalidArgumentError);
     expect(openDevice({ ...good }).size).toBe(S + P);
   });
 });

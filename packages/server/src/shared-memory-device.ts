@@ -16,6 +16,7 @@
 // before a trim's fill, so a race never leaves data under a clear bit), and
 // overlapping concurrent requests may race on the data, as NBD allows.
 import { isSharedArrayBuffer } from 'node:util/types';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device, DeviceRecipe, DeviceExtent, Loan } from './device.js';
 import { MEMORY_PAGE_SIZE as PAGE, pageExtents } from './memory-device.js';
 
@@ -65,7 +66,7 @@ export class SharedMemoryDevice implements Device {
   constructor(sizeOrArgs: number | SharedMemoryDeviceArgs) {
     if (typeof sizeOrArgs === 'number') {
       const size = sizeOrArgs;
-      if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`SharedMemoryDevice: bad size ${size}`);
+      if (!Number.isSafeInteger(size) || size < 0) throw new NbdInvalidArgumentError(`SharedMemoryDevice: bad size ${size}`);
       this.size = size;
       this.buffers = [];
       for (let at = 0; at < size; at += SHARED_SLAB_SIZE) this.buffers.push(new SharedArrayBuffer(Math.min(SHARED_SLAB_SIZE, size - at)));
@@ -80,7 +81,7 @@ export class SharedMemoryDevice implements Device {
     this.map = new Int32Array(this.mapBuffer);
   }
 
-  /** A handle on the device `args` (from `share()`) describes; TypeError if they do not describe one. */
+  /** A handle on the device `args` (from `share()`) describes; NbdInvalidArgumentError if they do not describe one. */
   static attach(args: unknown): SharedMemoryDevice {
     // Checked here too: a bare number would otherwise make a new device.
     return new SharedMemoryDevice(checkArgs(args));
@@ -226,10 +227,10 @@ function mapBytes(size: number): number {
   return Math.ceil(Math.ceil(size / PAGE) / 32) * 4;
 }
 
-/** `args` as SharedMemoryDeviceArgs, or a TypeError saying what is wrong. */
+/** `args` as SharedMemoryDeviceArgs, or an NbdInvalidArgumentError saying what is wrong. */
 function checkArgs(args: unknown): SharedMemoryDeviceArgs {
   const bad = (why: string): never => {
-    throw new TypeError(`SharedMemoryDevice: bad shared device args: ${why}`);
+    throw new NbdInvalidArgumentError(`SharedMemoryDevice: bad shared device args: ${why}`);
   };
   if (typeof args !== 'object' || args === null) return bad('not an object');
   const { size, slabs, map } = args as Record<string, unknown>;
