@@ -131,7 +131,7 @@ describe('nbd serve', () => {
       [['serve', '-p', 'http', 'memory', '1M'], 2, /--port: expected a whole number/],
       [['serve', '--tls=maybe', 'memory', '1M'], 2, /--tls: expected off, on or require/],
       [['serve', '--tls=on', 'memory', '1M'], 2, /needs --tls-certificates/],
-      [['serve', '--listen', 'http://x', 'memory', '1M'], 2, /not an nbd:\/\/ or nbd\+unix:\/\/ URI/],
+      [['serve', '--listen', 'http://x', 'memory', '1M'], 2, /not an nbd\[s\]:\/\/ or nbd\[s\]\+unix:\/\/ URI/],
       [['serve', 'file', join(dir, 'missing.img')], 1, /ENOENT/],
       [['serve', '-U', taken.socket, 'memory', '1M'], 1, /EADDRINUSE/],
     ];

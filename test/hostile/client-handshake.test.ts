@@ -3,9 +3,45 @@
 // to do, and what we do; after every row this process lives, a bystander connection to a
 // well-behaved server still writes and reads back, and RSS stays bounded.
 import { expect } from 'vitest';
-import { NbdError, NbdOptionError, NbdTimeoutError, OptionReply, ProtocolError, encodeOptionReply } from '@nbd/protocol';
-import type { HostileCase } from './support.js';
-import { afterFirstOption, answeringGo, clientTable, connectTo, expectProtocolError, rawReplyHeader, u8 } from './client-support.js';
+import { Client } from '@nbd/client';
+import { NbdError, NbdOptionError, NbdTimeoutError, Option, OptionReply, ProtocolError, encodeOptionReply } from '@nbd/protocol';
+import { type HostileCase, MiB } from './support.js';
+import {
+  afterFirstOption,
+  answeringGo,
+  clientTable,
+  connectTo,
+  expectProtocolError,
+  measured,
+  rawReplyHeader,
+  rejection,
+  serve,
+  streamingReplies,
+  u8,
+} from './client-support.js';
+
+/**
+ * A call against a server streaming replies forever: it must fail with a ProtocolError
+ * matching `rule` well within the handshake limit (4 s, so a regression cannot eat
+ * memory for long), and this process's RSS must not grow by more than `maxMiB` meanwhile.
+ */
+async function boundedStream(
+  call: (c: Client) => Promise<unknown>,
+  script: Parameters<typeof connectTo>[0],
+  rule: RegExp,
+  maxMiB: number,
+  o: Parameters<typeof connectTo>[1] = {},
+): Promise<void> {
+  const client = await connectTo(script, { handshakeTimeout: 4000, ...o });
+  const { value: err, grew, ms } = await measured(() => rejection(call(client)));
+  expect(err).toBeInstanceOf(ProtocolError);
+  expect((err as Error).message).toMatch(rule);
+  expect(client.state).toBe('closed');
+  expect(ms).toBeLessThan(3000);
+  expect(grew / MiB).toBeLessThan(maxMiB);
+}
+
+const serverReply = (name: string, description: string) => (o: number) => encodeOptionReply(o, { kind: 'server', name, description });
 
 const cases: HostileCase<void>[] = [
   {
@@ -115,6 +151,79 @@ const cases: HostileCase<void>[] = [
         answeringGo((o) => encodeOptionReply(o, { kind: 'error', code: OptionReply.ERR_SHUTDOWN, message: 'going down' })),
       );
       await expect(client.go('')).rejects.toBeInstanceOf(NbdOptionError);
+      expect(client.state).toBe('closed');
+    },
+  },
+  {
+    sends: 'NBD_REP_SERVER replies of 8 KiB each, forever, in answer to NBD_OPT_LIST (issue 19: 513 MiB in 1.3 s)',
+    spec: 'no limit on how many replies precede the final one; a client may bound what it keeps',
+    we: 'client error',
+    run: () =>
+      boundedStream(
+        (c) => c.list(),
+        streamingReplies((o) => o === Option.LIST, serverReply('x'.repeat(4096), 'd'.repeat(4092))),
+        /NBD_OPT_LIST: the server's replies passed 33554432 bytes before its final one \(maxOptionReplyBytes\)/,
+        128,
+      ),
+  },
+  {
+    sends: 'NBD_REP_SERVER replies of 1-byte names, forever, in answer to NBD_OPT_LIST',
+    spec: 'as above',
+    we: 'client error',
+    run: () =>
+      boundedStream(
+        (c) => c.list(),
+        streamingReplies((o) => o === Option.LIST, serverReply('a', '')),
+        /NBD_OPT_LIST: the server sent more than 100000 replies before its final one \(maxOptionReplies\)/,
+        128,
+      ),
+  },
+  {
+    sends: 'NBD_REP_META_CONTEXT replies, forever, in answer to NBD_OPT_LIST_META_CONTEXT (client limit: 1000 replies)',
+    spec: 'as above',
+    we: 'client error',
+    run: () =>
+      boundedStream(
+        (c) => c.listMetaContexts('', []),
+        streamingReplies(
+          (o) => o === Option.LIST_META_CONTEXT,
+          (o) => encodeOptionReply(o, { kind: 'meta-context', id: 1, name: 'base:allocation' }),
+        ),
+        /NBD_OPT_LIST_META_CONTEXT: the server sent more than 1000 replies/,
+        64,
+        { maxOptionReplies: 1000 },
+      ),
+  },
+  {
+    sends: 'NBD_REP_INFO (NBD_INFO_NAME of 4 KiB) replies, forever, in answer to NBD_OPT_GO (client limit: 1 MiB)',
+    spec: 'as above',
+    we: 'client error',
+    run: () =>
+      boundedStream(
+        (c) => c.go(''),
+        streamingReplies(
+          (o) => o === Option.GO,
+          (o) => encodeOptionReply(o, { kind: 'info', info: { kind: 'name', name: 'n'.repeat(4096) } }),
+        ),
+        /NBD_OPT_GO: the server's replies passed 1048576 bytes/,
+        64,
+        { maxOptionReplyBytes: MiB },
+      ),
+  },
+  {
+    sends: 'NBD_REP_ACK to NBD_OPT_LIST, then NBD_REP_SERVER replies forever while the client sends nothing',
+    spec: 'the server replies only to options: unasked bytes break the protocol',
+    we: 'client error',
+    run: async () => {
+      const srv = await serve(streamingReplies((o) => o === Option.LIST, serverReply('x'.repeat(4096), ''), { ackFirst: true }));
+      const client = await Client.connect(srv.uri, { handshakeTimeout: 4000 });
+      const { grew } = await measured(async () => {
+        expect(await client.list()).toEqual([]);
+        // Idle between calls: the client hangs up once 64 KiB came unasked (the server's script ends on the close).
+        await Promise.race([srv.done, new Promise((_, reject) => setTimeout(() => reject(new Error('still streaming after 2 s')), 2000))]);
+      });
+      expect(grew / MiB).toBeLessThan(32);
+      await expectProtocolError(client.info(''), /sent over 65536 bytes while nothing was asked of it/);
       expect(client.state).toBe('closed');
     },
   },

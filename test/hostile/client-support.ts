@@ -16,7 +16,7 @@ export const connectTo = async (script: Script, o: Parameters<typeof Client.conn
 /** A connection (structured replies; base:allocation known as id 1) to a server that then runs `after`. */
 export async function transmitting(
   after: (p: FakePeer) => Promise<void>,
-  o: { extended?: boolean; structured?: boolean } = {},
+  o: { extended?: boolean; structured?: boolean; strict?: boolean } = {},
 ): Promise<Connection> {
   const srv = await serve(async (p) => {
     await p.negotiate({ contexts: { 'base:allocation': 1 }, extended: o.extended, structured: o.structured });
@@ -27,6 +27,7 @@ export async function transmitting(
     metaContexts: o.structured === false ? [] : ['base:allocation'],
     extendedHeaders: o.extended,
     structuredReplies: o.structured,
+    strict: o.strict,
   });
 }
 
@@ -58,6 +59,67 @@ export const answeringGo =
       else p.send(encodeOptionReply(f.option, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' }));
     }
   };
+
+/** Writes `burst` again and again (as fast as the client reads) until the connection closes. */
+export function stream(p: FakePeer, burst: Uint8Array): Promise<void> {
+  const closed = new Promise<void>((r) => p.socket.once('close', () => r()));
+  const pump = () => {
+    while (!p.socket.destroyed && p.socket.write(burst));
+    if (!p.socket.destroyed) p.socket.once('drain', pump);
+  };
+  pump();
+  return closed;
+}
+
+/** `reply` repeated to fill about 256 KiB (one write of a streaming server). */
+export const burstOf = (reply: Uint8Array): Uint8Array =>
+  Buffer.concat(Array.from({ length: Math.ceil((256 * 1024) / reply.length) }, () => reply));
+
+/**
+ * A server that streams `reply(option)` forever in answer to the options `streams`
+ * picks (after `ack` ACKs it first, if set), and refuses the others with ERR_UNSUP.
+ */
+export const streamingReplies =
+  (streams: (option: number) => boolean, reply: (option: number) => Uint8Array, o: { ackFirst?: boolean } = {}): Script =>
+  async (p) => {
+    p.send(encodeGreeting({ style: 'newstyle', flags: 3 }));
+    await p.frame();
+    p.decoder.startOptions();
+    for (;;) {
+      const f = await p.frame().catch(() => undefined);
+      if (f?.kind !== 'option') return;
+      if (!streams(f.option)) {
+        p.send(encodeOptionReply(f.option, { kind: 'error', code: OptionReply.ERR_UNSUP, message: '' }));
+        continue;
+      }
+      if (o.ackFirst) p.send(encodeOptionReply(f.option, { kind: 'ack' }));
+      await stream(p, burstOf(reply(f.option)));
+      return;
+    }
+  };
+
+/** Runs `work` while sampling this process's RSS every 5 ms: its result, the peak growth in bytes, and the time taken. */
+export async function measured<T>(work: () => Promise<T>): Promise<{ value: T; grew: number; ms: number }> {
+  const start = process.memoryUsage().rss;
+  let peak = start;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+  const t0 = Date.now();
+  try {
+    const value = await work();
+    peak = Math.max(peak, process.memoryUsage().rss);
+    return { value, grew: peak - start, ms: Date.now() - t0 };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** The error `p` rejects with (the test fails if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => expect.unreachable('expected a rejection'),
+    (e: unknown) => e,
+  );
+}
 
 export function rawReplyHeader(option: number, type: number, length: number): Uint8Array {
   const b = new Uint8Array(20);

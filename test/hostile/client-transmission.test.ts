@@ -6,7 +6,24 @@ import { expect } from 'vitest';
 import { ChunkType, Errno, NbdClosedError, NbdErrnoError, ProtocolError, encodeChunk } from '@nbd/protocol';
 import type { HostileCase } from './support.js';
 import { MiB } from './support.js';
-import { clientTable, expectProtocolError, transmitting, u8 } from './client-support.js';
+import { clientTable, expectProtocolError, measured, transmitting, u8 } from './client-support.js';
+
+/** 1-byte OFFSET_DATA chunks (not DONE) at `offset + at` for each `at`, the byte being `at & 0xff`, back to back in one buffer. */
+function oneByteChunks(cookie: bigint, offset: bigint, order: readonly number[]): Uint8Array {
+  const one = encodeChunk(cookie, { kind: 'offset-data', offset, data: u8(0) }, { done: false, extended: false });
+  const out = Buffer.alloc(one.length * order.length);
+  order.forEach((at, i) => {
+    const base = i * one.length;
+    out.set(one, base);
+    out.writeBigUInt64BE(offset + BigInt(at), base + one.length - 9);
+    out[base + one.length - 1] = at & 0xff;
+  });
+  return out;
+}
+
+/** Chunks of one reply, encoded back to back (one write). */
+const chunks = (cookie: bigint, payloads: Parameters<typeof encodeChunk>[1][]): Uint8Array =>
+  Buffer.concat(payloads.map((c) => encodeChunk(cookie, c, { done: false, extended: false })));
 
 const cases: HostileCase<void>[] = [
   {
@@ -329,6 +346,54 @@ const cases: HostileCase<void>[] = [
       await expect(conn.read(0, 4096, { signal: AbortSignal.timeout(200) })).rejects.toMatchObject({ code: 'NBD_ERR_ABORTED' });
       await conn.flush();
       expect(conn.state).toBe('transmitting');
+    },
+  },
+  {
+    sends:
+      'a 256 KiB READ answered by 1-byte chunks at every other byte, last first (131 072 separate ranges), then the bytes between, then DONE',
+    spec: 'chunks may come in any order and in any number (none may overlap; together they cover the request)',
+    we: 'client error',
+    run: async () => {
+      const length = 256 * 1024;
+      const conn = await transmitting(async (p) => {
+        const r = await p.request();
+        const order = [
+          ...Array.from({ length: length / 2 }, (_, i) => length - 2 - 2 * i),
+          ...Array.from({ length: length / 2 }, (_, i) => 2 * i + 1),
+        ];
+        p.send(oneByteChunks(r.cookie, r.offset, order));
+        p.chunk(r.cookie, { kind: 'none' });
+      });
+      // Checking each chunk against the ranges so far cost a splice of all of them (quadratic: seconds of CPU, then success).
+      const { value: err, ms } = await measured(() => conn.read(0, length).catch((e: unknown) => e));
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect((err as Error).message).toMatch(/more than 16384 separate ranges described at once/);
+      expect(ms).toBeLessThan(1500);
+    },
+  },
+  {
+    sends: 'a 1 MiB READ (strict: false) answered by 10 000 hole chunks over the whole request, then DONE',
+    spec: 'content chunks MUST NOT overlap (relaxed mode merges overlaps; each hole zeroes its range again)',
+    we: 'client error',
+    run: async () => {
+      const conn = await transmitting(
+        async (p) => {
+          const r = await p.request();
+          p.send(
+            chunks(
+              r.cookie,
+              Array.from({ length: 10_000 }, () => ({ kind: 'offset-hole' as const, offset: r.offset, size: MiB })),
+            ),
+          );
+          p.chunk(r.cookie, { kind: 'none' });
+        },
+        { strict: false },
+      );
+      // 32 bytes on the wire each, 1 MiB of zeroing each: 10 GB of memset, then success.
+      const { value: err, ms } = await measured(() => conn.read(0, MiB).catch((e: unknown) => e));
+      expect(err).toBeInstanceOf(ProtocolError);
+      expect((err as Error).message).toMatch(/hole chunks described 3145728 bytes of a 1048576-byte request/);
+      expect(ms).toBeLessThan(1500);
     },
   },
 ];

@@ -64,6 +64,21 @@ describe('nbd serve command line', () => {
     expect(s.tls).toEqual({ mode: 'require', certificates: undefined, pskFile: 'k.psk', verifyPeer: false });
     expect(s).toMatchObject({ threads: 2, readOnly: true, run: undefined, printUri: false });
     expect(parseServe(['memory', '1M'], arity).listen).toEqual([{ kind: 'tcp', host: undefined, port: 10809 }]);
+    expect(parseServe(['--listen', 'nbd://', '--listen', 'nbd://:10900', 'memory', '1M'], arity).listen).toEqual([
+      { kind: 'tcp', host: undefined, port: 10809 },
+      { kind: 'tcp', host: undefined, port: 10900 },
+    ]);
+  });
+
+  test('an nbds… listener makes TLS required (credentials needed, --tls=on/off refused); plain forms follow --tls', () => {
+    const tlsOf = (...argv: string[]) => parseServe([...argv, 'memory', '1M'], arity).tls?.mode;
+    expect(tlsOf('--listen', 'nbds://127.0.0.1:1', '--tls-psk', 'k')).toBe('require');
+    expect(tlsOf('--listen', 'NBDS+UNIX:///?socket=/s', '--tls=require', '--tls-certificates', 'd')).toBe('require');
+    expect(tlsOf('-p', '1', '--listen', 'nbds+unix:///?socket=/s', '--tls-psk', 'k')).toBe('require');
+    expect(tlsOf('--listen', 'nbd://127.0.0.1:1', '--tls-psk', 'k')).toBe('require');
+    expect(tlsOf('--listen', 'nbd://127.0.0.1:1', '--tls=on', '--tls-psk', 'k')).toBe('on');
+    expect(tlsOf('-U', '/s', '--tls=off', '--tls-psk', 'k')).toBe('off');
+    expect(tlsOf('-U', '/s')).toBeUndefined();
   });
 
   test.each([
@@ -78,6 +93,15 @@ describe('nbd serve command line', () => {
     [['--tls-verify-peer', 'memory', '1M'], /--tls-verify-peer needs --tls-certificates/],
     [['-o', '--tls-psk', 'keys.psk', 'memory', '1M'], /--oldstyle has no STARTTLS/],
     [['--listen', 'nbd+unix:///', 'memory', '1M'], /needs \?socket=PATH/],
+    [['--listen', 'nbds://h:1', 'memory', '1M'], /--listen nbds:\/\/h:1 requires TLS: give --tls-certificates DIR or --tls-psk FILE/],
+    [['--listen', 'nbds+unix:///?socket=/s', '--tls=off', 'memory', '1M'], /requires TLS, but --tls=off serves plaintext/],
+    [['--listen', 'nbds://h:1', '--tls=on', '--tls-psk', 'k', 'memory', '1M'], /requires TLS, but --tls=on lets plaintext clients in/],
+    [['--listen', 'nbds://h:1', '--tls=maybe', '--tls-psk', 'k', 'memory', '1M'], /--tls: expected off, on or require/],
+    [['--listen', 'nbd+vsock://3:1', 'memory', '1M'], /vsock address/],
+    [['--listen', 'nbds://h:1?tls-psk-file=k', 'memory', '1M'], /has tls-psk-file: a listener takes only \?socket=/],
+    [['--listen', 'nbd://u@h:1', 'memory', '1M'], /has a user name/],
+    [['--listen', 'nbd://h:1/x', 'memory', '1M'], /names an export/],
+    [['--listen', 'nbd://h:99999', 'memory', '1M'], /bad port "99999"/],
     [['-t', '-1', 'memory', '1M'], /option '-t' needs a value/],
     [['-t', '300', 'memory', '1M'], /--threads: expected a whole number from 0 to 256/],
   ])('%j is refused', (argv, message) => {

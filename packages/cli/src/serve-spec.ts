@@ -4,6 +4,7 @@
 // a complete device starts the next export. `-e NAME` names the current export, or
 // starts the next one if the current one is named; `--description` and `--filter`
 // belong to the current export.
+import { Limits, type NbdUri, NbdUriError, parseNbdUri } from '@nbd/protocol';
 import { intOption, parseCommand } from './args.js';
 import { UsageError } from './errors.js';
 import { parseSize } from './size.js';
@@ -139,41 +140,74 @@ function checkExports(exports: ExportSpec[]): void {
   });
 }
 
-function listenOf(v: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['values']): ListenSpec[] {
-  const out: ListenSpec[] = [];
-  if (v.unix !== undefined) out.push(v.unix === '-' ? { kind: 'private' } : { kind: 'unix', path: v.unix });
+/** The listeners, and the first `--listen` address whose scheme asks for TLS (nbds…). */
+function listenOf(v: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['values']): {
+  listen: ListenSpec[];
+  tlsAsked: string | undefined;
+} {
+  const listen: ListenSpec[] = [];
+  let tlsAsked: string | undefined;
+  if (v.unix !== undefined) listen.push(v.unix === '-' ? { kind: 'private' } : { kind: 'unix', path: v.unix });
   if (v.port !== undefined || v.ipaddr !== undefined) {
-    out.push({ kind: 'tcp', host: v.ipaddr, port: intOption('serve', '--port', v.port ?? '10809', { min: 0, max: 65535 })! });
+    listen.push({ kind: 'tcp', host: v.ipaddr, port: intOption('serve', '--port', v.port ?? '10809', { min: 0, max: 65535 })! });
   }
-  for (const text of v.listen ?? []) out.push(listenUri(text));
-  if (out.length === 0) out.push({ kind: 'tcp', host: undefined, port: 10809 });
-  return out;
+  for (const text of v.listen ?? []) {
+    const { spec, tls } = listenUri(text);
+    listen.push(spec);
+    if (tls) tlsAsked ??= text;
+  }
+  if (listen.length === 0) listen.push({ kind: 'tcp', host: undefined, port: 10809 });
+  return { listen, tlsAsked };
 }
 
-/** `--listen nbd://HOST:PORT` or `nbd+unix:///?socket=PATH`. */
-function listenUri(text: string): ListenSpec {
-  const m = /^(nbds?)(\+unix)?:\/\/([^/?#]*)\/?[^?#]*(?:\?(.*))?$/i.exec(text);
-  if (!m) throw new UsageError('serve', `--listen: '${text}' is not an nbd:// or nbd+unix:// URI`);
-  if (m[2]) {
-    const socket = new URLSearchParams(m[4] ?? '').get('socket');
-    if (!socket) throw new UsageError('serve', `--listen: '${text}' needs ?socket=PATH`);
-    return { kind: 'unix', path: socket };
+/**
+ * `--listen nbd[s]://[HOST][:PORT]` or `nbd[s]+unix:///?socket=PATH`, read by the
+ * library's URI parser so that no part of it (the scheme's TLS above all) is dropped:
+ * what a listener cannot honour (vsock, a user, an export, tls-… parameters) is refused.
+ */
+function listenUri(text: string): { spec: ListenSpec; tls: boolean } {
+  let uri: NbdUri;
+  try {
+    uri = parseNbdUri(text);
+  } catch (e) {
+    if (!(e instanceof NbdUriError)) throw e;
+    throw new UsageError('serve', `--listen: '${text}' is not an nbd[s]:// or nbd[s]+unix:// URI (${e.message})`, { cause: e });
   }
-  const hp = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d*))?$/.exec(m[3]!);
-  if (!hp) throw new UsageError('serve', `--listen: bad host or port in '${text}'`);
-  const host = hp[1] ?? (hp[2] === '' ? undefined : hp[2]);
-  return { kind: 'tcp', host, port: intOption('serve', '--listen port', hp[3] || '10809', { min: 0, max: 65535 })! };
+  const bad = (why: string) => new UsageError('serve', `--listen: '${text}' ${why}`);
+  if (uri.transport === 'vsock') throw bad('is a vsock address: Node.js has no vsock sockets');
+  if (uri.user !== undefined) throw bad('has a user name: a listener takes its TLS users from --tls-psk');
+  if (uri.exportName !== '') throw bad('names an export: name exports with -e NAME');
+  const params = Object.keys(uri.params);
+  if (params.length > 0) throw bad(`has ${params.join(', ')}: a listener takes only ?socket= (TLS is set with the --tls-* options)`);
+  if (uri.transport === 'unix') return { spec: { kind: 'unix', path: uri.socket! }, tls: uri.tls };
+  // An empty host (`nbd://:10900`) listens on every address, where a client's URI would mean localhost.
+  const anyHost = /^[^:]+:\/\/(?::|$|[/?#])/.test(text);
+  const port = uri.port ?? Limits.PORT;
+  return { spec: { kind: 'tcp', host: anyHost ? undefined : uri.host, port }, tls: uri.tls };
 }
 
-function tlsOf(v: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['values']): TlsSpec | undefined {
+/**
+ * The one place that decides `nbd serve`'s TLS mode, from --tls, the credentials and
+ * the listeners' schemes: credentials alone mean `require`; an `nbds…` listener
+ * needs credentials and `require` (every listener shares the mode), so a user who
+ * asked for TLS never gets plaintext.
+ */
+function tlsOf(v: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>['values'], tlsAsked: string | undefined): TlsSpec | undefined {
   const creds = v['tls-certificates'] !== undefined || v['tls-psk'] !== undefined;
+  if (v.tls !== undefined && v.tls !== 'off' && v.tls !== 'on' && v.tls !== 'require')
+    throw new UsageError('serve', `--tls: expected off, on or require, got '${v.tls}'`);
+  if (tlsAsked !== undefined) {
+    if (v.tls === 'on' || v.tls === 'off') {
+      const why = v.tls === 'on' ? 'lets plaintext clients in' : 'serves plaintext';
+      throw new UsageError('serve', `--listen ${tlsAsked} requires TLS, but --tls=${v.tls} ${why} (drop --tls=${v.tls})`);
+    }
+    if (!creds) throw new UsageError('serve', `--listen ${tlsAsked} requires TLS: give --tls-certificates DIR or --tls-psk FILE`);
+  }
   const mode = v.tls ?? (creds ? 'require' : undefined);
   if (mode === undefined) {
     if (v['tls-verify-peer']) throw new UsageError('serve', '--tls-verify-peer needs --tls-certificates');
     return undefined;
   }
-  if (mode !== 'off' && mode !== 'on' && mode !== 'require')
-    throw new UsageError('serve', `--tls: expected off, on or require, got '${mode}'`);
   if (mode !== 'off' && !creds) throw new UsageError('serve', `--tls=${mode} needs --tls-certificates DIR or --tls-psk FILE`);
   return { mode, certificates: v['tls-certificates'], pskFile: v['tls-psk'], verifyPeer: v['tls-verify-peer'] === true };
 }
@@ -186,12 +220,13 @@ export function parseServe(argv: readonly string[], arity: Arity): ServeSpec {
   const threads = intOption('serve', '--threads', v.threads, { min: 0, max: 256 }) ?? 0;
   if (v.oldstyle && exports.length > 1) throw new UsageError('serve', '--oldstyle serves one export (oldstyle has no export names)');
   if (v.oldstyle && threads > 0) throw new UsageError('serve', '--oldstyle is not served on worker threads');
-  const tls = tlsOf(v);
+  const { listen, tlsAsked } = listenOf(v);
+  const tls = tlsOf(v, tlsAsked);
   if (v.oldstyle && tls !== undefined && tls.mode !== 'off')
     throw new UsageError('serve', '--oldstyle has no STARTTLS: drop the --tls options');
   return {
     exports,
-    listen: listenOf(v),
+    listen,
     tls,
     threads,
     readOnly: v['read-only'] === true || v.readonly === true,

@@ -202,6 +202,13 @@ describe('Client: targets', () => {
     await expect(Client.connect('nbds://localhost/x?tls-type=bogus')).rejects.toThrow(/tls-type=bogus: expected psk or x509/);
     await expect(Client.connect('nbds://localhost/x?tls-verify-peer=maybe')).rejects.toBeInstanceOf(NbdInvalidArgumentError);
     await expect(Client.connect('nbd+vsock://1')).rejects.toBeInstanceOf(NbdUnsupportedError);
+    for (const bad of [
+      { maxOptionReplies: 0 },
+      { maxOptionReplies: 1.5 },
+      { maxOptionReplyBytes: -1 },
+      { maxOptionReplyBytes: Number.NaN },
+    ])
+      await expect(Client.connect({ path: '/nonexistent/nbd.sock' }, bad)).rejects.toThrow(/must be a whole number ≥ 1 \(or Infinity\)/);
   });
 
   test('a refused connection is an NbdSystemError that keeps the OS error as its cause', async () => {

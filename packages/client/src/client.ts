@@ -24,7 +24,9 @@ import { FrameReader } from './frame-reader.js';
 import {
   type ExportListing,
   type HandshakeStyle,
+  DEFAULT_OPTION_REPLY_LIMITS,
   OptionEngine,
+  type OptionReplyLimits,
   type StepCall,
   goSteps,
   listMetaContextSteps,
@@ -50,6 +52,15 @@ export interface ConnectOptions extends Signal {
    * `username`. Merged over what an `nbds…` URI's parameters say.
    */
   tls?: ClientTlsOptions;
+  /**
+   * Most replies one option may get before its final one (NBD_OPT_LIST's exports,
+   * LIST/SET_META_CONTEXT's contexts, INFO/GO's NBD_INFO_* replies). Default 100 000;
+   * past it the call fails with ProtocolError and the client closes, rather than
+   * growing memory until `handshakeTimeout` (a server may stream replies forever).
+   */
+  maxOptionReplies?: number;
+  /** Most bytes of reply data one option may get before its final one, as `maxOptionReplies`. Default 32 MiB. */
+  maxOptionReplyBytes?: number;
 }
 
 /** Options of `go()`. */
@@ -99,7 +110,7 @@ interface Call {
 export class Client {
   private stateNow: ClientState = 'connecting';
   private closeReason: unknown;
-  private readonly engine = new OptionEngine();
+  private readonly engine: OptionEngine;
   private reader: FrameReader;
   private tlsIdentity: TlsIdentity | undefined;
   /** Rejects the step waiting for frames when the stream ends under it. */
@@ -111,13 +122,17 @@ export class Client {
     /** The export named in the URI, used when `go()`/`info()` get no name. */
     readonly defaultExport: string,
     private readonly limit: number,
+    replyLimits: OptionReplyLimits,
   ) {
+    this.engine = new OptionEngine(replyLimits);
     this.reader = this.readerOf(transport);
   }
 
   private readerOf(transport: Transport): FrameReader {
     const reader = new FrameReader(transport);
     reader.onEnd = (err) => {
+      // A broken stream is hung up at once (even between calls, when no call would close it).
+      if (err instanceof ProtocolError) transport.destroy();
       this.streamEnd =
         err instanceof ProtocolError ? err : new NbdClosedError('the server closed the connection during the handshake', { cause: err });
       this.interrupt?.(this.streamEnd);
@@ -132,6 +147,7 @@ export class Client {
    */
   static async connect(target: ConnectTarget, opts: ConnectOptions = {}): Promise<Client> {
     const call = callOf('connect', opts.signal, handshakeLimit(opts.handshakeTimeout));
+    const replyLimits = optionReplyLimits(opts);
     if (call.user?.aborted) throw interpret(undefined, call);
     let opened: Opened;
     try {
@@ -140,7 +156,7 @@ export class Client {
       throw interpret(e, call);
     }
     if (opened.transport.closed) throw new NbdClosedError('connect: the stream given is closed already');
-    const client = new Client(opened.transport, opened.exportName, call.limit);
+    const client = new Client(opened.transport, opened.exportName, call.limit, replyLimits);
     try {
       const clientFlags = (await client.awaitStep(call)) as Uint8Array | undefined;
       if (clientFlags !== undefined) client.transport.write(clientFlags);
@@ -398,6 +414,19 @@ function handshakeLimit(ms: number | undefined): number {
   if (!Number.isFinite(limit) || limit < 0)
     throw new NbdInvalidArgumentError(`handshakeTimeout must be a non-negative number of milliseconds, got ${ms}`);
   return limit;
+}
+
+function optionReplyLimits(opts: ConnectOptions): OptionReplyLimits {
+  const limit = (name: 'maxOptionReplies' | 'maxOptionReplyBytes', fallback: number): number => {
+    const n = opts[name] ?? fallback;
+    if (n !== Number.POSITIVE_INFINITY && !(Number.isSafeInteger(n) && n >= 1))
+      throw new NbdInvalidArgumentError(`${name} must be a whole number ≥ 1 (or Infinity), got ${opts[name]}`);
+    return n;
+  };
+  return {
+    replies: limit('maxOptionReplies', DEFAULT_OPTION_REPLY_LIMITS.replies),
+    bytes: limit('maxOptionReplyBytes', DEFAULT_OPTION_REPLY_LIMITS.bytes),
+  };
 }
 
 function callOf(what: string, user: AbortSignal | undefined, limit: number): Call {

@@ -38,6 +38,13 @@ export function clientArenaPool(): ArenaPool {
 /** Where a stopped reader's last reads land, to be ignored (never an arena from the pool). */
 const DISCARD = new Uint8Array(64 * 1024);
 
+/**
+ * Bytes kept while no consumer waits (between negotiation calls, when the server owes
+ * nothing): a stray reply is still reported by the next call; more is a server
+ * streaming unasked, which ends the stream (unconsumed bytes are moved on every read).
+ */
+export const MAX_UNASKED_BYTES = 64 * 1024;
+
 /** Takes each frame as it is decoded; returns false to stop after this one (the rest wait in the decoder). */
 export type FrameConsumer = (frame: ServerFrame) => boolean;
 
@@ -90,6 +97,12 @@ export class FrameReader implements ByteSink {
     if (this.stopped) return false; // stop reading
     this.arenas.filled(n);
     this.pump();
+    if (this.consumer === undefined && this.decoder.buffered > MAX_UNASKED_BYTES) {
+      this.finish(
+        new ProtocolError(`the server sent over ${MAX_UNASKED_BYTES} bytes while nothing was asked of it (it may only answer options)`),
+      );
+      return false;
+    }
     return true;
   }
 

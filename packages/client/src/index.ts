@@ -5,7 +5,7 @@ requireSupportedNode(); // one clear error as the package loads, not a TypeError
 export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
 export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
 export type { BlockSizes, ExportInfo } from './export-info.js';
-export type { ExportListing, HandshakeStyle } from './option-engine.js';
+export { DEFAULT_OPTION_REPLY_LIMITS, type ExportListing, type HandshakeStyle, type OptionReplyLimits } from './option-engine.js';
 export type { Extent } from './reply-assembler.js';
 export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
 export type { ConnectTarget } from './target.js';

@@ -21,7 +21,7 @@ import {
   encodeGreeting,
   encodeOptionReply,
 } from '@nbd/protocol';
-import { OptionEngine, type StepCall, goSteps, listMetaContextSteps, selectedContexts } from './option-engine.js';
+import { OptionEngine, type OptionReplyLimits, type StepCall, goSteps, listMetaContextSteps, selectedContexts } from './option-engine.js';
 
 /** Frames as the client's decoder makes them from `bytes`. */
 function frames(decoder: ServerStreamDecoder, ...bytes: Uint8Array[]): ServerFrame[] {
@@ -32,8 +32,8 @@ function frames(decoder: ServerStreamDecoder, ...bytes: Uint8Array[]): ServerFra
 }
 
 /** An engine past a fixed-newstyle greeting (with NO_ZEROES), and its decoder. */
-function greeted(flags = HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES) {
-  const engine = new OptionEngine();
+function greeted(flags = HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES, limits?: OptionReplyLimits) {
+  const engine = new OptionEngine(limits);
   const decoder = new ServerStreamDecoder();
   const [g] = frames(decoder, encodeGreeting({ style: 'newstyle', flags }));
   const out = engine.feed(g!);
@@ -72,6 +72,27 @@ const exportInfo = (size = 1n << 20n): OptionReplyMessage => ({
 });
 
 describe('OptionEngine', () => {
+  test("an option's replies before its final one are bounded in number and in bytes: past either, a ProtocolError", () => {
+    const server = (name: string): OptionReplyMessage => ({ kind: 'server', name, description: '' });
+    const bounded = (replies: number, bytes: number) => greeted(undefined, { replies, bytes });
+    // 4 + name bytes each: three of 5 bytes fit 3 replies and 15 bytes exactly.
+    const list = (e: ReturnType<typeof greeted>, n: number) =>
+      exchange(e, { kind: 'list', args: undefined }, Option.LIST, [...Array.from({ length: n }, () => server('a')), ack]);
+    expect(list(bounded(3, 15), 3).value).toHaveLength(3);
+    expect(() => list(bounded(3, 1000), 4)).toThrow(
+      /NBD_OPT_LIST: the server sent more than 3 replies before its final one \(maxOptionReplies\)/,
+    );
+    expect(() => list(bounded(1000, 14), 3)).toThrow(/NBD_OPT_LIST: the server's replies passed 14 bytes before its final one/);
+    const contexts = bounded(2, 1000);
+    expect(() =>
+      exchange(contexts, { kind: 'list-meta-context', args: { name: '', queries: [] } }, Option.LIST_META_CONTEXT, [
+        { kind: 'meta-context', id: 1, name: 'a' },
+        { kind: 'meta-context', id: 2, name: 'b' },
+        { kind: 'meta-context', id: 3, name: 'c' },
+      ]),
+    ).toThrow(ProtocolError);
+  });
+
   test('a fixed-newstyle greeting: client flags echo FIXED_NEWSTYLE and NO_ZEROES; oldstyle needs no options', () => {
     const e = greeted();
     expect([...e.clientFlags!]).toEqual([0, 0, 0, 3]);

@@ -197,6 +197,17 @@ export type Expect = 'option-reply' | 'export-name-reply';
 /** A frame consumed: more are needed, or the step is over with its result. */
 export type StepOutcome = { done: false } | { done: true; value: unknown };
 
+/** Bounds on one option's replies before its final one (what a server could otherwise stream forever). */
+export interface OptionReplyLimits {
+  /** Replies (NBD_REP_SERVER, NBD_REP_INFO, NBD_REP_META_CONTEXT, unknown types) before the final one. */
+  replies: number;
+  /** Bytes of reply data in all, before the final one. */
+  bytes: number;
+}
+
+/** 100 000 replies and 32 MiB: far beyond any real export or context list, a few tens of MiB of memory at most. */
+export const DEFAULT_OPTION_REPLY_LIMITS: Readonly<OptionReplyLimits> = { replies: 100_000, bytes: 32 * 1024 * 1024 };
+
 /** The negotiation engine: state record in, request bytes out, frames in, results out. */
 export class OptionEngine {
   readonly state: Negotiation = {
@@ -213,7 +224,9 @@ export class OptionEngine {
     export: undefined,
     tls: false,
   };
-  private current: { call: StepCall; option: number; replies: OptionReplyMessage[] } | undefined;
+  private current: { call: StepCall; option: number; replies: OptionReplyMessage[]; bytes: number } | undefined;
+
+  constructor(private readonly limits: Readonly<OptionReplyLimits> = DEFAULT_OPTION_REPLY_LIMITS) {}
 
   /** An option is sent and its final reply has not come yet. */
   get busy(): boolean {
@@ -239,7 +252,7 @@ export class OptionEngine {
         `the server is ${n.style}; only fixed-newstyle servers accept NBD_OPT_${nameOf(Option, optionCode(req))}`,
       );
     }
-    this.current = { call, option: optionCode(req), replies: [] };
+    this.current = { call, option: optionCode(req), replies: [], bytes: 0 };
     return { bytes: encodeOptionRequest(req), expect: call.kind === 'export-name' ? 'export-name-reply' : 'option-reply' };
   }
 
@@ -269,7 +282,7 @@ export class OptionEngine {
     }
     const r = decodeOptionReply(f.type, f.data);
     if (r.kind !== 'ack' && r.kind !== 'error') {
-      cur.replies.push(r);
+      this.keep(cur, r, f.data.length);
       return { done: false };
     }
     this.current = undefined;
@@ -283,6 +296,18 @@ export class OptionEngine {
     const kept = step.refused?.(this.state, err);
     if (kept === undefined) throw err;
     return { done: true, value: kept.value };
+  }
+
+  /** Keeps a reply until the final one, within the limits: past them the server is streaming, not answering. */
+  private keep(cur: NonNullable<OptionEngine['current']>, r: OptionReplyMessage, bytes: number): void {
+    const { replies, bytes: maxBytes } = this.limits;
+    const option = `NBD_OPT_${nameOf(Option, cur.option)}`;
+    if (cur.replies.length >= replies)
+      throw new ProtocolError(`${option}: the server sent more than ${replies} replies before its final one (maxOptionReplies)`);
+    cur.bytes += bytes;
+    if (cur.bytes > maxBytes)
+      throw new ProtocolError(`${option}: the server's replies passed ${maxBytes} bytes before its final one (maxOptionReplyBytes)`);
+    cur.replies.push(r);
   }
 
   /** The server's greeting: style and flags recorded; the client flags to send back. */

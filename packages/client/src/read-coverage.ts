@@ -1,7 +1,8 @@
 // Which bytes of a READ its reply's content chunks have described: sorted,
 // merged [start, end) intervals, so an overlap or a gap is found exactly, however
 // the chunks are ordered. One chunk (the usual reply) is one interval; chunks that
-// arrive in order merge into one as they come.
+// arrive in order merge into one as they come. Adding costs up to the number of
+// separate intervals (an array splice), so the reply assembler caps that number.
 
 /** The byte ranges of one READ that its reply has described, as sorted, merged intervals. */
 export class ReadCoverage {
@@ -9,6 +10,11 @@ export class ReadCoverage {
   private readonly ends: number[] = [];
   /** Bytes described so far. */
   covered = 0;
+
+  /** Separate (not touching) intervals described so far. */
+  get ranges(): number {
+    return this.starts.length;
+  }
 
   /**
    * Records [start, end) (start < end). Returns false, recording nothing, if it

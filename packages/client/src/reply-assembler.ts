@@ -63,6 +63,8 @@ export interface ReplyState {
   whole: boolean;
   /** READ: what a reply in several chunks has described. */
   coverage: ReadCoverage | undefined;
+  /** READ: bytes hole chunks described (zeroes cost work but no bytes on the wire, so they are bounded). */
+  holeBytes: number;
   /** BLOCK_STATUS: context ids asked about, and the extents each got. */
   readonly contextIds: readonly number[];
   extents: Map<number, Extent[]> | undefined;
@@ -100,6 +102,7 @@ export function newReply(req: {
     single: undefined,
     whole: false,
     coverage: undefined,
+    holeBytes: 0,
     contextIds: req.contextIds ?? [],
     extents: req.command === Command.BLOCK_STATUS ? new Map() : undefined,
     error: undefined,
@@ -230,6 +233,12 @@ function safeOffset(v: bigint): number {
   return Number(v);
 }
 
+/**
+ * Separate ranges a READ reply may have described at once: chunks in order (or in reverse,
+ * or from a few workers) stay a handful; each chunk costs up to this many steps to check.
+ */
+export const MAX_READ_RANGES = 16_384;
+
 /** Records [start, end) of a READ as described; false if it overlaps what was (unless `union`). */
 function describe(st: ReplyState, start: number, end: number, union: boolean): boolean {
   if (!st.whole && st.coverage === undefined && start === 0 && end === st.length) {
@@ -240,7 +249,13 @@ function describe(st: ReplyState, start: number, end: number, union: boolean): b
     st.coverage = new ReadCoverage();
     if (st.whole) st.coverage.add(0, st.length);
   }
-  return st.coverage.add(start, end, union);
+  const ok = st.coverage.add(start, end, union);
+  if (st.coverage.ranges > MAX_READ_RANGES) {
+    throw new ProtocolError(
+      `READ reply: its chunks left more than ${MAX_READ_RANGES} separate ranges described at once (our limit on checking chunks sent far out of order)`,
+    );
+  }
+  return ok;
 }
 
 /** The first byte of a READ not described yet, and how many were; undefined gap when all were. */
@@ -261,6 +276,11 @@ function content(rules: ReplyRules, st: ReplyState, at: number, data: Uint8Array
     throw new ProtocolError(
       `READ chunk ${at}+${size} overlaps bytes an earlier chunk described (the spec: content chunks MUST NOT overlap)`,
     );
+  }
+  // Holes that overlap (relaxed mode merges them) would each zero their range again: bounded to twice the request.
+  if (data === undefined) st.holeBytes += size;
+  if (st.holeBytes > 2 * st.length) {
+    throw new ProtocolError(`READ reply: hole chunks described ${st.holeBytes} bytes of a ${st.length}-byte request (overlapping holes)`);
   }
   if (st.abandoned) return;
   if (st.dest === undefined) {

@@ -4,7 +4,8 @@
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, Loan } from '@nbd/server';
 import { SparseMemoryDevice, isZero } from '../memory/sparse-memory-device.js';
-import { type DataImage, parseData } from './data-format.js';
+import { type DataSink, defaultDataWork, writeData } from './data-eval.js';
+import { type DataExpr, parseDataFormat } from './data-format.js';
 import { sourceRecipe } from './source-recipe.js';
 
 /** Options of {@link DataDevice}. */
@@ -13,19 +14,42 @@ export interface DataDeviceOptions {
   size?: number;
   /** Refuse writes (nbdkit -r). Only a read-only DataDevice can be shared with worker threads. */
   readOnly?: boolean;
+  /**
+   * Most steps building the image from a data-format string may take: a step per byte
+   * written (overlapping writes each time) and per expression visited. Only what lands
+   * within the size is built. Default: 64 Mi plus four per byte of the size, at most
+   * 4 Gi; a string that costs more is refused (NbdInvalidArgumentError) before any is built.
+   */
+  maxWork?: number;
 }
 
 /** What a DataDevice is made from: nbdkit's data format, raw bytes, or an array of byte values. */
 export type DataSpec = string | Uint8Array | readonly number[];
 
-function imageOf(data: DataSpec): DataImage {
-  if (typeof data === 'string') return parseData(data);
-  if (data instanceof Uint8Array) return { segments: [{ at: 0, bytes: data }], length: data.length };
+/** A data-format string parsed, or bytes as they are (an array of byte values checked). */
+function exprOf(data: DataSpec): DataExpr {
+  if (typeof data === 'string') return parseDataFormat(data);
+  if (data instanceof Uint8Array) return { kind: 'bytes', length: data.length, bytes: data };
   const bytes = Uint8Array.from(data, (b, i) => {
     if (!Number.isInteger(b) || b < 0 || b > 255) throw new NbdInvalidArgumentError(`DataDevice: element ${i} (${b}) is not a byte`);
     return b;
   });
-  return { segments: [{ at: 0, bytes }], length: bytes.length };
+  return { kind: 'bytes', length: bytes.length, bytes };
+}
+
+/** Writes into sparse memory; zeroes past the last byte written are already there. */
+function memorySink(mem: SparseMemoryDevice): DataSink {
+  let written = 0;
+  return {
+    write(at, bytes) {
+      place(mem, bytes, at);
+      written = Math.max(written, at + bytes.length);
+    },
+    zero(at, n) {
+      const end = Math.min(at + n, written);
+      if (end > at) mem.trim(at, end - at);
+    },
+  };
 }
 
 /** Writes `bytes` at `at`, page by page; pages of zeroes are cleared instead, so they stay (or become) holes, as nbdkit's. */
@@ -57,15 +81,17 @@ export class DataDevice implements Device {
   private readonly mem: SparseMemoryDevice;
 
   constructor(data: DataSpec, opts: DataDeviceOptions = {}) {
-    const img = imageOf(data);
-    this.size = opts.size ?? img.length;
+    const expr = exprOf(data);
+    this.size = opts.size ?? expr.length;
     this.mem = new SparseMemoryDevice(this.size);
     this.readOnly = opts.readOnly ?? false;
-    for (const s of img.segments) if (s.at < this.size) place(this.mem, s.bytes.subarray(0, this.size - s.at), s.at);
+    const maxWork = opts.maxWork ?? defaultDataWork(this.size);
+    if (!(maxWork >= 0)) throw new NbdInvalidArgumentError(`DataDevice: maxWork ${maxWork} is not a number of steps`);
+    writeData(expr, this.size, memorySink(this.mem), maxWork);
     const mem = this.mem;
     if (this.readOnly) {
       const spec = typeof data === 'string' ? data : Uint8Array.from(data);
-      this.share = () => sourceRecipe({ kind: 'data', data: spec, size: this.size });
+      this.share = () => sourceRecipe({ kind: 'data', data: spec, size: this.size, maxWork });
     } else {
       this.writeAt = (buf, offset) => mem.writeAt(buf, offset);
       this.trim = (offset, length) => mem.trim(offset, length);

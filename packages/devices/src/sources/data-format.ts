@@ -1,23 +1,29 @@
 // nbdkit's data format (nbdkit-data-plugin(1), "DATA FORMAT"): bytes, words,
-// strings, offsets and groups that describe a small disk image, evaluated to a
-// sparse list of writes and a length. Supported: BYTE (decimal, 0octal, 0xhex),
-// le16/be16/le32/be32/le64/be64:WORD, "STRING" with C escapes, @OFFSET, @+N,
-// @-N, @^ALIGNMENT, ( ... ), EXPR*N, EXPR[N:M] and # comments. Not supported
+// strings, offsets and groups that describe a small disk image, parsed into an
+// expression tree that knows its length without being expanded (data-eval.ts
+// writes it, clipped to the device's size). As in nbdkit, a group is an image of
+// its own: bytes it leaves unwritten are zeroes when it is placed; only the
+// top-level list leaves what lies between its items as it was. Supported: BYTE (decimal, 0octal,
+// 0xhex), le16/be16/le32/be32/le64/be64:WORD, "STRING" with C escapes, @OFFSET,
+// @+N, @-N, @^ALIGNMENT, ( ... ), EXPR*N, EXPR[N:M] and # comments. Not supported
 // (refused by name): <FILE, <(SCRIPT), $VAR and \NAME assignments.
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 
-/** Bytes placed at an offset of an image. */
-export interface Segment {
-  at: number;
-  bytes: Uint8Array;
-}
+/**
+ * A parsed expression. `length`: the bytes it spans (nbdkit's size of the data: the
+ * highest offset its cursor reached); every byte it writes lies in [0, length).
+ */
+export type DataExpr = { length: number } & (
+  | { kind: 'bytes'; bytes: Uint8Array }
+  | { kind: 'seq'; items: { at: number; expr: DataExpr }[] }
+  | { kind: 'repeat'; expr: DataExpr; count: number }
+  | { kind: 'slice'; expr: DataExpr; from: number }
+);
 
-/** What an expression evaluates to: writes in order (later ones win) and a length. */
-export interface DataImage {
-  segments: Segment[];
-  /** The highest offset the expression's cursor reached (nbdkit's size of the data). */
-  length: number;
-}
+/** Groups nested deeper than this are refused (each level is a stack frame when parsing and writing). */
+export const MAX_DATA_NESTING = 1000;
+
+const MAX = Number.MAX_SAFE_INTEGER;
 
 const bad = (why: string, at: number): never => {
   throw new NbdInvalidArgumentError(`data format: ${why} at character ${at}`);
@@ -31,49 +37,102 @@ function parseNumber(text: string, at: number): bigint {
   return bad(`"${text}" is not a number`, at);
 }
 
-const safe = (n: bigint, at: number): number => (n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : bad('number too large', at));
+const safe = (n: bigint, at: number): number => (n <= BigInt(MAX) ? Number(n) : bad('number too large', at));
+
+/** An offset or length past 2^53 - 1 bytes (what a device size can be) is refused where it arises. */
+const within = (n: number, at: number): number => (n <= MAX ? n : bad('the data reaches beyond 2^53 - 1 bytes', at));
 
 const ESCAPES: Record<string, number> = { n: 10, t: 9, r: 13, a: 7, b: 8, f: 12, v: 11, '\\': 92, '"': 34, "'": 39, '?': 63 };
 
+/** A run of string characters that need no escape handling. */
+const PLAIN = /[^"\\]*/y;
+/** Blanks and # comments. */
+const BLANKS = /(?:\s+|#[^\n]*)*/y;
+/** A word: up to a blank or punctuation. */
+const WORD = /[^\s()[\]*:#@"]*/y;
+/** One-byte arrays for BYTE, shared (views into one buffer of 0…255; expressions never write into their bytes). */
+const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, b) => b);
+const BYTE = Array.from({ length: 256 }, (_, b) => ALL_BYTES.subarray(b, b + 1));
+
+const bytesExpr = (bytes: Uint8Array): DataExpr => ({ kind: 'bytes', length: bytes.length, bytes });
+
+/** Items of a group: runs of bytes written end to end become one `bytes` item. */
+class SeqBuilder {
+  readonly items: { at: number; expr: DataExpr }[] = [];
+  private run: Uint8Array[] = [];
+  private runAt = 0;
+  private runEnd = 0;
+
+  add(at: number, expr: DataExpr): void {
+    if (expr.kind === 'bytes' && this.run.length > 0 && at === this.runEnd) {
+      this.run.push(expr.bytes);
+      this.runEnd += expr.length;
+      return;
+    }
+    this.flush();
+    if (expr.kind === 'bytes') {
+      this.run = [expr.bytes];
+      this.runAt = at;
+      this.runEnd = at + expr.length;
+    } else if (expr.length > 0) this.items.push({ at, expr });
+  }
+
+  flush(): void {
+    if (this.run.length === 0) return;
+    const bytes = this.run.length === 1 ? this.run[0]! : new Uint8Array(this.runEnd - this.runAt);
+    if (this.run.length > 1) {
+      let pos = 0;
+      for (const b of this.run) {
+        bytes.set(b, pos);
+        pos += b.length;
+      }
+    }
+    if (bytes.length > 0) this.items.push({ at: this.runAt, expr: bytesExpr(bytes) });
+    this.run = [];
+  }
+}
+
 class Parser {
   pos = 0;
+  private depth = 0;
   constructor(private readonly text: string) {}
 
   /** Skips blanks and comments; the next character, or '' at the end. */
   peek(): string {
-    for (;;) {
-      const c = this.text[this.pos];
-      if (c === undefined) return '';
-      if (c === '#') {
-        while (this.pos < this.text.length && this.text[this.pos] !== '\n') this.pos++;
-      } else if (/\s/.test(c)) this.pos++;
-      else return c;
-    }
+    BLANKS.lastIndex = this.pos;
+    this.pos += BLANKS.exec(this.text)![0].length;
+    return this.text[this.pos] ?? '';
   }
 
   /** A run of characters that are not blanks or punctuation. */
   word(): string {
-    const start = this.pos;
-    while (this.pos < this.text.length && /[^\s()[\]*:#@"]/.test(this.text[this.pos]!)) this.pos++;
-    return this.text.slice(start, this.pos);
+    WORD.lastIndex = this.pos;
+    const w = WORD.exec(this.text)![0];
+    this.pos += w.length;
+    return w;
   }
 
-  /** Expressions until `end` (')' or the end of the text). */
-  list(end: string): DataImage {
-    const segments: Segment[] = [];
+  /** Expressions until `end` (')' or the end of the text): a group, its offsets relative to its start. */
+  list(end: string): DataExpr {
+    const seq = new SeqBuilder();
     let cursor = 0;
     let length = 0;
     for (let c = this.peek(); c !== end; c = this.peek()) {
       if (c === '') bad(`missing "${end}"`, this.pos);
+      const at = this.pos;
       if (c === '@') cursor = this.move(cursor);
       else {
-        const img = this.postfix(this.primary());
-        for (const s of img.segments) segments.push({ at: s.at + cursor, bytes: s.bytes });
-        cursor += img.length;
+        const expr = this.postfix(this.primary());
+        seq.add(cursor, expr);
+        cursor = within(cursor + expr.length, at);
       }
       length = Math.max(length, cursor);
     }
-    return { segments, length };
+    seq.flush();
+    const { items } = seq;
+    // A group of one item at its start is that item.
+    if (items.length === 1 && items[0]!.at === 0 && items[0]!.expr.length === length) return items[0]!.expr;
+    return { kind: 'seq', length, items };
   }
 
   /** @OFFSET, @+N, @-N, @^ALIGNMENT: the new cursor. */
@@ -82,43 +141,47 @@ class Parser {
     const kind = this.text[this.pos];
     if (kind === '+' || kind === '-' || kind === '^') this.pos++;
     const n = safe(parseNumber(this.word(), at), at);
-    if (kind === '+') return cursor + n;
+    if (kind === '+') return within(cursor + n, at);
     if (kind === '-') return cursor - n >= 0 ? cursor - n : bad('@- moves before the start', at);
-    if (kind === '^') return n > 0 && (n & (n - 1)) === 0 ? Math.ceil(cursor / n) * n : bad(`@^${n} is not a power of two`, at);
+    if (kind === '^') return n > 0 && (n & (n - 1)) === 0 ? within(Math.ceil(cursor / n) * n, at) : bad(`@^${n} is not a power of two`, at);
     return n;
   }
 
-  private primary(): DataImage {
+  private primary(): DataExpr {
     const at = this.pos;
     const c = this.peek();
     if (c === '(') {
+      if (++this.depth > MAX_DATA_NESTING) bad(`groups nested deeper than ${MAX_DATA_NESTING}`, at);
       this.pos++;
-      const img = this.list(')');
+      const expr = this.list(')');
       this.pos++;
-      return img;
+      this.depth--;
+      return expr;
     }
-    if (c === '"') return bytesImage(this.string());
+    if (c === '"') return bytesExpr(this.string());
     if (c === '<' || c === '$' || c === '\\' || c === '-') return bad(`"${c}" (files, scripts, variables and names) is not supported`, at);
     const w = this.word();
     const m = /^(le|be)(16|32|64)$/.exec(w);
     if (m && this.text[this.pos] === ':') {
       this.pos++;
-      return bytesImage(encodeWord(parseNumber(this.word(), at), m[1] === 'le', Number(m[2]) / 8, at));
+      return bytesExpr(encodeWord(parseNumber(this.word(), at), m[1] === 'le', Number(m[2]) / 8, at));
     }
     if (w === '') bad(`unexpected "${c}"`, at);
     const b = parseNumber(w, at);
-    return b <= 255n ? bytesImage(Uint8Array.of(Number(b))) : bad(`byte ${w} is larger than 255`, at);
+    return b <= 255n ? bytesExpr(BYTE[Number(b)]!) : bad(`byte ${w} is larger than 255`, at);
   }
 
   /** EXPR*N and EXPR[N:M], any number of them. */
-  private postfix(img: DataImage): DataImage {
+  private postfix(expr: DataExpr): DataExpr {
     for (;;) {
       const c = this.peek();
       const at = this.pos;
       if (c === '*') {
         this.pos++;
         this.peek();
-        img = repeat(img, safe(parseNumber(this.word(), at), at));
+        const count = safe(parseNumber(this.word(), at), at);
+        if (expr.length > 0 && count > MAX / expr.length) bad('the data reaches beyond 2^53 - 1 bytes', at);
+        expr = { kind: 'repeat', length: expr.length * count, expr, count };
       } else if (c === '[') {
         this.pos++;
         this.peek();
@@ -130,43 +193,50 @@ class Parser {
         if (this.peek() !== ']') bad('expected "]"', this.pos);
         this.pos++;
         const a = from === '' ? 0 : safe(parseNumber(from, at), at);
-        const b = to === '' ? img.length : safe(parseNumber(to, at), at);
-        if (a > b || b > img.length) bad(`slice [${a}:${b}] of ${img.length} bytes`, at);
-        img = slice(img, a, b);
-      } else return img;
+        const b = to === '' ? expr.length : safe(parseNumber(to, at), at);
+        if (a > b || b > expr.length) bad(`slice [${a}:${b}] of ${expr.length} bytes`, at);
+        expr = { kind: 'slice', length: b - a, expr, from: a };
+      } else return expr;
     }
   }
 
   /** "STRING" with C escapes, as UTF-8 bytes. */
   private string(): Uint8Array {
     const at = this.pos++;
-    const out: number[] = [];
+    const parts: Uint8Array[] = [];
     const enc = new TextEncoder();
     for (;;) {
+      // Plain characters up to the next quote or escape, encoded at once.
+      PLAIN.lastIndex = this.pos;
+      const plain = PLAIN.exec(this.text)![0];
+      if (plain.length > 0) parts.push(enc.encode(plain));
+      this.pos += plain.length;
       const c = this.text[this.pos++];
       if (c === undefined) return bad('unterminated string', at);
-      if (c === '"') return Uint8Array.from(out);
-      if (c !== '\\') {
-        out.push(...enc.encode(c));
-        continue;
-      }
+      if (c === '"') return concat(parts);
       const e = this.text[this.pos++] ?? '';
-      const hex = e === 'x' ? /^[0-9a-fA-F]{1,2}/.exec(this.text.slice(this.pos)) : null;
-      const oct = /^[0-7]{1,3}/.exec(this.text.slice(this.pos - 1));
+      const hex = e === 'x' ? /^[0-9a-fA-F]{1,2}/.exec(this.text.slice(this.pos, this.pos + 2)) : null;
+      const oct = /^[0-7]{1,3}/.exec(this.text.slice(this.pos - 1, this.pos + 2));
       if (hex) {
-        out.push(parseInt(hex[0], 16));
+        parts.push(Uint8Array.of(parseInt(hex[0], 16)));
         this.pos += hex[0].length;
       } else if (oct) {
-        out.push(parseInt(oct[0], 8) & 0xff);
+        parts.push(Uint8Array.of(parseInt(oct[0], 8) & 0xff));
         this.pos += oct[0].length - 1;
-      } else if (ESCAPES[e] !== undefined) out.push(ESCAPES[e]);
+      } else if (ESCAPES[e] !== undefined) parts.push(Uint8Array.of(ESCAPES[e]));
       else bad(`unknown escape "\\${e}"`, this.pos - 2);
     }
   }
 }
 
-function bytesImage(bytes: Uint8Array): DataImage {
-  return { segments: [{ at: 0, bytes }], length: bytes.length };
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
 }
 
 function encodeWord(v: bigint, little: boolean, size: number, at: number): Uint8Array {
@@ -176,40 +246,7 @@ function encodeWord(v: bigint, little: boolean, size: number, at: number): Uint8
   return out;
 }
 
-/** Dense repetitions are built in chunks of about this size, shared by the segments that repeat them. */
-const CHUNK = 1024 * 1024;
-
-/** `img` `n` times end to end. A dense image becomes chunks of whole repetitions (one buffer reused), so `0x55*1G` holds 1 MiB. */
-function repeat(img: DataImage, n: number): DataImage {
-  const only = img.segments.length === 1 ? img.segments[0]! : undefined;
-  const length = img.length * n;
-  if (only !== undefined && only.at === 0 && only.bytes.length === img.length && img.length > 0) {
-    const per = Math.min(n, Math.max(1, Math.floor(CHUNK / img.length)));
-    const chunk = new Uint8Array(img.length * per);
-    chunk.set(only.bytes);
-    // Doubling copies: log2(per) calls.
-    for (let filled = img.length; filled < chunk.length; filled *= 2) chunk.copyWithin(filled, 0, Math.min(filled, chunk.length - filled));
-    const segments: Segment[] = [];
-    for (let at = 0; at < length; at += chunk.length) segments.push({ at, bytes: chunk.subarray(0, Math.min(chunk.length, length - at)) });
-    return { segments, length };
-  }
-  const segments: Segment[] = [];
-  for (let k = 0; k < n; k++) for (const s of img.segments) segments.push({ at: s.at + k * img.length, bytes: s.bytes });
-  return { segments, length };
-}
-
-/** Bytes `[a, b)` of `img`, moved to start at 0. */
-function slice(img: DataImage, a: number, b: number): DataImage {
-  const segments: Segment[] = [];
-  for (const s of img.segments) {
-    const from = Math.max(s.at, a);
-    const to = Math.min(s.at + s.bytes.length, b);
-    if (from < to) segments.push({ at: from - a, bytes: s.bytes.subarray(from - s.at, to - s.at) });
-  }
-  return { segments, length: b - a };
-}
-
-/** Evaluates a data-format string. */
-export function parseData(text: string): DataImage {
+/** Parses a data-format string (work proportional to its text; nothing is expanded). */
+export function parseDataFormat(text: string): DataExpr {
   return new Parser(text).list('');
 }

@@ -24,7 +24,7 @@ export function openDevice(args: unknown): Device {
     case 'sparse-random':
       return new SparseRandomDevice(a.size, a);
     case 'data':
-      return new DataDevice(a.data, { size: a.size, readOnly: true });
+      return new DataDevice(a.data, { size: a.size, readOnly: true, maxWork: a.maxWork });
   }
   throw new NbdInvalidArgumentError(`open-source: unknown source ${JSON.stringify((args as { kind?: unknown })?.kind)}`);
 }

@@ -15,7 +15,7 @@ export type SourceArgs =
       randomContent: boolean;
       map: SharedArrayBuffer;
     }
-  | { kind: 'data'; data: string | Uint8Array; size: number };
+  | { kind: 'data'; data: string | Uint8Array; size: number; maxWork: number };
 
 /** The recipe of a source: this directory's open-source module, with `args`. */
 export function sourceRecipe(args: SourceArgs): DeviceRecipe {

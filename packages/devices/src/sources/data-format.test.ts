@@ -1,0 +1,93 @@
+// The data format against hostile strings: whatever the string, building a DataDevice
+// costs work and memory bounded by its size (only what lands inside is built) or is
+// refused with NbdInvalidArgumentError under the stated budget (DataDeviceOptions.maxWork).
+// Issue 19: '(1 @+4095)*100000000' with size=1M built all 10^8 copies (1 GiB in 1.4 s).
+import { describe, expect, it } from 'vitest';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { DataDevice } from './data-device.js';
+import { parseDataFormat } from './data-format.js';
+
+const MiB = 1024 * 1024;
+/** Groups overlapping three times at each of `depth` levels: 3^depth copies of `leaf` on the same bytes. */
+const overlapping = (depth: number, leaf: string): string =>
+  depth === 0
+    ? leaf
+    : `(${Array(3)
+        .fill(overlapping(depth - 1, leaf))
+        .join(' @0 ')})`;
+
+/** Builds the device, timing it and measuring the heap and array buffers it leaves (after a GC, when exposed). */
+function built(text: string, size?: number): { dev: DataDevice | Error; ms: number; grewMiB: number } {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const before = process.memoryUsage();
+  const t0 = performance.now();
+  let dev: DataDevice | Error;
+  try {
+    dev = new DataDevice(text, size === undefined ? {} : { size });
+  } catch (e) {
+    dev = e as Error;
+  }
+  const ms = performance.now() - t0;
+  const after = process.memoryUsage();
+  const grew = after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers;
+  return { dev, ms, grewMiB: grew / MiB };
+}
+
+describe('DataDevice: hostile data strings', () => {
+  // [what, the string, the size given, what comes of it: allocated bytes, or the refusal]
+  const rows: [string, string, number | undefined, number | RegExp][] = [
+    ['the issue: 10^8 sparse copies, size 1M', '(1 @+4095)*100000000', MiB, MiB],
+    ['a repeat of 2^53 - 1 bytes, size 1M', '0x55*9007199254740991', MiB, MiB],
+    ['nested repeats, size 1M', '((1 @+1)*1000 2)*1000000000', MiB, MiB],
+    ['a repeat of a 1 MB string repeated 10^9 times, size 1M', '("x"*1000000)*1000000000', MiB, MiB],
+    ['an offset far beyond the size', '@9007199254740000 1', MiB, 0],
+    ['an offset of 1 TB, no size (a sparse device of 1 TB)', '@1000000000000 1', undefined, 32 * 1024],
+    ['a slice of 2^53 - 1 bytes, no size', '(1*9007199254740991)[5:10]', undefined, 32 * 1024],
+    ['an empty group 2^53 - 1 times', '()*9007199254740991', undefined, 0],
+    ['an empty 1 MiB group 10^9 times, size 1M', '(@1048576)*1000000000 1', MiB, 0],
+    ['10^5 overlapping items repeated 10^9 times, size 1M', `(${'1 @0 '.repeat(100_000)})*1000000000`, MiB, MiB],
+    ['3^9 overlapping copies of a 1 MiB group, each zeroing it, size 1M', overlapping(9, '(1 @+1048575)'), MiB, 32 * 1024],
+    [
+      '1000 writes of 1 MiB over the same MiB (1 GiB written), size 1M',
+      `${'(1*1048576)*2 @0 '.repeat(1000)}`,
+      MiB,
+      /takes more than 71303168 steps/,
+    ],
+    ['an empty 1 MiB group 10^9 times, no size (1 PB of zeroes)', '(@1048576)*1000000000 1', undefined, /takes more than 4294967296 steps/],
+    ['4 GiB of data, no size (past the 4 Gi budget)', '1*4294967296', undefined, /takes more than 4294967296 steps/],
+    ['repeats past 2^53 - 1 bytes', '((1 @+4095)*100000000)*100000000', MiB, /reaches beyond 2\^53 - 1 bytes at character 22/],
+    ['an offset past 2^53 - 1 bytes', '@9007199254740991 @+1', MiB, /reaches beyond 2\^53 - 1 bytes/],
+    ['groups nested 100 000 deep', `${'('.repeat(100_000)}1${')'.repeat(100_000)}`, undefined, /groups nested deeper than 1000/],
+  ];
+  it.each(rows)('%s: bounded by the size or refused, within 2 s and 64 MiB', (_what, text, size, outcome) => {
+    const { dev, ms, grewMiB } = built(text, size);
+    if (typeof outcome === 'number') {
+      expect(dev).toBeInstanceOf(DataDevice);
+      expect((dev as DataDevice).allocated).toBe(outcome);
+    } else {
+      expect(dev).toBeInstanceOf(NbdInvalidArgumentError);
+      expect((dev as Error).message).toMatch(outcome);
+    }
+    expect(ms).toBeLessThan(2000);
+    expect(grewMiB).toBeLessThan(64);
+  });
+
+  it('the bytes within the size are those of the whole expansion, cut (checked against a small expansion)', () => {
+    const small = new DataDevice('((1 @+4095)*300 @-7 (2 3 @+5)*3)*4');
+    const cut = new DataDevice('((1 @+4095)*300 @-7 (2 3 @+5)*3)*100000000', { size: small.size - 1000 });
+    const a = new Uint8Array(cut.size);
+    const b = new Uint8Array(cut.size);
+    small.readAt(a, 0);
+    cut.readAt(b, 0);
+    expect(Buffer.compare(a, b)).toBe(0);
+    expect(cut.extents(0, cut.size, { reqOne: false })).toEqual(small.extents(0, cut.size, { reqOne: false }));
+  });
+
+  it('a string is parsed without expanding it: lengths are known, nothing is built', () => {
+    expect(parseDataFormat('(1 @+4095)*100000000').length).toBe(4096 * 100_000_000);
+    expect(parseDataFormat('"ab"[1:2]*3 @^8').length).toBe(8);
+    expect(() => new DataDevice('1*100000000', { maxWork: 1000 })).toThrow(/takes more than 1000 steps/);
+    expect(new DataDevice('1*100000000', { size: 4096, maxWork: 10_000 }).allocated).toBe(32 * 1024);
+  });
+});
