@@ -43,6 +43,23 @@ describe('nbd serve', () => {
     ).toBe(true);
   });
 
+  test('-o (oldstyle) on one thread and on worker threads: nbdinfo and nbdcopy read it', async () => {
+    for (const extra of [[], ['-t', '2']]) {
+      const r = await nbdOk([
+        'serve',
+        '-o',
+        ...extra,
+        '-U',
+        '-',
+        'pattern',
+        '1M',
+        '--run',
+        'nbdinfo --size "$uri" && nbdcopy "$uri" null: && echo copied',
+      ]);
+      expect(r.stdout).toBe('1048576\ncopied\n');
+    }
+  });
+
   test("--run is captive: $uri reaches the server, the command's exit code is ours, -U - is removed afterwards", async () => {
     const ok = await nbd(['serve', '-U', '-', 'memory', '1G', '--run', 'nbdinfo "$uri" >/dev/null && echo "$unixsocket" && exit 7']);
     expect(ok.code).toBe(7);

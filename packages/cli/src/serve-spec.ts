@@ -219,7 +219,6 @@ export function parseServe(argv: readonly string[], arity: Arity): ServeSpec {
   checkExports(exports);
   const threads = intOption('serve', '--threads', v.threads, { min: 0, max: 256 }) ?? 0;
   if (v.oldstyle && exports.length > 1) throw new UsageError('serve', '--oldstyle serves one export (oldstyle has no export names)');
-  if (v.oldstyle && threads > 0) throw new UsageError('serve', '--oldstyle is not served on worker threads');
   const { listen, tlsAsked } = listenOf(v);
   const tls = tlsOf(v, tlsAsked);
   if (v.oldstyle && tls !== undefined && tls.mode !== 'off')

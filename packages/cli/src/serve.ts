@@ -42,7 +42,8 @@ Listening (default: TCP port 10809 on every address):
   -p, --port PORT          TCP port (0: any free port; see --print-uri)
   -i, --ipaddr ADDR        listen on this address only
   -U, --unix PATH          a unix socket; -U - makes a private one (removed on exit)
-      --listen URI         nbd://[HOST][:PORT] or nbd+unix:///?socket=PATH (repeatable)
+      --listen URI         nbd://[HOST][:PORT] or nbd+unix:///?socket=PATH (repeatable); nbds:// and
+                           nbds+unix:// require TLS (with --tls-certificates or --tls-psk)
       --print-uri          print the URI clients use, once listening, on stdout
 Exports:
   -e, --export NAME        the name of the export (default: "")
