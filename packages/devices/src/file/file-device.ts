@@ -100,6 +100,7 @@ export class FileDevice implements Device {
     private readonly direct: boolean,
     readOnly: boolean,
     facts: FileFacts,
+    private readonly owned = true,
   ) {
     this.fd = fh.fd;
     this.size = facts.size;
@@ -159,6 +160,18 @@ export class FileDevice implements Device {
   }
 
   /**
+   * A FileDevice over a handle opened elsewhere (a file created with other flags, a
+   * descriptor inherited as standard output). `direct`: the handle has O_DIRECT.
+   * `owned` (default false): close() closes the handle; otherwise its opener does.
+   * Worker threads reopen it as `/proc/self/fd/N` (Linux).
+   */
+  static async fromHandle(fh: FileHandle, opts: FileDeviceOptions & { owned?: boolean } = {}): Promise<FileDevice> {
+    const facts = await learn(fh, opts);
+    throwIfAborted(opts.signal, 'FileDevice.fromHandle');
+    return new FileDevice(fh, `/proc/self/fd/${fh.fd}`, opts.direct ?? false, opts.readOnly ?? false, facts, opts.owned ?? false);
+  }
+
+  /**
    * Reads up to 1 MiB that the page cache already holds are answered at once
    * (preadv2 RWF_NOWAIT, a few microseconds, never waiting for the disk); the
    * rest goes to the thread pool.
@@ -197,7 +210,7 @@ export class FileDevice implements Device {
   }
 
   async close(): Promise<void> {
-    await this.fh.close();
+    if (this.owned) await this.fh.close();
   }
 
   // ------------------------------------------------------------ writes
