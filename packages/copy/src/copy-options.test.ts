@@ -1,13 +1,12 @@
 // copy()'s nbdcopy options that change what reaches the destination (allocated,
-// extents) and block devices as endpoints (their size from sysfs).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+// extents). Block devices are FileDevice's (@nbd/devices), tested there.
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { AllocationState } from '@nbd/protocol';
 import { type Device, MemoryDevice, listen } from '@nbd/server';
 import { copy } from './copy.js';
-import { blockDeviceSize, deviceNumbers } from './file-endpoints.js';
 
 let cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -104,23 +103,5 @@ describe('copy: extents', () => {
     expect(src.extentCalls()).toBe(before);
     expect(r.zeroBytes).toBe(size - requestSize); // found by reading: every block but the first is zero
     expect(readFileSync(join(dir, 'without')).equals(data)).toBe(true);
-  });
-});
-
-describe('copy: block devices', () => {
-  test('device numbers split as glibc does (8:0 sda, 43:16 nbd1, 259:65536 high minor)', () => {
-    expect(deviceNumbers(0x800)).toEqual({ major: 8, minor: 0 });
-    expect(deviceNumbers(43 * 256 + 16)).toEqual({ major: 43, minor: 16 });
-    // makedev(259, 65536): minor's high bits go to bits 20..31
-    const rdev = ((259 & 0xfff) << 8) | (65536 & 0xff) | ((65536 & 0xfff00) << 12);
-    expect(deviceNumbers(rdev)).toEqual({ major: 259, minor: 65536 });
-  });
-
-  test('the size comes from sysfs in 512-byte sectors; a missing entry is a clear error', async () => {
-    const sys = tmp();
-    mkdirSync(join(sys, 'dev/block/43:0'), { recursive: true });
-    writeFileSync(join(sys, 'dev/block/43:0/size'), '2097152\n');
-    expect(await blockDeviceSize(43 * 256, sys)).toBe(1 << 30);
-    await expect(blockDeviceSize(43 * 256 + 1, sys)).rejects.toThrow(/cannot find the size of block device 43:1/);
   });
 });

@@ -5,9 +5,10 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { AllocationState, MetaContext, NbdInvalidArgumentError } from '@nbd/protocol';
-import { Connection, type ConnectTarget, MultiConnection, connectMulti } from '@nbd/client';
-import { fileSink, fileSource } from './file-endpoints.js';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { type ClientTlsOptions, Connection, type ConnectTarget, MultiConnection } from '@nbd/client';
+import { fileSink, fileSource, stdoutFileSink } from './file-endpoints.js';
+import { connectForCopy, nbdSink, nbdSource } from './nbd-endpoints.js';
 import { nullSink, stdinSource, stdoutSink } from './stream-endpoints.js';
 
 /**
@@ -29,6 +30,8 @@ export type CopyEndpoint =
 
 /** Where a copy reads from. */
 export interface Source {
+  /** How messages name it (as the user did). */
+  name?: string;
   /** Bytes to copy; undefined for a stream read to its end (standard input). */
   size: number | undefined;
   /** NBD connections open (1 for anything else). */
@@ -44,6 +47,8 @@ export interface Source {
 
 /** Where a copy writes to. */
 export interface Sink {
+  /** How messages name it (as the user did). */
+  name?: string;
   /** Bytes it holds; undefined when it grows (files) or has no end (null:, standard output). */
   size: number | undefined;
   connections: number;
@@ -67,6 +72,10 @@ export interface EndpointOptions {
   /** Zeroes stay allocated on the destination (NO_HOLE; no holes left in new files). */
   allocated?: boolean;
   destinationIsZero?: boolean;
+  /** Create or truncate a destination file (default true; false when it is the source itself). */
+  truncate?: boolean;
+  /** TLS for NBD endpoints, over what their URIs say. */
+  tls?: ClientTlsOptions;
   signal?: AbortSignal;
 }
 
@@ -136,49 +145,31 @@ export function isFilePath(e: CopyEndpoint): boolean {
 async function nbdOf(
   k: Kind,
   opts: EndpointOptions,
-  forSource: boolean,
+  map: boolean,
 ): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
   if (k.kind === 'nbd') return { conn: k.conn, owned: false };
   if (k.kind !== 'connect') return undefined;
-  const conn = await connectMulti(k.target, {
-    connections: opts.connections ?? 4,
-    metaContexts: forSource && usesMap(opts) ? [MetaContext.BASE_ALLOCATION] : [],
-    signal: opts.signal,
-  });
-  return { conn, owned: true };
+  return { conn: await connectForCopy(k.target, opts, map), owned: true };
 }
 
 /** An NBD source's allocation map is asked for. */
 const usesMap = (opts: EndpointOptions) => opts.sparse !== false && opts.extents !== false;
 
-const lanes = (c: Connection | MultiConnection) => (c instanceof MultiConnection ? c.connections.length : 1);
-
 /** Opens `e` for reading. */
 export async function openSource(e: CopyEndpoint, opts: EndpointOptions): Promise<Source> {
+  const s = await openSourceOf(e, opts);
+  s.name = describeEndpoint(e, 'source');
+  return s;
+}
+
+async function openSourceOf(e: CopyEndpoint, opts: EndpointOptions): Promise<Source> {
   const k = kindOf(e);
   if (k.kind === 'null') throw new NbdInvalidArgumentError('copy: null: is a destination only');
   if (k.kind === 'stdio') return stdinSource(process.stdin);
-  if (k.kind === 'file') return fileSource(k.path, undefined);
-  if (k.kind === 'handle') return fileSource(undefined, k.fh);
-  const { conn, owned } = (await nbdOf(k, opts, true))!;
-  const hasMap = usesMap(opts) && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
-  return {
-    size: conn.info.size,
-    connections: lanes(conn),
-    read: async (off, len, signal) => conn.readLent(off, len, { signal }),
-    extents: hasMap
-      ? async (off, len, signal) => {
-          const m = await conn.blockStatus(off, len, { contexts: [MetaContext.BASE_ALLOCATION], signal });
-          return (m.get(MetaContext.BASE_ALLOCATION) ?? []).map((x) => ({
-            length: x.length,
-            zero: (x.flags & AllocationState.ZERO) !== 0,
-          }));
-        }
-      : undefined,
-    close: async () => {
-      if (owned) await conn.disconnect();
-    },
-  };
+  if (k.kind === 'file') return fileSource(k.path, undefined, opts);
+  if (k.kind === 'handle') return fileSource(undefined, k.fh, opts);
+  const { conn, owned } = (await nbdOf(k, opts, usesMap(opts)))!;
+  return nbdSource(conn, owned, usesMap(opts));
 }
 
 /**
@@ -186,32 +177,38 @@ export async function openSource(e: CopyEndpoint, opts: EndpointOptions): Promis
  * the copying thread already opened (a file is not truncated, and only synced at the end).
  */
 export async function openSink(e: CopyEndpoint, opts: EndpointOptions, joining = false): Promise<Sink> {
+  const s = await openSinkOf(e, opts, joining);
+  s.name = describeEndpoint(e, 'destination');
+  return s;
+}
+
+async function openSinkOf(e: CopyEndpoint, opts: EndpointOptions, joining: boolean): Promise<Sink> {
   const k = kindOf(e);
   if (k.kind === 'null') return nullSink();
-  if (k.kind === 'stdio') return stdoutSink(process.stdout);
+  if (k.kind === 'stdio') return (await stdoutFileSink(opts)) ?? stdoutSink(process.stdout);
   if (k.kind === 'file') return fileSink(k.path, undefined, opts, joining);
   if (k.kind === 'handle') return fileSink(undefined, k.fh, opts, joining);
   const { conn, owned } = (await nbdOf(k, opts, false))!;
-  let zeroes: Uint8Array | undefined;
-  return {
-    size: conn.info.size,
-    connections: lanes(conn),
-    knownZero: opts.destinationIsZero ?? false,
-    sequential: false,
-    write: (buf, off, signal) => conn.write(buf, off, { signal }),
-    zero: async (off, len, signal) => {
-      if (conn.info.can.zero) return conn.zero(off, len, { signal, noHole: opts.allocated === true });
-      zeroes ??= new Uint8Array(Math.min(len, 1 << 20));
-      for (let pos = 0; pos < len; pos += zeroes.length) {
-        const n = Math.min(zeroes.length, len - pos);
-        await conn.write(zeroes.subarray(0, n), off + pos, { signal });
-      }
-    },
-    finish: async (_size, flush) => {
-      if (flush && conn.info.can.flush) await conn.flush();
-    },
-    close: async () => {
-      if (owned) await conn.disconnect();
-    },
-  };
+  try {
+    return nbdSink(conn, owned, opts, describeEndpoint(e));
+  } catch (err) {
+    if (owned) await conn.disconnect().catch(() => {});
+    throw err;
+  }
+}
+
+/** How messages name an endpoint: as the user gave it, or what kind of thing it is. */
+export function describeEndpoint(e: CopyEndpoint, role: 'source' | 'destination' = 'destination'): string {
+  if (e === '-') return role === 'source' ? 'standard input' : 'standard output';
+  if (typeof e === 'string') return e;
+  if (e instanceof URL) return e.href;
+  const k = kindOf(e);
+  if (k.kind === 'handle') return `file descriptor ${k.fh.fd}`;
+  if (k.kind === 'connect' && typeof (k.target as { path?: unknown }).path === 'string')
+    return `NBD socket ${(k.target as { path: string }).path}`;
+  if (k.kind === 'connect' && typeof (k.target as { host?: unknown }).host === 'string') {
+    const t = k.target as { host: string; port?: number };
+    return `NBD server ${t.host}:${t.port ?? 10809}`;
+  }
+  return `the ${role} (${k.kind === 'nbd' ? 'an open connection' : 'a stream'})`;
 }

@@ -1,97 +1,68 @@
-// Files as copy endpoints: a path we open (and close), or a FileHandle the caller
-// owns. Reads and writes loop until done; a write that makes no progress is an
-// error (it would loop forever otherwise).
-import type { Stats } from 'node:fs';
-import { type FileHandle, open as openFile, readFile } from 'node:fs/promises';
-import { NbdSystemError } from '@nbd/node';
+// Files and block devices as copy endpoints, on @nbd/devices' FileDevice: its map
+// from SEEK_DATA/SEEK_HOLE, its block-device size (BLKGETSIZE64), its hole punching
+// and BLKZEROOUT. A path is opened here (and closed); a FileHandle is the caller's.
+// What is neither a regular file nor a block device (a FIFO, /dev/null, a pipe on
+// standard output) is copied as a stream, in order, as nbdcopy does.
+import { constants, fstatSync } from 'node:fs';
+import { type FileHandle, open as openFile } from 'node:fs/promises';
+import type { FileDevice } from '@nbd/devices';
+import { AllocationState } from '@nbd/protocol';
 import type { EndpointOptions, Sink, Source } from './endpoints.js';
+import { stdinSource, stdoutSink } from './stream-endpoints.js';
 
-/** Major and minor numbers of a device number (glibc's gnu_dev_major/minor encoding). */
-export function deviceNumbers(rdev: number): { major: number; minor: number } {
-  const high = Math.floor(rdev / 2 ** 32);
-  const low = rdev % 2 ** 32;
-  const major = ((low >>> 8) & 0xfff) | ((high & 0xfffff000) >>> 0);
-  const minor = (low & 0xff) | ((low >>> 12) & 0xfff00) | (((high & 0xfff) << 20) >>> 0);
-  return { major: major >>> 0, minor: minor >>> 0 };
-}
+/** FileDevice's calls take a signal; the copy checks its own between requests. */
+const IO = { fua: false, signal: new AbortController().signal };
 
-/**
- * Bytes of a block device, from sysfs (`/sys/dev/block/MAJOR:MINOR/size` counts
- * 512-byte sectors): fstat says 0 for a block device.
- */
-export async function blockDeviceSize(rdev: number, sysfs = '/sys'): Promise<number> {
-  const { major, minor } = deviceNumbers(rdev);
-  const where = `${sysfs}/dev/block/${major}:${minor}/size`;
-  let text: string;
+/** Loaded on first use: a copy between NBD exports does not load @nbd/devices. */
+async function deviceOf(fh: FileHandle, readOnly: boolean, owned: boolean): Promise<FileDevice> {
+  const { FileDevice } = await import('@nbd/devices');
   try {
-    text = await readFile(where, 'utf8');
+    return await FileDevice.fromHandle(fh, { readOnly, owned });
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new NbdSystemError(
-      `copy: cannot find the size of block device ${major}:${minor} (${where}: ${err.code ?? err.message})`,
-      err.code ?? 'EIO',
-      0,
-      { cause: e },
-    );
-  }
-  const sectors = Number(text.trim());
-  if (!Number.isSafeInteger(sectors) || sectors < 0)
-    throw new NbdSystemError(`copy: ${where} holds no sector count: "${text.trim()}"`, 'EIO');
-  return sectors * 512;
-}
-
-/** A file's size: fstat's, or a block device's from sysfs. A handle opened here is closed if that fails. */
-async function sizeOf(st: Stats, fh: FileHandle, opened: boolean): Promise<number> {
-  if (!st.isBlockDevice()) return st.size;
-  try {
-    return await blockDeviceSize(st.rdev);
-  } catch (e) {
-    if (opened) await fh.close();
+    if (owned) await fh.close();
     throw e;
   }
 }
 
-/** Reads a file (opened from `path`, or the caller's `handle`). */
-export async function fileSource(path: string | undefined, handle: FileHandle | undefined): Promise<Source> {
-  const fh = handle ?? (await openFile(path!, 'r'));
+/** A regular file or a block device (else a stream: FIFO, character device, socket). */
+async function seekable(fh: FileHandle): Promise<boolean> {
   const st = await fh.stat();
+  return st.isFile() || st.isBlockDevice();
+}
+
+/** Reads a file or block device (opened from `path`, or the caller's `handle`). */
+export async function fileSource(path: string | undefined, handle: FileHandle | undefined, opts: EndpointOptions): Promise<Source> {
+  const fh = handle ?? (await openFile(path!, 'r'));
+  if (!(await seekable(fh))) {
+    const s = stdinSource(fh.createReadStream({ autoClose: false }));
+    return { ...s, close: async () => (handle === undefined ? fh.close() : undefined) };
+  }
+  const dev = await deviceOf(fh, true, handle === undefined);
+  const map = dev.extents;
   return {
-    size: await sizeOf(st, fh, handle === undefined),
+    size: dev.size,
     connections: 1,
     read: async (off, len) => {
-      const buf = Buffer.allocUnsafe(len);
-      let got = 0;
-      while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, off + got);
-        if (bytesRead === 0) {
-          buf.fill(0, got); // the file shrank under us: what is gone reads as zeroes
-          break;
-        }
-        got += bytesRead;
-      }
-      return { data: buf, release: noop };
+      const data = Buffer.allocUnsafe(len);
+      await dev.readAt(data, off, IO); // past the end (the file shrank under us) reads as zeroes
+      return { data, release: noop };
     },
-    close: async () => {
-      if (handle === undefined) await fh.close();
-    },
+    extents:
+      map !== undefined && opts.sparse !== false && opts.extents !== false
+        ? async (off, len, signal) => {
+            const found = await map(off, len, { ...IO, signal: signal ?? IO.signal, reqOne: false });
+            return found.map((x) => ({ length: x.length, zero: (x.flags & AllocationState.ZERO) !== 0 }));
+          }
+        : undefined,
+    close: () => dev.close(),
   };
 }
 
-/** Writes `buf` at `off` in full; a write that makes no progress throws instead of looping. */
-export async function writeFully(fh: FileHandle, buf: Uint8Array, off: number, name: string): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await fh.write(buf, done, buf.length - done, off + done);
-    if (bytesWritten <= 0) {
-      throw new NbdSystemError(`copy: writing ${name} at ${off + done}: the write made no progress (0 bytes written)`, 'EIO');
-    }
-    done += bytesWritten;
-  }
-}
-
 /**
- * Writes a file (created or truncated from `path`, or the caller's `handle`).
- * `joining`: a worker thread's second handle on it (opened without truncating, only synced at the end).
+ * Writes a file or block device (a path created or truncated here, or the caller's
+ * `handle`). `joining`: a worker thread's second handle on it (opened without
+ * truncating, only synced at the end). `opts.truncate: false` keeps what the file
+ * holds (copying a file onto itself).
  */
 export async function fileSink(
   path: string | undefined,
@@ -99,31 +70,86 @@ export async function fileSink(
   opts: EndpointOptions,
   joining: boolean,
 ): Promise<Sink> {
-  const fh = handle ?? (await openFile(path!, joining ? 'r+' : 'w'));
-  const st = await fh.stat();
-  const name = path ?? `file descriptor ${fh.fd}`;
-  // A regular file we just created (or an empty one) reads as zeroes: leave holes by not
-  // writing, unless zeroes must be allocated.
-  const knownZero = opts.destinationIsZero ?? (st.isFile() && st.size === 0 && opts.allocated !== true);
-  let zeroes: Uint8Array | undefined;
+  const truncate = !joining && opts.truncate !== false;
+  const flags = constants.O_WRONLY | (truncate ? constants.O_CREAT | constants.O_TRUNC : 0);
+  const fh = handle ?? (await openFile(path!, flags, 0o666));
+  if (!(await seekable(fh))) return streamSink(fh, handle === undefined);
+  return deviceSink(await deviceOf(fh, false, handle === undefined), fh, opts, joining);
+}
+
+/**
+ * Standard output as a file when it is one: `nbd copy URI - > disk.img` leaves holes
+ * as a named file would. Only an empty regular file (a fresh `>` or `>>`) or a block
+ * device: anything else (a pipe, a file with something in it already) takes the bytes
+ * in order. Opened again through /proc/self/fd/1 so that an O_APPEND descriptor
+ * does not turn positional writes into appends.
+ */
+export async function stdoutFileSink(opts: EndpointOptions): Promise<Sink | undefined> {
+  if (process.platform !== 'linux') return undefined;
+  let st: ReturnType<typeof fstatSync>;
+  try {
+    st = fstatSync(1);
+  } catch {
+    return undefined;
+  }
+  if (!(st.isBlockDevice() || (st.isFile() && st.size === 0))) return undefined;
+  let fh: FileHandle;
+  try {
+    fh = await openFile('/proc/self/fd/1', constants.O_WRONLY);
+  } catch {
+    return undefined; // no /proc, or no permission to open it again: written as a stream
+  }
+  const sink = deviceSink(await deviceOf(fh, false, true), fh, opts, false);
+  return {
+    ...sink,
+    finish: async (size, flush) => {
+      await sink.finish(size, flush);
+      // Our writes went through another descriptor: move standard output's offset past
+      // them, so that what the shell writes next (`{ nbd copy URI -; echo; } > f`) follows.
+      const { libcFunction } = await import('@nbd/node');
+      libcFunction('int64_t lseek(int fd, int64_t offset, int whence)')(1, size, 0 /* SEEK_SET */);
+    },
+  };
+}
+
+function deviceSink(dev: FileDevice, fh: FileHandle, opts: EndpointOptions, joining: boolean): Sink {
+  const file = dev.kind === 'file';
+  // A regular file that is empty reads as zeroes: holes are left by not writing there,
+  // unless zeroes must be allocated.
+  const knownZero = opts.destinationIsZero ?? (file && dev.size === 0 && !joining && opts.allocated !== true);
+  const zeroOpts = { ...IO, noHole: opts.allocated === true, fast: false };
   return {
     // A block device has a size the source must fit in; a file grows.
-    size: st.isBlockDevice() ? await sizeOf(st, fh, handle === undefined) : undefined,
+    size: file ? undefined : dev.size,
     connections: 1,
     knownZero,
     sequential: false,
-    write: (buf, off) => writeFully(fh, buf, off, name),
+    write: async (buf, off) => dev.writeAt!(buf, off, IO),
+    // Holes punched in files (ZERO_RANGE when allocated), BLKZEROOUT on block devices;
+    // written as zero bytes where FileDevice cannot zero (off Linux).
     zero: async (off, len) => {
-      zeroes ??= new Uint8Array(1 << 20);
+      if (dev.zero !== undefined) return dev.zero(off, len, zeroOpts);
+      const zeroes = new Uint8Array(Math.min(len, 1 << 20));
       for (let pos = 0; pos < len; pos += zeroes.length)
-        await writeFully(fh, zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos, name);
+        await dev.writeAt!(zeroes.subarray(0, Math.min(zeroes.length, len - pos)), off + pos, IO);
     },
     finish: async (size, flush) => {
-      if (st.isFile() && !joining) await fh.truncate(size);
-      if (flush && (st.isFile() || st.isBlockDevice())) await fh.sync();
+      if (file && !joining) await fh.truncate(size);
+      if (flush) await dev.sync();
     },
+    close: () => dev.close(),
+  };
+}
+
+/** A destination that is not seekable (a FIFO, /dev/null): the bytes in order, zeroes included. */
+function streamSink(fh: FileHandle, owned: boolean): Sink {
+  const out = fh.createWriteStream({ autoClose: false });
+  const s = stdoutSink(out);
+  return {
+    ...s,
     close: async () => {
-      if (handle === undefined) await fh.close();
+      await new Promise<void>((resolve) => out.end(resolve));
+      if (owned) await fh.close();
     },
   };
 }
