@@ -123,3 +123,38 @@ describe('nbd copy matches nbdcopy', () => {
     }
   });
 });
+
+describe('nbd copy errors say which end, which operation and where', () => {
+  test("a read error (nbdkit's error filter), a write error, our server's message, a server going away", async () => {
+    const bad = await peer(startNbdkit(['--filter=error', 'pattern', '64M', 'error-pread=EIO', 'error-pread-rate=1']));
+    const r = await nbd(['copy', bad.uri, 'null:']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`nbd copy: reading ${bad.uri}: offset 0, 524288 bytes: EIO (Input/output error)\n`);
+    // On two threads the worker's error reads the same (its class and fields cross the thread boundary).
+    const threads = await nbd(['copy', '-T', '2', '--request-size', '64K', bad.uri, 'null:']);
+    expect(threads.stderr).toMatch(
+      /^nbd copy: reading nbd\+unix:\/\/\/\?socket=\S+: offset \d+, 65536 bytes: EIO \(Input\/output error\)\n$/,
+    );
+
+    const full = await peer(startNbdkit(['--filter=error', 'memory', '64M', 'error-pwrite=ENOSPC', 'error-pwrite-rate=1']));
+    const src = await peer(startNbdkit(['pattern', '1M']));
+    const w = await nbd(['copy', src.uri, full.uri]);
+    expect(w.stderr).toMatch(/^nbd copy: writing nbd\+unix:\S+: offset \d+, 524288 bytes: ENOSPC \(No space left on device\)\n$/);
+
+    // Our server sends a message with its errors: it is kept.
+    const ours = await peer(startNbdServe(['--filter', 'error', 'pattern', '8M', 'error=EIO', 'error-rate=1']));
+    const m = await nbd(['copy', '--request-size', '64K', ours.uri, 'null:']);
+    expect(m.stderr).toMatch(/^nbd copy: reading \S+: offset 0, 65536 bytes: EIO \(Input\/output error\): .*injected error.*\n$/);
+
+    // The server goes away in the middle: where the copy was, not a bare ESHUTDOWN.
+    const slow = await startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=20ms']);
+    s.defer(() => slow.stop());
+    setTimeout(() => slow.proc.kill('SIGTERM'), 700);
+    const gone = await nbd(['copy', slow.uri, 'null:']);
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(new RegExp(`^nbd copy: reading ${literally(slow.uri)}: offset \\d+, 524288 bytes: \\S`));
+    expect(gone.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+const literally = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

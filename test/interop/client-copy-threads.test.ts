@@ -5,6 +5,8 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
+import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { type Device, listen } from '@nbd/server';
 import { copy } from '../../packages/copy/dist/index.js';
 import { runOk } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
@@ -62,6 +64,34 @@ test("a worker thread's error rejects the copy and stops the other threads", asy
   await expect(copying).rejects.toMatchObject({ code: 'ENOENT' });
   await new Promise((r) => setTimeout(r, 200));
   expect(threadsNow()).toBeLessThanOrEqual(before);
+});
+
+test("a worker thread's read error says where, with the server's message, as an NbdErrnoError", async () => {
+  const size = 128 * MiB;
+  // Chunk 0 (this thread's) is slow; chunk 1 (the worker's) fails at once.
+  const device: Device = {
+    size,
+    multiConn: true,
+    readAt: async (buf, offset) => {
+      if (offset >= 64 * MiB) throw new NbdErrnoError(Errno.EIO, 'bad sector');
+      await new Promise((r) => setTimeout(r, 100));
+      buf.fill(1);
+    },
+  };
+  const sock = join(tmp(), 's');
+  const server = await listen({ path: sock }, [{ name: 'disk', size, device }]);
+  try {
+    const err = (await copy(`nbd+unix:///disk?socket=${sock}`, 'null:', { threads: 2, connections: 2 }).catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(NbdErrnoError); // vitest resolves dist's @nbd/protocol to the same sources
+    expect(err).toMatchObject({ code: 'NBD_ERR_ERRNO', errno: Errno.EIO, errnoName: 'EIO' });
+    const [, offset] =
+      /^reading nbd\+unix:\/\/\/disk\?socket=\S+: offset (\d+), 524288 bytes: EIO \(Input\/output error\): .*bad sector/.exec(
+        err.message,
+      ) ?? [];
+    expect(Number(offset), err.message).toBeGreaterThanOrEqual(64 * MiB);
+  } finally {
+    await server.close();
+  }
 });
 
 test('aborting stops every thread and rejects', async () => {

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Chunks } from './chunks.js';
 import { openSink, openSource } from './endpoints.js';
-import { copyChunks } from './window.js';
+import { copyChunks, finish } from './window.js';
 import { type CopyWorkerData, type FromCopyWorker, errorMessage } from './workers.js';
 
 const port = parentPort!;
@@ -31,7 +31,7 @@ try {
       unreported = 0;
     }
   });
-  await sink.value.finish(data.total, data.opts.flush !== false);
+  await finish(sink.value, data.total, data.opts.flush !== false);
   if (unreported > 0) post({ type: 'progress', bytes: unreported });
   post({ type: 'done', zeroBytes });
 } catch (e) {

@@ -5,9 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, test } from 'vitest';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError, NbdOptionError, Option, OptionReply } from '@nbd/protocol';
+import { NbdSystemError } from '@nbd/node';
+import { inContext, isPlaced } from './context.js';
 import { copy } from './copy.js';
 import { stdoutSink } from './stream-endpoints.js';
+import { type FromCopyWorker, errorMessage, rebuild } from './workers.js';
 
 let dirs: string[] = [];
 afterEach(() => {
@@ -42,7 +45,9 @@ describe('copy between files', () => {
       get: (t, k) => (k === 'write' ? async () => ({ bytesWritten: 0, buffer: new Uint8Array(0) }) : Reflect.get(t, k, t)),
     }) as FileHandle;
     try {
-      await expect(copy(src, stuck)).rejects.toThrow(/the write made no progress \(0 bytes written\)/);
+      await expect(copy(src, stuck)).rejects.toThrow(
+        new RegExp(`^writing file descriptor ${real.fd}: offset 0, 65536 bytes: ENOSPC \\(No space left on device\\): short write at 0$`),
+      );
     } finally {
       await real.close();
     }
@@ -79,5 +84,43 @@ describe('standard output as a sink', () => {
     await Promise.all(done);
     await sink.finish(6, true);
     expect(Buffer.concat(got).toString('latin1')).toBe('aa\0\0cc');
+  });
+});
+
+describe('errors', () => {
+  test('a failed request says where, keeping its class, errno and message; aborts stay as they are', () => {
+    const e = new NbdErrnoError(Errno.EIO, 'bad sector', { offset: 4096 });
+    const placed = inContext(e, { op: 'reading', endpoint: 'nbd://h/disk', offset: 1048576, length: 65536 }) as NbdErrnoError;
+    expect(placed).toBeInstanceOf(NbdErrnoError);
+    expect(placed).toMatchObject({ code: 'NBD_ERR_ERRNO', errno: Errno.EIO, errnoName: 'EIO', offset: 4096, cause: e });
+    expect(placed.message).toBe('reading nbd://h/disk: offset 1048576, 65536 bytes: EIO (Input/output error): bad sector');
+    expect(placed.stack).toMatch(/^NbdErrnoError: reading nbd:\/\/h\/disk/);
+    expect(inContext(placed, { op: 'writing', endpoint: 'x' })).toBe(placed); // placed once only
+    const bare = inContext(new NbdErrnoError(Errno.ESHUTDOWN), { op: 'writing', endpoint: 'out.img', offset: 0, length: 512 });
+    expect((bare as Error).message).toBe('writing out.img: offset 0, 512 bytes: ESHUTDOWN (Cannot send after transport endpoint shutdown)');
+    const abort = new NbdAbortError();
+    expect(inContext(abort, { op: 'reading', endpoint: 'x' })).toBe(abort);
+  });
+
+  test("a worker thread's error crosses the thread boundary with its class, code and fields", () => {
+    const node = Object.assign(new Error("ENOENT: no such file or directory, open '/x'"), { code: 'ENOENT', errno: -2, path: '/x' });
+    const cases: Error[] = [
+      new NbdErrnoError(Errno.ENOSPC, 'full', { offset: 512 }),
+      new NbdOptionError(Option.GO, OptionReply.ERR_UNKNOWN, 'no such export'),
+      new NbdAbortError(),
+      new NbdSystemError('open: EACCES', 'EACCES', 13),
+      new NbdInvalidArgumentError('bad'),
+      node,
+      inContext(new NbdErrnoError(Errno.EIO), { op: 'reading', endpoint: 'a', offset: 0, length: 1 }) as Error,
+    ];
+    for (const e of cases) {
+      const m = structuredClone(errorMessage(e)) as Extract<FromCopyWorker, { type: 'error' }>;
+      const back = rebuild(m.error);
+      expect(back).toBeInstanceOf(e.constructor);
+      expect(back.name).toBe(e.name);
+      expect(back.message).toBe(e.message);
+      expect({ ...back }).toEqual({ ...e });
+      expect(isPlaced(back)).toBe(isPlaced(e));
+    }
   });
 });

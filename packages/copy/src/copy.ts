@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import { Chunks } from './chunks.js';
 import { type CopyEndpoint, type Sink, type Source, isFilePath, openSink, openSource, reopenable } from './endpoints.js';
-import { DEFAULT_REQUEST_SIZE, copyChunks, copyStream, settleAll } from './window.js';
+import { DEFAULT_REQUEST_SIZE, copyChunks, copyStream, finish, settleAll } from './window.js';
 import { type CopyWorkerData, copyOnWorkers } from './workers.js';
 
 /** Progress of a copy: bytes done of the total. */
@@ -99,7 +99,7 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
     };
     if (source.size === undefined) {
       const r = await copyStream(source, sink, opts, progress);
-      await sink.finish(r.bytes, opts.flush !== false);
+      await finish(sink, r.bytes, opts.flush !== false);
       return r;
     }
     if (sink.size !== undefined && sink.size < source.size) {
@@ -123,7 +123,7 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
         throw e;
       });
     const zeroes = (await settleAll([mine, ...theirs].map(stopOnError))) as number[];
-    await sink.finish(source.size, opts.flush !== false);
+    await finish(sink, source.size, opts.flush !== false);
     return { bytes: source.size, zeroBytes: zeroes.reduce((a, b) => a + b, 0) };
   } finally {
     await Promise.allSettled([source.close(), sink.close()]);

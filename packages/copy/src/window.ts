@@ -4,6 +4,7 @@
 // as zeroes already. A source without offsets (standard input) is copied in order.
 import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
+import { type Step, inContext, markPlaced } from './context.js';
 import type { Sink, Source } from './endpoints.js';
 
 /** What the copy loop needs of the copy's options. */
@@ -85,8 +86,14 @@ class WorkQueue {
       [this.next, this.end] = chunk;
     }
     const { next, end } = this;
-    const ext =
-      this.source.extents && this.sparse ? await this.source.extents(next, end - next, this.signal) : [{ length: end - next, zero: false }];
+    let ext = [{ length: end - next, zero: false }];
+    if (this.source.extents && this.sparse) {
+      try {
+        ext = await this.source.extents(next, end - next, this.signal);
+      } catch (e) {
+        throw inContext(e, { op: 'mapping', endpoint: this.source.name ?? 'the source', offset: next, length: end - next });
+      }
+    }
     let off = next;
     for (const x of ext) {
       const len = Math.min(x.length, end - off);
@@ -116,24 +123,36 @@ export async function copyChunks(
   const window = Math.max(1, (opts.inFlight ?? DEFAULT_IN_FLIGHT) * Math.max(source.connections, out.connections));
   const work = new WorkQueue(source, chunks, sparse, requestSize, window, signal);
   let zeroBytes = 0;
+  const from = source.name ?? 'the source';
+  const to = out.name ?? 'the destination';
   const worker = async () => {
-    for (;;) {
-      throwIfAborted(signal, 'copy');
-      const item = work.takeNow() ?? (await work.take());
-      if (item === undefined) return;
-      if (!item.zero) {
-        const { data, release } = await source.read(item.offset, item.length, signal);
-        if (!sparse || !isZero(data)) {
-          await out.write(data, item.offset, signal);
-          release(); // only after a successful write: an aborted one may still be queued in the transport
-          progress(item.length);
-          continue;
+    let step: Step | undefined;
+    try {
+      for (;;) {
+        throwIfAborted(signal, 'copy');
+        step = undefined; // a mapping error says where itself
+        const item = work.takeNow() ?? (await work.take());
+        if (item === undefined) return;
+        const { offset, length } = item;
+        if (!item.zero) {
+          step = { op: 'reading', endpoint: from, offset, length };
+          const { data, release } = await source.read(offset, length, signal);
+          if (!sparse || !isZero(data)) {
+            step = { op: 'writing', endpoint: to, offset, length };
+            await out.write(data, offset, signal);
+            release(); // only after a successful write: an aborted one may still be queued in the transport
+            progress(length);
+            continue;
+          }
+          release(); // zeroed below: the data is not needed any more
         }
-        release(); // zeroed below: the data is not needed any more
+        zeroBytes += length;
+        step = { op: 'zeroing', endpoint: to, offset, length };
+        if (!out.knownZero) await out.zero(offset, length, signal);
+        progress(length);
       }
-      zeroBytes += item.length;
-      if (!out.knownZero) await out.zero(item.offset, item.length, signal);
-      progress(item.length);
+    } catch (e) {
+      throw inContext(e, step);
     }
   };
   await settleAll(Array.from({ length: window }, worker));
@@ -160,14 +179,22 @@ export async function copyStream(
   let failed: unknown;
   const put = async (block: Uint8Array, at: number) => {
     if (out.size !== undefined && at + block.length > out.size) {
-      throw new NbdInvalidArgumentError(
-        `copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`,
+      throw markPlaced(
+        new NbdInvalidArgumentError(
+          `copy: the destination (${out.size} bytes) is smaller than the source (more than ${at + block.length} bytes)`,
+        ),
       );
     }
-    if (sparse && isZero(block)) {
-      zeroBytes += block.length;
-      if (!out.knownZero) await out.zero(at, block.length, opts.signal);
-    } else await out.write(block, at, opts.signal);
+    const step: Step = { op: 'writing', endpoint: out.name ?? 'the destination', offset: at, length: block.length };
+    try {
+      if (sparse && isZero(block)) {
+        zeroBytes += block.length;
+        step.op = 'zeroing';
+        if (!out.knownZero) await out.zero(at, block.length, opts.signal);
+      } else await out.write(block, at, opts.signal);
+    } catch (e) {
+      throw inContext(e, step);
+    }
     progress(block.length);
   };
   const send = async (block: Uint8Array) => {
@@ -182,21 +209,34 @@ export async function copyStream(
   };
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
-  for await (const chunk of source.stream!) {
-    throwIfAborted(opts.signal, 'copy');
-    pending.push(chunk as Uint8Array);
-    pendingBytes += (chunk as Uint8Array).length;
-    while (pendingBytes >= requestSize) {
-      const all = Buffer.concat(pending, pendingBytes);
-      await send(all.subarray(0, requestSize));
-      pending = [all.subarray(requestSize)];
-      pendingBytes -= requestSize;
+  try {
+    for await (const chunk of source.stream!) {
+      throwIfAborted(opts.signal, 'copy');
+      pending.push(chunk as Uint8Array);
+      pendingBytes += (chunk as Uint8Array).length;
+      while (pendingBytes >= requestSize) {
+        const all = Buffer.concat(pending, pendingBytes);
+        await send(all.subarray(0, requestSize));
+        pending = [all.subarray(requestSize)];
+        pendingBytes -= requestSize;
+      }
     }
+  } catch (e) {
+    throw inContext(e, { op: 'reading', endpoint: source.name ?? 'the source', offset: offset + pendingBytes });
   }
   if (pendingBytes > 0) await send(Buffer.concat(pending, pendingBytes));
   await Promise.all(inFlight);
   if (failed !== undefined) throw failed;
   return { bytes: offset, zeroBytes };
+}
+
+/** All written: the destination's final size set, flushed if asked; a failure says where. */
+export async function finish(out: Sink, size: number, flush: boolean): Promise<void> {
+  try {
+    await out.finish(size, flush);
+  } catch (e) {
+    throw inContext(e, { op: 'finishing', endpoint: out.name ?? 'the destination' });
+  }
 }
 
 /** Waits for every job; throws the first failure (none goes unobserved). */

@@ -1,8 +1,23 @@
 // copy({ threads }): worker threads that open both endpoints again and take chunks
 // from the counter they share with this thread. Each worker reports progress in
-// steps, then its zero bytes, or its error (rebuilt here with its errno or code).
-import { ErrorCode, NbdErrnoError, NbdError, tieToSignal } from '@nbd/protocol';
+// steps, then its zero bytes, or its error (rebuilt here as the same class, with its fields).
+import {
+  ErrorCode,
+  NbdAbortError,
+  NbdClosedError,
+  NbdErrnoError,
+  NbdError,
+  NbdInvalidArgumentError,
+  NbdOptionError,
+  NbdStateError,
+  NbdTimeoutError,
+  NbdUnsupportedError,
+  ProtocolError,
+  tieToSignal,
+} from '@nbd/protocol';
+import { NbdSystemError } from '@nbd/node';
 import type { Chunks } from './chunks.js';
+import { isPlaced, markPlaced } from './context.js';
 import type { CopyOptions } from './copy.js';
 
 /** What a copy worker thread gets (copy-worker.ts). */
@@ -19,21 +34,50 @@ export interface CopyWorkerData {
 export type FromCopyWorker =
   | { type: 'progress'; bytes: number }
   | { type: 'done'; zeroBytes: number }
-  | { type: 'error'; message: string; errno?: number; nbdCode?: string; code?: string };
+  | { type: 'error'; error: WorkerError };
 
-/** A worker's error as a message (an NbdError keeps its kind, an NbdErrnoError its errno, a Node error its code). */
-export function errorMessage(e: unknown): FromCopyWorker {
-  const err = e as Error & { code?: unknown };
-  if (err instanceof NbdErrnoError) return { type: 'error', message: err.message, errno: err.errno };
-  if (err instanceof NbdError) return { type: 'error', message: err.message, nbdCode: err.code };
-  return { type: 'error', message: String(err?.message ?? e), code: typeof err?.code === 'string' ? err.code : undefined };
+/** An error as it crosses from a worker thread: its class by name, its message, stack and own fields. */
+export interface WorkerError {
+  name: string;
+  message: string;
+  stack: string | undefined;
+  /** Own fields with plain values: code, errno, errnoName, offset, option, serverMessage, … */
+  fields: Record<string, string | number | boolean | undefined>;
+  /** It says where it happened already (context.ts). */
+  placed: boolean;
 }
 
-/** The error a worker reported, rebuilt in this thread. */
-function rebuild(m: Extract<FromCopyWorker, { type: 'error' }>): Error {
-  if (m.errno !== undefined) return new NbdErrnoError(m.errno, m.message.replace(/^E[A-Z]+: /, ''));
-  if (m.nbdCode !== undefined) return new NbdError(m.nbdCode as ErrorCode, m.message);
-  return Object.assign(new Error(m.message), { code: m.code });
+/** The classes an error can be rebuilt as, by `name` (NbdAbortError calls itself AbortError). */
+const CLASSES: Record<string, { prototype: object }> = {
+  NbdError,
+  NbdClosedError,
+  AbortError: NbdAbortError,
+  NbdTimeoutError,
+  NbdInvalidArgumentError,
+  NbdStateError,
+  NbdUnsupportedError,
+  ProtocolError,
+  NbdErrnoError,
+  NbdOptionError,
+  NbdSystemError,
+};
+
+/** A worker's error as a message: its class, code and fields survive the thread boundary. */
+export function errorMessage(e: unknown): FromCopyWorker {
+  if (!(e instanceof Error))
+    return { type: 'error', error: { name: 'Error', message: String(e), stack: undefined, fields: {}, placed: false } };
+  const fields: WorkerError['fields'] = {};
+  for (const [k, v] of Object.entries(e)) if (v === undefined || ['string', 'number', 'boolean'].includes(typeof v)) fields[k] = v as never;
+  return { type: 'error', error: { name: e.name, message: e.message, stack: e.stack, fields, placed: isPlaced(e) } };
+}
+
+/** The error a worker reported, rebuilt in this thread as the same class with the same fields. */
+export function rebuild(w: WorkerError): Error {
+  const e = Object.create((CLASSES[w.name] ?? Error).prototype) as Error;
+  Object.assign(e, w.fields);
+  Object.defineProperty(e, 'message', { value: w.message, writable: true, configurable: true });
+  Object.defineProperty(e, 'stack', { value: w.stack ?? `${w.name}: ${w.message}`, writable: true, configurable: true });
+  return w.placed ? markPlaced(e) : e;
 }
 
 /** Starts `n` worker threads on the same copy; each settles with its zero bytes. `signal` stops them all. */
@@ -55,7 +99,7 @@ export function copyOnWorkers(
         w.on('message', (m: FromCopyWorker) => {
           if (m.type === 'progress') progress(m.bytes);
           else if (m.type === 'done') resolve(m.zeroBytes);
-          else reject(rebuild(m));
+          else reject(rebuild(m.error));
         });
         w.on('error', reject);
         w.on('exit', (code) => reject(new NbdError(ErrorCode.SYSTEM, `copy: a worker thread exited (code ${code}) before finishing`)));
