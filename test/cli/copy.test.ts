@@ -147,7 +147,7 @@ describe('nbd copy errors say which end, which operation and where', () => {
     expect(m.stderr).toMatch(/^nbd copy: reading \S+: offset 0, 65536 bytes: EIO \(Input\/output error\): .*injected error.*\n$/);
 
     // The server goes away in the middle: where the copy was, not a bare ESHUTDOWN.
-    const slow = await startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=20ms']);
+    const slow = await startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=200ms']);
     s.defer(() => slow.stop());
     setTimeout(() => slow.proc.kill('SIGTERM'), 700);
     const gone = await nbd(['copy', slow.uri, 'null:']);
@@ -158,3 +158,56 @@ describe('nbd copy errors say which end, which operation and where', () => {
 });
 
 const literally = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Resolves once `p`'s output matches `re` (polled). */
+async function waitForLog(p: Peer, re: RegExp, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!re.test(p.log())) {
+    if (Date.now() > deadline) throw new Error(`no ${re} in the log after ${ms} ms:\n${p.log()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Runs `script` with bash in its own process group; `signal` goes to the whole group (a terminal's Ctrl-C) once `ready`. */
+function bashGroup(
+  script: string,
+  ready: Promise<void>,
+  signal: NodeJS.Signals,
+): Promise<{ code: number | null; signal: string | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-c', script], { env: { ...process.env, PATH }, stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    ready.then(() => process.kill(-child.pid!, signal), reject);
+    child.once('error', reject);
+    child.once('close', (code, sig) => resolve({ code, signal: sig, out }));
+  });
+}
+
+describe('nbd copy interrupted', () => {
+  test('Ctrl-C: it disconnects cleanly, then dies from SIGINT, so a shell loop stops, as it does with nbdcopy', async () => {
+    const src = await peer(startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=200ms']));
+    for (const tool of [`${NBD_SHELL} copy`, 'nbdcopy']) {
+      const dst = await peer(startNbdkit(['memory', '1G'], ['-v']));
+      const loop = `for i in 1 2; do ${tool} '${src.uri}' '${dst.uri}'; echo "went on after $?"; done`;
+      const r = await bashGroup(loop, waitForLog(dst, /pwrite count=/), 'SIGINT');
+      expect({ tool, ...r }).toEqual({ tool, code: null, signal: 'SIGINT', out: '' });
+      if (tool !== 'nbdcopy') expect(dst.log()).toMatch(/client sent NBD_CMD_DISC/); // nbdcopy just closes
+      await dst.stop();
+    }
+  });
+
+  test('SIGTERM and SIGHUP: the same, the child ends from the signal', async () => {
+    const src = await peer(startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=200ms']));
+    for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
+      const dst = await peer(startNbdkit(['memory', '1G'], ['-v']));
+      const r = await nbd(['copy', src.uri, dst.uri], {
+        onSpawn: (c) => void waitForLog(dst, /pwrite count=/).then(() => c.kill(sig)),
+      });
+      expect({ sig, code: r.code, signal: r.signal }).toEqual({ sig, code: null, signal: sig });
+      expect(r.stderr).toBe(`nbd copy: interrupted (${sig})\n`);
+      expect(dst.log()).toMatch(/client sent NBD_CMD_DISC/);
+      await dst.stop();
+    }
+  });
+});

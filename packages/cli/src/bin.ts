@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `nbd` executable: checks the Node.js version, then runs main() with the
-// process's arguments, streams and signals, and exits with its code. A closed pipe
-// on stdout ends it quietly. Nothing but node: modules is imported statically, so
-// the check runs before any of our code loads (an older Node would fail inside it).
+// process's arguments, streams and signals, and exits with its code, or dies from
+// the signal that interrupted it. A closed pipe on stdout ends it quietly. Nothing
+// but node: modules is imported statically, so the check runs before any of our
+// code loads (an older Node would fail inside it).
 import module from 'node:module';
 
 const NODE_MAJOR_NEEDED = 22; // NODE_MAJOR_NEEDED of @nbd/protocol, and engines.node
@@ -18,13 +19,28 @@ const { processIo, quietOnClosedPipe } = await import('./output.js');
 
 quietOnClosedPipe(process.stdout);
 quietOnClosedPipe(process.stderr);
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Dies from `sig` as a C tool would, so that a shell sees it (a `for` loop stops on
+ * Ctrl-C): our handlers removed, the signal sent to ourselves. `code` if it does not kill.
+ */
+function dieFrom(sig: NodeJS.Signals, code: number): void {
+  for (const s of SIGNALS) process.removeAllListeners(s);
+  process.kill(process.pid, sig);
+  setTimeout(() => process.exit(code), 1000).unref();
+}
+
 const stop = new AbortController();
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+for (const sig of SIGNALS) {
   process.on(sig, () => {
     // A second signal while winding down: stop at once.
-    if (stop.signal.aborted) process.exit(sig === 'SIGTERM' ? 143 : 130);
-    stop.abort(sig);
+    if (stop.signal.aborted) dieFrom(sig, sig === 'SIGTERM' ? 143 : 130);
+    else stop.abort(sig);
   });
 }
 const code = await main(process.argv.slice(2), processIo(), stop.signal);
-process.exit(code);
+// Interrupted (128 + a signal's number) once the command cleaned up: re-raise the signal.
+const reason: unknown = stop.signal.reason;
+if (code >= 128 && typeof reason === 'string' && (SIGNALS as readonly string[]).includes(reason)) dieFrom(reason as NodeJS.Signals, code);
+else process.exit(code);
