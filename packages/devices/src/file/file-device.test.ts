@@ -1,4 +1,5 @@
 import { mkdtempSync, openSync, closeSync, writeSync, ftruncateSync, rmSync, statSync, readFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -138,6 +139,25 @@ describe('FileDevice on a regular file', () => {
     await expect(dev.readAt(new Uint8Array(100), 1)).rejects.toBeTruthy(); // the kernel's EINVAL: misaligned
     await dev.close();
     await expect(FileDevice.open(path, { direct: true, directAlignment: 1000 })).rejects.toBeInstanceOf(NbdInvalidArgumentError);
+  });
+
+  it('fromHandle: a handle opened elsewhere, closed by close() only when owned', async () => {
+    const path = join(disk, 'handle.img');
+    sparseFile(path, 4 * MiB, [[MiB, 4096]]);
+    const fh = await open(path, 'r+');
+    const dev = await FileDevice.fromHandle(fh);
+    expect(dev.size).toBe(4 * MiB);
+    expect(await dev.extents!(0, 2 * MiB, eio())).toEqual([
+      { length: MiB, flags: 3 },
+      { length: 4096, flags: 0 },
+      { length: MiB - 4096, flags: 3 },
+    ]);
+    await dev.close();
+    expect((await fh.stat()).size).toBe(4 * MiB); // still open: the caller's
+    const owned = await FileDevice.fromHandle(fh, { owned: true, readOnly: true });
+    expect(owned.writeAt).toBeUndefined();
+    await owned.close();
+    await expect(fh.stat()).rejects.toThrow(/closed/);
   });
 
   it('refuses what is neither a file nor a block device, and bad sizes', async () => {
