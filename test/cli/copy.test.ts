@@ -2,10 +2,10 @@
 // through `-` pipes), nbdcopy's machine-readable progress, the JSON summary,
 // --allocated, and bad input ending in one line with exit code 1 or 2.
 import { spawn } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { linkSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { PATH, type Peer, runOk, startNbdkit } from '../support/peers.js';
+import { PATH, type Peer, runOk, startNbdkit, unixUri } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 import { NBD_SHELL, nbd, nbdOk, startNbdServe } from './support.js';
 
@@ -183,6 +183,44 @@ function bashGroup(
     child.once('close', (code, sig) => resolve({ code, signal: sig, out }));
   });
 }
+
+describe('nbd copy onto its own source', () => {
+  test('the same file under any name, or the same export, is refused unless --allow-same', async () => {
+    const dir = s.tmp();
+    const disk = join(dir, 'disk.img');
+    const data = Buffer.alloc(4 << 20);
+    data.fill(0x5a, 0, 1 << 20); // then 3 MiB of zeroes, written as data
+    writeFileSync(disk, data);
+    symlinkSync(disk, join(dir, 'link.img'));
+    linkSync(disk, join(dir, 'hard.img'));
+    const refused =
+      /^nbd copy: copy: the source and the destination are the same (file|export) \(.+\): refusing to copy it onto itself; allowSame \(nbd copy --allow-same\) does, in place\n$/;
+    for (const other of [disk, join(dir, '.', 'disk.img'), join(dir, 'link.img'), join(dir, 'hard.img')]) {
+      const r = await nbd(['copy', disk, other]);
+      expect({ other, code: r.code }).toEqual({ other, code: 1 });
+      expect(r.stderr).toMatch(refused);
+    }
+    // Standard output opened onto the file (1<>: not truncated by the shell).
+    const out = await sh(`${NBD_SHELL} copy '${disk}' - 1<>'${disk}'`);
+    expect(out.code).toBe(1);
+    expect(out.stderr).toMatch(refused);
+    expect(readFileSync(disk).equals(data)).toBe(true);
+    // Allowed: in place, nothing truncated, the zero blocks punched out.
+    const before = statSync(disk).blocks;
+    await nbdOk(['copy', '--allow-same', disk, join(dir, 'link.img')]);
+    expect(readFileSync(disk).equals(data)).toBe(true);
+    expect(statSync(disk).blocks).toBeLessThan(before);
+
+    const mem = await peer(startNbdkit(['memory', '8M']));
+    // The same socket by another path, and with TLS asked for: still the same export.
+    const roundabout = unixUri(`${mem.dir}/../${basename(mem.dir)}/nbd.sock`);
+    for (const dst of [mem.uri, roundabout, mem.uri.replace('nbd+unix:', 'nbds+unix:')]) {
+      const r = await nbd(['copy', mem.uri, dst]);
+      expect(r.stderr).toMatch(refused);
+    }
+    await nbdOk(['copy', '--allow-same', mem.uri, mem.uri]);
+  });
+});
 
 describe('nbd copy interrupted', () => {
   test('Ctrl-C: it disconnects cleanly, then dies from SIGINT, so a shell loop stops, as it does with nbdcopy', async () => {

@@ -101,7 +101,24 @@ describe('copy: extents', () => {
     const before = src.extentCalls();
     const r = await copy(uri, join(dir, 'without'), { connections: 1, requestSize, extents: false });
     expect(src.extentCalls()).toBe(before);
-    expect(r.zeroBytes).toBe(size - requestSize); // found by reading: every block but the first is zero
+    expect(r.zeroBytes).toBe(size - 4096); // found by reading, in 4 KiB blocks: all but the first are zero
     expect(readFileSync(join(dir, 'without')).equals(data)).toBe(true);
+  });
+
+  test('sparseSize: zero runs looked for in blocks of that size; 0 looks for none', async () => {
+    const size = 2 << 20;
+    const src = recording(size);
+    const data = Buffer.alloc(size);
+    data.fill(9, 0, 4096);
+    await src.device.writeAt!(data, 0, { fua: false, signal: new AbortController().signal });
+    const uri = await serveDevice(src.device, size);
+    const dir = tmp();
+    const opts = { connections: 1, requestSize: 64 * 1024, extents: false };
+    expect((await copy(uri, join(dir, 'a'), { ...opts, sparseSize: 64 * 1024 })).zeroBytes).toBe(size - 64 * 1024);
+    expect((await copy(uri, join(dir, 'b'), { ...opts, sparseSize: 512 })).zeroBytes).toBe(size - 4096);
+    expect((await copy(uri, join(dir, 'c'), { ...opts, sparseSize: 0 })).zeroBytes).toBe(0);
+    for (const f of ['a', 'b', 'c']) expect(readFileSync(join(dir, f)).equals(data)).toBe(true);
+    await expect(copy(uri, 'null:', { sparseSize: 1000 })).rejects.toThrow(/sparseSize must be 0 or a power of two of at least 512/);
+    await expect(copy(uri, 'null:', { queueSize: 0 })).rejects.toThrow(/queueSize must be a positive integer/);
   });
 });

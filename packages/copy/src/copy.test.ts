@@ -62,6 +62,23 @@ describe('copy between files', () => {
     expect(await copy(join(dir, 'a'), 'null:')).toEqual({ bytes: 10, zeroBytes: 10 });
   });
 
+  test('onto itself (a FileHandle on the same file, a second name): refused before anything is truncated; allowSame copies in place', async () => {
+    const dir = tmp();
+    const src = join(dir, 'a');
+    const data = Buffer.alloc(1 << 20, 3);
+    writeFileSync(src, data);
+    const fh = await openFile(src, 'r');
+    try {
+      await expect(copy(fh, join(dir, '.', 'a'))).rejects.toThrow(/^copy: the source and the destination are the same file/);
+      await expect(copy(src, fh)).rejects.toBeInstanceOf(NbdInvalidArgumentError);
+    } finally {
+      await fh.close();
+    }
+    expect(readFileSync(src).equals(data)).toBe(true);
+    expect(await copy(src, src, { allowSame: true })).toEqual({ bytes: data.length, zeroBytes: 0 });
+    expect(readFileSync(src).equals(data)).toBe(true);
+  });
+
   test('an aborted copy rejects with NbdAbortError, the reason as cause', async () => {
     const dir = tmp();
     writeFileSync(join(dir, 'a'), Buffer.alloc(1024));

@@ -3,10 +3,21 @@
 // zero extents (base:allocation) and all-zero blocks are not copied as data but
 // zeroed on the destination, or skipped when the destination reads as zeroes.
 import { availableParallelism } from 'node:os';
+import type { ClientTlsOptions } from '@nbd/client';
 import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import { Chunks } from './chunks.js';
-import { type CopyEndpoint, type Sink, type Source, isFilePath, openSink, openSource, reopenable } from './endpoints.js';
+import {
+  type CopyEndpoint,
+  type EndpointOptions,
+  type Sink,
+  type Source,
+  isFilePath,
+  openSink,
+  openSource,
+  reopenable,
+} from './endpoints.js';
 import { DEFAULT_REQUEST_SIZE, copyChunks, copyStream, finish, settleAll } from './window.js';
+import { checkSame } from './same.js';
 import { type CopyWorkerData, copyOnWorkers } from './workers.js';
 
 /** Progress of a copy: bytes done of the total. */
@@ -27,6 +38,13 @@ export interface CopyOptions {
   /** Requests in flight per connection (default 32; nbdcopy uses 64). */
   inFlight?: number;
   /**
+   * Bytes in flight per connection at most (nbdcopy's --queue-size): caps `inFlight`
+   * for large requests. Default: no cap beyond `inFlight`.
+   */
+  queueSize?: number;
+  /** One request at a time on one connection and one thread (nbdcopy's --synchronous): slow, for debugging. */
+  synchronous?: boolean;
+  /**
    * Connections per NBD endpoint opened here, if the server allows multi-conn. Default:
    * 4, but no more than the CPUs (nbdcopy's rule: on a small machine more connections only
    * add server threads fighting for the same CPUs).
@@ -36,6 +54,12 @@ export interface CopyOptions {
   destinationIsZero?: boolean;
   /** Detect zero ranges (block status + zero-block detection). Default true. */
   sparse?: boolean;
+  /**
+   * Read data is looked at in blocks of this many bytes, and all-zero ones are zeroed
+   * (or skipped) instead of written (nbdcopy's --sparse=N). 0 looks for none (the
+   * source's map is still used). Default 4096, as nbdcopy's.
+   */
+  sparseSize?: number;
   /**
    * Ask an NBD source for its allocation map (base:allocation). Default true; false
    * still finds all-zero blocks by reading them (nbdcopy's --no-extents).
@@ -49,6 +73,14 @@ export interface CopyOptions {
   allocated?: boolean;
   /** Flush the destination at the end (default true). */
   flush?: boolean;
+  /**
+   * Copy even when the destination is the source itself (the same file, block device
+   * or export), in place: data rewritten, zero blocks zeroed (holes punched in a file),
+   * nothing truncated. Without it such a copy is refused, as it would destroy the data.
+   */
+  allowSame?: boolean;
+  /** TLS for the NBD endpoints opened here, over what their URIs say (`nbds://`, `tls-*` parameters). */
+  tls?: ClientTlsOptions;
   /** Called after each request with the bytes done so far. */
   onProgress?: (p: CopyProgress) => void;
   /**
@@ -78,17 +110,29 @@ function positiveInteger(v: number | undefined, name: string): void {
     throw new NbdInvalidArgumentError(`copy: ${name} must be a positive integer, got ${v}`);
 }
 
-/** Copies all of `src` to `dst`. Endpoints given as URIs, addresses or paths are opened and closed here. */
-export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions = {}): Promise<CopyResult> {
+function checkOptions(opts: CopyOptions): void {
   positiveInteger(opts.requestSize, 'requestSize');
   positiveInteger(opts.threads, 'threads');
   positiveInteger(opts.inFlight, 'inFlight');
   positiveInteger(opts.connections, 'connections');
+  positiveInteger(opts.queueSize, 'queueSize');
+  const z = opts.sparseSize;
+  if (z !== undefined && z !== 0 && !(Number.isSafeInteger(z) && z >= 512 && (z & (z - 1)) === 0)) {
+    throw new NbdInvalidArgumentError(`copy: sparseSize must be 0 or a power of two of at least 512, got ${z}`);
+  }
+}
+
+/** Copies all of `src` to `dst`. Endpoints given as URIs, addresses or paths are opened and closed here. */
+export async function copy(src: CopyEndpoint, dst: CopyEndpoint, options: CopyOptions = {}): Promise<CopyResult> {
+  checkOptions(options);
+  const opts = options.synchronous ? { ...options, connections: 1, inFlight: 1, threads: 1 } : options;
   throwIfAborted(opts.signal, 'copy');
+  // Before anything is opened: a destination file would be truncated.
+  const same = await checkSame(src, dst, opts.allowSame === true);
   const helpers = reopenable(src) && reopenable(dst) ? (opts.threads ?? 1) - 1 : 0;
   // Each thread opens its own connections: the total is shared out.
   const connections = Math.max(1, Math.ceil((opts.connections ?? Math.min(4, availableParallelism())) / (helpers + 1)));
-  const perThread = { ...opts, connections };
+  const perThread = { ...opts, connections, truncate: !same };
   const { source, sink } = await openBoth(src, dst, perThread);
   try {
     let done = 0;
@@ -134,7 +178,7 @@ export async function copy(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptio
  * Both ends connect at once (handshakes are round trips), except that a destination
  * file is opened (and truncated) only once the source is known to be there.
  */
-async function openBoth(src: CopyEndpoint, dst: CopyEndpoint, opts: CopyOptions): Promise<{ source: Source; sink: Sink }> {
+async function openBoth(src: CopyEndpoint, dst: CopyEndpoint, opts: EndpointOptions): Promise<{ source: Source; sink: Sink }> {
   const first = openSource(src, opts);
   if (isFilePath(dst)) await first; // a failing source leaves the destination file untouched
   const [opened, sunk] = await Promise.allSettled([first, openSink(dst, opts)]);
@@ -147,11 +191,14 @@ function workerOptions(o: CopyOptions, sink: Sink): CopyWorkerData['opts'] {
   return {
     requestSize: o.requestSize ?? DEFAULT_REQUEST_SIZE,
     inFlight: o.inFlight,
+    queueSize: o.queueSize,
     connections: o.connections,
     sparse: o.sparse,
+    sparseSize: o.sparseSize,
     extents: o.extents,
     allocated: o.allocated,
     flush: o.flush,
+    tls: o.tls,
     destinationIsZero: sink.knownZero,
   };
 }

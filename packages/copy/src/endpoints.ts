@@ -82,7 +82,7 @@ export interface EndpointOptions {
 const NBD_SCHEME = /^nbds?(\+[a-z]+)?:\/\//i;
 
 /** What an endpoint is. */
-type Kind =
+export type Kind =
   | { kind: 'nbd'; conn: Connection | MultiConnection }
   | { kind: 'connect'; target: ConnectTarget }
   | { kind: 'file'; path: string }
@@ -90,7 +90,7 @@ type Kind =
   | { kind: 'null' }
   | { kind: 'stdio' };
 
-function kindOf(e: CopyEndpoint): Kind {
+export function kindOf(e: CopyEndpoint): Kind {
   if (isConnection(e)) return { kind: 'nbd', conn: e };
   if (typeof e === 'string') {
     if (e === 'null:') return { kind: 'null' };

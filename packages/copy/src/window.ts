@@ -11,7 +11,11 @@ import type { Sink, Source } from './endpoints.js';
 export interface WindowOptions {
   requestSize?: number;
   inFlight?: number;
+  /** Bytes in flight per connection at most (nbdcopy's --queue-size). */
+  queueSize?: number;
   sparse?: boolean;
+  /** Zero runs looked for in read data, in bytes (nbdcopy's --sparse=N; 0: none; default 4096). */
+  sparseSize?: number;
   signal?: AbortSignal;
 }
 
@@ -108,6 +112,22 @@ class WorkQueue {
   }
 }
 
+/** Requests in flight per connection: `inFlight`, capped by `queueSize` bytes (at least one). */
+export function perConnection(opts: WindowOptions): number {
+  const requests = opts.inFlight ?? DEFAULT_IN_FLIGHT;
+  if (opts.queueSize === undefined) return requests;
+  return Math.max(1, Math.min(requests, Math.floor(opts.queueSize / (opts.requestSize ?? DEFAULT_REQUEST_SIZE))));
+}
+
+/** Zero runs of read data are looked for in blocks of this many bytes by default (nbdcopy's --sparse default). */
+export const DEFAULT_SPARSE_SIZE = 4096;
+
+/** Bytes of the zero runs looked for in read data: 0 for none. */
+function zeroBlockOf(opts: WindowOptions): number {
+  if (opts.sparse === false) return 0;
+  return opts.sparseSize ?? DEFAULT_SPARSE_SIZE;
+}
+
 /** This thread's share of a copy (chunks taken until none are left). Returns the bytes found to be zero. */
 export async function copyChunks(
   source: Source,
@@ -118,10 +138,10 @@ export async function copyChunks(
 ): Promise<number> {
   const requestSize = opts.requestSize ?? DEFAULT_REQUEST_SIZE;
   const signal = opts.signal;
-  const sparse = opts.sparse !== false;
+  const zeroBlock = zeroBlockOf(opts);
   // The window grows with the connections actually open (one if the server refused multi-conn).
-  const window = Math.max(1, (opts.inFlight ?? DEFAULT_IN_FLIGHT) * Math.max(source.connections, out.connections));
-  const work = new WorkQueue(source, chunks, sparse, requestSize, window, signal);
+  const window = Math.max(1, perConnection(opts) * Math.max(source.connections, out.connections));
+  const work = new WorkQueue(source, chunks, opts.sparse !== false, requestSize, window, signal);
   let zeroBytes = 0;
   const from = source.name ?? 'the source';
   const to = out.name ?? 'the destination';
@@ -134,21 +154,17 @@ export async function copyChunks(
         const item = work.takeNow() ?? (await work.take());
         if (item === undefined) return;
         const { offset, length } = item;
-        if (!item.zero) {
+        if (item.zero) {
+          step = { op: 'zeroing', endpoint: to, offset, length };
+          zeroBytes += length;
+          if (!out.knownZero) await out.zero(offset, length, signal);
+        } else {
           step = { op: 'reading', endpoint: from, offset, length };
           const { data, release } = await source.read(offset, length, signal);
-          if (!sparse || !isZero(data)) {
-            step = { op: 'writing', endpoint: to, offset, length };
-            await out.write(data, offset, signal);
-            release(); // only after a successful write: an aborted one may still be queued in the transport
-            progress(length);
-            continue;
-          }
-          release(); // zeroed below: the data is not needed any more
+          const zero = await putData(out, data, offset, zeroBlock, signal, step); // not `zeroBytes += await`: workers interleave
+          zeroBytes += zero;
+          release(); // only after a successful write: an aborted one may still be queued in the transport
         }
-        zeroBytes += length;
-        step = { op: 'zeroing', endpoint: to, offset, length };
-        if (!out.knownZero) await out.zero(offset, length, signal);
         progress(length);
       }
     } catch (e) {
@@ -157,6 +173,50 @@ export async function copyChunks(
   };
   await settleAll(Array.from({ length: window }, worker));
   return zeroBytes;
+}
+
+/** A non-zero byte among the first and last 8 of [start, end): most data blocks are settled without isZero's native call. */
+function edgesHoldData(data: Uint8Array, start: number, end: number): boolean {
+  let bits = 0;
+  for (let i = 0; i < 8 && start + i < end; i++) bits |= data[start + i]! | data[end - 1 - i]!;
+  return bits !== 0;
+}
+
+/** Data and zero runs of `data`, looked at in blocks of `block` bytes from its start (0: all of it is data). */
+export function zeroRuns(data: Uint8Array, block: number): { start: number; end: number; zero: boolean }[] {
+  if (block <= 0) return [{ start: 0, end: data.length, zero: false }];
+  const runs: { start: number; end: number; zero: boolean }[] = [];
+  for (let start = 0; start < data.length; start += block) {
+    const end = Math.min(data.length, start + block);
+    const zero = !edgesHoldData(data, start, end) && isZero(data.subarray(start, end));
+    const last = runs.at(-1);
+    if (last !== undefined && last.zero === zero) last.end = end;
+    else runs.push({ start, end, zero });
+  }
+  return runs;
+}
+
+/**
+ * Writes `data`, read from `offset`, to `out`: its data runs as writes, its zero runs
+ * (of `zeroBlock` bytes or more) zeroed, or skipped where the destination reads as
+ * zeroes. `step` is kept saying what is under way. Returns the zero bytes.
+ */
+async function putData(out: Sink, data: Uint8Array, offset: number, zeroBlock: number, signal: AbortSignal | undefined, step: Step) {
+  let zeroes = 0;
+  for (const { start, end, zero } of zeroRuns(data, zeroBlock)) {
+    Object.assign(step, {
+      op: zero ? 'zeroing' : 'writing',
+      endpoint: out.name ?? 'the destination',
+      offset: offset + start,
+      length: end - start,
+    });
+    if (!zero) await out.write(end - start === data.length ? data : data.subarray(start, end), offset + start, signal);
+    else {
+      zeroes += end - start;
+      if (!out.knownZero) await out.zero(offset + start, end - start, signal);
+    }
+  }
+  return zeroes;
 }
 
 /**
@@ -171,8 +231,8 @@ export async function copyStream(
   progress: (n: number) => void,
 ): Promise<{ bytes: number; zeroBytes: number }> {
   const requestSize = opts.requestSize ?? DEFAULT_REQUEST_SIZE;
-  const window = Math.max(1, (opts.inFlight ?? DEFAULT_IN_FLIGHT) * out.connections);
-  const sparse = opts.sparse !== false;
+  const window = Math.max(1, perConnection(opts) * out.connections);
+  const zeroBlock = zeroBlockOf(opts);
   const inFlight = new Set<Promise<void>>();
   let offset = 0;
   let zeroBytes = 0;
@@ -187,11 +247,8 @@ export async function copyStream(
     }
     const step: Step = { op: 'writing', endpoint: out.name ?? 'the destination', offset: at, length: block.length };
     try {
-      if (sparse && isZero(block)) {
-        zeroBytes += block.length;
-        step.op = 'zeroing';
-        if (!out.knownZero) await out.zero(at, block.length, opts.signal);
-      } else await out.write(block, at, opts.signal);
+      const zero = await putData(out, block, at, zeroBlock, opts.signal, step);
+      zeroBytes += zero;
     } catch (e) {
       throw inContext(e, step);
     }

@@ -27,7 +27,20 @@ export interface CopyWorkerData {
   total: number;
   counter: SharedArrayBuffer;
   /** The copy's own options that a worker applies to its share. */
-  opts: Pick<CopyOptions, 'requestSize' | 'inFlight' | 'connections' | 'destinationIsZero' | 'sparse' | 'extents' | 'allocated' | 'flush'>;
+  opts: Pick<
+    CopyOptions,
+    | 'requestSize'
+    | 'inFlight'
+    | 'queueSize'
+    | 'connections'
+    | 'destinationIsZero'
+    | 'sparse'
+    | 'sparseSize'
+    | 'extents'
+    | 'allocated'
+    | 'flush'
+    | 'tls'
+  >;
 }
 
 /** What a copy worker thread posts back. */
