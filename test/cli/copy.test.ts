@@ -141,6 +141,10 @@ describe('nbd copy errors say which end, which operation and where', () => {
     const w = await nbd(['copy', src.uri, full.uri]);
     expect(w.stderr).toMatch(/^nbd copy: writing nbd\+unix:\S+: offset \d+, 524288 bytes: ENOSPC \(No space left on device\)\n$/);
 
+    // A read-only destination is refused before anything is read.
+    const ro = await nbd(['copy', src.uri, bad.uri]); // nbdkit pattern is read-only
+    expect(ro.stderr).toBe(`nbd copy: copy: the destination ${bad.uri} is read-only\n`);
+
     // Our server sends a message with its errors: it is kept.
     const ours = await peer(startNbdServe(['--filter', 'error', 'pattern', '8M', 'error=EIO', 'error-rate=1']));
     const m = await nbd(['copy', '--request-size', '64K', ours.uri, 'null:']);

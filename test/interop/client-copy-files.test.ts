@@ -2,7 +2,7 @@
 // SEEK_DATA/SEEK_HOLE (its holes never read), a file destination keeps the source's
 // holes, and so does a regular file on standard output (`nbd copy URI - > disk.img`).
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
@@ -91,4 +91,24 @@ test('a regular file on standard output keeps the holes; a pipe gets every byte;
   readSync(fd, tail, 0, 4, 256 * MiB);
   closeSync(fd);
   expect(tail.toString()).toBe('end\n');
+});
+
+test('a FIFO or a character device is copied as a stream, in order; its errors say where', async () => {
+  const dir = tmp();
+  const data = Buffer.alloc(3 * MiB + 123);
+  for (let i = 0; i < MiB; i++) data[i] = (i * 13) & 0xff;
+  writeFileSync(join(dir, 'src'), data);
+  await runOk('mkfifo', [join(dir, 'fifo')]);
+  // Into the FIFO (cat reads it out), then from it (cat writes it in).
+  const reader = sh(`cat '${join(dir, 'fifo')}' > '${join(dir, 'out')}'`);
+  await copy(join(dir, 'src'), join(dir, 'fifo'));
+  await reader;
+  expect(readFileSync(join(dir, 'out')).equals(data)).toBe(true);
+  const writer = sh(`cat '${join(dir, 'src')}' > '${join(dir, 'fifo')}'`);
+  const r = await copy(join(dir, 'fifo'), join(dir, 'back'));
+  await writer;
+  expect(r.bytes).toBe(data.length);
+  expect(readFileSync(join(dir, 'back')).equals(data)).toBe(true);
+  expect((await copy(join(dir, 'src'), '/dev/null')).bytes).toBe(data.length);
+  await expect(copy(join(dir, 'src'), '/dev/full')).rejects.toThrow(/^writing \/dev\/full: offset 0, \d+ bytes: ENOSPC/);
 });

@@ -6,7 +6,8 @@
 import { constants, fstatSync } from 'node:fs';
 import { type FileHandle, open as openFile } from 'node:fs/promises';
 import type { FileDevice } from '@nbd/devices';
-import { AllocationState } from '@nbd/protocol';
+import { Readable, Writable } from 'node:stream';
+import { AllocationState, Errno, NbdErrnoError } from '@nbd/protocol';
 import type { EndpointOptions, Sink, Source } from './endpoints.js';
 import { stdinSource, stdoutSink } from './stream-endpoints.js';
 
@@ -34,8 +35,8 @@ async function seekable(fh: FileHandle): Promise<boolean> {
 export async function fileSource(path: string | undefined, handle: FileHandle | undefined, opts: EndpointOptions): Promise<Source> {
   const fh = handle ?? (await openFile(path!, 'r'));
   if (!(await seekable(fh))) {
-    const s = stdinSource(fh.createReadStream({ autoClose: false }));
-    return { ...s, close: async () => (handle === undefined ? fh.close() : undefined) };
+    // Not fh.createReadStream(): a stream holds the handle, and close() would wait for it.
+    return { ...stdinSource(Readable.from(chunksOf(fh))), close: async () => (handle === undefined ? fh.close() : undefined) };
   }
   const dev = await deviceOf(fh, true, handle === undefined);
   const map = dev.extents;
@@ -141,17 +142,36 @@ function deviceSink(dev: FileDevice, fh: FileHandle, opts: EndpointOptions, join
   };
 }
 
+/** What `fh` reads from where it is to its end (a FIFO, a character device). */
+async function* chunksOf(fh: FileHandle): AsyncGenerator<Uint8Array> {
+  for (;;) {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) return;
+    yield buf.subarray(0, bytesRead);
+  }
+}
+
 /** A destination that is not seekable (a FIFO, /dev/null): the bytes in order, zeroes included. */
 function streamSink(fh: FileHandle, owned: boolean): Sink {
-  const out = fh.createWriteStream({ autoClose: false });
-  const s = stdoutSink(out);
-  return {
-    ...s,
-    close: async () => {
-      await new Promise<void>((resolve) => out.end(resolve));
-      if (owned) await fh.close();
+  // Not fh.createWriteStream(): a stream holds the handle, and close() would wait for it.
+  const out = new Writable({
+    write: (chunk: Buffer, _encoding, done) => {
+      writeAll(fh, chunk).then(() => done(), done);
     },
-  };
+  });
+  out.on('error', () => {}); // each write's callback rejects the copy with it
+  const s = stdoutSink(out);
+  return { ...s, close: async () => (owned ? fh.close() : undefined) };
+}
+
+/** Writes all of `buf` where `fh` is (no offset: a FIFO cannot seek). */
+async function writeAll(fh: FileHandle, buf: Uint8Array): Promise<void> {
+  for (let done = 0; done < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, null);
+    if (bytesWritten <= 0) throw new NbdErrnoError(Errno.EIO, 'a write made no progress');
+    done += bytesWritten;
+  }
 }
 
 function noop(): void {}
