@@ -5,8 +5,8 @@
 // standard output) is copied as a stream, in order, as nbdcopy does.
 import { constants, fstatSync } from 'node:fs';
 import { type FileHandle, open as openFile } from 'node:fs/promises';
-import type { FileDevice } from '@nbd/devices';
 import { Readable, Writable } from 'node:stream';
+import type { FileDevice } from '@nbd/devices';
 import { AllocationState, Errno, NbdErrnoError } from '@nbd/protocol';
 import type { EndpointOptions, Sink, Source } from './endpoints.js';
 import { stdinSource, stdoutSink } from './stream-endpoints.js';

@@ -33,7 +33,12 @@ function hostKey(host: string | undefined): string {
 async function exportKey(k: Extract<Kind, { kind: 'connect' }>): Promise<string | undefined> {
   if (typeof k.target !== 'string' && !(k.target instanceof URL) && typeof (k.target as { on?: unknown }).on === 'function')
     return undefined;
-  const uri = toNbdUri(k.target as Parameters<typeof toNbdUri>[0]);
+  let uri: ReturnType<typeof toNbdUri>;
+  try {
+    uri = toNbdUri(k.target as Parameters<typeof toNbdUri>[0]);
+  } catch {
+    return undefined; // connecting says what is wrong with it
+  }
   if (uri.transport === 'unix') {
     const socket = uri.socket ?? '';
     const st = socket.startsWith('\0') ? undefined : await statOf(() => stat(socket));
