@@ -29,8 +29,8 @@ Options:
       --queue-size SIZE     bytes in flight per connection at most (default: no limit
                             beyond --requests)
       --request-size SIZE   bytes per request (default 512K)
-  -S, --sparse SIZE         zeroes are looked for in blocks of SIZE bytes of the data read
-                            (default 4K; 0: not at all, the source's map is still used)
+  -S, --sparse SIZE         look for zero blocks of SIZE bytes in the data read (default
+                            4K; 0: not at all, the source's map is still used)
       --synchronous         one request at a time, one connection, one thread (slow)
   -T, --threads N           copy on N threads, each with its own connections (default 1)
   -p, --progress            a progress bar on stderr (plain lines when stderr is not a terminal)
@@ -40,13 +40,15 @@ Options:
                             the destination reads as zeroes already: zero ranges are skipped
       --flush               flush the destination at the end (fsync for files)
       --no-extents          do not ask the source for its allocation map
-      --allow-same          copy even when SOURCE and DESTINATION are the same file, block
-                            device or export (in place; refused without it, as the copy
-                            would destroy the data)
-      --tls-certificates DIR  TLS with X.509: ca-cert.pem, client-cert.pem, client-key.pem
-      --tls-psk FILE        TLS with a PSK file of username:hexkey lines (psktool's format)
-      --tls-username NAME   the PSK identity (default: the URI's user, else the first in FILE)
-      --tls-verify-peer[=no]  check the server's certificate (default yes; X.509 only)
+      --allow-same          copy even when SOURCE and DESTINATION are the same file,
+                            block device or export, in place (refused without it: the
+                            copy would destroy the data)
+      --tls-certificates DIR
+                            TLS with X.509: ca-cert.pem, client-cert.pem, client-key.pem
+      --tls-psk FILE        TLS with a PSK file of username:hexkey lines (psktool's)
+      --tls-username NAME   the PSK identity (default: the URI's user, else FILE's first)
+      --tls-verify-peer[=no]
+                            check the server's certificate (default yes; X.509 only)
       --json                a JSON summary on stdout (on stderr when DESTINATION is -)
   -v, --verbose             say what is copied where, and the summary, on stderr
   -h, --help                this help
