@@ -2,7 +2,7 @@
 // copies each with a window of requests in flight. Zero extents (from the source's
 // map) and all-zero blocks are zeroed on the destination, or skipped when it reads
 // as zeroes already. A source without offsets (standard input) is copied in order.
-import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
+import { NbdInvalidArgumentError, isAllZero, throwIfAborted } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
 import { type Step, inContext, markPlaced } from './context.js';
 import type { Sink, Source } from './endpoints.js';
@@ -175,7 +175,7 @@ export async function copyChunks(
   return zeroBytes;
 }
 
-/** A non-zero byte among the first and last 8 of [start, end): most data blocks are settled without isZero's native call. */
+/** A non-zero byte among the first and last 8 of [start, end): most data blocks are settled without isAllZero's native call. */
 function edgesHoldData(data: Uint8Array, start: number, end: number): boolean {
   let bits = 0;
   for (let i = 0; i < 8 && start + i < end; i++) bits |= data[start + i]! | data[end - 1 - i]!;
@@ -188,7 +188,7 @@ export function zeroRuns(data: Uint8Array, block: number): { start: number; end:
   const runs: { start: number; end: number; zero: boolean }[] = [];
   for (let start = 0; start < data.length; start += block) {
     const end = Math.min(data.length, start + block);
-    const zero = !edgesHoldData(data, start, end) && isZero(data.subarray(start, end));
+    const zero = !edgesHoldData(data, start, end) && isAllZero(data.subarray(start, end));
     const last = runs.at(-1);
     if (last !== undefined && last.zero === zero) last.end = end;
     else runs.push({ start, end, zero });
@@ -301,16 +301,4 @@ export async function settleAll(jobs: Promise<unknown>[]): Promise<unknown[]> {
   const results = await Promise.allSettled(jobs);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
   return results.map((r) => (r as PromiseFulfilledResult<unknown>).value);
-}
-
-const ZERO_PAGE = Buffer.alloc(64 * 1024);
-
-/** True when every byte of `b` is 0 (memcmp against a zero page, not a JS loop). */
-export function isZero(b: Uint8Array): boolean {
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  for (let pos = 0; pos < buf.length; pos += ZERO_PAGE.length) {
-    const n = Math.min(ZERO_PAGE.length, buf.length - pos);
-    if (buf.compare(ZERO_PAGE, 0, n, pos, pos + n) !== 0) return false;
-  }
-  return true;
 }
