@@ -143,7 +143,7 @@ describe('nbd copy errors say which end, which operation and where', () => {
 
     // A read-only destination is refused before anything is read.
     const ro = await nbd(['copy', src.uri, bad.uri]); // nbdkit pattern is read-only
-    expect(ro.stderr).toBe(`nbd copy: copy: the destination ${bad.uri} is read-only\n`);
+    expect(ro.stderr).toBe(`nbd copy: the destination ${bad.uri} is read-only\n`);
 
     // Our server sends a message with its errors: it is kept.
     const ours = await peer(startNbdServe(['--filter', 'error', 'pattern', '8M', 'error=EIO', 'error-rate=1']));
@@ -198,7 +198,7 @@ describe('nbd copy onto its own source', () => {
     symlinkSync(disk, join(dir, 'link.img'));
     linkSync(disk, join(dir, 'hard.img'));
     const refused =
-      /^nbd copy: copy: the source and the destination are the same (file|export) \(.+\): refusing to copy it onto itself; allowSame \(nbd copy --allow-same\) does, in place\n$/;
+      /^nbd copy: the source and the destination are the same (file|export) \(.+\): refusing to copy it onto itself; allowSame \(nbd copy --allow-same\) does, in place\n$/;
     for (const other of [disk, join(dir, '.', 'disk.img'), join(dir, 'link.img'), join(dir, 'hard.img')]) {
       const r = await nbd(['copy', disk, other]);
       expect({ other, code: r.code }).toEqual({ other, code: 1 });

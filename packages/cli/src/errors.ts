@@ -75,7 +75,9 @@ export function reportError(err: unknown, command: string, stderr: NodeJS.Writab
   const code = exitCodeOf(err);
   if (code === ExitCode.PIPE) return code;
   const who = command === '' ? 'nbd' : `nbd ${command}`;
-  let line = `${who}: ${describe(err)}`;
+  // The libraries name themselves (`copy: …`); after `nbd copy:` that would say it twice.
+  const what = describe(err);
+  let line = `${who}: ${command !== '' && what.startsWith(`${command}: `) ? what.slice(command.length + 2) : what}`;
   if (err instanceof UsageError) line += ` (see '${err.command === '' ? 'nbd' : `nbd ${err.command}`} --help')`;
   stderr.write(`${line}\n`);
   if (debugEnabled()) stderr.write(`${debugReport(err)}\n`);
