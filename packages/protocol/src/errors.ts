@@ -106,10 +106,41 @@ export class ProtocolError extends NbdError {
   }
 }
 
+// What each errno of the spec means, in the words C libraries' strerror() uses.
+const errnoMeaning: Record<number, string> = {
+  [Errno.EPERM]: 'Operation not permitted',
+  [Errno.EIO]: 'Input/output error',
+  [Errno.ENOMEM]: 'Cannot allocate memory',
+  [Errno.EINVAL]: 'Invalid argument',
+  [Errno.ENOSPC]: 'No space left on device',
+  [Errno.EOVERFLOW]: 'Value too large for defined data type',
+  [Errno.ENOTSUP]: 'Operation not supported',
+  [Errno.ESHUTDOWN]: 'Cannot send after transport endpoint shutdown',
+};
+
+/** An NBD errno for people: `EIO (Input/output error)`; an unknown value is its name alone. */
+export function describeErrno(errno: number): string {
+  const name = nameOf(Errno, errno);
+  const meaning = errnoMeaning[errno];
+  return meaning === undefined ? name : `${name} (${meaning})`;
+}
+
+/**
+ * `text` without a leading errno name of its own (`EIO: …` or `EIO (…): …`): our
+ * server sends a device's whole message, which already starts with it, so the
+ * client would otherwise say the name twice (`EIO: EIO: disk on fire`).
+ */
+function withoutErrnoPrefix(errno: number, text: string): string {
+  const name = nameOf(Errno, errno);
+  for (const prefix of [`${describeErrno(errno)}: `, `${name}: `]) if (text.startsWith(prefix)) return text.slice(prefix.length);
+  return text;
+}
+
 /**
  * A failed NBD request: carries the errno that crosses (or crossed) the wire.
  * Devices throw it to choose the reply's error; clients reject with it when the
- * server answers with an error.
+ * server answers with an error. The message says the errno once, then the text:
+ * `EIO (Input/output error): disk on fire`.
  */
 export class NbdErrnoError extends NbdError {
   /** `'NbdErrnoError'`, as shown in stack traces. */
@@ -118,14 +149,20 @@ export class NbdErrnoError extends NbdError {
   readonly errno: number;
   /** `EIO`, `EINVAL`, … */
   readonly errnoName: string;
+  /**
+   * The text that came with the errno, without its name: the server's message in a
+   * client's error, a device's words in a server's; empty when there was none.
+   */
+  readonly detail: string;
   /** For an `NBD_REPLY_TYPE_ERROR_OFFSET` reply: where the error happened. */
   readonly offset: number | undefined;
 
   constructor(errno: number, message?: string, options?: { cause?: unknown; offset?: number }) {
-    const errnoName = nameOf(Errno, errno);
-    super(ErrorCode.ERRNO, message ? `${errnoName}: ${message}` : errnoName, options);
+    const detail = message ? withoutErrnoPrefix(errno, message) : '';
+    super(ErrorCode.ERRNO, detail ? `${describeErrno(errno)}: ${detail}` : describeErrno(errno), options);
     this.errno = errno;
-    this.errnoName = errnoName;
+    this.errnoName = nameOf(Errno, errno);
+    this.detail = detail;
     this.offset = options?.offset;
   }
 }

@@ -39,6 +39,7 @@ export {
   NbdTimeoutError,
   NbdUnsupportedError,
   ProtocolError,
+  describeErrno,
   normalizeErrno,
   toNbdErrno,
 } from './errors.js';

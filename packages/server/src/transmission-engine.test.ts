@@ -99,7 +99,9 @@ describe('TransmissionEngine', () => {
     const { engine, sent, buffers } = setup(failing);
     engine.request(frame(req(Command.READ, 0, 4096)));
     await new Promise((r) => setImmediate(r));
-    expect(sent).toEqual([{ kind: 'error', cookie: 1n, offset: 0n, type: Command.READ, errno: Errno.EIO, message: 'EIO: bad sector' }]);
+    expect(sent).toEqual([
+      { kind: 'error', cookie: 1n, offset: 0n, type: Command.READ, errno: Errno.EIO, message: 'EIO (Input/output error): bad sector' },
+    ]);
     expect(buffers).toEqual({ out: 1, discarded: 1 });
   });
 
