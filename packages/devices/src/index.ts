@@ -10,6 +10,7 @@ export { RandomDevice, type RandomOptions } from './sources/random-device.js';
 export { SPARSE_RANDOM_BLOCK, SparseRandomDevice, type SparseRandomOptions } from './sources/sparse-random-device.js';
 export { DataDevice, type DataDeviceOptions, type DataSpec } from './sources/data-device.js';
 export { type Filter, stack } from './filters/stack.js';
+export { FilterError } from './filters/layer.js';
 export { type OffsetOptions, offset } from './filters/offset.js';
 export { type TruncateOptions, truncate } from './filters/truncate.js';
 export { readOnly } from './filters/read-only.js';

@@ -79,6 +79,8 @@ describe('blocksize', () => {
     expect(() => blocksize(base, { minBlock: 512 })).toThrow(/not a multiple of the device below's minimum block size 4096/);
     expect(() => blocksize(base, { maxData: 64 * 1024 })).toThrow(/maxData 65536 is larger/);
     expect(() => blocksize(base, { minBlock: 3000 })).toThrow(/power of two/);
-    expect(() => blocksize(base, { maxData: 5000 })).toThrow(/multiple of minBlock/);
+    expect(() => blocksize(base, { maxData: 5000 })).toThrow(
+      'blocksize: maxData 5000 is not a positive multiple of the minimum block size 4096',
+    );
   });
 });

@@ -7,7 +7,7 @@
 import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device, DeviceExtent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { BlockLocks } from './block-locks.js';
-import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf } from './layer.js';
 
 /** Options of {@link blocksize}. */
 export interface BlocksizeOptions {
@@ -30,19 +30,18 @@ interface Limits {
 function limits(base: Device, opts: BlocksizeOptions): Limits {
   const below = limitsOf(base);
   const minBlock = opts.minBlock ?? below.min;
-  if (!isPowerOfTwo(minBlock) || minBlock > 65536) throw stackError('blocksize', `minBlock ${minBlock} is not a power of two up to 64 KiB`);
+  const bad = (option: keyof Limits, value: number, why: string) => optionError('blocksize', option, value, why);
+  if (!isPowerOfTwo(minBlock) || minBlock > 65536) throw bad('minBlock', minBlock, 'is not a power of two up to 64 KiB');
   if (minBlock % below.min !== 0)
-    throw stackError('blocksize', `minBlock ${minBlock} is not a multiple of the device below's minimum block size ${below.min}`);
-  if (minBlock > below.max)
-    throw stackError('blocksize', `minBlock ${minBlock} is larger than the device below's maximum payload ${below.max}`);
+    throw bad('minBlock', minBlock, `is not a multiple of the device below's minimum block size ${below.min}`);
+  if (minBlock > below.max) throw bad('minBlock', minBlock, `is larger than the device below's maximum payload ${below.max}`);
   const maxData = opts.maxData ?? Math.floor(Math.min(below.max, 64 * 1024 * 1024) / minBlock) * minBlock;
   if (!(maxData >= minBlock && maxData % minBlock === 0))
-    throw stackError('blocksize', `maxData ${maxData} is not a multiple of minBlock ${minBlock}`);
-  if (maxData > below.max)
-    throw stackError('blocksize', `maxData ${maxData} is larger than the device below's maximum payload ${below.max}`);
+    throw bad('maxData', maxData, `is not a positive multiple of the minimum block size ${minBlock}`);
+  if (maxData > below.max) throw bad('maxData', maxData, `is larger than the device below's maximum payload ${below.max}`);
   const maxLen = opts.maxLen ?? Math.floor(0xffffffff / minBlock) * minBlock;
   if (!(maxLen >= minBlock && maxLen % minBlock === 0))
-    throw stackError('blocksize', `maxLen ${maxLen} is not a multiple of minBlock ${minBlock}`);
+    throw bad('maxLen', maxLen, `is not a positive multiple of the minimum block size ${minBlock}`);
   return { minBlock, maxData, maxLen };
 }
 

@@ -5,7 +5,7 @@
 // reached. The cache lives in this thread's memory, so it cannot be shared with
 // worker threads (their writes would leave stale blocks here).
 import type { Device, IoOptions, MaybePromise } from '@nbd/server';
-import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf } from './layer.js';
 
 /** Options of {@link cache}. */
 export interface CacheOptions {
@@ -26,9 +26,9 @@ export function cache(base: Device, opts: CacheOptions = {}): CachedDevice {
   const size = sizeOf(base, 'cache');
   const bs = opts.blockSize ?? 64 * 1024;
   const { min, max } = limitsOf(base);
-  if (!isPowerOfTwo(bs) || bs < 4096) throw stackError('cache', `block size ${bs} is not a power of two ≥ 4096`);
+  if (!isPowerOfTwo(bs) || bs < 4096) throw optionError('cache', 'blockSize', bs, 'is not a power of two ≥ 4096');
   if (bs % min !== 0 || bs > max)
-    throw stackError('cache', `block size ${bs} does not fit the device below (minimum ${min}, maximum payload ${max})`);
+    throw optionError('cache', 'blockSize', bs, `does not fit the device below (minimum block size ${min}, maximum payload ${max})`);
   const maxBlocks = opts.maxSize === undefined ? Infinity : Math.max(1, Math.floor(opts.maxSize / bs));
   const c = new ReadCache(base, size, bs, Math.max(1, Math.floor(max / bs)), maxBlocks);
   const dev = layer(base, 'cache', undefined, {

@@ -106,7 +106,7 @@ describe('cow', () => {
 
   it('refuses layers that disagree', () => {
     const big = new StrictDevice(SIZE, 512, 32 * 1024);
-    expect(() => cow(big)).toThrow(/block size 65536 is larger than the device below's maximum payload 32768/);
+    expect(() => cow(big)).toThrow("cow: blockSize 65536 is larger than the device below's maximum payload 32768");
     expect(() => cow(new PatternDevice(SIZE), { blockSize: 1000 })).toThrow(/power of two/);
     expect(() => cow(new PatternDevice(SIZE), { overlay: new PatternDevice(SIZE) })).toThrow(/not writable/);
   });

@@ -17,7 +17,7 @@ import {
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { BlockLocks } from './block-locks.js';
 import { CowFileOverlay } from './cow-file-overlay.js';
-import { isPowerOfTwo, layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf, stackError } from './layer.js';
 
 /** Block states. */
 const BASE = 0;
@@ -89,9 +89,10 @@ class Cow {
   private check(): void {
     const { min, max } = limitsOf(this.base);
     const bs = this.blockSize;
-    if (!isPowerOfTwo(bs) || bs < 4096) throw stackError('cow', `block size ${bs} is not a power of two ≥ 4096`);
-    if (bs % min !== 0) throw stackError('cow', `block size ${bs} is not a multiple of the device below's minimum block size ${min}`);
-    if (bs > max) throw stackError('cow', `block size ${bs} is larger than the device below's maximum payload ${max}`);
+    const bad = (why: string) => optionError('cow', 'blockSize', bs, why);
+    if (!isPowerOfTwo(bs) || bs < 4096) throw bad('is not a power of two ≥ 4096');
+    if (bs % min !== 0) throw bad(`is not a multiple of the device below's minimum block size ${min}`);
+    if (bs > max) throw bad(`is larger than the device below's maximum payload ${max}`);
     if (this.file !== undefined && this.file.blockSize !== bs)
       throw stackError('cow', `the overlay file uses ${this.file.blockSize}-byte blocks, not ${bs}`);
     if (this.overlay.writeAt === undefined || this.overlay.readOnly) throw stackError('cow', 'the overlay is not writable');

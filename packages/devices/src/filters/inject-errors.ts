@@ -5,7 +5,7 @@ import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { Xoshiro256 } from '../sources/prng.js';
 import { COMMANDS, type Command, intercept } from './intercept.js';
-import { stackError } from './layer.js';
+import { optionError } from './layer.js';
 
 /** An NBD errno by name ('EIO', 'ENOSPC', …) or number. */
 export type ErrnoLike = keyof typeof Errno | number;
@@ -27,11 +27,11 @@ export interface InjectErrorsOptions extends ErrorRule {
   seed?: number;
 }
 
-function errnoOf(e: ErrnoLike | undefined): number {
+function errnoOf(e: ErrnoLike | undefined, option: string): number {
   if (e === undefined) return Errno.EIO;
   const n = typeof e === 'number' ? e : Errno[e];
   if (!Object.values(Errno).includes(n as never))
-    throw stackError('inject-errors', `${String(e)} is not an NBD errno (${Object.keys(Errno).join(', ')})`);
+    throw optionError('inject-errors', option, e, `is not an NBD errno (${Object.keys(Errno).join(', ')})`);
   return n;
 }
 
@@ -39,10 +39,13 @@ function errnoOf(e: ErrnoLike | undefined): number {
 export function injectErrors(base: Device, opts: InjectErrorsOptions): Device {
   const rules = new Map<Command, { rate: number; errno: number; file: string | undefined }>();
   for (const cmd of COMMANDS) {
-    const r = { ...opts, ...opts.commands?.[cmd] };
+    const own = opts.commands?.[cmd];
+    const r = { ...opts, ...own };
+    // The option at fault, as the caller wrote it: the command's own rule, or the common one.
+    const at = (k: keyof ErrorRule) => (own?.[k] !== undefined ? `commands.${cmd}.${k}` : k);
     const rate = r.rate ?? 0;
-    if (!(rate >= 0 && rate <= 1)) throw stackError('inject-errors', `rate ${rate} is not within 0..1`);
-    rules.set(cmd, { rate, errno: errnoOf(r.errno), file: r.file });
+    if (!(rate >= 0 && rate <= 1)) throw optionError('inject-errors', at('rate'), rate, 'is not within 0..1');
+    rules.set(cmd, { rate, errno: errnoOf(r.errno, at('errno')), file: r.file });
   }
   const rng = new Xoshiro256(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
   const options = { ...opts, seed: opts.seed };

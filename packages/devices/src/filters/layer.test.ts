@@ -67,9 +67,25 @@ describe('offset', () => {
     await dev.zero!(512, 512, zio());
     expect(base.calls.at(-1)).toMatchObject({ op: 'zero', offset: 65536 + 512 });
     expect((await dev.extents!(0, 4096, eio()))[0]!.length).toBe(4096);
-    expect(() => offset(base, { offset: 1 << 20, range: 1 })).toThrow(/beyond the end/);
     expect(() => offset(base, { offset: 100 })).toThrow(/multiple of the device below's minimum block size 512/);
     expect(() => offset(base, { offset: -1 })).toThrow(NbdInvalidArgumentError);
+  });
+
+  // Each says what the caller gave and what is wrong with it: no range computed from an offset past the end.
+  it.each([
+    [{ offset: 2 << 20 }, 'offset: offset 2097152 is past the end of the 1048576-byte device below', 'offset', 2 << 20],
+    [{ range: 2 << 20 }, 'offset: range 2097152 is larger than the 1048576-byte device below', 'range', 2 << 20],
+    [
+      { offset: 1 << 20, range: 1 },
+      'offset: range 1 from offset 1048576 ends at byte 1048577, past the end of the 1048576-byte device below',
+      'range',
+      1,
+    ],
+    [{ offset: -1 }, 'offset: offset -1 is not a whole number ≥ 0', 'offset', -1],
+  ])('refuses %j: "%s"', (opts, message, option, value) => {
+    const base = new StrictDevice(1 << 20, 512);
+    expect(() => offset(base, opts)).toThrow(message);
+    expect(() => offset(base, opts)).toThrow(expect.objectContaining({ filter: 'offset', option, value }));
   });
 });
 

@@ -66,9 +66,41 @@ export function layer(base: Device, filter: string, options: unknown, parts: Lay
   return dev as unknown as Device;
 }
 
+/**
+ * A filter refused its options or the device below it, when the stack was built.
+ * `option` and `value` name the option at fault as the API spells it (`roundUp`, 3),
+ * so a front end with its own names (a command line's `round-up=`) can say it its way:
+ * `${option} ${value} ${reason}` reads as one sentence in either.
+ */
+export class FilterError extends NbdInvalidArgumentError {
+  /** `'FilterError'`, as shown in stack traces. */
+  override name = 'FilterError';
+  /** The filter, as its function is named (`offset`, `inject-errors`, …). */
+  readonly filter: string;
+  /** The option at fault, as the filter's options object names it; undefined when no single option is. */
+  readonly option: string | undefined;
+  /** The value it had (bytes for sizes). */
+  readonly value: unknown;
+  /** What is wrong, without the filter's name (after the option and value when there is one). */
+  readonly reason: string;
+
+  constructor(filter: string, reason: string, at?: { option: string; value: unknown }) {
+    super(at === undefined ? `${filter}: ${reason}` : `${filter}: ${at.option} ${String(at.value)} ${reason}`);
+    this.filter = filter;
+    this.option = at?.option;
+    this.value = at?.value;
+    this.reason = reason;
+  }
+}
+
 /** A build-time error of a filter stack: `filter: why`. */
-export function stackError(filter: string, why: string): NbdInvalidArgumentError {
-  return new NbdInvalidArgumentError(`${filter}: ${why}`);
+export function stackError(filter: string, why: string): FilterError {
+  return new FilterError(filter, why);
+}
+
+/** A build-time error about one option: `filter: option value why`. */
+export function optionError(filter: string, option: string, value: unknown, why: string): FilterError {
+  return new FilterError(filter, why, { option, value });
 }
 
 /** The base's size, or a build-time error: most filters need to know it. */
@@ -87,6 +119,6 @@ export { isPowerOfTwo } from '@nbd/protocol'; // (the filters import it from her
 
 /** A safe integer ≥ 0 option, or a build-time error naming it. */
 export function checkCount(filter: string, name: string, n: number): number {
-  if (!Number.isSafeInteger(n) || n < 0) throw stackError(filter, `${name} ${n} is not a whole number ≥ 0`);
+  if (!Number.isSafeInteger(n) || n < 0) throw optionError(filter, name, n, 'is not a whole number ≥ 0');
   return n;
 }

@@ -1,7 +1,7 @@
 // nbdkit's offset filter: serves `range` bytes of the device below from `offset`.
 // Every call moves by the offset; nothing else changes.
 import type { Device } from '@nbd/server';
-import { checkCount, layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { checkCount, layer, limitsOf, optionError, sizeOf } from './layer.js';
 
 /** Options of {@link offset}. */
 export interface OffsetOptions {
@@ -20,11 +20,18 @@ export function offset(base: Device, opts: OffsetOptions = {}): Device {
 export function window(base: Device, filter: string, opts: OffsetOptions, options: unknown): Device {
   const total = sizeOf(base, filter);
   const start = checkCount(filter, 'offset', opts.offset ?? 0);
+  // Checked before the default range is computed from it (a negative range says nothing to the user).
+  if (start > total) throw optionError(filter, 'offset', start, `is past the end of the ${total}-byte device below`);
   const range = checkCount(filter, 'range', opts.range ?? total - start);
-  if (start + range > total)
-    throw stackError(filter, `offset ${start} + range ${range} lies beyond the end of the device below (${total} bytes)`);
+  if (start + range > total) {
+    const why =
+      start === 0
+        ? `is larger than the ${total}-byte device below`
+        : `from offset ${start} ends at byte ${start + range}, past the end of the ${total}-byte device below`;
+    throw optionError(filter, 'range', range, why);
+  }
   const { min } = limitsOf(base);
-  if (start % min !== 0) throw stackError(filter, `offset ${start} is not a multiple of the device below's minimum block size ${min}`);
+  if (start % min !== 0) throw optionError(filter, 'offset', start, `is not a multiple of the device below's minimum block size ${min}`);
   return layer(base, filter, options, {
     size: range,
     readAt: (buf, at, o) => base.readAt(buf, at + start, o),

@@ -30,9 +30,13 @@ const fail = (why: string): never => {
 const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
 /** The four 16-byte entries at 0x1be of an MBR or EBR sector: [type, first sector, sector count]. */
-function mbrEntries(sector: Uint8Array): [number, number, number][] {
+function mbrEntries(sector: Uint8Array, at?: number): [number, number, number][] {
   const dv = view(sector);
-  if (dv.getUint16(510, true) !== 0xaa55) fail('no MBR boot signature (0x55 0xaa at byte 510)');
+  if (dv.getUint16(510, true) !== 0xaa55) {
+    if (at === undefined)
+      throw new NbdInvalidArgumentError('the disk has no partition table (no MBR boot signature 0x55 0xaa at byte 510)');
+    fail(`the EBR at byte ${at} has no boot signature (0x55 0xaa at its byte 510)`);
+  }
   const out: [number, number, number][] = [];
   for (let i = 0; i < 4; i++) {
     const e = 0x1be + 16 * i;
@@ -63,7 +67,7 @@ async function readLogical(read: ReadBytes, extStart: number): Promise<Partition
   for (let ebr = extStart; out.length < MAX_LOGICAL; ) {
     if (seen.has(ebr)) fail(`the EBR chain loops at byte ${ebr}`);
     seen.add(ebr);
-    const [logical, next] = mbrEntries(await read(ebr, MBR_SECTOR));
+    const [logical, next] = mbrEntries(await read(ebr, MBR_SECTOR), ebr);
     const [type, first, count] = logical!;
     if (type !== 0 && count !== 0)
       out.push({

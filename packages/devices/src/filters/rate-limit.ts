@@ -5,7 +5,7 @@
 import { isSharedArrayBuffer } from 'node:util/types';
 import type { Device } from '@nbd/server';
 import { intercept, sleep, after } from './intercept.js';
-import { stackError } from './layer.js';
+import { optionError, stackError } from './layer.js';
 
 /** Options of {@link rateLimit}: bytes per second (nbdkit counts bits). */
 export interface RateLimitOptions {
@@ -39,10 +39,13 @@ function take(tat: BigInt64Array, i: number, bytes: number, rate: number, burstN
 /** `base` with its read and write bandwidth limited. */
 export function rateLimit(base: Device, opts: RateLimitOptions): Device {
   const limits = [opts.read ?? opts.rate, opts.write ?? opts.rate];
-  for (const l of limits) if (l !== undefined && !(l > 0)) throw stackError('rate-limit', `rate ${l} must be more than 0 bytes per second`);
+  for (const k of ['rate', 'read', 'write'] as const) {
+    const l = opts[k];
+    if (l !== undefined && !(l > 0)) throw optionError('rate-limit', k, l, 'must be more than 0 bytes per second');
+  }
   if (limits.every((l) => l === undefined)) throw stackError('rate-limit', 'give rate, read or write');
   const burst = opts.burst ?? 2;
-  if (!(burst >= 0)) throw stackError('rate-limit', `burst ${burst} must be ≥ 0 seconds`);
+  if (!(burst >= 0)) throw optionError('rate-limit', 'burst', burst, 'must be ≥ 0 seconds');
   if (opts.buckets !== undefined && (!isSharedArrayBuffer(opts.buckets) || opts.buckets.byteLength !== 16))
     throw stackError('rate-limit', 'bad shared buckets');
   const buckets = opts.buckets ?? new SharedArrayBuffer(16);

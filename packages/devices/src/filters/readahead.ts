@@ -3,7 +3,7 @@
 // stay sequential and starts small again when they jump. The prefetch runs beside
 // the read; its failure is ignored (it was only a hint).
 import type { Device, IoOptions } from '@nbd/server';
-import { layer, limitsOf, sizeOf, stackError } from './layer.js';
+import { layer, limitsOf, optionError, sizeOf, stackError } from './layer.js';
 
 /** Options of {@link readahead}. */
 export interface ReadaheadOptions {
@@ -24,7 +24,8 @@ export function readahead(base: Device, opts: ReadaheadOptions = {}): Device {
   const size = sizeOf(base, 'readahead');
   const min = opts.min ?? 64 * 1024;
   const max = opts.max ?? 4 * 1024 * 1024;
-  if (!(min > 0 && max >= min)) throw stackError('readahead', `window ${min}..${max} is not 0 < min ≤ max`);
+  if (!(min > 0)) throw optionError('readahead', 'min', min, 'must be more than 0 bytes');
+  if (!(max >= min)) throw optionError('readahead', 'max', max, `is smaller than the first window (${min} bytes)`);
   const align = limitsOf(base).min;
   let nextRead = -1;
   let window = min;

@@ -4,7 +4,7 @@
 import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device, DeviceExtent, IoOptions, MaybePromise } from '@nbd/server';
 import { isZero } from '../memory/sparse-memory-device.js';
-import { checkCount, isPowerOfTwo, layer, sizeOf, stackError } from './layer.js';
+import { checkCount, isPowerOfTwo, layer, optionError, sizeOf, stackError } from './layer.js';
 
 /** Options of {@link truncate}: one of them. */
 export interface TruncateOptions {
@@ -23,7 +23,7 @@ function newSize(total: number, opts: TruncateOptions): number {
   if (given !== 1) throw stackError('truncate', 'give exactly one of size, roundUp, roundDown');
   if (opts.size !== undefined) return checkCount('truncate', 'size', opts.size);
   const n = (opts.roundUp ?? opts.roundDown)!;
-  if (!isPowerOfTwo(n)) throw stackError('truncate', `${opts.roundUp !== undefined ? 'roundUp' : 'roundDown'} ${n} is not a power of two`);
+  if (!isPowerOfTwo(n)) throw optionError('truncate', opts.roundUp !== undefined ? 'roundUp' : 'roundDown', n, 'is not a power of two');
   return opts.roundUp !== undefined ? Math.ceil(total / n) * n : Math.floor(total / n) * n;
 }
 
