@@ -5,6 +5,7 @@ import {
   type Command,
   CowFileOverlay,
   type ErrorRule,
+  FilterError,
   blocksize,
   cache,
   cow,
@@ -20,6 +21,7 @@ import {
   stats,
   truncate,
 } from '@nbd/devices';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { UsageError } from './errors.js';
 import type { BuildContext, Params } from './serve-devices.js';
@@ -29,6 +31,8 @@ export interface FilterWord {
   params: string;
   summary: string;
   apply(d: Device, p: Params, ctx: BuildContext): Device | Promise<Device>;
+  /** The library's option names that differ from this word's parameters (`roundUp` → `round-up`), for its errors. */
+  names?: Record<string, string>;
 }
 
 /** nbdkit's delay values: seconds, or `NNms`. */
@@ -83,6 +87,7 @@ const FILTER_LIST: [string, FilterWord][] = [
         const overlay = file !== undefined ? await CowFileOverlay.open(file, defined({ size: d.size ?? 0, blockSize })) : undefined;
         return cow(d, defined({ blockSize, onRead: p.flag('cow-on-read'), onCache: p.flag('cow-on-cache'), overlay }));
       },
+      names: { blockSize: 'cow-block-size' },
     },
   ],
   [
@@ -110,7 +115,13 @@ const FILTER_LIST: [string, FilterWord][] = [
     {
       params: 'truncate=SIZE | round-up=N | round-down=N',
       summary: 'another size: shorter, or longer with zeroes',
-      apply: (d, p) => truncate(d, defined({ size: p.size('truncate'), roundUp: p.size('round-up'), roundDown: p.size('round-down') })),
+      apply: (d, p) => {
+        const o = defined({ size: p.size('truncate'), roundUp: p.size('round-up'), roundDown: p.size('round-down') });
+        if (Object.keys(o).length !== 1)
+          throw new UsageError(p.command, '--filter truncate needs one of truncate=SIZE, round-up=N, round-down=N');
+        return truncate(d, o);
+      },
+      names: { size: 'truncate', roundUp: 'round-up', roundDown: 'round-down' },
     },
   ],
   ['read-only', { params: '', summary: 'refuse writes (as -r, for one export)', apply: (d) => readOnly(d) }],
@@ -120,6 +131,7 @@ const FILTER_LIST: [string, FilterWord][] = [
       params: '[cache-min-block-size=SIZE cache-max-size=SIZE]',
       summary: 'keep blocks read in memory (write-through)',
       apply: (d, p) => cache(d, defined({ blockSize: p.size('cache-min-block-size'), maxSize: p.size('cache-max-size') })),
+      names: { blockSize: 'cache-min-block-size', maxSize: 'cache-max-size' },
     },
   ],
   [
@@ -128,6 +140,7 @@ const FILTER_LIST: [string, FilterWord][] = [
       params: '[readahead-min=SIZE readahead-max=SIZE]',
       summary: 'prefetch after sequential reads',
       apply: (d, p) => readahead(d, defined({ min: p.size('readahead-min'), max: p.size('readahead-max') })),
+      names: { min: 'readahead-min', max: 'readahead-max' },
     },
   ],
   [
@@ -136,6 +149,7 @@ const FILTER_LIST: [string, FilterWord][] = [
       params: '[minblock=SIZE maxdata=SIZE maxlen=SIZE]',
       summary: 'any alignment for clients: read-modify-write, split requests',
       apply: (d, p) => blocksize(d, defined({ minBlock: p.size('minblock'), maxData: p.size('maxdata'), maxLen: p.size('maxlen') })),
+      names: { minBlock: 'minblock', maxData: 'maxdata', maxLen: 'maxlen' },
     },
   ],
   [
@@ -174,6 +188,14 @@ const FILTER_LIST: [string, FilterWord][] = [
         );
         return injectErrors(d, { ...errorRule(p, 'error'), commands });
       },
+      names: Object.fromEntries([
+        ['errno', 'error'],
+        ['rate', 'error-rate'],
+        ...ERROR_COMMANDS.flatMap(([n, c]) => [
+          [`commands.${c}.errno`, `error-${n}`],
+          [`commands.${c}.rate`, `error-${n}-rate`],
+        ]),
+      ]),
     },
   ],
   [
@@ -207,8 +229,13 @@ const FILTER_LIST: [string, FilterWord][] = [
           const v = p.size(k);
           return v === undefined ? undefined : v / 8;
         };
-        return rateLimit(d, defined({ rate: bits('rate'), read: bits('read-rate'), write: bits('write-rate') }));
+        const o = defined({ rate: bits('rate'), read: bits('read-rate'), write: bits('write-rate') });
+        if (Object.keys(o).length === 0)
+          throw new UsageError(p.command, '--filter rate needs rate=BITS, read-rate=BITS or write-rate=BITS');
+        return rateLimit(d, o);
       },
+      // Reported in bytes per second, as the library counts (the parameters are bits).
+      names: { read: 'read-rate', write: 'write-rate' },
     },
   ],
   [
@@ -218,6 +245,7 @@ const FILTER_LIST: [string, FilterWord][] = [
       summary: 'try failed requests again after a delay',
       apply: (d, p) =>
         retry(d, defined({ retries: p.int('retries'), delay: millis(p, 'retry-delay'), exponential: p.flag('retry-exponential') })),
+      names: { delay: 'retry-delay' },
     },
   ],
 ];
@@ -233,7 +261,17 @@ export async function applyFilters(base: Device, names: readonly string[], param
     const word = FILTER_WORDS[ALIASES[name] ?? name];
     if (word === undefined)
       throw new UsageError(ctx.command, `unknown filter '${name}' (filters: ${Object.keys(FILTER_WORDS).join(', ')})`);
-    d = await word.apply(d, params, ctx);
+    try {
+      d = await word.apply(d, params, ctx);
+    } catch (e) {
+      throw e instanceof FilterError ? inWordsOf(name, word, e) : e;
+    }
   }
   return d;
+}
+
+/** A filter's error with this command line's names: `round-up=3 is not a power of two`, not `truncate: roundUp 3 …`. */
+function inWordsOf(name: string, word: FilterWord, e: FilterError): Error {
+  const why = e.option === undefined ? `${name}: ${e.reason}` : `${word.names?.[e.option] ?? e.option}=${String(e.value)} ${e.reason}`;
+  return new NbdInvalidArgumentError(why, { cause: e });
 }
