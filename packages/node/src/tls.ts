@@ -136,7 +136,11 @@ export async function serverTls(o: ServerTlsOptions): Promise<ServerTls> {
   } else {
     const m = await x509(o, 'server');
     if (mode !== 'off' && (m.cert === undefined || m.key === undefined)) {
-      throw new NbdInvalidArgumentError('TLS: a server needs a certificate and key (server-cert.pem, server-key.pem) or PSK keys');
+      const dir = o.certificates;
+      if (dir === undefined)
+        throw new NbdInvalidArgumentError('TLS: a server needs a certificate and key (server-cert.pem, server-key.pem) or PSK keys');
+      const missing = [m.cert === undefined && 'server-cert.pem', m.key === undefined && 'server-key.pem'].filter(Boolean).join(' and ');
+      throw new NbdInvalidArgumentError(`TLS: ${dir} has no ${missing} (a server needs its certificate and key there)`);
     }
     if (verify && m.ca === undefined) throw new NbdInvalidArgumentError('TLS: verifyPeer needs a CA (ca-cert.pem)');
     // Checked now, so bad PEM fails at start-up, not at the first client.
@@ -173,13 +177,20 @@ function accept(
   const server = tls.createServer(options);
   const timer = setTimeout(() => fail(new NbdTimeoutError(`TLS handshake did not finish within ${timeoutMs} ms`)), timeoutMs);
   timer.unref();
-  function fail(e: Error): void {
+  function fail(e: Error, why?: string): void {
     clearTimeout(timer);
     socket.destroy();
-    reject(e instanceof NbdTimeoutError ? e : new ProtocolError(`TLS handshake failed: ${e.message}`, { cause: e }));
+    const psk = keys && { user, known: user !== undefined && keys.has(user) };
+    reject(e instanceof NbdTimeoutError ? e : new ProtocolError(why ?? serverRefusal(e, psk), { cause: e }));
   }
   // A refused certificate destroys the TLS socket without another event: the plain one closes.
-  const closed = () => fail(new Error(verify ? 'the client certificate was refused (or missing)' : 'the client went away'));
+  const closed = () =>
+    fail(
+      new Error('closed'),
+      verify
+        ? 'refused TLS: the client sent no certificate, or one our CA (ca-cert.pem) did not sign'
+        : 'the client closed the connection during the TLS handshake',
+    );
   socket.once('close', closed);
   server.once('tlsClientError', (e: Error) => fail(e));
   server.once('secureConnection', (s: TLSSocket) => {
@@ -201,11 +212,13 @@ export async function clientTls(
   const keys = await pskKeys(o);
   const options: ConnectionOptions = { socket, minVersion: 'TLSv1.2' };
   let user: string | undefined;
+  let psk: { user: string; from: string } | undefined;
   if (keys) {
     user = o.username ?? [...keys.keys()][0]!;
     const key = keys.get(user);
     if (key === undefined) throw new NbdInvalidArgumentError(`TLS: no PSK key for user "${user}" in ${o.pskFile ?? 'the keys given'}`);
     const identity = user;
+    psk = { user, from: o.pskFile ?? 'the keys given' };
     Object.assign(options, {
       ciphers: `${tls.DEFAULT_CIPHERS}:${PSK_CIPHERS}`,
       pskCallback: () => ({ psk: key, identity }),
@@ -226,7 +239,13 @@ export async function clientTls(
     });
   }
   const s = tls.connect(options);
-  return upgrade(s, 'secureConnect', timeoutMs, () => identityOf(s, user, false));
+  return upgrade(
+    s,
+    'secureConnect',
+    timeoutMs,
+    () => identityOf(s, user, false),
+    (e) => clientRefusal(e, psk),
+  );
 }
 
 function identityOf(s: TLSSocket, pskUser: string | undefined, isServer: boolean): TlsIdentity {
@@ -249,6 +268,7 @@ function upgrade(
   event: 'secure' | 'secureConnect',
   timeoutMs: number,
   identify: () => TlsIdentity,
+  explain: (e: Error) => string,
 ): Promise<{ socket: TLSSocket; identity: TlsIdentity }> {
   const { promise, resolve, reject } = Promise.withResolvers<{ socket: TLSSocket; identity: TlsIdentity }>();
   const timer = setTimeout(() => fail(new NbdTimeoutError(`TLS handshake did not finish within ${timeoutMs} ms`)), timeoutMs);
@@ -256,7 +276,7 @@ function upgrade(
   function fail(e: Error): void {
     clearTimeout(timer);
     s.destroy();
-    reject(e instanceof NbdTimeoutError ? e : new ProtocolError(`TLS handshake failed: ${e.message}`, { cause: e }));
+    reject(e instanceof NbdTimeoutError ? e : new ProtocolError(explain(e), { cause: e }));
   }
   s.once('error', fail);
   s.once(event, () => {
@@ -269,4 +289,81 @@ function upgrade(
     }
   });
   return promise;
+}
+
+// ------------------------------------------------------------ refusals, said once
+// OpenSSL's own text (`40AD…:error:0A00041B:SSL routines:ssl3_read_bytes:tlsv1 alert
+// decrypt error:…`) names neither side nor cause. A failed handshake is one of: the
+// peer's alert (it refused), our own check (we refused), or the peer hanging up
+// without a word (GnuTLS peers, nbdkit and qemu-nbd, do so on a wrong PSK key or user).
+
+/** The parts of a handshake error that tell who refused and why. */
+interface Failure {
+  /** The peer's alert, e.g. `decrypt error`, `handshake failure`, `unknown ca`. */
+  alert: string | undefined;
+  /** Our own side's reason (OpenSSL's short text, or Node's message). */
+  reason: string;
+  /** The peer closed the connection mid-handshake without an alert. */
+  hungUp: boolean;
+  code: string | undefined;
+}
+
+function failureOf(e: Error): Failure {
+  const err = e as Error & { code?: string; reason?: string };
+  const reason = err.reason ?? err.message.split('\n')[0]!;
+  const alert = /\balert (.+)$/.exec(err.reason ?? '')?.[1];
+  const hungUp = err.code === 'ECONNRESET' || /socket disconnected|socket hang up/.test(err.message);
+  return { alert, reason, hungUp, code: err.code };
+}
+
+/** Node's checks of a server certificate (chain, dates, name): the client refused it. */
+const CERT_CHECK = /^(CERT_|UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|ERR_TLS_CERT_ALTNAME)/;
+/** The chain checks among them: no CA we were given signed it. */
+const CHAIN_CHECK = /^(UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO)/;
+
+/** Why our client's handshake failed, in one sentence that says which side refused. */
+function clientRefusal(e: Error, psk: { user: string; from: string } | undefined): string {
+  const f = failureOf(e);
+  if (psk !== undefined) {
+    const who = `PSK user "${psk.user}"`;
+    if (f.alert === 'decrypt error') return `the server refused TLS: its key for ${who} is not the one in ${psk.from} (a wrong key)`;
+    if (f.alert === 'handshake failure' || f.alert === 'unknown psk identity')
+      return `the server refused TLS (alert "${f.alert}"): it has no key for ${who} (a wrong username?)`;
+    if (CERT_CHECK.test(f.code ?? ''))
+      return "refused the server's TLS certificate: the server takes X.509 certificates (tls-certificates=), not PSK keys";
+    if (f.alert !== undefined || f.hungUp) {
+      const what = f.alert !== undefined ? `refused TLS (alert "${f.alert}")` : 'closed the connection during the TLS handshake';
+      return `the server ${what}: a wrong PSK key or username? (${who}, key from ${psk.from})`;
+    }
+  } else {
+    if (CERT_CHECK.test(f.code ?? '')) {
+      // Node's own hint (`--use-system-ca`) is for the system's CAs, not the ca-cert.pem we were given.
+      const hint = CHAIN_CHECK.test(f.code ?? '') ? ' (is it signed by the CA in ca-cert.pem?)' : '';
+      return `refused the server's TLS certificate: ${e.message.split('; ')[0]}${hint}`;
+    }
+    if (f.alert === 'certificate required') return 'the server refused TLS: it wants a client certificate (client-cert.pem)';
+    if (f.alert === 'handshake failure')
+      return 'the server refused TLS (alert "handshake failure"): it may take PSK keys only (tls-psk-file=), or no cipher suite we offer';
+    if (f.alert !== undefined) return `the server refused TLS (alert "${f.alert}")`;
+    if (f.hungUp) return 'the server closed the connection during the TLS handshake (does it take PSK keys only? then give tls-psk-file=)';
+  }
+  return `TLS handshake failed: ${f.reason}`;
+}
+
+/** Why a client's handshake with our server failed, for the server's log: which side refused, and the likely cause. */
+function serverRefusal(e: Error, psk: { user: string | undefined; known: boolean } | undefined): string {
+  const f = failureOf(e);
+  if (psk !== undefined && f.alert === undefined && !f.hungUp) {
+    if (psk.user === undefined) return `refused TLS: the client offered no PSK username (this server takes PSK keys only; ${f.reason})`;
+    if (!psk.known) return `refused TLS: PSK user "${psk.user}" is not in our keys (a wrong username on the client?)`;
+    if (f.code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY' || /decrypt|bad record mac/.test(f.reason))
+      return `refused TLS: the client's key for PSK user "${psk.user}" is not ours (a wrong key on the client)`;
+  }
+  if (f.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE')
+    return 'refused TLS: the client sent no certificate (this server checks client certificates)';
+  if (f.alert === 'unknown ca' || f.alert === 'bad certificate' || f.alert === 'certificate unknown')
+    return `the client refused TLS (alert "${f.alert}"): it does not trust our certificate`;
+  if (f.alert !== undefined) return `the client refused TLS (alert "${f.alert}")`;
+  if (f.hungUp) return 'the client closed the connection during the TLS handshake';
+  return `TLS handshake failed: ${f.reason}`;
 }
