@@ -2,7 +2,7 @@
 // `nbd detach` and `nbd devices`: nbd-client's jobs over @nbd/linux.
 import { existsSync, readFileSync } from 'node:fs';
 import { Client, type Connection } from '@nbd/client';
-import { NbdNetlink, configure, disconnect, listDevices, loopback, status, supervise } from '@nbd/linux';
+import { NbdNetlink, NbdSystemError, configure, disconnect, listDevices, loopback, status, supervise } from '@nbd/linux';
 import { NbdInvalidArgumentError, TransmissionFlag, tieToSignal } from '@nbd/protocol';
 import { expectPositionals, intOption, parseCommand } from './args.js';
 import { ExitCode, UsageError } from './errors.js';
@@ -94,12 +94,25 @@ export function deviceIndex(command: string, text: string): number {
   return index;
 }
 
+/** The library's "no nbd netlink family" (ENOENT): the module is not loaded, or the kernel predates netlink NBD. */
+const isNoNetlink = (e: unknown) => e instanceof NbdSystemError && e.errnoName === 'ENOENT';
+
 /** Netlink or ioctls: as asked, else netlink when the kernel has the family. */
 async function modeOf(v: { netlink?: boolean; ioctl?: boolean }): Promise<'netlink' | 'ioctl'> {
   if (v.netlink && v.ioctl) throw new UsageError('attach', 'give --netlink or --ioctl, not both');
-  if (v.netlink) return 'netlink';
   if (v.ioctl) return 'ioctl';
-  const nl = await NbdNetlink.open().catch(() => undefined);
+  const nl = await NbdNetlink.open().catch((e: unknown) => {
+    // Said with this command's flag: the library's message names its own option (mode: 'ioctl').
+    if (v.netlink && isNoNetlink(e))
+      throw new NbdSystemError(
+        'the kernel has no nbd netlink family: load the nbd module (modprobe nbd), or use --ioctl on a kernel without netlink NBD',
+        'ENOENT',
+        2,
+        { cause: e },
+      );
+    if (v.netlink) throw e;
+    return undefined;
+  });
   nl?.close();
   return nl ? 'netlink' : 'ioctl';
 }
@@ -329,7 +342,13 @@ function reportOf(index: number, connected: boolean): DeviceReport {
 /** Runs `nbd devices`. */
 export async function devicesCommand(argv: readonly string[], io: Io, signal: AbortSignal): Promise<number> {
   const { values: v } = parseCommand({ name: 'devices', options: { json: { type: 'boolean' }, all: { type: 'boolean' } } }, argv);
-  const all = (await status(undefined, { signal })).sort((a, b) => a.index - b.index);
+  const found = await status(undefined, { signal }).catch((e: unknown) => {
+    // No netlink family and no /dev/nbdN: the module is not loaded (the library's words suggest its own mode option).
+    if (isNoNetlink(e))
+      throw new NbdSystemError('there are no NBD devices: the nbd module is not loaded (modprobe nbd)', 'ENOENT', 2, { cause: e });
+    throw e;
+  });
+  const all = found.sort((a, b) => a.index - b.index);
   const reports = all.filter((d) => v.all || d.connected).map((d) => reportOf(d.index, d.connected));
   if (v.json) {
     await writeAll(io.stdout, `${JSON.stringify(reports, null, 2)}\n`);
