@@ -112,7 +112,7 @@ describe('nbd copy matches nbdcopy', () => {
       [['copy', 'nbd+unix:///?socket=/nonexistent/sock', 'null:'], 1, /cannot connect to \/nonexistent\/sock/],
       [['copy', small.uri.replace('/disk?', '/nope?'), 'null:'], 1, /NBD_OPT_\w+ refused: ERR_UNKNOWN: unknown export "nope"/],
       [['copy', join(dir, 'big'), small.uri], 1, /destination \(1048576 bytes\) is smaller than the source \(2097152 bytes\)/],
-      [['copy', join(dir, 'missing'), 'null:'], 1, /ENOENT: no such file or directory/],
+      [['copy', join(dir, 'missing'), 'null:'], 1, /cannot open .*missing: no such file or directory \(ENOENT\)/],
     ];
     for (const [args, code, message] of cases) {
       const r = await nbd(args);

@@ -53,8 +53,11 @@ function usageErrorOf(command: string, e: unknown): UsageError {
   const err = e as { code?: string; message?: string };
   const quoted = /'([^']+)'/.exec(err.message ?? '')?.[1];
   switch (err.code) {
-    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
-      return new UsageError(command, `unknown option '${quoted ?? '?'}'`, { cause: e });
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
+      // `memory -1`: a negative number reads as a short option.
+      const negative = /^-\d/.test(quoted ?? '') ? ': sizes and counts cannot be negative' : '';
+      return new UsageError(command, `unknown option '${quoted ?? '?'}'${negative}`, { cause: e });
+    }
     case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
       const missing = /argument missing|ambiguous/.test(err.message ?? '');
       const name = /^Option '(?:-\w, )?(--[\w-]+)/.exec(err.message ?? '')?.[1] ?? quoted ?? '?';

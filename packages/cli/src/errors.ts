@@ -1,6 +1,9 @@
 // How a command ends: exit codes, the usage error, and the one line printed for
 // any failure (a stack and the causes only with NBD_DEBUG=1).
-import { NbdError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { getSystemErrorMap } from 'node:util';
+import { NbdError, NbdInvalidArgumentError, NbdOptionError, OptionReply } from '@nbd/protocol';
 
 /** Exit codes of every command: 0 success, 1 failure, 2 usage error (bad flags, sizes, URIs). */
 export const ExitCode = {
@@ -44,8 +47,12 @@ export function isPipeError(err: unknown): boolean {
   return cause !== undefined && cause !== err && isPipeError(cause);
 }
 
-/** The one line describing `err` (the NbdError family's own messages; Node's for system errors). */
+/** The one line describing `err` (the NbdError family's own messages; a system error's file or address and why). */
 export function describe(err: unknown): string {
+  if (err instanceof NbdOptionError && err.reply === OptionReply.ERR_UNKNOWN)
+    return `${err.message} (the server has no such export; 'nbd info --list' shows the ones it has)`;
+  const system = systemError(err);
+  if (system !== undefined) return system;
   if (err instanceof Error) {
     const msg = err.message.split('\n')[0] || err.name;
     // Errors outside the family (a bug, a Node assertion) name their kind so they are not mistaken for expected ones.
@@ -53,6 +60,39 @@ export function describe(err: unknown): string {
     return msg;
   }
   return String(err);
+}
+
+/** What people call what a failed system call was doing to a path. */
+const VERBS: Record<string, string> = { open: 'open', stat: 'read', lstat: 'read', scandir: 'list', mkdir: 'create', unlink: 'remove' };
+
+/**
+ * A Node system error as one sentence, its code kept: `cannot open /x.img: no such file
+ * or directory (ENOENT)`, `cannot listen on port 10809: address already in use
+ * (EADDRINUSE); …`, instead of `ENOENT: no such file or directory, open '/x.img'`.
+ */
+function systemError(err: unknown): string | undefined {
+  if (!(err instanceof Error) || err instanceof NbdError) return undefined;
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (typeof e.code !== 'string' || typeof e.syscall !== 'string' || typeof e.errno !== 'number') return undefined;
+  const words = e.code === 'EISDIR' ? 'it is a directory' : (getSystemErrorMap().get(e.errno)?.[1] ?? e.code);
+  if (e.syscall === 'listen' || e.syscall === 'bind') {
+    const unix = e.address?.startsWith('/') === true;
+    const anyAddress = e.address === undefined || e.address === '::' || e.address === '0.0.0.0';
+    const where = unix || !e.port ? e.address : anyAddress ? `port ${e.port}` : `${e.address}:${e.port}`;
+    // Node reports a unix socket in a missing directory as EACCES.
+    if (unix && !existsSync(dirname(e.address!))) return `cannot listen on ${where}: the directory ${dirname(e.address!)} does not exist`;
+    const hint = listenHint(e.code, unix, e.port);
+    return `cannot listen on ${where}: ${words} (${e.code})${hint ? `; ${hint}` : ''}`;
+  }
+  if (typeof e.path === 'string') return `cannot ${VERBS[e.syscall] ?? e.syscall} ${e.path}: ${words} (${e.code})`;
+  return undefined;
+}
+
+function listenHint(code: string, unix: boolean, port: number | undefined): string {
+  if (code === 'EADDRINUSE') return unix ? 'another server listens on this socket' : 'another server has this port (-p 0 picks a free one)';
+  if (code === 'EACCES' && !unix && port !== undefined && port < 1024) return 'ports below 1024 need root';
+  if (code === 'EADDRNOTAVAIL') return 'no network interface of this machine has that address';
+  return '';
 }
 
 /** Everything known about `err` for NBD_DEBUG: the stack and each cause's. */

@@ -12,13 +12,21 @@ const SHIFT: Record<string, number> = { b: 0, s: 9, k: 10, m: 20, g: 30, t: 40, 
  */
 export function parseSize(command: string, what: string, text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([bskmgtpe])(?:i?b)?)?\s*$/i.exec(text);
-  if (!m) throw new UsageError(command, `${what}: bad size '${text}' (a number of bytes, optionally with a suffix K, M, G, T, P or E)`);
+  if (!m) throw new UsageError(command, `${what}: ${whyNotASize(text)}`);
   const n = Number(m[1]) * 2 ** SHIFT[(m[2] ?? 'b').toLowerCase()]!;
   if (!Number.isSafeInteger(n)) {
     const why = Number.isInteger(n) ? 'is larger than 2^53 - 1 bytes' : 'is not a whole number of bytes';
     throw new UsageError(command, `${what}: size '${text}' ${why}`);
   }
   return n;
+}
+
+/** Why `text` is not a size, in the user's terms: its sign, its suffix, or its shape. */
+function whyNotASize(text: string): string {
+  if (/^\s*-/.test(text)) return `bad size '${text}': sizes cannot be negative`;
+  const suffix = /^\s*\d+(?:\.\d+)?\s*([a-z]+)\s*$/i.exec(text)?.[1];
+  if (suffix !== undefined) return `bad size '${text}': unknown suffix '${suffix}' (use K, M, G, T, P or E, or s for 512-byte sectors)`;
+  return `bad size '${text}' (a number of bytes, optionally followed by K, M, G, T, P or E)`;
 }
 
 /**

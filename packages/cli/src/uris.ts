@@ -9,8 +9,13 @@ export function parseUserUri(command: string, text: string): NbdUri {
   try {
     return parseNbdUri(text);
   } catch (e) {
-    if (e instanceof NbdUriError) throw new UsageError(command, `bad NBD URI '${text}': ${e.message}`, { cause: e });
-    throw e;
+    if (!(e instanceof NbdUriError)) throw e;
+    // Not a URI at all: say what one looks like (the parser's own words would repeat the text).
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text))
+      throw new UsageError(command, `'${text}' is not an NBD URI (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)`, {
+        cause: e,
+      });
+    throw new UsageError(command, `bad NBD URI '${text}': ${e.message}`, { cause: e });
   }
 }
 

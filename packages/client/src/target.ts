@@ -3,6 +3,7 @@
 // becomes a Transport here; the rest of the client sees nothing else.
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { getSystemErrorMap } from 'node:util';
 import { type ClientTlsOptions, type NbdAddress, NbdSystemError, NodeTransport, connectSocket, toNbdUri } from '@nbd/node';
 import { Limits, NbdError, NbdInvalidArgumentError, NbdUnsupportedError, type NbdUri, type Transport } from '@nbd/protocol';
 
@@ -98,7 +99,24 @@ export async function openTransport(target: ConnectTarget, signal?: AbortSignal)
     if (e instanceof NbdError) throw e;
     const err = e as NodeJS.ErrnoException;
     const where = uri.transport === 'unix' ? uri.socket : `${uri.host ?? 'localhost'}:${uri.port ?? Limits.PORT}`;
-    throw new NbdSystemError(`cannot connect to ${where}: ${err.message}`, err.code ?? 'EIO', Math.abs(err.errno ?? 0), { cause: e });
+    throw new NbdSystemError(`cannot connect to ${where}: ${whyNoConnection(err)}`, err.code ?? 'EIO', Math.abs(err.errno ?? 0), {
+      cause: e,
+    });
   }
   return { transport: new NodeTransport(socket), exportName: uri.exportName, tls, host: uri.transport === 'tcp' ? uri.host : undefined };
+}
+
+/** Why a connection failed, in words, with the code: Node's `connect ECONNREFUSED 127.0.0.1:1` repeats the address. */
+const CONNECT_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'nothing is listening there',
+  ENOENT: 'no such socket',
+  ENOTFOUND: 'no such host',
+  EAI_AGAIN: 'the host name cannot be looked up now',
+};
+
+function whyNoConnection(err: NodeJS.ErrnoException): string {
+  const code = err.code;
+  if (code === undefined) return err.message;
+  const words = CONNECT_FAILURES[code] ?? (typeof err.errno === 'number' ? getSystemErrorMap().get(err.errno)?.[1] : undefined);
+  return words === undefined ? err.message : `${words} (${code})`;
 }
