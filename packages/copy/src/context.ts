@@ -2,7 +2,7 @@
 // `reading nbd+unix:///?socket=…: offset 1048576, 65536 bytes: EIO (Input/output
 // error): <the server's message>`. The error keeps its class, code and fields (an
 // NbdErrnoError its errno); the original is its `cause`.
-import { Errno, NbdAbortError, NbdErrnoError } from '@nbd/protocol';
+import { NbdAbortError } from '@nbd/protocol';
 
 /** What the copy was doing to which end. */
 export interface Step {
@@ -13,29 +13,8 @@ export interface Step {
   length?: number;
 }
 
-/** strerror(3)'s words for the errnos NBD carries. */
-const ERRNO_TEXT: Record<number, string> = {
-  [Errno.EPERM]: 'Operation not permitted',
-  [Errno.EIO]: 'Input/output error',
-  [Errno.ENOMEM]: 'Cannot allocate memory',
-  [Errno.EINVAL]: 'Invalid argument',
-  [Errno.ENOSPC]: 'No space left on device',
-  [Errno.EOVERFLOW]: 'Value too large for defined data type',
-  [Errno.ENOTSUP]: 'Operation not supported',
-  [Errno.ESHUTDOWN]: 'Cannot send after transport endpoint shutdown',
-};
-
 /** Errors that already say where they happened (a worker thread's, rebuilt here). */
 const placed = new WeakSet<object>();
-
-/** `EIO (Input/output error): detail`; the detail is what the server (or device) said, if anything. */
-function describeErrno(e: NbdErrnoError): string {
-  const name = e.errnoName;
-  const text = ERRNO_TEXT[e.errno];
-  // The detail is what follows the errno's name in the message (NbdErrnoError puts it first).
-  const detail = e.message === name ? '' : e.message.startsWith(`${name}: `) ? e.message.slice(name.length + 2) : e.message;
-  return `${name}${text ? ` (${text})` : ''}${detail ? `: ${detail}` : ''}`;
-}
 
 /** `reading SRC: offset N, M bytes` */
 export function stepText(s: Step): string {
@@ -49,8 +28,8 @@ export function stepText(s: Step): string {
  */
 export function inContext(e: unknown, step: Step | undefined): unknown {
   if (step === undefined || !(e instanceof Error) || e instanceof NbdAbortError || placed.has(e)) return e;
-  const what = e instanceof NbdErrnoError ? describeErrno(e) : e.message;
-  return placedError(e, `${stepText(step)}: ${what}`, e);
+  // An NbdErrnoError's message already names its errno once, with its meaning (@nbd/protocol).
+  return placedError(e, `${stepText(step)}: ${e.message}`, e);
 }
 
 /**
