@@ -231,8 +231,8 @@ test('wrong input a newcomer types: one sentence each, naming the file, address,
     ],
     [
       ['serve', '--tls-certificates', dir, 'memory', '1M'],
-      1,
-      `nbd serve: TLS: ${dir} has no server-cert.pem and server-key.pem (a server needs its certificate and key there)`,
+      2,
+      `nbd serve: TLS: ${dir} has no server-cert.pem and server-key.pem (a server needs its certificate and key there) (see 'nbd serve --help')`,
     ],
   ]);
 });
