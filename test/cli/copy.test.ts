@@ -151,9 +151,10 @@ describe('nbd copy errors say which end, which operation and where', () => {
     expect(m.stderr).toMatch(/^nbd copy: reading \S+: offset 0, 65536 bytes: EIO \(Input\/output error\): .*injected error.*\n$/);
 
     // The server goes away in the middle: where the copy was, not a bare ESHUTDOWN.
-    const slow = await startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=200ms']);
+    // (Reads take 10 s, so the copy is mid-read when the kill comes 3 s in, even on a loaded machine.)
+    const slow = await startNbdkit(['--filter=delay', 'pattern', '1G', 'rdelay=10']);
     s.defer(() => slow.stop());
-    setTimeout(() => slow.proc.kill('SIGTERM'), 700);
+    setTimeout(() => slow.proc.kill('SIGTERM'), 3000);
     const gone = await nbd(['copy', slow.uri, 'null:']);
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(new RegExp(`^nbd copy: reading ${literally(slow.uri)}: offset \\d+, 524288 bytes: \\S`));

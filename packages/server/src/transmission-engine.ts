@@ -9,6 +9,7 @@ import {
   CommandFlag,
   Errno,
   Limits,
+  NbdErrnoError,
   decodeBlockStatusPayload,
   isPromise,
   toNbdErrno,
@@ -389,7 +390,9 @@ export class TransmissionEngine {
     if (!this.shuttingDown) {
       errno = toNbdErrno(err);
       if (!KNOWN_ERRNOS.has(errno) || errno === 0) errno = Errno.EIO;
-      message = err instanceof Error ? err.message.slice(0, 200) : 'device error';
+      // The reply carries the errno already: an NbdErrnoError's text without its errno name.
+      const text = err instanceof NbdErrnoError ? err.detail || err.message : err instanceof Error ? err.message : 'device error';
+      message = text.slice(0, 200);
       this.logger.debug(`${this.peer}: request ${p.type} at ${p.offset}+${p.length} failed: ${message}`);
     }
     this.out.send({ kind: 'error', cookie: p.cookie, offset: p.wireOffset, type: p.type, errno, message });
