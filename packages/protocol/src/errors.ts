@@ -224,7 +224,12 @@ export function toNbdErrno(err: unknown): number {
 
 const knownErrnos = new Set<number>(Object.values(Errno));
 
+/** Whether `errno` is one the protocol defines ({@link Errno}; 0 is not an error). */
+export function isKnownErrno(errno: number): boolean {
+  return knownErrnos.has(errno);
+}
+
 /** A client SHOULD treat error values it does not know as EINVAL. */
 export function normalizeErrno(errno: number): number {
-  return knownErrnos.has(errno) ? errno : Errno.EINVAL;
+  return isKnownErrno(errno) ? errno : Errno.EINVAL;
 }

@@ -26,7 +26,7 @@ export {
   flagNames,
   nameOf,
 } from './constants.js';
-export { type MaybePromise, after, isAllZero, isPowerOfTwo, isPromise } from './values.js';
+export { type MaybePromise, after, isAllZero, isPowerOfTwo, isPromise, writeZeroes, zeroChunk } from './values.js';
 export {
   ErrorCode,
   NbdAbortError,
@@ -40,6 +40,7 @@ export {
   NbdUnsupportedError,
   ProtocolError,
   describeErrno,
+  isKnownErrno,
   normalizeErrno,
   toNbdErrno,
 } from './errors.js';
