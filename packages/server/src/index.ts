@@ -14,6 +14,7 @@ export type {
   ZeroOptions,
 } from './device.js';
 export { ExtentList, type ExtentListOptions, eachUnit, unitExtents } from './extents.js';
+export { PageDevice, PageStore, PageTable } from './page-store.js';
 export { MEMORY_PAGE_SIZE, MemoryDevice } from './memory-device.js';
 export { SharedMemoryDevice } from './shared-memory-device.js';
 export type { OpenContext } from './negotiation.js';

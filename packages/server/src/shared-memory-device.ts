@@ -17,14 +17,12 @@
 // overlapping concurrent requests may race on the data, as NBD allows.
 import { isSharedArrayBuffer } from 'node:util/types';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import type { Device, DeviceRecipe, DeviceExtent, Loan } from './device.js';
-import { MEMORY_PAGE_SIZE as PAGE, pageExtents } from './memory-device.js';
+import type { DeviceRecipe } from './device.js';
+import { MEMORY_PAGE_SIZE as PAGE } from './memory-device.js';
+import { PageDevice, PageStore } from './page-store.js';
 
 /** Slab size: a power of 2 and a multiple of the page size, so no page spans two slabs. */
 export const SHARED_SLAB_SIZE = 64 * 1024 * 1024;
-// `x & MASK` is x mod size for any safe integer: ToInt32 drops multiples of 2^32.
-const SLAB_MASK = SHARED_SLAB_SIZE - 1;
-const PAGE_MASK = PAGE - 1;
 
 /** What `share()` hands to worker threads (structuredClone shares the buffers). */
 export interface SharedMemoryDeviceArgs {
@@ -36,61 +34,20 @@ export interface SharedMemoryDeviceArgs {
 }
 
 /**
- * `dst.set(src, at)` where one side is a slab. V8 copies shared memory with a
- * relaxed word loop, byte by byte when the two sides are not equally aligned mod 8
- * (a WRITE payload sits 28 bytes past its header): 3.4 GiB/s, measured. Buffer's
- * fill with a value exactly as long as the target is one memcpy (25 GiB/s).
+ * The pages of a SharedMemoryDevice: page p is always slot p (the slabs hold the
+ * whole size), so reads and lends ignore the bitmap; its bits say which pages hold data.
  */
-function copyShared(dst: Uint8Array, at: number, src: Uint8Array): void {
-  if (src.length > 0) Buffer.from(dst.buffer, dst.byteOffset + at, src.length).fill(src);
-}
-
-// Lent slab memory is never moved to another offset, so a loan has nothing to give back.
-const noRelease = (): void => {};
-
-/**
- * A sparse in-memory {@link Device} over SharedArrayBuffers that worker threads serve together (`share()`):
- * MemoryDevice's semantics, its whole size reserved up front, resident once written, never given back.
- */
-export class SharedMemoryDevice implements Device {
-  readonly size: number;
-  readonly multiConn = true;
-  // Native FUA: memory is as durable as it gets, so FUA needs no extra sync call.
-  readonly fua = true;
-  private readonly buffers: SharedArrayBuffer[];
-  private readonly slabs: Uint8Array[];
-  private readonly mapBuffer: SharedArrayBuffer;
+class SharedPages extends PageStore {
   private readonly map: Int32Array;
 
-  /** A new zeroed device of `size` bytes, or (given `share().args`) another handle on an existing one. */
-  constructor(sizeOrArgs: number | SharedMemoryDeviceArgs) {
-    if (typeof sizeOrArgs === 'number') {
-      const size = sizeOrArgs;
-      if (!Number.isSafeInteger(size) || size < 0) throw new NbdInvalidArgumentError(`SharedMemoryDevice: bad size ${size}`);
-      this.size = size;
-      this.buffers = [];
-      for (let at = 0; at < size; at += SHARED_SLAB_SIZE) this.buffers.push(new SharedArrayBuffer(Math.min(SHARED_SLAB_SIZE, size - at)));
-      this.mapBuffer = new SharedArrayBuffer(mapBytes(size));
-    } else {
-      const args = checkArgs(sizeOrArgs);
-      this.size = args.size;
-      this.buffers = args.slabs.slice();
-      this.mapBuffer = args.map;
-    }
-    this.slabs = this.buffers.map((b) => new Uint8Array(b));
-    this.map = new Int32Array(this.mapBuffer);
-  }
-
-  /** A handle on the device `args` (from `share()`) describes; NbdInvalidArgumentError if they do not describe one. */
-  static attach(args: unknown): SharedMemoryDevice {
-    // Checked here too: a bare number would otherwise make a new device.
-    return new SharedMemoryDevice(checkArgs(args));
-  }
-
-  /** How a worker thread opens this same device: import `module`, call its `openDevice(args)`. */
-  share(): DeviceRecipe {
-    const args: SharedMemoryDeviceArgs = { size: this.size, slabs: this.buffers.slice(), map: this.mapBuffer };
-    return { module: import.meta.url, args };
+  constructor(args: SharedMemoryDeviceArgs) {
+    super(
+      args.size,
+      PAGE,
+      SHARED_SLAB_SIZE / PAGE,
+      args.slabs.map((b) => new Uint8Array(b)),
+    );
+    this.map = new Int32Array(args.map);
   }
 
   /** Bytes in pages marked allocated (written, or zeroed with noHole) and not trimmed since. */
@@ -106,63 +63,45 @@ export class SharedMemoryDevice implements Device {
     return pages * PAGE;
   }
 
-  // Holes are zero bytes in the slabs (the invariant), so reads ignore the bitmap.
-  readAt(buf: Uint8Array, offset: number): void {
-    const end = buf.length;
-    for (let pos = 0; pos < end; ) {
-      const at = offset + pos;
-      const inSlab = at & SLAB_MASK;
-      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
-      const slab = this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!;
-      copyShared(buf, pos, slab.subarray(inSlab, inSlab + n));
-      pos += n;
-    }
+  // Holes are zero bytes in the slabs (the invariant), so every page has its place.
+  find(page: number): number {
+    return page;
   }
 
-  /** Views of the slabs themselves, one per slab touched: the server sends them without a copy. */
-  lend(offset: number, length: number): Loan {
-    const views: Uint8Array[] = [];
-    const end = offset + length;
-    for (let at = offset; at < end; ) {
-      const inSlab = at & SLAB_MASK;
-      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - at);
-      views.push(this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.subarray(inSlab, inSlab + n));
-      at += n;
-    }
-    return { views, release: noRelease };
+  protected allocate(page: number): number {
+    return page;
   }
 
-  writeAt(buf: Uint8Array, offset: number): void {
-    const end = buf.length;
-    if (end === 0) return;
-    for (let pos = 0; pos < end; ) {
-      const at = offset + pos;
-      const inSlab = at & SLAB_MASK;
-      const n = Math.min(SHARED_SLAB_SIZE - inSlab, end - pos);
-      const slab = this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!;
-      copyShared(slab, inSlab, n === end ? buf : buf.subarray(pos, pos + n));
-      pos += n;
-    }
-    // After the copy: a page's bit is never set before its data is there.
-    this.markPages(Math.floor(offset / PAGE), Math.floor((offset + end - 1) / PAGE));
+  override has(page: number): boolean {
+    return (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0;
   }
 
-  sync(): void {}
-
-  cache(): void {}
-
-  trim(offset: number, length: number): void {
-    this.clear(offset, length);
+  // After the copy: a page's bit is never set before its data is there.
+  protected override written(offset: number, length: number): void {
+    this.markPages(Math.floor(offset / PAGE), Math.floor((offset + length - 1) / PAGE));
   }
 
-  /** Whole pages read back as zeroes and become holes unless `noHole` (then they stay or become allocated); partial pages are zero-filled. Always fast. */
-  zero(offset: number, length: number, opts?: { noHole?: boolean }): void {
-    if (opts?.noHole) this.fillKeep(offset, length);
-    else this.clear(offset, length);
+  // A whole page loses its bit before the fill: a write racing in sets it again
+  // after its copy, so data never sits under a clear bit.
+  protected drop(page: number): void {
+    const bit = 1 << (page & 31);
+    if ((Atomics.and(this.map, Math.floor(page / 32), ~bit) & bit) !== 0) this.fill(page, 0, PAGE);
   }
 
-  extents(offset: number, length: number, opts: { reqOne: boolean }): DeviceExtent[] {
-    return pageExtents(offset, length, opts.reqOne, (page) => (Atomics.load(this.map, Math.floor(page / 32)) & (1 << (page & 31))) !== 0);
+  // A hole (already zero) is just marked allocated.
+  protected override claim(page: number): boolean {
+    const bit = 1 << (page & 31);
+    return (Atomics.or(this.map, Math.floor(page / 32), bit) & bit) !== 0;
+  }
+
+  /**
+   * V8 copies shared memory with a relaxed word loop, byte by byte when the two sides
+   * are not equally aligned mod 8 (a WRITE payload sits 28 bytes past its header):
+   * 3.4 GiB/s, measured. Buffer's fill with a value exactly as long as the target is
+   * one memcpy (25 GiB/s).
+   */
+  protected override copy(dst: Uint8Array, at: number, src: Uint8Array): void {
+    Buffer.from(dst.buffer, dst.byteOffset + at, src.length).fill(src);
   }
 
   /** Sets the bits of pages first..last (inclusive), a word at a time. */
@@ -177,44 +116,42 @@ export class SharedMemoryDevice implements Device {
       if ((Atomics.load(this.map, w) & mask) !== mask) Atomics.or(this.map, w, mask);
     }
   }
+}
 
-  /** Zeroes `n` bytes at `at`, within one page (so within one slab). */
-  private fillPage(at: number, n: number): void {
-    const inSlab = at & SLAB_MASK;
-    this.slabs[Math.floor(at / SHARED_SLAB_SIZE)]!.fill(0, inSlab, inSlab + n);
+/**
+ * A sparse in-memory `Device` over SharedArrayBuffers that worker threads serve together (`share()`):
+ * MemoryDevice's semantics, its whole size reserved up front, resident once written, never given back.
+ */
+export class SharedMemoryDevice extends PageDevice {
+  private readonly args: SharedMemoryDeviceArgs;
+
+  /** A new zeroed device of `size` bytes, or (given `share().args`) another handle on an existing one. */
+  constructor(sizeOrArgs: number | SharedMemoryDeviceArgs) {
+    let args: SharedMemoryDeviceArgs;
+    if (typeof sizeOrArgs === 'number') {
+      const size = sizeOrArgs;
+      if (!Number.isSafeInteger(size) || size < 0) throw new NbdInvalidArgumentError(`SharedMemoryDevice: bad size ${size}`);
+      const slabs: SharedArrayBuffer[] = [];
+      for (let at = 0; at < size; at += SHARED_SLAB_SIZE) slabs.push(new SharedArrayBuffer(Math.min(SHARED_SLAB_SIZE, size - at)));
+      args = { size, slabs, map: new SharedArrayBuffer(mapBytes(size)) };
+    } else {
+      const checked = checkArgs(sizeOrArgs);
+      args = { ...checked, slabs: checked.slabs.slice() };
+    }
+    super(new SharedPages(args));
+    this.args = args;
   }
 
-  /** trim / zero: whole pages become holes, partial pages are zero-filled; pages already holes are left alone (not even touched). */
-  private clear(offset: number, length: number): void {
-    const end = offset + length;
-    for (let at = offset; at < end; ) {
-      const inPage = at & PAGE_MASK;
-      const n = Math.min(PAGE - inPage, end - at);
-      const page = Math.floor(at / PAGE);
-      const word = Math.floor(page / 32);
-      const bit = 1 << (page & 31);
-      if ((Atomics.load(this.map, word) & bit) !== 0) {
-        // A whole page (the device's short last page counts) loses its bit before
-        // the fill: a write racing in sets it again after its copy, so data never
-        // sits under a clear bit.
-        if (inPage === 0 && (n === PAGE || at + n === this.size)) {
-          if ((Atomics.and(this.map, word, ~bit) & bit) !== 0) this.fillPage(at, n);
-        } else this.fillPage(at, n);
-      }
-      at += n;
-    }
+  /** A handle on the device `args` (from `share()`) describes; NbdInvalidArgumentError if they do not describe one. */
+  static attach(args: unknown): SharedMemoryDevice {
+    // Checked here too: a bare number would otherwise make a new device.
+    return new SharedMemoryDevice(checkArgs(args));
   }
 
-  /** zero with noHole: allocated pages are zero-filled, holes (already zero) are just marked allocated. */
-  private fillKeep(offset: number, length: number): void {
-    const end = offset + length;
-    for (let at = offset; at < end; ) {
-      const n = Math.min(PAGE - (at & PAGE_MASK), end - at);
-      const page = Math.floor(at / PAGE);
-      const bit = 1 << (page & 31);
-      if ((Atomics.or(this.map, Math.floor(page / 32), bit) & bit) !== 0) this.fillPage(at, n);
-      at += n;
-    }
+  /** How a worker thread opens this same device: import `module`, call its `openDevice(args)`. */
+  share(): DeviceRecipe {
+    const args: SharedMemoryDeviceArgs = { size: this.size, slabs: this.args.slabs.slice(), map: this.args.map };
+    return { module: import.meta.url, args };
   }
 }
 
