@@ -200,4 +200,38 @@ describe('TransmissionEngine', () => {
     await new Promise((r) => setImmediate(r));
     expect(sent.map((r) => (r.kind === 'error' ? r.errno : r.kind))).toEqual([Errno.ENOSPC, Errno.EPERM, Errno.EIO]);
   });
+
+  it('an errno the protocol does not define (ENOENT, 0) goes out as EIO', async () => {
+    const errors = [new NbdErrnoError(2), new NbdErrnoError(0)];
+    const device: Device = { readAt: () => {}, writeAt: () => Promise.reject(errors.shift()) };
+    const { engine, sent } = setup(device);
+    for (let i = 0; i < 2; i++) engine.request(frame(req(Command.WRITE, 0, 1, 0, BigInt(i)), Uint8Array.of(1)));
+    await new Promise((r) => setImmediate(r));
+    expect(sent.map((r) => (r.kind === 'error' ? r.errno : r.kind))).toEqual([Errno.EIO, Errno.EIO]);
+  });
+
+  it('WRITE_ZEROES on a device without zero: writes of 1 MiB of zeroes at most, one at a time, then one reply', async () => {
+    const size = 3 * SIZE + 5;
+    const writes: [number, number][] = [];
+    let busy = false;
+    const device: Device = {
+      readAt: () => {},
+      writeAt: async (b, at) => {
+        expect(busy || b.some((x) => x !== 0)).toBe(false);
+        busy = true;
+        writes.push([at, b.length]);
+        await new Promise((r) => setImmediate(r));
+        busy = false;
+      },
+    };
+    const { engine, sent } = setup(device, { export: { name: '', size, device } });
+    engine.request(frame(req(Command.WRITE_ZEROES, 7, size - 7)));
+    while (sent.length === 0) await new Promise((r) => setImmediate(r));
+    expect(writes).toEqual([
+      [7, SIZE],
+      [7 + SIZE, SIZE],
+      [7 + 2 * SIZE, SIZE - 2],
+    ]);
+    expect(sent.map((r) => r.kind)).toEqual(['ok']);
+  });
 });

@@ -11,8 +11,10 @@ import {
   Limits,
   NbdErrnoError,
   decodeBlockStatusPayload,
+  isKnownErrno,
   isPromise,
   toNbdErrno,
+  writeZeroes,
 } from '@nbd/protocol';
 import type { DeviceExtent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
 import type { Logger } from './logger.js';
@@ -57,10 +59,8 @@ interface Pending {
 
 /** Reads at least this long ask the device's extents, to send holes as OFFSET_HOLE chunks. */
 const SPARSE_READ_MIN = 64 * 1024;
-/** Work buffer size for emulated WRITE_ZEROES and CACHE. */
+/** Work buffer size for emulated CACHE. */
 const SCRATCH = 1024 * 1024;
-let zeroes: Uint8Array | undefined;
-const KNOWN_ERRNOS = new Set<number>(Object.values(Errno));
 
 export class TransmissionEngine {
   /** Requests dispatched and not yet answered. */
@@ -336,14 +336,9 @@ export class TransmissionEngine {
     else this.ok(p);
   };
 
-  private async writeZeroes(p: Pending): Promise<void> {
+  private writeZeroes(p: Pending): Promise<void> {
     const dev = this.session.device;
-    zeroes ??= new Uint8Array(SCRATCH);
-    for (let done = 0; done < p.length; ) {
-      const n = Math.min(SCRATCH, p.length - done);
-      await dev.writeAt!(zeroes.subarray(0, n), p.offset + done, this.opts);
-      done += n;
-    }
+    return writeZeroes(p.offset, p.length, (zeroes, at) => dev.writeAt!(zeroes, at, this.opts));
   }
 
   private async readAndDrop(p: Pending): Promise<void> {
@@ -389,7 +384,7 @@ export class TransmissionEngine {
     let message = 'server is shutting down';
     if (!this.shuttingDown) {
       errno = toNbdErrno(err);
-      if (!KNOWN_ERRNOS.has(errno) || errno === 0) errno = Errno.EIO;
+      if (!isKnownErrno(errno)) errno = Errno.EIO;
       // The reply carries the errno already: an NbdErrnoError's text without its errno name.
       const text = err instanceof NbdErrnoError ? err.detail || err.message : err instanceof Error ? err.message : 'device error';
       message = text.slice(0, 200);

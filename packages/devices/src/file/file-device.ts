@@ -7,7 +7,7 @@
 // writes and flush remain (the server emulates the rest).
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
+import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError, isPowerOfTwo, throwIfAborted, writeZeroes } from '@nbd/protocol';
 import { NbdSystemError } from '@nbd/node';
 import type { Device, DeviceRecipe, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { BouncePool, isAlignedMemory } from './aligned.js';
@@ -285,12 +285,7 @@ export class FileDevice implements Device {
   }
 
   private async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
-    const zeroes = zeroBuffer(this.direct);
-    for (let done = 0; done < length; ) {
-      const n = Math.min(zeroes.length, length - done);
-      await writeFully(this.fh, zeroes.subarray(0, n), offset + done);
-      done += n;
-    }
+    await writeZeroes(offset, length, (zeroes, at) => writeFully(this.fh, zeroes, at), zeroBuffer(this.direct));
     await this.afterWrite(fua);
   }
 
@@ -367,7 +362,7 @@ async function learn(fh: FileHandle, opts: FileDeviceOptions): Promise<FileFacts
   let blockSizes: BlockSizes | undefined;
   if (opts.direct) {
     const align = opts.directAlignment ?? 4096;
-    if (!(align >= 512 && (align & (align - 1)) === 0))
+    if (!(isPowerOfTwo(align) && align >= 512))
       throw new NbdInvalidArgumentError(`FileDevice: directAlignment ${align} is not a power of two ≥ 512`);
     blockSizes = { min: align, preferred: Math.max(align, 4096), max: MAX_BLOCK };
   }

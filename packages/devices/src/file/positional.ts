@@ -1,7 +1,7 @@
 // Whole reads and writes over FileHandle's positional I/O (libuv's thread pool),
 // looping over short transfers.
 import type { FileHandle } from 'node:fs/promises';
-import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { Errno, NbdErrnoError, zeroChunk } from '@nbd/protocol';
 import { alignedBuffer } from './aligned.js';
 
 /** Fills `buf` from `offset`; what lies past the end of the file reads as zeroes. */
@@ -26,16 +26,12 @@ export async function writeFully(fh: FileHandle, buf: Uint8Array, offset: number
   }
 }
 
-const ZEROES_SIZE = 1024 * 1024;
-let plainZeroes: Uint8Array | undefined;
+const ALIGNED_ZEROES = 1024 * 1024;
 let alignedZeroes: Uint8Array | undefined;
 
 /** 1 MiB of zeroes, never written to; page-aligned when asked (O_DIRECT writes it as it is). */
 export function zeroBuffer(aligned: boolean): Uint8Array {
-  if (aligned) {
-    alignedZeroes ??= alignedBuffer(ZEROES_SIZE);
-    return alignedZeroes;
-  }
-  plainZeroes ??= new Uint8Array(ZEROES_SIZE);
-  return plainZeroes;
+  if (!aligned) return zeroChunk();
+  alignedZeroes ??= alignedBuffer(ALIGNED_ZEROES);
+  return alignedZeroes;
 }
