@@ -23,5 +23,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // One Ceph per run, started by the first test file that needs it (test/support/ceph.ts).
+    globalSetup: ['test/support/global-setup.ts'],
   },
 });

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/node-lines.sh
 
-PEERS="qemu-utils nbdkit libnbd-bin python3-libnbd nbd-server nbd-client fio gnutls-bin strace g++ file"
+PEERS="qemu-utils nbdkit libnbd-bin python3-libnbd nbd-server nbd-client fio gnutls-bin strace g++ file ceph-mon ceph-osd radosgw qemu-block-extra nbdkit-plugin-python nginx s3cmd"
 VM_PKGS="qemu-system-x86 busybox-static"
 want="" backports="" all_lines=""
 for arg in "$@"; do
