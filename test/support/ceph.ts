@@ -7,11 +7,11 @@
 // not start is a test failure, with the daemons' log tails in the message.
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PATH, requireTool } from './peers.js';
+import { freePort } from './ports.js';
 
 const SCRIPT = fileURLToPath(new URL('./ceph.sh', import.meta.url));
 
@@ -24,18 +24,6 @@ export interface CephCluster {
   keyring: string;
   /** The S3 gateway (radosgw): path-style, any region name is accepted. */
   s3: { endpoint: string; accessKey: string; secretKey: string; region: string };
-}
-
-/** A free TCP port on the loopback interface (closed again: the daemon binds it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function script(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {

@@ -9,6 +9,8 @@ export { PatternDevice } from './sources/pattern-device.js';
 export { RandomDevice, type RandomOptions } from './sources/random-device.js';
 export { SPARSE_RANDOM_BLOCK, SparseRandomDevice, type SparseRandomOptions } from './sources/sparse-random-device.js';
 export { DataDevice, type DataDeviceOptions, type DataSpec } from './sources/data-device.js';
+export { HttpDevice } from './remote/http-device.js';
+export type { HttpDeviceOptions } from './remote/http-options.js';
 export { type Filter, stack } from './filters/stack.js';
 export { FilterError } from './filters/layer.js';
 export { type OffsetOptions, offset } from './filters/offset.js';

@@ -1,0 +1,85 @@
+// What one failed HTTP attempt means, and the loop that acts on it: try again after
+// an exponential backoff (5xx, 408, 429, resets, timeouts, short bodies), resolve the
+// URL again first (a redirect's target that moved or expired), or give up at once (a
+// reply that does not match the request, a changed file). Retries end at a count and
+// at a deadline; what finally fails is EIO with the last attempt's message.
+import { Errno, NbdAbortError, NbdErrnoError, NbdError, abortError, tieToSignal } from '@nbd/protocol';
+
+/** What to do after a failed attempt. */
+export type Next = 'retry' | 'resolve' | 'fail';
+
+/** One failed attempt: the message the caller will read, and what to do next. */
+export class HttpAttemptError extends Error {
+  override name = 'HttpAttemptError';
+  constructor(
+    message: string,
+    readonly next: Next,
+    options?: { cause?: unknown; retryAfter?: number },
+  ) {
+    super(message, options);
+    this.retryAfter = options?.retryAfter;
+  }
+  /** Milliseconds the server asked to wait (Retry-After), if it did. */
+  readonly retryAfter: number | undefined;
+}
+
+/** How retries go. */
+export interface RetryPolicy {
+  retries: number;
+  retryDelay: number;
+  retryDeadline: number;
+}
+
+/** The longest single wait between attempts. */
+const MAX_WAIT = 8000;
+
+/** Resolves after `ms`, or rejects with an abort error when `signal` fires. */
+export function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  const timer = setTimeout(() => {
+    untie();
+    resolve();
+  }, ms);
+  const untie = tieToSignal(signal, () => {
+    clearTimeout(timer);
+    reject(abortError(signal, 'an HTTP retry wait'));
+  });
+  return promise;
+}
+
+/**
+ * Runs `attempt` until it succeeds, the policy's retries or deadline run out, or a
+ * failure says not to go on. `resolve` is called before an attempt that follows a
+ * `resolve` failure (and the next attempt counts as a retry).
+ */
+export async function withRetries<T>(
+  policy: RetryPolicy,
+  signal: AbortSignal | undefined,
+  attempt: () => Promise<T>,
+  resolve: () => Promise<void>,
+): Promise<T> {
+  const deadline = Date.now() + policy.retryDeadline;
+  let delay = policy.retryDelay;
+  for (let done = 0; ; done++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      if (e instanceof NbdAbortError || signal?.aborted) throw e instanceof NbdAbortError ? e : abortError(signal, 'an HTTP request');
+      if (e instanceof NbdError) throw e; // already says what it is (a server without byte ranges)
+      const failure = e instanceof HttpAttemptError ? e : new HttpAttemptError(String((e as Error)?.message ?? e), 'fail', { cause: e });
+      const waitMs = failure.next === 'resolve' ? 0 : Math.min(Math.max(delay, failure.retryAfter ?? 0), MAX_WAIT);
+      const outOfTime = Date.now() + waitMs > deadline;
+      if (failure.next === 'fail' || done >= policy.retries || outOfTime) {
+        const tries = done + 1;
+        const why =
+          failure.next === 'fail' || tries === 1 ? '' : ` (after ${tries} attempts${outOfTime ? ', retry deadline reached' : ''})`;
+        throw new NbdErrnoError(Errno.EIO, `${failure.message}${why}`, { cause: failure.cause ?? failure });
+      }
+      if (failure.next === 'resolve') await resolve();
+      else {
+        await wait(waitMs, signal);
+        delay = Math.min(delay * 2, MAX_WAIT);
+      }
+    }
+  }
+}
