@@ -128,9 +128,8 @@ export class HttpClient {
       ),
     );
     req.on('response', (res) => {
-      res.on('error', (e: NodeJS.ErrnoException) =>
-        finish(new HttpAttemptError(`${method} ${shown(url)}: the body broke off: ${e.code ?? e.message}`, 'retry', { cause: e })),
-      );
+      // A body that breaks off is reported by whoever reads it (bodyInto, drained); never an unhandled 'error'.
+      res.on('error', () => {});
       Promise.resolve()
         .then(() => onResponse(res, (e) => finish(e)))
         .then(
@@ -297,8 +296,11 @@ function bodyInto(res: IncomingMessage, buf: Uint8Array, where: string, fail: (e
   res.on('end', () =>
     pos === buf.length ? resolve() : reject(new HttpAttemptError(`${where}: short body (${pos} of ${buf.length} bytes)`, 'retry')),
   );
+  const cut = (cause?: Error) =>
+    reject(new HttpAttemptError(`${where}: short body (${pos} of ${buf.length} bytes, the connection closed)`, 'retry', { cause }));
+  res.on('error', cut);
   res.on('close', () => {
-    if (!res.complete) reject(new HttpAttemptError(`${where}: short body (${pos} of ${buf.length} bytes, the connection closed)`, 'retry'));
+    if (!res.complete) cut();
   });
   return promise;
 }
