@@ -69,6 +69,13 @@ describe('HttpDevice: finding the image', () => {
     expect(srv.seen.map((r) => `${r.method} ${r.range ?? ''}`)).toEqual(['HEAD ', 'GET bytes=0-0']);
   });
 
+  it('a HEAD refused with headers that look like a file (Accept-Ranges, Content-Length): still GET bytes=0-0', async () => {
+    srv.fault = (req, res) =>
+      req.method === 'HEAD' ? (res.writeHead(403, { 'accept-ranges': 'bytes', 'content-length': 243 }).end(), true) : false;
+    dev = await HttpDevice.open(srv.url);
+    expect(dev.size).toBe(image.length);
+  });
+
   it('a HEAD without Accept-Ranges: GET bytes=0-0 checks that ranges work', async () => {
     srv.fault = (req, res) => (req.method === 'HEAD' ? (res.writeHead(200, { 'content-length': image.length }).end(), true) : false);
     dev = await HttpDevice.open(srv.url);

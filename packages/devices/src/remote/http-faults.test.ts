@@ -104,6 +104,15 @@ describe('HttpDevice: faults that are retried', () => {
     expect((err as Error).message).toMatch(/short body \(1000 of 4096 bytes.*after 4 attempts/);
   });
 
+  it('a chunked body that ends cleanly but short, every time: EIO "short body"', async () => {
+    const short = (res: ServerResponse) => {
+      res.writeHead(206, { 'content-range': 'bytes 8192-12287/1048576', etag: srv.etag });
+      res.end(image.subarray(8192, 8192 + 1000));
+    };
+    const err = await readWith(first(100, short)).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/short body \(1000 of 4096 bytes\) \(after 4 attempts/);
+  });
+
   it('a connection reset before any answer, once: read again', async () => {
     expect(await readWith(first(1, (res) => res.socket?.destroy()))).toEqual(good());
   });
