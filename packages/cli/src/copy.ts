@@ -20,6 +20,7 @@ Copies to, from and between NBD exports, as libnbd's nbdcopy does.
 
 SOURCE, DESTINATION: an NBD URI (nbd://…, nbd+unix://…, nbds://…), a file, a block
 device, or - (standard input as the source, standard output as the destination).
+SOURCE may also be an http:// or https:// URL (read with Range requests, as nbdkit curl).
 DESTINATION may also be null: (read everything, keep nothing).
 
 Options:
@@ -103,6 +104,7 @@ type Values = ReturnType<typeof parseCommand<typeof SPEC.options>>['values'];
 function endpoint(text: string, role: 'source' | 'destination'): string {
   if (text === '') throw new UsageError('copy', `the ${role} is empty`);
   if (isNbdUri(text)) parseUserUri('copy', text);
+  else if (/^https?:\/\//i.test(text)) httpEndpoint(text, role);
   else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text))
     throw new UsageError('copy', `${role} '${text}': not an NBD URI (nbd://, nbds://, nbd+unix://) nor a file`);
   if (text === 'null:' && role === 'source') throw new UsageError('copy', 'null: can only be the destination');
@@ -143,6 +145,12 @@ function tlsOf(v: Values): ClientTlsOptions | undefined {
   if (v['tls-username'] !== undefined) tls.username = v['tls-username'];
   if (verify !== undefined) tls.verifyPeer = /^(yes|true|on|1)$/i.test(verify);
   return tls;
+}
+
+/** An http(s) URL: a source (read with Range requests), never a destination. */
+function httpEndpoint(text: string, role: 'source' | 'destination'): void {
+  if (role === 'destination') throw new UsageError('copy', `'${text}': an http(s) URL can only be the source`);
+  if (!URL.canParse(text)) throw new UsageError('copy', `'${text}' is not a URL`);
 }
 
 /** Runs `nbd copy`; resolves with the exit code. */

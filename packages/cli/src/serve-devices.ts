@@ -15,6 +15,7 @@ import { type Device, MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 import { intOption } from './args.js';
 import { UsageError } from './errors.js';
 import { applyFilters } from './serve-filters.js';
+import { CURL_WORD, HTTP_WORD } from './serve-remote.js';
 import type { Arity, ExportSpec } from './serve-spec.js';
 import { sizeArg } from './serve-spec.js';
 import { parseSize } from './size.js';
@@ -28,6 +29,8 @@ export interface BuildContext {
   command: string;
   /** Registers a report to print once the devices are closed (the stats filter without a file). */
   atExit?: (report: () => void) => void;
+  /** The export's filters (a device leaves the parameters of a filter in the stack to it). */
+  filters?: readonly string[];
 }
 
 /** A device ready to serve, its size, and a description for NBD_OPT_LIST. */
@@ -37,6 +40,9 @@ export interface Built {
   description: string;
 }
 
+/** How serve-spec.ts joins the values of a parameter given more than once (argv strings hold no NUL). */
+export const REPEATED = '\0';
+
 /** The `key=value` parameters of one export; the device and each filter take the ones they know. */
 export class Params {
   constructor(
@@ -44,10 +50,16 @@ export class Params {
     readonly command: string,
   ) {}
 
+  /** The parameter's value (the last one, if it was given more than once). */
   take(key: string): string | undefined {
+    return this.takeAll(key)?.at(-1);
+  }
+
+  /** Every value of a repeatable parameter (`header=` in nbdkit curl), in order; undefined if absent. */
+  takeAll(key: string): string[] | undefined {
     const v = this.map.get(key);
     this.map.delete(key);
-    return v;
+    return v?.split(REPEATED);
   }
 
   /** A boolean parameter (`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`). */
@@ -228,6 +240,8 @@ const DEVICE_LIST: [string, DeviceWord][] = [
       },
     },
   ],
+  ['http', HTTP_WORD],
+  ['curl', CURL_WORD],
 ];
 
 /** Every device word, by name. */
@@ -242,7 +256,7 @@ export function arityOf(words: Record<string, DeviceWord> = DEVICE_WORDS): Arity
 export async function buildExport(spec: ExportSpec, ctx: BuildContext): Promise<Built> {
   const word = DEVICE_WORDS[spec.device!]!;
   const params = new Params(new Map(spec.params), ctx.command);
-  let built = await word.build(spec.args[0], params, ctx);
+  let built = await word.build(spec.args[0], params, { ...ctx, filters: spec.filters });
   try {
     const device = await applyFilters(built.device, spec.filters, params, ctx);
     built = { device, size: device.size ?? built.size, description: built.description };

@@ -111,7 +111,9 @@ function exportsOf(tokens: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>
       continue;
     }
     if (param) {
-      cur.params.set(param[1]!.toLowerCase(), param[2]!);
+      const key = param[1]!.toLowerCase();
+      const before = cur.params.get(key); // a repeated key keeps every value, NUL-joined (Params.takeAll)
+      cur.params.set(key, before === undefined ? param[2]! : `${before}\0${param[2]!}`);
       continue;
     }
     if (cur.args.length < arity[cur.device]!) {

@@ -9,6 +9,7 @@ import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { type ClientTlsOptions, Connection, type ConnectTarget, MultiConnection } from '@nbd/client';
 import { fileSink, fileSource, stdoutFileSink } from './file-endpoints.js';
 import { connectForCopy, nbdSink, nbdSource } from './nbd-endpoints.js';
+import { describeHttp, httpSource, isHttpUrl } from './http-endpoints.js';
 import { nullSink, stdinSource, stdoutSink } from './stream-endpoints.js';
 
 /**
@@ -163,6 +164,7 @@ export async function openSource(e: CopyEndpoint, opts: EndpointOptions): Promis
 }
 
 async function openSourceOf(e: CopyEndpoint, opts: EndpointOptions): Promise<Source> {
+  if (isHttpUrl(e)) return httpSource(e, opts);
   const k = kindOf(e);
   if (k.kind === 'null') throw new NbdInvalidArgumentError('copy: null: is a destination only');
   if (k.kind === 'stdio') return stdinSource(process.stdin);
@@ -183,6 +185,7 @@ export async function openSink(e: CopyEndpoint, opts: EndpointOptions, joining =
 }
 
 async function openSinkOf(e: CopyEndpoint, opts: EndpointOptions, joining: boolean): Promise<Sink> {
+  if (isHttpUrl(e)) throw new NbdInvalidArgumentError(`copy: ${describeHttp(e)} is an HTTP URL, a source only`);
   const k = kindOf(e);
   if (k.kind === 'null') return nullSink();
   if (k.kind === 'stdio') return (await stdoutFileSink(opts)) ?? stdoutSink(process.stdout);
@@ -200,6 +203,7 @@ async function openSinkOf(e: CopyEndpoint, opts: EndpointOptions, joining: boole
 /** How messages name an endpoint: as the user gave it, or what kind of thing it is. */
 export function describeEndpoint(e: CopyEndpoint, role: 'source' | 'destination' = 'destination'): string {
   if (e === '-') return role === 'source' ? 'standard input' : 'standard output';
+  if (isHttpUrl(e)) return describeHttp(e);
   if (typeof e === 'string') return e;
   if (e instanceof URL) return e.href;
   const k = kindOf(e);
