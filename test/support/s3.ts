@@ -66,12 +66,13 @@ export async function s3Request(
   bucket: string,
   key: string,
   body: Uint8Array = new Uint8Array(0),
+  extra: Record<string, string> = {},
 ): Promise<Response> {
   const u = new URL(t.s3.endpoint);
   const { date, time } = stamp(new Date());
   const path = pathOf(bucket, key);
   const payload = hex(body);
-  const headers: Record<string, string> = { host: u.host, 'x-amz-content-sha256': payload, 'x-amz-date': time };
+  const headers: Record<string, string> = { ...extra, host: u.host, 'x-amz-content-sha256': payload, 'x-amz-date': time };
   const names = Object.keys(headers).sort();
   const canonical = [method, path, '', ...names.map((n) => `${n}:${headers[n]}`), '', names.join(';'), payload].join('\n');
   const sig = signature(t, date, stringToSign(t, time, date, canonical));
@@ -86,10 +87,21 @@ export async function s3Request(
   return r;
 }
 
-/** Creates `bucket` unless it is there, then puts `body` at `key`. */
-export async function s3Put(t: S3Target, bucket: string, key: string, body: Uint8Array): Promise<void> {
+/** Creates `bucket` unless it is there, then puts `body` at `key` (`publicRead`: anyone may GET it without a signature). */
+export async function s3Put(
+  t: S3Target,
+  bucket: string,
+  key: string,
+  body: Uint8Array,
+  opts: { publicRead?: boolean } = {},
+): Promise<void> {
   await s3Request(t, 'PUT', bucket, '').catch((e: Error) => {
     if (!/BucketAlreadyExists|BucketAlreadyOwnedByYou/.test(e.message)) throw e;
   });
-  await s3Request(t, 'PUT', bucket, key, body);
+  await s3Request(t, 'PUT', bucket, key, body, opts.publicRead ? { 'x-amz-acl': 'public-read' } : {});
+}
+
+/** The unsigned URL of `bucket/key` (path-style). */
+export function objectUrl(t: S3Target, bucket: string, key: string): string {
+  return `${new URL(t.s3.endpoint).origin}${pathOf(bucket, key)}`;
 }
