@@ -124,6 +124,8 @@ export class HttpClient {
       finish(
         new HttpAttemptError(`${method} ${shown(url)}: ${e.code ?? e.message}${e.code ? ` (${e.message})` : ''}`, networkNext(e), {
           cause: e,
+          // A kept-alive connection the server had just closed: try again at once, on a fresh one.
+          retryAfter: req.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE') ? 0 : undefined,
         }),
       ),
     );

@@ -117,6 +117,18 @@ describe('HttpDevice: faults that are retried', () => {
     expect(await readWith(first(1, (res) => res.socket?.destroy()))).toEqual(good());
   });
 
+  it('a kept-alive connection the server closes as the read arrives: tried again at once, not after the backoff', async () => {
+    const t0 = Date.now();
+    expect(
+      await readWith(
+        first(1, (res) => res.socket?.destroy()),
+        { ...quick, retryDelay: 5000 },
+      ),
+    ).toEqual(good());
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(reads(srv).map((r) => r.socket)[0]).toBe(srv.seen[0]!.socket); // the first read came on the probe's connection
+  });
+
   it('silence: each attempt ends at the timeout, then EIO', async () => {
     const t0 = Date.now();
     const err = await readWith(

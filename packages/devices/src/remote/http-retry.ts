@@ -19,7 +19,7 @@ export class HttpAttemptError extends Error {
     super(message, options);
     this.retryAfter = options?.retryAfter;
   }
-  /** Milliseconds the server asked to wait (Retry-After), if it did. */
+  /** Milliseconds the server asked to wait (Retry-After); 0 for a kept-alive connection found closed (retried at once, once). */
   readonly retryAfter: number | undefined;
 }
 
@@ -67,7 +67,9 @@ export async function withRetries<T>(
       if (e instanceof NbdAbortError || signal?.aborted) throw e instanceof NbdAbortError ? e : abortError(signal, 'an HTTP request');
       if (e instanceof NbdError) throw e; // already says what it is (a server without byte ranges)
       const failure = e instanceof HttpAttemptError ? e : new HttpAttemptError(String((e as Error)?.message ?? e), 'fail', { cause: e });
-      const waitMs = failure.next === 'resolve' ? 0 : Math.min(Math.max(delay, failure.retryAfter ?? 0), MAX_WAIT);
+      // retryAfter 0 is a stale kept-alive connection (no wait, once); else the server's Retry-After or the backoff.
+      const stale = failure.retryAfter === 0 && done === 0;
+      const waitMs = failure.next === 'resolve' || stale ? 0 : Math.min(Math.max(delay, failure.retryAfter ?? 0), MAX_WAIT);
       const outOfTime = Date.now() + waitMs > deadline;
       if (failure.next === 'fail' || done >= policy.retries || outOfTime) {
         const tries = done + 1;
@@ -76,7 +78,7 @@ export async function withRetries<T>(
         throw new NbdErrnoError(Errno.EIO, `${failure.message}${why}`, { cause: failure.cause ?? failure });
       }
       if (failure.next === 'resolve') await resolve();
-      else {
+      else if (!stale) {
         await wait(waitMs, signal);
         delay = Math.min(delay * 2, MAX_WAIT);
       }
