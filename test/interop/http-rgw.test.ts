@@ -82,7 +82,7 @@ describe('HttpDevice on radosgw (S3)', () => {
   it('a redirect to short-lived pre-signed URLs: the one in use expires, the redirect is asked again', async () => {
     const minted: string[] = [];
     const server: Server = createServer((_req, res) => {
-      const url = presignedGet(ceph, BUCKET, KEY, 2);
+      const url = presignedGet(ceph, BUCKET, KEY, 4);
       minted.push(url);
       res.writeHead(307, { location: url }).end();
     });
@@ -94,7 +94,7 @@ describe('HttpDevice on radosgw (S3)', () => {
       await dev.readAt(buf, 1 << 20, IO);
       expect(Buffer.from(buf).equals(image.subarray(1 << 20, (1 << 20) + 65536))).toBe(true);
       expect(minted.length).toBe(2); // HEAD (refused by the pre-signed target), then GET bytes=0-0
-      await new Promise((r) => setTimeout(r, 3500)); // the pre-signed URL expires (RGW answers 403)
+      await new Promise((r) => setTimeout(r, 5000)); // the pre-signed URL expires (RGW answers 403)
       await dev.readAt(buf, 5 << 20, IO);
       expect(Buffer.from(buf).equals(image.subarray(5 << 20, (5 << 20) + 65536))).toBe(true);
       expect(minted.length).toBe(4);

@@ -100,12 +100,15 @@ export class HttpClient {
     const secure = url.protocol === 'https:';
     const { promise, resolve, reject } = Promise.withResolvers<T>();
     let settled = false;
+    let response: IncomingMessage | undefined;
     const finish = (e: Error | undefined, v?: T) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       untie();
       if (e) {
+        // Not one more byte into the caller's buffer once the call has failed (timed out, aborted).
+        response?.removeAllListeners('data');
         req.destroy();
         reject(e);
       } else resolve(v as T);
@@ -130,6 +133,7 @@ export class HttpClient {
       ),
     );
     req.on('response', (res) => {
+      response = res;
       // A body that breaks off is reported by whoever reads it (bodyInto, drained); never an unhandled 'error'.
       res.on('error', () => {});
       Promise.resolve()
