@@ -266,13 +266,20 @@ function validatorsOf(res: IncomingMessage): { etag: string | undefined; lastMod
   return { etag: res.headers.etag, lastModified: res.headers['last-modified'] };
 }
 
+/** How `now` differs from `was` (a validator both have, or the size), if it does. */
+export function changeOf(was: Validators, now: Partial<Validators>): string | undefined {
+  if (now.size !== undefined && now.size !== was.size) return `size ${was.size} became ${now.size}`;
+  if (was.etag !== undefined && now.etag !== undefined && now.etag !== was.etag) return `ETag ${was.etag} became ${now.etag}`;
+  if (was.lastModified !== undefined && now.lastModified !== undefined && now.lastModified !== was.lastModified)
+    return `Last-Modified ${was.lastModified} became ${now.lastModified}`;
+  return undefined;
+}
+
 /** What is wrong with a 206 (or a whole-file 200) for `[offset, end]` of `image`, if anything. */
 function replyProblem(res: IncomingMessage, status: number, offset: number, end: number, image: Validators): string | undefined {
   const h = res.headers;
-  if (image.etag !== undefined && h.etag !== undefined && h.etag !== image.etag)
-    return `the file changed (ETag ${image.etag} became ${h.etag})`;
-  if (image.lastModified !== undefined && h['last-modified'] !== undefined && h['last-modified'] !== image.lastModified)
-    return `the file changed (Last-Modified ${image.lastModified} became ${h['last-modified']})`;
+  const change = changeOf(image, { etag: h.etag, lastModified: h['last-modified'] });
+  if (change !== undefined) return `the file changed (${change})`;
   const encoding = h['content-encoding'];
   if (encoding !== undefined && encoding !== 'identity') return `the body is encoded (Content-Encoding: ${encoding})`;
   if (status === 206) {

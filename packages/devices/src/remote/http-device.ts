@@ -6,7 +6,7 @@
 // reply that cannot be trusted is EIO with a message, never wrong bytes.
 import { NbdInvalidArgumentError, raceSignal } from '@nbd/protocol';
 import type { Device, DeviceRecipe, IoOptions } from '@nbd/server';
-import { HttpClient, type Probe, type RangeRequest, shown } from './http-client.js';
+import { HttpClient, type Probe, type RangeRequest, changeOf, shown } from './http-client.js';
 import { type HttpDeviceOptions, type HttpSettings, settingsOf } from './http-options.js';
 import { HttpAttemptError, withRetries } from './http-retry.js';
 
@@ -122,14 +122,7 @@ export class HttpDevice implements Device {
     this.refreshing ??= (async () => {
       const next = await this.client.probe(this.url, undefined);
       const was = this.probe;
-      const changed =
-        next.size !== was.size
-          ? `size ${was.size} became ${next.size}`
-          : was.etag !== undefined && next.etag !== undefined && next.etag !== was.etag
-            ? `ETag ${was.etag} became ${next.etag}`
-            : was.lastModified !== undefined && next.lastModified !== undefined && next.lastModified !== was.lastModified
-              ? `Last-Modified ${was.lastModified} became ${next.lastModified}`
-              : undefined;
+      const changed = changeOf(was, next);
       if (changed !== undefined) throw new HttpAttemptError(`${shown(this.url)}: the file changed (${changed})`, 'fail');
       this.probe = { ...next, etag: was.etag ?? next.etag, lastModified: was.lastModified ?? next.lastModified };
       this.resolvedAt = Date.now();
