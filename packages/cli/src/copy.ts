@@ -106,7 +106,7 @@ function endpoint(text: string, role: 'source' | 'destination'): string {
   if (isNbdUri(text)) parseUserUri('copy', text);
   else if (/^https?:\/\//i.test(text)) httpEndpoint(text, role);
   else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text))
-    throw new UsageError('copy', `${role} '${text}': not an NBD URI (nbd://, nbds://, nbd+unix://) nor a file`);
+    throw new UsageError('copy', `${role} '${text}': not an NBD URI (nbd://, nbds://, nbd+unix://), an http(s) URL nor a file`);
   if (text === 'null:' && role === 'source') throw new UsageError('copy', 'null: can only be the destination');
   return text;
 }
