@@ -42,12 +42,15 @@ async function sameAsNbdkit(args: string[], ours: string[] = []): Promise<void> 
 }
 
 describe('nbd serve http', () => {
-  test("nbdkit's command line: curl url=URL, over HTTPS with cainfo=, after a redirect, on worker threads", async () => {
+  test("nbdkit's command line: curl url=URL, over HTTPS with cainfo=, after a redirect, on worker threads; cache and readahead on top", async () => {
     await sameAsNbdkit(['curl', `url=${web.http}/disk.raw`]);
     await sameAsNbdkit(['curl', `url=${web.https}/disk.raw`, `cainfo=${web.caFile}`]);
     await sameAsNbdkit(['curl', `${web.http}/redirect/disk.raw`], ['-t', '2']);
     const served = await peer(startNbdServe(['http', `${web.http}/disk.raw`]));
     await runOk('qemu-img', ['compare', '-f', 'raw', join(web.root, 'disk.raw'), served.uri]);
+    // For sequential readers: the cache filter keeps what was read, readahead over it fetches ahead.
+    const cached = await peer(startNbdServe(['--filter=readahead', '--filter=cache', 'http', `${web.http}/disk.raw`]));
+    await runOk('qemu-img', ['compare', '-f', 'raw', join(web.root, 'disk.raw'), cached.uri]);
   });
 
   test('header= (repeated), cookie=, user-agent= go with every request; a pre-signed query stays out of the description', async () => {
