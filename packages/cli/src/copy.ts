@@ -6,6 +6,7 @@
 import { setFlagsFromString } from 'node:v8';
 import type { ClientTlsOptions } from '@nbd/client';
 import { type CopyResult, copy } from '@nbd/copy';
+import { isPowerOfTwo } from '@nbd/protocol';
 import { expectPositionals, intOption, parseCommand } from './args.js';
 import { UsageError } from './errors.js';
 import { type Io, tracer, writeAll } from './output.js';
@@ -124,7 +125,7 @@ function sizes(v: Values): { requestSize?: number; queueSize?: number; sparseSiz
   const queueSize = size('queue-size');
   if (queueSize === 0) throw new UsageError('copy', '--queue-size: 0 would leave no request in flight');
   const sparseSize = size('sparse');
-  if (sparseSize !== undefined && sparseSize !== 0 && (sparseSize < 512 || (sparseSize & (sparseSize - 1)) !== 0)) {
+  if (sparseSize !== undefined && sparseSize !== 0 && (sparseSize < 512 || !isPowerOfTwo(sparseSize))) {
     throw new UsageError('copy', `--sparse: ${sparseSize} is not 0 nor a power of two of at least 512 bytes`);
   }
   return { requestSize, queueSize, sparseSize };

@@ -4,11 +4,12 @@
 // the end in one piece, so a failure leaves nothing half-printed on stdout.
 import { Client, type Connection, type ExportListing, open } from '@nbd/client';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { ExtentList } from '@nbd/server';
 import { parseCommand } from './args.js';
 import { ExitCode, UsageError } from './errors.js';
 import { type ExportFacts, capabilities, infoJson, infoText } from './info-format.js';
 import { probeExport, serverFacts } from './info-probe.js';
-import { MapRuns, mapJson, mapText, totalsJson, totalsText } from './map-format.js';
+import { mapJson, mapRuns, mapText, totalsJson, totalsText } from './map-format.js';
 import { type Io, colourWanted, painter, tracer, writeAll } from './output.js';
 import { parseUserUri, uriForExport } from './uris.js';
 
@@ -206,21 +207,17 @@ async function showMap(
     if (!conn.metaContexts.has(context))
       throw new NbdInvalidArgumentError(`--map: the server does not support the metadata context "${context}"`);
     const size = conn.info.size;
-    const runs = new MapRuns();
-    while (runs.end < size) {
-      const at = runs.end;
+    // Asked again from where each answer stops; extents are nonzero (the client checks), so each call moves on.
+    const list = new ExtentList(0, size);
+    while (list.wanted) {
+      const at = list.next;
       const extents = (await conn.blockStatus(at, size - at, { contexts: [context], signal })).get(context) ?? [];
       if (extents.length === 0) throw new NbdInvalidArgumentError('--map: the server returned no extents');
-      let pos = at;
-      for (const x of extents) {
-        const len = Math.min(x.length, size - pos);
-        if (len <= 0) break;
-        runs.add(len, x.flags);
-        pos += len;
-      }
+      for (const x of extents) if (!list.push(x.length, x.flags)) break;
     }
-    if (totals) return json ? totalsJson(context, runs.runs, size) : totalsText(context, runs.runs, size, paint);
-    return json ? mapJson(context, runs.runs) : mapText(context, runs.runs, paint);
+    const runs = mapRuns(list.extents);
+    if (totals) return json ? totalsJson(context, runs, size) : totalsText(context, runs, size, paint);
+    return json ? mapJson(context, runs) : mapText(context, runs, paint);
   } finally {
     await conn.disconnect().catch(() => {});
   }

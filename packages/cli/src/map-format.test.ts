@@ -1,11 +1,12 @@
+import { ExtentList } from '@nbd/server';
 import { describe, expect, test } from 'vitest';
-import { MapRuns, describeType, formatG, mapJson, mapText, totalsJson, totalsText } from './map-format.js';
+import { describeType, formatG, mapJson, mapRuns, mapText, totalsJson, totalsText } from './map-format.js';
 
 const plain = (_s: unknown, t: string) => t;
 
 describe('map runs', () => {
   test('neighbours of one type merge, across block-status calls', () => {
-    const m = new MapRuns();
+    const list = new ExtentList(0, 20992);
     for (const [len, type] of [
       [4096, 0],
       [4096, 0],
@@ -13,13 +14,14 @@ describe('map runs', () => {
       [4096, 3],
       [512, 0],
     ] as const)
-      m.add(len, type);
+      list.push(len, type);
+    const m = { runs: mapRuns(list.extents) };
     expect(m.runs).toEqual([
       { offset: 0, length: 8192, type: 0 },
       { offset: 8192, length: 12288, type: 3 },
       { offset: 20480, length: 512, type: 0 },
     ]);
-    expect(m.end).toBe(20992);
+    expect(list.wanted).toBe(false);
     expect(mapText('base:allocation', m.runs, plain)).toBe(
       '         0        8192    0  data\n      8192       12288    3  hole,zero\n     20480         512    0  data\n',
     );
@@ -31,9 +33,12 @@ describe('map runs', () => {
   });
 
   test('totals per type, ascending, with percentages', () => {
-    const m = new MapRuns();
-    m.add(1, 3);
-    m.add(2, 0);
+    const m = {
+      runs: mapRuns([
+        { length: 1, flags: 3 },
+        { length: 2, flags: 0 },
+      ]),
+    };
     expect(totalsText('base:allocation', m.runs, 3, plain)).toBe('         2  66.7%   0 data\n         1  33.3%   3 hole,zero\n');
     expect(JSON.parse(totalsJson('base:allocation', m.runs, 3))).toEqual([
       { size: 2, percent: 66.6667, type: 0, description: 'data' },

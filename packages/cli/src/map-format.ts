@@ -8,21 +8,14 @@ export interface MapRun {
   type: number;
 }
 
-/** Adds extents in offset order, merging a run into the previous one when their types match. */
-export class MapRuns {
-  readonly runs: MapRun[] = [];
-
-  add(length: number, type: number): void {
-    const last = this.runs.at(-1);
-    if (last !== undefined && last.type === type) last.length += length;
-    else this.runs.push({ offset: last === undefined ? 0 : last.offset + last.length, length, type });
-  }
-
-  /** Bytes covered so far. */
-  get end(): number {
-    const last = this.runs.at(-1);
-    return last === undefined ? 0 : last.offset + last.length;
-  }
+/** The runs of contiguous extents from offset 0 (merged already, as an ExtentList builds them), with their offsets. */
+export function mapRuns(extents: readonly { length: number; flags: number }[]): MapRun[] {
+  let offset = 0;
+  return extents.map((e) => {
+    const run = { offset, length: e.length, type: e.flags };
+    offset += e.length;
+    return run;
+  });
 }
 
 /** What a type means in `context`, as nbdinfo says it (undefined: no description). */

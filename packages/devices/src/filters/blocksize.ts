@@ -4,10 +4,18 @@
 // tails of writes and zeroes are read-modify-written under a block lock;
 // unaligned ends of a trim are skipped (trim is advisory). The size is rounded
 // down to `minBlock` (truncate({ roundUp }) under it keeps the tail).
-import { Errno, NbdErrnoError } from '@nbd/protocol';
-import type { Device, DeviceExtent, ExtentsOptions, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
+import { Errno, NbdErrnoError, isPowerOfTwo } from '@nbd/protocol';
+import {
+  type Device,
+  type DeviceExtent,
+  ExtentList,
+  type ExtentsOptions,
+  type IoOptions,
+  type MaybePromise,
+  type ZeroOptions,
+} from '@nbd/server';
 import { BlockLocks } from './block-locks.js';
-import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf } from './layer.js';
+import { addExtents, layer, limitsOf, optionError, sizeOf } from './layer.js';
 
 /** Options of {@link blocksize}. */
 export interface BlocksizeOptions {
@@ -166,26 +174,8 @@ class Adapter {
   /** The extents of the aligned range around the request, cut to the request. */
   private async extents(at: number, n: number, o: ExtentsOptions): Promise<DeviceExtent[]> {
     const start = this.down(at);
-    const list = await this.base.extents!(start, Math.min(Math.min(this.up(at + n), this.size) - start, this.lim.maxLen), o);
-    return dropHead(list, at - start, n);
+    const list = new ExtentList(at, n);
+    addExtents(list, start, await this.base.extents!(start, Math.min(Math.min(this.up(at + n), this.size) - start, this.lim.maxLen), o));
+    return list.extents;
   }
-}
-
-/** Extents from `skip` bytes in, at most `n` bytes long. */
-function dropHead(list: DeviceExtent[], skip: number, n: number): DeviceExtent[] {
-  const out: DeviceExtent[] = [];
-  let left = n;
-  for (const e of list) {
-    let len = e.length;
-    if (skip > 0) {
-      const cut = Math.min(skip, len);
-      skip -= cut;
-      len -= cut;
-    }
-    if (len <= 0) continue;
-    if (left <= 0) break;
-    out.push({ length: Math.min(len, left), flags: e.flags });
-    left -= len;
-  }
-  return out;
 }

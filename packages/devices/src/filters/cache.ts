@@ -4,8 +4,9 @@
 // blocks they touch. Least recently used blocks leave first once `maxSize` is
 // reached. The cache lives in this thread's memory, so it cannot be shared with
 // worker threads (their writes would leave stale blocks here).
+import { isPowerOfTwo } from '@nbd/protocol';
 import type { Device, IoOptions, MaybePromise } from '@nbd/server';
-import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf } from './layer.js';
+import { layer, limitsOf, optionError, sizeOf } from './layer.js';
 
 /** Options of {@link cache}. */
 export interface CacheOptions {

@@ -6,11 +6,10 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
-import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
+import { NbdInvalidArgumentError, isPowerOfTwo, throwIfAborted } from '@nbd/protocol';
 import type { Device, DeviceRecipe } from '@nbd/server';
 import { FileDevice } from '../file/file-device.js';
 import { BlockLocks } from './block-locks.js';
-import { isPowerOfTwo } from './layer.js';
 
 /** Map file: `NBDCOW01` | u32 block size | u32 0 | u64 device size | … | states from byte 64. */
 const MAGIC = 'NBDCOW01';

@@ -4,10 +4,11 @@
 // the base, under a block lock), or zero (trimmed or zeroed: nothing stored). The
 // overlay is sparse memory by default, any writable device, or a CowFileOverlay
 // (files that survive a crash: flushed writes are there after a restart).
-import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { Errno, NbdErrnoError, ZERO_HOLE, isPowerOfTwo } from '@nbd/protocol';
 import {
   type Device,
   type DeviceExtent,
+  ExtentList,
   type ExtentsOptions,
   type IoOptions,
   type MaybePromise,
@@ -17,13 +18,12 @@ import {
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { BlockLocks } from './block-locks.js';
 import { CowFileOverlay } from './cow-file-overlay.js';
-import { isPowerOfTwo, layer, limitsOf, optionError, sizeOf, stackError } from './layer.js';
+import { addExtents, layer, limitsOf, optionError, sizeOf, stackError } from './layer.js';
 
 /** Block states. */
 const BASE = 0;
 const COPIED = 1;
 const ZERO = 2;
-const HOLE = 1 | 2;
 
 /** Options of {@link cow}. */
 export interface CowOptions {
@@ -265,34 +265,24 @@ class Cow {
     }
   }
 
-  /** Copied blocks are data, zero blocks holes; runs still the base's ask the base. */
+  /** Copied blocks are data, zero blocks holes; runs still the base's ask the base (what it leaves out is data). */
   private async extents(offset: number, length: number, o: ExtentsOptions): Promise<DeviceExtent[]> {
-    const out: DeviceExtent[] = [];
-    const ps = this.pieces(offset, length);
-    for (let i = 0; i < ps.length && !(o.reqOne && out.length > 0); ) {
-      const s = this.state(ps[i]!.block);
-      let j = i + 1;
-      while (j < ps.length && this.state(ps[j]!.block) === s) j++;
-      const run = ps[j - 1]!.pos + ps[j - 1]!.n - ps[i]!.pos;
-      if (s === BASE && this.base.extents) out.push(...clipExtents(await this.base.extents(offset + ps[i]!.pos, run, o), run));
-      else out.push({ length: run, flags: s === ZERO ? HOLE : 0 });
-      i = j;
+    const list = new ExtentList(offset, length, { reqOne: o.reqOne });
+    const bs = this.blockSize;
+    const end = offset + length;
+    while (list.wanted) {
+      const from = list.next;
+      const s = this.state(Math.floor(from / bs));
+      let to = Math.min(end, (Math.floor(from / bs) + 1) * bs);
+      while (to < end && this.state(to / bs) === s) to = Math.min(end, to + bs);
+      if (s !== BASE || this.base.extents === undefined) list.push(to - from, s === ZERO ? ZERO_HOLE : 0);
+      else {
+        const got = addExtents(list, from, await this.base.extents(from, to - from, o), to);
+        list.add(got, to - got, 0);
+      }
     }
-    return out;
+    return list.extents;
   }
-}
-
-/** `list` cut to `length` bytes; a short list is padded with data (as the server would read it). */
-export function clipExtents(list: DeviceExtent[], length: number): DeviceExtent[] {
-  const out: DeviceExtent[] = [];
-  let left = length;
-  for (const e of list) {
-    if (left <= 0 || !(e.length > 0)) break;
-    out.push({ length: Math.min(e.length, left), flags: e.flags });
-    left -= e.length;
-  }
-  if (left > 0) out.push({ length: left, flags: 0 });
-  return out;
 }
 
 /** A cow filter rebuilt in a worker thread from its share() options. */

@@ -78,5 +78,3 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
   return promise;
 }
-
-export { after } from '@nbd/protocol'; // (the filters import it from here)

@@ -5,7 +5,7 @@
 // only when the base can be shared and the filter has plain options to rebuild
 // itself in a worker thread (the recipe names the whole filter chain).
 import { type BlockSizes, NbdInvalidArgumentError } from '@nbd/protocol';
-import type { Device, DeviceRecipe, MaybePromise } from '@nbd/server';
+import type { Device, DeviceExtent, DeviceRecipe, ExtentList, MaybePromise } from '@nbd/server';
 
 /** One filter of a chain, as a worker thread rebuilds it: its name and structured-cloneable options. */
 export interface FilterStep {
@@ -115,7 +115,23 @@ export function limitsOf(base: Device): BlockSizes {
   return { min: b?.min ?? 1, preferred: b?.preferred ?? 4096, max: b?.max ?? 0xffffffff };
 }
 
-export { isPowerOfTwo } from '@nbd/protocol'; // (the filters import it from here)
+/**
+ * Adds `extents`, the device below's answer for a range starting at `offset`, to
+ * `list`: clipped to the list's range and to `end`, up to a bad extent or until the
+ * list wants no more. Returns where the added answer stopped (≤ `end`): a filter pads
+ * from there when the device below answered short.
+ */
+export function addExtents(list: ExtentList, offset: number, extents: readonly DeviceExtent[], end = Number.POSITIVE_INFINITY): number {
+  let at = offset;
+  for (const e of extents) {
+    const n = Math.min(e.length, end - at);
+    if (!(n > 0) || !Number.isSafeInteger(n)) break;
+    const more = list.add(at, n, e.flags);
+    at += n;
+    if (!more) break;
+  }
+  return at;
+}
 
 /** A safe integer ≥ 0 option, or a build-time error naming it. */
 export function checkCount(filter: string, name: string, n: number): number {

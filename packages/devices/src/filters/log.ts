@@ -2,9 +2,9 @@
 // finished, which command, where, how long it took, and its error if it failed.
 // To a file (appended, shareable with worker threads) or to a function.
 import { type WriteStream, createWriteStream } from 'node:fs';
-import { toNbdErrno, Errno, nameOf } from '@nbd/protocol';
+import { Errno, after, nameOf, toNbdErrno } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { type Call, type Command, intercept, after } from './intercept.js';
+import { type Call, type Command, intercept } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** One logged call. */

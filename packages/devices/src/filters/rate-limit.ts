@@ -3,8 +3,9 @@
 // time" (GCRA) in a SharedArrayBuffer, updated with compare-and-swap, so every
 // connection and every worker thread shares one limit.
 import { isSharedArrayBuffer } from 'node:util/types';
+import { after } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { intercept, sleep, after } from './intercept.js';
+import { intercept, sleep } from './intercept.js';
 import { optionError, stackError } from './layer.js';
 
 /** Options of {@link rateLimit}: bytes per second (nbdkit counts bits). */

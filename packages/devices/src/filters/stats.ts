@@ -3,8 +3,9 @@
 // sharing the device add to the same numbers the main thread reads.
 import { writeFile } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
+import { after } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { COMMANDS, type Call, type Command, intercept, after } from './intercept.js';
+import { COMMANDS, type Call, type Command, intercept } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** Counters of one command. */

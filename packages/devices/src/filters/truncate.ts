@@ -1,10 +1,9 @@
 // nbdkit's truncate filter: a new size for the device below. Shrinking hides its
 // end; growing adds bytes that read as zeroes, take only zero writes (EIO
 // otherwise, as nbdkit), and ignore trim and zero.
-import { Errno, NbdErrnoError } from '@nbd/protocol';
-import type { Device, DeviceExtent, IoOptions, MaybePromise } from '@nbd/server';
-import { isZero } from '../memory/sparse-memory-device.js';
-import { checkCount, isPowerOfTwo, layer, optionError, sizeOf, stackError } from './layer.js';
+import { Errno, NbdErrnoError, ZERO_HOLE, after, isAllZero, isPowerOfTwo } from '@nbd/protocol';
+import { type Device, type DeviceExtent, ExtentList, type ExtentsOptions, type IoOptions, type MaybePromise } from '@nbd/server';
+import { addExtents, checkCount, layer, optionError, sizeOf, stackError } from './layer.js';
 
 /** Options of {@link truncate}: one of them. */
 export interface TruncateOptions {
@@ -15,8 +14,6 @@ export interface TruncateOptions {
   /** Round the size down to a multiple of this (a power of two). */
   roundDown?: number;
 }
-
-const HOLE = 1 | 2;
 
 function newSize(total: number, opts: TruncateOptions): number {
   const given = [opts.size, opts.roundUp, opts.roundDown].filter((v) => v !== undefined).length;
@@ -53,7 +50,7 @@ export function truncate(base: Device, opts: TruncateOptions): Device {
         base.writeAt &&
         ((buf, at, o) => {
           const k = inside(at, buf.length);
-          if (!isZero(buf.subarray(k))) throw new NbdErrnoError(Errno.EIO, `truncate: only zeroes can be written past ${real}`);
+          if (!isAllZero(buf.subarray(k))) throw new NbdErrnoError(Errno.EIO, `truncate: only zeroes can be written past ${real}`);
           return k > 0 ? base.writeAt!(k === buf.length ? buf : buf.subarray(0, k), at, o) : undefined;
         }),
       sync: base.sync && ((o) => base.sync!(o)),
@@ -66,27 +63,13 @@ export function truncate(base: Device, opts: TruncateOptions): Device {
 }
 
 /** The base's extents where it has any, holes past its end. */
-function extentsBeyond(
-  base: Device,
-  real: number,
-  at: number,
-  n: number,
-  o: Parameters<NonNullable<Device['extents']>>[2],
-): MaybePromise<DeviceExtent[]> {
+function extentsBeyond(base: Device, real: number, at: number, n: number, o: ExtentsOptions): MaybePromise<DeviceExtent[]> {
+  const list = new ExtentList(at, n);
   const k = Math.max(0, Math.min(n, real - at));
-  const tail: DeviceExtent[] = k < n ? [{ length: n - k, flags: HOLE }] : [];
-  if (k === 0) return tail;
-  const head = base.extents ? base.extents(at, k, o) : [{ length: k, flags: 0 }];
-  // Only as far as the base's part: the server reads extents up to the request's end.
-  const clip = (list: DeviceExtent[]) => {
-    const out: DeviceExtent[] = [];
-    let left = k;
-    for (const e of list) {
-      if (left <= 0) break;
-      out.push({ length: Math.min(e.length, left), flags: e.flags });
-      left -= e.length;
-    }
-    return left > 0 ? out : [...out, ...tail];
-  };
-  return head instanceof Promise ? head.then(clip) : clip(head);
+  const head = k === 0 ? [] : base.extents ? base.extents(at, k, o) : [{ length: k, flags: 0 }];
+  return after(head, (extents) => {
+    // The hole past the base's part only if the base answered all of it: a short answer stays short (the client asks again).
+    if (addExtents(list, at, extents, at + k) === at + k) list.push(n - k, ZERO_HOLE);
+    return list.extents;
+  });
 }

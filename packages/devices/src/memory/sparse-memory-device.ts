@@ -8,8 +8,6 @@
 import { NbdInvalidArgumentError, isAllZero, isPowerOfTwo } from '@nbd/protocol';
 import { PageDevice, PageTable } from '@nbd/server';
 
-export { isAllZero as isZero } from '@nbd/protocol'; // (callers move to isAllZero)
-
 /** Default page size: as nbdkit's sparse array, so maps line up with nbdkit's memory and data plugins. */
 export const SPARSE_PAGE_SIZE = 32 * 1024;
 /** What a dropped page's slot holds until it is taken again. */

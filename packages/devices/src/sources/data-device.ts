@@ -1,9 +1,9 @@
 // nbdkit's data plugin: a small disk image given inline (nbdkit's data format, or
 // bytes), padded with zeroes or truncated to `size`, served from sparse memory.
 // Writable unless `readOnly` (writes last as long as the device, as nbdkit's).
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { NbdInvalidArgumentError, isAllZero } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, Loan } from '@nbd/server';
-import { SparseMemoryDevice, isZero } from '../memory/sparse-memory-device.js';
+import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { type DataSink, defaultDataWork, writeData } from './data-eval.js';
 import { type DataExpr, parseDataFormat } from './data-format.js';
 import { sourceRecipe } from './source-recipe.js';
@@ -58,7 +58,7 @@ function place(mem: SparseMemoryDevice, bytes: Uint8Array, at: number): void {
   for (let pos = 0; pos < bytes.length; ) {
     const n = Math.min(page - ((at + pos) % page), bytes.length - pos);
     const part = bytes.subarray(pos, pos + n);
-    if (isZero(part)) mem.trim(at + pos, n);
+    if (isAllZero(part)) mem.trim(at + pos, n);
     else mem.writeAt(part, at + pos);
     pos += n;
   }

@@ -7,7 +7,7 @@
 // 0xhex), le16/be16/le32/be32/le64/be64:WORD, "STRING" with C escapes, @OFFSET,
 // @+N, @-N, @^ALIGNMENT, ( ... ), EXPR*N, EXPR[N:M] and # comments. Not supported
 // (refused by name): <FILE, <(SCRIPT), $VAR and \NAME assignments.
-import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { NbdInvalidArgumentError, isPowerOfTwo } from '@nbd/protocol';
 
 /**
  * A parsed expression. `length`: the bytes it spans (nbdkit's size of the data: the
@@ -143,7 +143,7 @@ class Parser {
     const n = safe(parseNumber(this.word(), at), at);
     if (kind === '+') return within(cursor + n, at);
     if (kind === '-') return cursor - n >= 0 ? cursor - n : bad('@- moves before the start', at);
-    if (kind === '^') return n > 0 && (n & (n - 1)) === 0 ? within(Math.ceil(cursor / n) * n, at) : bad(`@^${n} is not a power of two`, at);
+    if (kind === '^') return isPowerOfTwo(n) ? within(Math.ceil(cursor / n) * n, at) : bad(`@^${n} is not a power of two`, at);
     return n;
   }
 
