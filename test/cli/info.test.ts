@@ -3,10 +3,11 @@
 // line for line, the map and totals equal, --size and --can/--is with the same answers.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseNbdUri } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
 import { type Peer, run, runOk, startNbdServer, startNbdkit, startQemuNbd } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
-import { nbd, nbdOk, startNbdServe } from './support.js';
+import { NBD_SHELL, nbd, nbdOk, startNbdServe } from './support.js';
 
 const s = scoped('nbd-cli-info-');
 
@@ -158,5 +159,18 @@ describe('nbd info matches nbdinfo', () => {
       expect(r.code).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
     }
+  });
+});
+
+describe('nbd info URIs', () => {
+  test('an IPv6 address with a zone id: $uri and the uri nbd info prints escape it (RFC 6874 %25) and parse back', async () => {
+    // ::1%lo is on every Linux; a link-local fe80::…%eth0 is written the same way (packages/cli/src/uris.test.ts).
+    const script = `${NBD_SHELL} info --json "$uri" && ${NBD_SHELL} info --size "$(${NBD_SHELL} info --json "$uri" | grep -o 'nbd://[^"]*')"`;
+    const r = await nbdOk(['serve', '-p', '0', '-i', '::1%lo', 'memory', '1M', '--run', script]);
+    const [json, size] = r.stdout.split(/\n(?=\d+\n$)/);
+    const uri = (JSON.parse(json!) as { exports: { uri: string }[] }).exports[0]!.uri;
+    expect(uri).toMatch(/^nbd:\/\/\[::1%25lo\]:\d+\/$/);
+    expect(parseNbdUri(uri)).toMatchObject({ transport: 'tcp', host: '::1%lo', exportName: '' });
+    expect(size).toBe('1048576\n');
   });
 });

@@ -4,9 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { formatNbdUri } from '@nbd/protocol';
 import { type Export, type NbdServer, type ServeOptions, listen } from '@nbd/server';
 import type { ListenSpec } from './serve-spec.js';
-import { formatUri } from './uris.js';
 
 /** One listener, running. */
 export interface Listener {
@@ -41,7 +41,13 @@ async function startOne(spec: ListenSpec, exports: readonly Export[], opts: Serv
   };
   if ('path' in address) {
     const path = address.path;
-    return { server, port: '', unixsocket: path, close, uriOf: (exportName) => formatUri({ tls, socket: path, exportName }) };
+    return {
+      server,
+      port: '',
+      unixsocket: path,
+      close,
+      uriOf: (exportName) => formatNbdUri({ transport: 'unix', tls, socket: path, exportName, params: {} }),
+    };
   }
   const where = server.address as AddressInfo;
   const host = spec.kind === 'tcp' && spec.host !== undefined && spec.host !== '0.0.0.0' && spec.host !== '::' ? spec.host : 'localhost';
@@ -50,7 +56,7 @@ async function startOne(spec: ListenSpec, exports: readonly Export[], opts: Serv
     port: String(where.port),
     unixsocket: '',
     close,
-    uriOf: (exportName) => formatUri({ tls, host, port: where.port, exportName }),
+    uriOf: (exportName) => formatNbdUri({ transport: 'tcp', tls, host, port: where.port, exportName, params: {} }),
   };
 }
 

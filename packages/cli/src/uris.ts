@@ -1,7 +1,7 @@
-// NBD URIs on the command line: parsed with @nbd/protocol (a bad one is a usage
-// error), and written the way libnbd and nbdkit write them (`nbd+unix:///?socket=/tmp/s`,
-// slashes left as they are) so `$uri` and `nbd info`'s `uri` read like theirs.
-import { Limits, type NbdUri, NbdUriError, parseNbdUri } from '@nbd/protocol';
+// NBD URIs on the command line: parsed and written with @nbd/protocol (a bad one is a
+// usage error); written as libnbd writes them (`nbd+unix:///?socket=/tmp/s`, the port
+// always there for TCP) so `$uri` and `nbd info`'s `uri` read like theirs.
+import { Limits, type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from '@nbd/protocol';
 import { UsageError } from './errors.js';
 
 /** Parses a URI typed by the user; a malformed one is a UsageError of `command`. */
@@ -24,52 +24,12 @@ export function isNbdUri(text: string): boolean {
   return /^nbds?(\+[a-z]+)?:\/\//i.test(text);
 }
 
-// Characters a URI path or query may hold as they are (RFC 3986 pchar plus '/' and '?').
-const KEEP = /[A-Za-z0-9\-._~!$'()*+,;=:@/]/;
-
-function percentEncode(text: string, keepAmp: boolean): string {
-  let out = '';
-  for (const ch of text) out += KEEP.test(ch) || (keepAmp && ch === '&') ? ch : encodeURIComponent(ch);
-  return out;
-}
-
-/** What a URI is written from. */
-export interface UriParts {
-  tls?: boolean;
-  /** TCP host and port, or a unix socket path. */
-  host?: string;
-  port?: number;
-  socket?: string;
-  exportName: string;
-  user?: string;
-  /** Extra query parameters (tls-certificates, tls-psk-file, …), in order. */
-  params?: Record<string, string>;
-}
-
-/**
- * An NBD URI as libnbd's nbd_get_uri and nbdkit's `$uri` write it: the port always
- * present for TCP, a `/` path even for the default export, the socket path unescaped.
- */
-export function formatUri(p: UriParts): string {
-  const unix = p.socket !== undefined;
-  const scheme = (p.tls ? 'nbds' : 'nbd') + (unix ? '+unix' : '');
-  let authority = '';
-  if (!unix) {
-    const host = p.host ?? 'localhost';
-    authority = `${host.includes(':') ? `[${host}]` : host}:${p.port ?? Limits.PORT}`;
-  }
-  if (p.user !== undefined) authority = `${encodeURIComponent(p.user)}@${authority}`;
-  const query: string[] = [];
-  if (unix) query.push(`socket=${percentEncode(p.socket!, false)}`);
-  for (const [k, v] of Object.entries(p.params ?? {})) query.push(`${k}=${percentEncode(v, false)}`);
-  return `${scheme}://${authority}/${percentEncode(p.exportName, false)}${query.length ? `?${query.join('&')}` : ''}`;
-}
-
-/** The URI of `exportName` on the server `uri` points at (its TLS parameters kept). */
+/** The URI of `exportName` on the server `uri` points at (its TLS parameters kept), as libnbd writes it: port included. */
 export function uriForExport(uri: NbdUri, exportName: string): string {
   const params: Record<string, string> = {};
   for (const k of ['tls-certificates', 'tls-psk-file'] as const) if (uri.params[k] !== undefined) params[k] = uri.params[k];
-  return formatUri({
+  return formatNbdUri({
+    transport: uri.transport,
     tls: uri.tls,
     ...(uri.transport === 'unix' ? { socket: uri.socket! } : { host: uri.host ?? 'localhost', port: uri.port ?? Limits.PORT }),
     exportName,

@@ -137,24 +137,25 @@ describe('parseNbdUri', () => {
 describe('formatNbdUri', () => {
   test.each<[NbdUri, string]>([
     [{ transport: 'tcp', tls: false, host: 'example.com', exportName: 'disk', params: {} }, 'nbd://example.com/disk'],
-    [{ transport: 'tcp', tls: false, host: 'example.com', exportName: '', params: {} }, 'nbd://example.com'],
+    [{ transport: 'tcp', tls: false, host: 'example.com', exportName: '', params: {} }, 'nbd://example.com/'],
     [{ transport: 'tcp', tls: false, host: 'h', exportName: '/disk', params: {} }, 'nbd://h//disk'],
     [{ transport: 'tcp', tls: false, host: 'h', exportName: 'hello world', params: {} }, 'nbd://h/hello%20world'],
     [
       { transport: 'tcp', tls: true, host: '::1', port: 10810, user: 'alice', exportName: 'x', params: { 'tls-type': 'psk' } },
       'nbds://alice@[::1]:10810/x?tls-type=psk',
     ],
-    [
-      { transport: 'unix', tls: false, socket: '/run/nbd.sock', exportName: 'disk', params: {} },
-      'nbd+unix:///disk?socket=%2Frun%2Fnbd.sock',
-    ],
-    [{ transport: 'unix', tls: false, socket: '\0/abstract', exportName: '', params: {} }, 'nbd+unix:///?socket=%00%2Fabstract'],
+    [{ transport: 'unix', tls: false, socket: '/run/nbd.sock', exportName: 'disk', params: {} }, 'nbd+unix:///disk?socket=/run/nbd.sock'],
+    [{ transport: 'unix', tls: false, socket: '\0/abstract', exportName: '', params: {} }, 'nbd+unix:///?socket=%00/abstract'],
     [
       { transport: 'unix', tls: true, socket: 's', exportName: '', params: { 'tls-hostname': 'srv' } },
       'nbds+unix:///?socket=s&tls-hostname=srv',
     ],
     [{ transport: 'vsock', tls: false, host: '2', port: 10809, exportName: 'd', params: {} }, 'nbd+vsock://2:10809/d'],
-    [{ transport: 'tcp', tls: false, host: 'fe80::1%eth0', exportName: '', params: {} }, 'nbd://[fe80::1%25eth0]'],
+    [{ transport: 'tcp', tls: false, host: 'fe80::1%eth0', exportName: '', params: {} }, 'nbd://[fe80::1%25eth0]/'],
+    [
+      { transport: 'unix', tls: false, socket: '/tmp/a;b=c&d+e f', exportName: 'x&y', params: { 'tls-psk-file': '/k/p?q' } },
+      'nbd+unix:///x&y?socket=/tmp/a%3Bb%3Dc%26d%2Be%20f&tls-psk-file=/k/p%3Fq',
+    ],
   ])('%j', (uri, text) => {
     expect(formatNbdUri(uri)).toBe(text);
     expect(parseNbdUri(text)).toEqual(uri);

@@ -111,28 +111,35 @@ export function parseNbdUri(text: string): NbdUri {
   return uri;
 }
 
-const unreserved = /[A-Za-z0-9\-._~!$&'()*+,;=:@]/;
-function encodePath(s: string): string {
+// What a path segment or a query value may hold as it is (RFC 3986 pchar, plus '/'), so
+// `?socket=/run/nbd.sock` reads as libnbd and nbdkit write it. In a query value the
+// separators parseNbdUri splits on (& ; =) and '+' (a space to form decoders) are escaped.
+const PATH_KEEP = /[A-Za-z0-9\-._~!$&'()*+,;=:@/]/;
+const QUERY_KEEP = /[A-Za-z0-9\-._~!$'()*,:@/]/;
+function encode(s: string, keep: RegExp): string {
   let out = '';
-  for (const ch of s) out += unreserved.test(ch) || ch === '/' ? ch : encodeURIComponent(ch);
+  for (const ch of s) out += keep.test(ch) ? ch : encodeURIComponent(ch);
   return out;
 }
 
-/** Formats an NBD URI; `parseNbdUri(formatNbdUri(u))` gives `u` back. */
+/**
+ * Formats an NBD URI as libnbd's nbd_get_uri does: a `/` path even for the default
+ * export, slashes in the socket path as they are, an IPv6 zone id escaped (RFC 6874:
+ * `[fe80::1%25eth0]`). The port is written when `uri.port` is set.
+ * `parseNbdUri(formatNbdUri(u))` gives `u` back.
+ */
 export function formatNbdUri(uri: NbdUri): string {
   const base = uri.transport === 'tcp' ? 'nbd' : uri.transport === 'unix' ? 'nbd+unix' : 'nbd+vsock';
   const scheme = uri.tls ? base.replace(/^nbd/, 'nbds') : base;
   let authority = '';
   if (uri.transport !== 'unix') {
     const host = uri.host ?? 'localhost';
-    // IPv6 in brackets; '%' (a zone id, fe80::1%eth0) must still be escaped to parse back.
     authority = host.includes(':') ? `[${host.replaceAll('%', '%25')}]` : encodeURIComponent(host);
     if (uri.port !== undefined) authority += `:${uri.port}`;
   }
   if (uri.user !== undefined) authority = `${encodeURIComponent(uri.user)}@${authority}`;
   const query: string[] = [];
-  if (uri.transport === 'unix') query.push(`socket=${encodeURIComponent(uri.socket ?? '')}`);
-  for (const [k, v] of Object.entries(uri.params)) query.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
-  const path = uri.exportName === '' && uri.transport !== 'unix' ? '' : `/${encodePath(uri.exportName)}`;
-  return `${scheme}://${authority}${path}${query.length ? `?${query.join('&')}` : ''}`;
+  if (uri.transport === 'unix') query.push(`socket=${encode(uri.socket ?? '', QUERY_KEEP)}`);
+  for (const [k, v] of Object.entries(uri.params)) query.push(`${encodeURIComponent(k)}=${encode(v, QUERY_KEEP)}`);
+  return `${scheme}://${authority}/${encode(uri.exportName, PATH_KEEP)}${query.length ? `?${query.join('&')}` : ''}`;
 }
