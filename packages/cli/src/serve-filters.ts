@@ -24,7 +24,7 @@ import {
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { UsageError } from './errors.js';
-import type { BuildContext, Params } from './serve-devices.js';
+import type { BuildContext, Params } from './serve-params.js';
 
 /** One filter word: its parameters (for --help) and how it wraps a device. */
 export interface FilterWord {

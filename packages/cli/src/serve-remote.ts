@@ -5,7 +5,7 @@
 // With --filter=retry in the stack, retries= and retry-delay= are the filter's.
 import { HttpDevice, type HttpDeviceOptions } from '@nbd/devices';
 import { UsageError } from './errors.js';
-import type { DeviceWord, Params } from './serve-devices.js';
+import type { DeviceWord, Params } from './serve-params.js';
 
 /** Seconds (fractions allowed, as nbdkit's timeout=) to milliseconds. */
 function seconds(params: Params, key: string): number | undefined {

@@ -7,6 +7,7 @@
 import { Limits, type NbdUri, NbdUriError, parseNbdUri } from '@nbd/protocol';
 import { intOption, parseCommand } from './args.js';
 import { UsageError } from './errors.js';
+import { REPEATED } from './serve-params.js';
 import { parseSize } from './size.js';
 
 /** One export as typed: its device word, the device's arguments and parameters, filters top first (as nbdkit lists them). */
@@ -113,7 +114,7 @@ function exportsOf(tokens: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>
     if (param) {
       const key = param[1]!.toLowerCase();
       const before = cur.params.get(key); // a repeated key keeps every value, NUL-joined (Params.takeAll)
-      cur.params.set(key, before === undefined ? param[2]! : `${before}\0${param[2]!}`);
+      cur.params.set(key, before === undefined ? param[2]! : `${before}${REPEATED}${param[2]!}`);
       continue;
     }
     if (cur.args.length < arity[cur.device]!) {

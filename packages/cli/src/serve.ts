@@ -4,7 +4,8 @@
 // `--print-uri`; in the foreground, logs on stderr, `-v` adds a protocol trace.
 import { NbdInvalidArgumentError, tieToSignal } from '@nbd/protocol';
 import type { Export, Logger, ServeOptions } from '@nbd/server';
-import { type Built, DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
+import { DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
+import type { Built } from './serve-params.js';
 import { FILTER_WORDS } from './serve-filters.js';
 import { ExitCode, UsageError } from './errors.js';
 import { type Listener, startListeners } from './listen.js';
