@@ -239,9 +239,8 @@ export async function clientTls(
     });
   }
   const s = tls.connect(options);
-  return upgrade(
+  return clientHandshake(
     s,
-    'secureConnect',
     timeoutMs,
     () => identityOf(s, user, false),
     (e) => clientRefusal(e, psk),
@@ -262,10 +261,9 @@ function identityOf(s: TLSSocket, pskUser: string | undefined, isServer: boolean
   return identity;
 }
 
-/** Waits for the TLS handshake of `s` (its `event`), or its failure or the time limit. */
-function upgrade(
+/** Waits for the client handshake of `s` (`secureConnect`), or its failure or the time limit. */
+function clientHandshake(
   s: TLSSocket,
-  event: 'secure' | 'secureConnect',
   timeoutMs: number,
   identify: () => TlsIdentity,
   explain: (e: Error) => string,
@@ -279,7 +277,7 @@ function upgrade(
     reject(e instanceof NbdTimeoutError ? e : new ProtocolError(explain(e), { cause: e }));
   }
   s.once('error', fail);
-  s.once(event, () => {
+  s.once('secureConnect', () => {
     clearTimeout(timer);
     s.off('error', fail);
     try {
