@@ -237,6 +237,18 @@ test('wrong input a newcomer types: one sentence each, naming the file, address,
   ]);
 });
 
+test("sources: a device's option by its parameter name, a data string's fault with where it is", async () => {
+  await expectLines([
+    [serve('sparse-random', '1M', 'runlength=0'), 1, 'nbd serve: runlength=0 is not a length of 1 byte or more'],
+    [
+      serve('data', '1x2'),
+      1,
+      'nbd serve: data format: at character 1, "1x2" is not a number (decimal, 0-prefixed octal or 0x-prefixed hex)',
+    ],
+    [serve('data', '1 2 (3'), 1, 'nbd serve: data format: at character 7, a ")" is missing'],
+  ]);
+});
+
 test('a port in use is named, with what to do', async () => {
   // The second server, run by the first's --run, finds the first's port taken.
   const first = await nbd([

@@ -14,7 +14,7 @@ import {
 import { MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 import { UsageError } from './errors.js';
 import { applyFilters } from './serve-filters.js';
-import { type BuildContext, type Built, type DeviceWord, Params } from './serve-params.js';
+import { type BuildContext, type Built, type DeviceWord, Params, inOwnWords } from './serve-params.js';
 import { CURL_WORD, HTTP_WORD } from './serve-remote.js';
 import type { Arity, ExportSpec } from './serve-spec.js';
 import { sizeArg } from './serve-spec.js';
@@ -133,6 +133,7 @@ const DEVICE_LIST: [string, DeviceWord][] = [
         const defined = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
         return { device: new SparseRandomDevice(size, defined), size, description: `sparse-random, ${size} bytes` };
       },
+      names: { runLength: 'runlength', randomContent: 'random-content' },
     },
   ],
   [
@@ -171,7 +172,7 @@ export function arityOf(words: Record<string, DeviceWord> = DEVICE_WORDS): Arity
 export async function buildExport(spec: ExportSpec, ctx: BuildContext): Promise<Built> {
   const word = DEVICE_WORDS[spec.device!]!;
   const params = new Params(new Map(spec.params), ctx.command);
-  let built = await word.build(spec.args[0], params, { ...ctx, filters: spec.filters });
+  let built = await inOwnWords(spec.device!, word.names, () => word.build(spec.args[0], params, { ...ctx, filters: spec.filters }));
   try {
     const device = await applyFilters(built.device, spec.filters, params, ctx);
     built = { device, size: device.size ?? built.size, description: built.description };

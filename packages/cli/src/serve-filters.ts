@@ -5,7 +5,6 @@ import {
   type Command,
   CowFileOverlay,
   type ErrorRule,
-  FilterError,
   blocksize,
   cache,
   cow,
@@ -21,10 +20,9 @@ import {
   stats,
   truncate,
 } from '@nbd/devices';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { UsageError } from './errors.js';
-import type { BuildContext, Params } from './serve-params.js';
+import { type BuildContext, type Params, inOwnWords } from './serve-params.js';
 
 /** One filter word: its parameters (for --help) and how it wraps a device. */
 export interface FilterWord {
@@ -261,17 +259,8 @@ export async function applyFilters(base: Device, names: readonly string[], param
     const word = FILTER_WORDS[ALIASES[name] ?? name];
     if (word === undefined)
       throw new UsageError(ctx.command, `unknown filter '${name}' (filters: ${Object.keys(FILTER_WORDS).join(', ')})`);
-    try {
-      d = await word.apply(d, params, ctx);
-    } catch (e) {
-      throw e instanceof FilterError ? inWordsOf(name, word, e) : e;
-    }
+    const below = d;
+    d = await inOwnWords(name, word.names, () => word.apply(below, params, ctx));
   }
   return d;
-}
-
-/** A filter's error with this command line's names: `round-up=3 is not a power of two`, not `truncate: roundUp 3 …`. */
-function inWordsOf(name: string, word: FilterWord, e: FilterError): Error {
-  const why = e.option === undefined ? `${name}: ${e.reason}` : `${word.names?.[e.option] ?? e.option}=${String(e.value)} ${e.reason}`;
-  return new NbdInvalidArgumentError(why, { cause: e });
 }

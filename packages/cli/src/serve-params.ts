@@ -1,6 +1,9 @@
 // What the device words (serve-devices.ts, serve-remote.ts) and the filter words
 // (serve-filters.ts) of `nbd serve` share: an export's `key=value` parameters, what it
-// is built for, and what a device word is.
+// is built for, what a device word is, and the library's option errors said in those
+// parameters' names.
+import { DeviceOptionError } from '@nbd/devices';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { intOption } from './args.js';
 import { UsageError } from './errors.js';
@@ -88,4 +91,22 @@ export interface DeviceWord {
   /** What it is, and nbdkit's equivalent. */
   summary: string;
   build(arg: string | undefined, params: Params, ctx: BuildContext): Promise<Built> | Built;
+  /** The library's option names that differ from this word's parameters (`runLength` → `runlength`), for its errors. */
+  names?: Record<string, string>;
+}
+
+/**
+ * Runs `build` (a device word's or a filter word's); a DeviceOptionError comes out in this
+ * command line's names: `runlength=0 is not …`, not `SparseRandomDevice: runLength 0 …`.
+ * `names` maps the library's option names to parameters where they differ; `word` is
+ * what was typed, for an error about no single option.
+ */
+export async function inOwnWords<T>(word: string, names: Record<string, string> | undefined, build: () => T | Promise<T>): Promise<T> {
+  try {
+    return await build();
+  } catch (e) {
+    if (!(e instanceof DeviceOptionError)) throw e;
+    const why = e.option === undefined ? `${word}: ${e.reason}` : `${names?.[e.option] ?? e.option}=${String(e.value)} ${e.reason}`;
+    throw new NbdInvalidArgumentError(why, { cause: e });
+  }
 }

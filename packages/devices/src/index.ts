@@ -12,6 +12,7 @@ export { DataDevice, type DataDeviceOptions, type DataSpec } from './sources/dat
 export { HttpDevice } from './remote/http-device.js';
 export type { HttpDeviceOptions } from './remote/http-options.js';
 export { type Filter, stack } from './filters/stack.js';
+export { DeviceOptionError } from './option-error.js';
 export { FilterError } from './filters/layer.js';
 export { type OffsetOptions, offset } from './filters/offset.js';
 export { type TruncateOptions, truncate } from './filters/truncate.js';

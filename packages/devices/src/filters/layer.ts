@@ -4,8 +4,9 @@
 // base's, whose close() closes the base after the filter, and whose share() exists
 // only when the base can be shared and the filter has plain options to rebuild
 // itself in a worker thread (the recipe names the whole filter chain).
-import { type BlockSizes, NbdInvalidArgumentError } from '@nbd/protocol';
+import type { BlockSizes } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, ExtentList, MaybePromise } from '@nbd/server';
+import { DeviceOptionError } from '../option-error.js';
 
 /** One filter of a chain, as a worker thread rebuilds it: its name and structured-cloneable options. */
 export interface FilterStep {
@@ -67,29 +68,19 @@ export function layer(base: Device, filter: string, options: unknown, parts: Lay
 }
 
 /**
- * A filter refused its options or the device below it, when the stack was built.
- * `option` and `value` name the option at fault as the API spells it (`roundUp`, 3),
- * so a front end with its own names (a command line's `round-up=`) can say it its way:
- * `${option} ${value} ${reason}` reads as one sentence in either.
+ * A filter refused its options or the device below it, when the stack was built: a
+ * {@link DeviceOptionError} whose `device` is the filter (`round-up=` on a command line:
+ * `option` and `value` name the option as the API spells it, `roundUp` and 3).
  */
-export class FilterError extends NbdInvalidArgumentError {
+export class FilterError extends DeviceOptionError {
   /** `'FilterError'`, as shown in stack traces. */
   override name = 'FilterError';
   /** The filter, as its function is named (`offset`, `inject-errors`, …). */
   readonly filter: string;
-  /** The option at fault, as the filter's options object names it; undefined when no single option is. */
-  readonly option: string | undefined;
-  /** The value it had (bytes for sizes). */
-  readonly value: unknown;
-  /** What is wrong, without the filter's name (after the option and value when there is one). */
-  readonly reason: string;
 
   constructor(filter: string, reason: string, at?: { option: string; value: unknown }) {
-    super(at === undefined ? `${filter}: ${reason}` : `${filter}: ${at.option} ${String(at.value)} ${reason}`);
+    super(filter, reason, at);
     this.filter = filter;
-    this.option = at?.option;
-    this.value = at?.value;
-    this.reason = reason;
   }
 }
 

@@ -56,7 +56,12 @@ describe('DataDevice: hostile data strings', () => {
     ],
     ['an empty 1 MiB group 10^9 times, no size (1 PB of zeroes)', '(@1048576)*1000000000 1', undefined, /takes more than 4294967296 steps/],
     ['4 GiB of data, no size (past the 4 Gi budget)', '1*4294967296', undefined, /takes more than 4294967296 steps/],
-    ['repeats past 2^53 - 1 bytes', '((1 @+4095)*100000000)*100000000', MiB, /reaches beyond 2\^53 - 1 bytes at character 22/],
+    [
+      'repeats past 2^53 - 1 bytes',
+      '((1 @+4095)*100000000)*100000000',
+      MiB,
+      /^data format: at character 23, the data reaches beyond 2\^53 - 1 bytes$/,
+    ],
     ['an offset past 2^53 - 1 bytes', '@9007199254740991 @+1', MiB, /reaches beyond 2\^53 - 1 bytes/],
     ['groups nested 100 000 deep', `${'('.repeat(100_000)}1${')'.repeat(100_000)}`, undefined, /groups nested deeper than 1000/],
   ];
@@ -89,5 +94,21 @@ describe('DataDevice: hostile data strings', () => {
     expect(parseDataFormat('"ab"[1:2]*3 @^8').length).toBe(8);
     expect(() => new DataDevice('1*100000000', { maxWork: 1000 })).toThrow(/takes more than 1000 steps/);
     expect(new DataDevice('1*100000000', { size: 4096, maxWork: 10_000 }).allocated).toBe(32 * 1024);
+  });
+});
+
+describe('data format: a refused string says where and what, as one sentence', () => {
+  it.each([
+    ['1x2', 'at character 1, "1x2" is not a number (decimal, 0-prefixed octal or 0x-prefixed hex)'],
+    ['1 2 0x1g', 'at character 5, "0x1g" is not a number (decimal, 0-prefixed octal or 0x-prefixed hex)'],
+    ['1*', 'at character 2, a number is missing'],
+    ['1 256', 'at character 3, byte 256 is larger than 255'],
+    ['(1 2', 'at character 5, a ")" is missing'],
+    ['1 "ab', 'at character 3, a string has no closing "'],
+    ['"ab"[1', 'at character 7, a slice needs a ":"'],
+    ['"ab"[1:3]', 'at character 5, the slice [1:3] does not fit the 2 bytes before it'],
+    ['"a\\q"', 'at character 3, unknown escape "\\q"'],
+  ])('%s', (text, message) => {
+    expect(() => parseDataFormat(text)).toThrow(new NbdInvalidArgumentError(`data format: ${message}`));
   });
 });

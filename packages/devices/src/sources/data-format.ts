@@ -25,8 +25,9 @@ export const MAX_DATA_NESTING = 1000;
 
 const MAX = Number.MAX_SAFE_INTEGER;
 
+/** Refuses the text: where (`at`, said counting from 1 as an editor does) and what is wrong there. */
 const bad = (why: string, at: number): never => {
-  throw new NbdInvalidArgumentError(`data format: ${why} at character ${at}`);
+  throw new NbdInvalidArgumentError(`data format: at character ${at + 1}, ${why}`);
 };
 
 /** A number as nbdkit reads one: decimal, 0-prefixed octal or 0x-prefixed hex. */
@@ -34,10 +35,10 @@ function parseNumber(text: string, at: number): bigint {
   if (/^0x[0-9a-f]+$/i.test(text)) return BigInt(text);
   if (/^0[0-7]+$/.test(text)) return BigInt(`0o${text.slice(1)}`);
   if (/^\d+$/.test(text)) return BigInt(text);
-  return bad(`"${text}" is not a number`, at);
+  return bad(text === '' ? 'a number is missing' : `"${text}" is not a number (decimal, 0-prefixed octal or 0x-prefixed hex)`, at);
 }
 
-const safe = (n: bigint, at: number): number => (n <= BigInt(MAX) ? Number(n) : bad('number too large', at));
+const safe = (n: bigint, at: number): number => (n <= BigInt(MAX) ? Number(n) : bad('the number is too large', at));
 
 /** An offset or length past 2^53 - 1 bytes (what a device size can be) is refused where it arises. */
 const within = (n: number, at: number): number => (n <= MAX ? n : bad('the data reaches beyond 2^53 - 1 bytes', at));
@@ -118,7 +119,7 @@ class Parser {
     let cursor = 0;
     let length = 0;
     for (let c = this.peek(); c !== end; c = this.peek()) {
-      if (c === '') bad(`missing "${end}"`, this.pos);
+      if (c === '') bad(`a "${end}" is missing`, this.pos);
       const at = this.pos;
       if (c === '@') cursor = this.move(cursor);
       else {
@@ -186,15 +187,15 @@ class Parser {
         this.pos++;
         this.peek();
         const from = this.word();
-        if (this.peek() !== ':') bad('expected ":" in a slice', this.pos);
+        if (this.peek() !== ':') bad('a slice needs a ":"', this.pos);
         this.pos++;
         this.peek();
         const to = this.word();
-        if (this.peek() !== ']') bad('expected "]"', this.pos);
+        if (this.peek() !== ']') bad('a slice needs a closing "]"', this.pos);
         this.pos++;
         const a = from === '' ? 0 : safe(parseNumber(from, at), at);
         const b = to === '' ? expr.length : safe(parseNumber(to, at), at);
-        if (a > b || b > expr.length) bad(`slice [${a}:${b}] of ${expr.length} bytes`, at);
+        if (a > b || b > expr.length) bad(`the slice [${a}:${b}] does not fit the ${expr.length} bytes before it`, at);
         expr = { kind: 'slice', length: b - a, expr, from: a };
       } else return expr;
     }
@@ -212,7 +213,7 @@ class Parser {
       if (plain.length > 0) parts.push(enc.encode(plain));
       this.pos += plain.length;
       const c = this.text[this.pos++];
-      if (c === undefined) return bad('unterminated string', at);
+      if (c === undefined) return bad('a string has no closing "', at);
       if (c === '"') return concat(parts);
       const e = this.text[this.pos++] ?? '';
       const hex = e === 'x' ? /^[0-9a-fA-F]{1,2}/.exec(this.text.slice(this.pos, this.pos + 2)) : null;

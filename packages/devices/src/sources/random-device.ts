@@ -2,8 +2,9 @@
 // seed. Byte i is the low byte of the third output of xoshiro256** seeded with
 // seed + i (nbdkit's algorithm, so both serve identical bytes). Writes are accepted
 // only when they match what is there (to test copying tools onto the same device).
-import { Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device, DeviceRecipe } from '@nbd/server';
+import { DeviceOptionError } from '../option-error.js';
 import { checkSize } from './null-device.js';
 import { Xoshiro256 } from './prng.js';
 import { sourceRecipe } from './source-recipe.js';
@@ -17,7 +18,8 @@ export interface RandomOptions {
 /** The seed option checked (a uint32), or the time in seconds. */
 export function seedOf(seed: number | undefined, what: string): number {
   if (seed === undefined) return Math.floor(Date.now() / 1000) >>> 0;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new NbdInvalidArgumentError(`${what}: seed ${seed} is not a uint32`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new DeviceOptionError(what, 'is not a uint32', { option: 'seed', value: seed });
   return seed;
 }
 

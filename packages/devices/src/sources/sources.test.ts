@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { DeviceOptionError } from '../option-error.js';
 import { DataDevice } from './data-device.js';
 import { NullDevice, ZeroDevice } from './null-device.js';
 import { openDevice } from './open-source.js';
@@ -153,6 +154,21 @@ describe('SparseRandomDevice', () => {
     const copy = openDevice(dev.share().args) as SparseRandomDevice;
     expect(copy.extents(0, dev.size, { reqOne: false })).toEqual(ext);
     expect(() => new SparseRandomDevice(1, { percent: 101 })).toThrow(NbdInvalidArgumentError);
+    // The option as the API names it, so nbd serve can say runlength=0 instead.
+    const refused = (() => {
+      try {
+        return new SparseRandomDevice(1, { runLength: 0 });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(refused).toBeInstanceOf(DeviceOptionError);
+    expect(refused).toMatchObject({
+      message: 'SparseRandomDevice: runLength 0 is not a length of 1 byte or more',
+      device: 'SparseRandomDevice',
+      option: 'runLength',
+      value: 0,
+    });
   });
 
   it('fully random content differs byte to byte', () => {

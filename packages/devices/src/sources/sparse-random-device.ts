@@ -6,6 +6,7 @@
 import { isSharedArrayBuffer } from 'node:util/types';
 import { Errno, NbdErrnoError, NbdInvalidArgumentError, ZERO_HOLE } from '@nbd/protocol';
 import { type Device, type DeviceExtent, type DeviceRecipe, eachUnit, unitExtents } from '@nbd/server';
+import { DeviceOptionError } from '../option-error.js';
 import { checkSize } from './null-device.js';
 import { Xoshiro256 } from './prng.js';
 import { type RandomOptions, seedOf, verifyWrite } from './random-device.js';
@@ -63,9 +64,9 @@ export class SparseRandomDevice implements Device {
     this.percent = opts.percent ?? 10;
     this.runLength = opts.runLength ?? 16 * 1024 * 1024;
     this.randomContent = opts.randomContent ?? false;
-    if (!(this.percent >= 0 && this.percent <= 100))
-      throw new NbdInvalidArgumentError(`SparseRandomDevice: percent ${this.percent} is not within 0..100`);
-    if (!(this.runLength > 0)) throw new NbdInvalidArgumentError(`SparseRandomDevice: runLength ${this.runLength} must be > 0`);
+    const bad = (option: string, value: number, why: string) => new DeviceOptionError('SparseRandomDevice', why, { option, value });
+    if (!(this.percent >= 0 && this.percent <= 100)) throw bad('percent', this.percent, 'is not within 0..100');
+    if (!(this.runLength > 0)) throw bad('runLength', this.runLength, 'is not a length of 1 byte or more');
     const blocks = Math.ceil(size / SPARSE_RANDOM_BLOCK);
     const bytes = Math.ceil(blocks / 8);
     if (opts.map !== undefined) {
