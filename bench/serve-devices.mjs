@@ -3,8 +3,9 @@
 // "three": stats(blocksize(offset(file, 0), minBlock 512)) — three filters, none of
 // which changes the data, to measure what layers cost.
 // Needs a build (pnpm exec tsc -b). SIGTERM stops it.
+
+import { blocksize, FileDevice, offset, stack, stats } from '../packages/devices/dist/index.js';
 import { listenAndServe } from '../packages/server/dist/index.js';
-import { FileDevice, blocksize, offset, stack, stats } from '../packages/devices/dist/index.js';
 
 const [socket, file, kind = 'plain', ...flags] = process.argv.slice(2);
 const base = await FileDevice.open(file, { direct: flags.includes('--direct') });

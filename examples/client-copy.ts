@@ -3,8 +3,9 @@
 //   node examples/dist/client-copy.js [--threads=N] [--connections=N] [--requests=N]
 //        [--request-size=BYTES] [--progress] [--stats] SRC DST
 // SRC/DST: an NBD URI or a file path; DST may be `null:`; `-` is standard output as DST, standard input as SRC.
-import { setFlagsFromString } from 'node:v8';
+
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { copy } from '@nbd/copy';
 
 // A copy is a short, I/O-bound run whose per-request JavaScript is small: V8's optimizing

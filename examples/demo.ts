@@ -4,8 +4,8 @@
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Client } from '@nbd/client';
-import { AllocationState, TransmissionFlag as TF, flagNames } from '@nbd/protocol';
-import { MemoryDevice, listenAndServe } from '@nbd/server';
+import { AllocationState, flagNames, TransmissionFlag as TF } from '@nbd/protocol';
+import { listenAndServe, MemoryDevice } from '@nbd/server';
 
 const { values } = parseArgs({
   options: {

@@ -8,7 +8,7 @@
 // With --threads, connections are served on that many worker threads over a
 // SharedMemoryDevice (one memory, every thread); without, on this thread.
 import { parseArgs } from 'node:util';
-import { MemoryDevice, SharedMemoryDevice, listenAndServe } from '@nbd/server';
+import { listenAndServe, MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 
 const USAGE =
   'usage: serve-memory [--socket PATH | --listen URI] [--size SIZE] [--name NAME] [--description TEXT] [--threads N] [-v] [--tls-certificates DIR] [--tls-psk FILE]';

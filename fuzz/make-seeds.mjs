@@ -3,19 +3,19 @@
 // (extended headers from a client, hostile lengths). Run after `tsc -b`:
 // node fuzz/make-seeds.mjs. Deterministic: the same captures give the same files.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ClientStreamDecoder,
   Command,
   CommandFlag,
-  Option,
-  OptionReply,
-  ServerStreamDecoder,
   encodeBlockStatusPayload,
   encodeChunk,
   encodeRequest,
+  Option,
+  OptionReply,
+  ServerStreamDecoder,
 } from '../packages/protocol/dist/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -11,7 +11,7 @@
 //   node scripts/results.mjs kernel  OUT LABEL EXIT_CODE kernel.log
 //   node scripts/results.mjs fuzz    OUT LABEL EXIT_CODE fuzz.log   ("fuzz: N passed, M failed", "FAIL <target>: …")
 //   node scripts/results.mjs summary DIR SECONDS
-import { appendFileSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 

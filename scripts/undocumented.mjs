@@ -1,7 +1,7 @@
 // Lists every name a package exports (from its src/index.ts) that has no doc comment,
 // nor do its members (properties and methods of exported classes and interfaces):
 // what an editor hover would show empty.  node scripts/undocumented.mjs [package ...]
-import { readdirSync, existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import ts from 'typescript';
 

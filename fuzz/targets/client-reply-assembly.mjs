@@ -7,8 +7,9 @@
 // holes only (checked against what the chunks said); block status extents start at
 // the request, are contiguous and nonzero, within the rules strict mode promises;
 // arena views held are given back unless handed to the caller.
-import { ClientStreamDecoder, Command, CommandFlag, NbdErrnoError, ServerStreamDecoder } from '../../packages/protocol/dist/index.js';
+
 import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
+import { ClientStreamDecoder, Command, CommandFlag, NbdErrnoError, ServerStreamDecoder } from '../../packages/protocol/dist/index.js';
 import { invariant, rejecting } from './common.mjs';
 
 export function fuzz(data) {

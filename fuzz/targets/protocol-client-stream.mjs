@@ -9,12 +9,12 @@ import {
   ClientStreamDecoder,
   Command,
   CommandFlag,
-  Size,
   decodeBlockStatusPayload,
   decodeOptionRequest,
   encodeBlockStatusPayload,
   encodeOptionRequest,
   requestPayloadLength,
+  Size,
 } from '../../packages/protocol/dist/index.js';
 import { decodePieces, invariant, rejecting, sameBytes, wholeVsSplit } from './common.mjs';
 

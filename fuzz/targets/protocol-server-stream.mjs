@@ -8,14 +8,14 @@
 // option replies and chunks re-encode to their bytes; `wanted` stays within a frame.
 import {
   ChunkType,
-  Option,
-  OptionReply,
-  ReplyFlag,
-  ServerStreamDecoder,
   decodeChunkPayload,
   decodeOptionReply,
   encodeChunk,
   encodeOptionReply,
+  Option,
+  OptionReply,
+  ReplyFlag,
+  ServerStreamDecoder,
 } from '../../packages/protocol/dist/index.js';
 import { decodePieces, invariant, rejecting, sameBytes, wholeVsSplit } from './common.mjs';
 

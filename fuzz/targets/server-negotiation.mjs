@@ -8,10 +8,10 @@
 // allowed exports; a session's flags are coherent (HAS_FLAGS; READ_ONLY when asked).
 import {
   ClientStreamDecoder,
-  Option,
-  TransmissionFlag,
   encodeExportNameReply,
   encodeOptionReply,
+  Option,
+  TransmissionFlag,
 } from '../../packages/protocol/dist/index.js';
 import { MemoryDevice } from '../../packages/server/dist/index.js';
 import { Negotiation } from '../../packages/server/dist/negotiation.js';

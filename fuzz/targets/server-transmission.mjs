@@ -7,18 +7,19 @@
 // without lend/extents), then the request stream. Cookies are renumbered per request.
 // Oracles: the engine never throws; every request but DISC gets exactly one complete
 // reply that the strict client accepts.
+
+import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
 import {
   ClientStreamDecoder,
   Command,
   CommandFlag,
-  ServerStreamDecoder,
   decodeBlockStatusPayload,
+  ServerStreamDecoder,
 } from '../../packages/protocol/dist/index.js';
 import { MemoryDevice } from '../../packages/server/dist/index.js';
 import { ReplyWriter } from '../../packages/server/dist/reply-writer.js';
-import { TransmissionEngine } from '../../packages/server/dist/transmission-engine.js';
 import { blockSizesOf, isReadOnly, transmissionFlags } from '../../packages/server/dist/session.js';
-import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
+import { TransmissionEngine } from '../../packages/server/dist/transmission-engine.js';
 import { invariant, rejecting } from './common.mjs';
 
 const SIZE = 16 * 1024;

@@ -5,9 +5,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { requireTool } from '../support/peers.js';
 import { QEMU_10, qemuTool } from '../support/qemu.js';
-import { type Connection, replay } from './replay.js';
 // @ts-expect-error: a plain Node script, no type declarations
 import { capture, scenarios } from './capture.mjs';
+import { type Connection, replay } from './replay.js';
 
 interface Vector {
   name: string;

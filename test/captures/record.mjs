@@ -8,7 +8,7 @@
 // records until SIGINT/SIGTERM, then writes OUT.json. capture.mjs uses `startRecorder`
 // directly. Only Node built-ins: this runs without a build.
 import { writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 
 /**
  * Starts the proxy. `stop()` closes the listener, waits for open connections to end,

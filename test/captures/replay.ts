@@ -7,8 +7,6 @@ import {
   ClientStreamDecoder,
   Command,
   CommandFlag,
-  OptionReply,
-  ServerStreamDecoder,
   decodeBlockStatusPayload,
   decodeChunkPayload,
   decodeOptionReply,
@@ -23,6 +21,8 @@ import {
   encodeSimpleReply,
   flagNames,
   nameOf,
+  OptionReply,
+  ServerStreamDecoder,
 } from '@nbd/protocol';
 import { expect } from 'vitest';
 

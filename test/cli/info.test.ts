@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseNbdUri } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
-import { type Peer, run, runOk, startNbdServer, startNbdkit, startQemuNbd } from '../support/peers.js';
+import { type Peer, run, runOk, startNbdkit, startNbdServer, startQemuNbd } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 import { NBD_SHELL, nbd, nbdOk, startNbdServe } from './support.js';
 

@@ -3,8 +3,8 @@
 // libnbd's nbdinfo in plaintext and over TLS (issue 19: `--listen nbds://…` served
 // plaintext). Then hostile plaintext clients against an `nbds+unix://` listener.
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { OptionReply } from '@nbd/protocol';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { finalType, handshake, option } from '../hostile/support.js';
 import { type Peer, startServer, tempDir } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';

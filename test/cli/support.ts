@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Peer, PATH, startServer } from '../support/peers.js';
+import { PATH, type Peer, startServer } from '../support/peers.js';
 
 /** The built binary. */
 export const NBD_BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));

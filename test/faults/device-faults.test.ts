@@ -2,10 +2,10 @@
 // settles, nonsense results. The client gets an errno (or its own timeout through
 // { signal: AbortSignal.timeout(...) }), and the connection and the server live on.
 import { join } from 'node:path';
-import { afterEach, describe, expect, test } from 'vitest';
-import { Errno, NbdErrnoError } from '@nbd/protocol';
-import { type Device, MemoryDevice, type NbdServer, listen } from '@nbd/server';
 import { type Connection, open } from '@nbd/client';
+import { Errno, NbdErrnoError } from '@nbd/protocol';
+import { type Device, listen, MemoryDevice, type NbdServer } from '@nbd/server';
+import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

@@ -2,8 +2,9 @@
 // under strace by sigkill-durability.test.ts). argv: socket path, image path, and
 // "emulated-fua" to hide the device's native FUA (the server then syncs after the write).
 // Prints "ready PID" once listening.
-import { listen } from '../../packages/server/dist/index.js';
+
 import { FileDevice } from '../../packages/devices/dist/index.js';
+import { listen } from '../../packages/server/dist/index.js';
 
 const [path, image, mode] = process.argv.slice(2);
 const file = await FileDevice.open(image);

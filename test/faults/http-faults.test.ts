@@ -5,9 +5,9 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HttpDevice } from '@nbd/devices';
-import { type ImageServer, answer, imageServer } from '../../packages/devices/test/http-server.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { answer, type ImageServer, imageServer } from '../../packages/devices/test/http-server.js';
 import { type OurServer, startOurServer } from '../interop/server-support.js';
 import { type Peer, run, runOk, startNbdkit, tempDir } from '../support/peers.js';
 

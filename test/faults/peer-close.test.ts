@@ -3,11 +3,11 @@
 // process; a server closing mid-request and mid-reply, against our client. Each side
 // lives on: no hang, no leaked connection, others served.
 import { connect } from 'node:net';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ClientFlag, Command, NbdClosedError, encodeChunk, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
 import { open } from '@nbd/client';
+import { ClientFlag, Command, encodeChunk, encodeClientFlags, encodeOptionRequest, encodeRequest, NbdClosedError } from '@nbd/protocol';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { scopedFakeServers } from '../../packages/client/test/fake-server.js';
-import { MiB, ServerChild, bystanderServed } from '../hostile/support.js';
+import { bystanderServed, MiB, ServerChild } from '../hostile/support.js';
 
 let srv: ServerChild;
 beforeAll(async () => {

@@ -5,12 +5,12 @@
 // only then the reply's write on the socket (the spec: FUA and FLUSH replies only once
 // the data is durable).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, test } from 'vitest';
 import { open } from '@nbd/client';
+import { afterEach, describe, expect, test } from 'vitest';
 import { requireTool, tempDir } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

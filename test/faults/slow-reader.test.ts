@@ -3,19 +3,19 @@
 // server could send). Backpressure (the reply writer's watermarks, the in-flight caps) holds the
 // server's memory; the figures are printed for the report.
 import { connect } from 'node:net';
-import { afterAll, beforeAll, expect, test } from 'vitest';
 import {
   ClientFlag,
   Command,
+  encodeClientFlags,
+  encodeOptionRequest,
+  encodeRequest,
   Option,
   OptionReply,
   ReplyFlag,
   ServerStreamDecoder,
-  encodeClientFlags,
-  encodeOptionRequest,
-  encodeRequest,
 } from '@nbd/protocol';
-import { MiB, ServerChild, bystanderServed } from '../hostile/support.js';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { bystanderServed, MiB, ServerChild } from '../hostile/support.js';
 
 let srv: ServerChild;
 beforeAll(async () => {

@@ -2,10 +2,10 @@
 // handshake. Each row: what the server sends, what the spec requires or allows the client
 // to do, and what we do; after every row this process lives, a bystander connection to a
 // well-behaved server still writes and reads back, and RSS stays bounded.
-import { expect } from 'vitest';
+
 import { Client } from '@nbd/client';
-import { NbdError, NbdOptionError, NbdTimeoutError, Option, OptionReply, ProtocolError, encodeOptionReply } from '@nbd/protocol';
-import { type HostileCase, MiB } from './support.js';
+import { encodeOptionReply, NbdError, NbdOptionError, NbdTimeoutError, Option, OptionReply, ProtocolError } from '@nbd/protocol';
+import { expect } from 'vitest';
 import {
   afterFirstOption,
   answeringGo,
@@ -19,6 +19,7 @@ import {
   streamingReplies,
   u8,
 } from './client-support.js';
+import { type HostileCase, MiB } from './support.js';
 
 /**
  * A call against a server streaming replies forever: it must fail with a ProtocolError

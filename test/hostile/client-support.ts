@@ -1,9 +1,10 @@
 // Helpers of the hostile-input table's client side: hostile servers scripted with the
 // protocol codecs (packages/client/test/fake-server.ts), a bystander connection to a
 // well-behaved server (ours, in its own process), and the checks run after every row.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeGreeting, encodeOptionReply, OptionReply, ProtocolError } from '@nbd/protocol';
+
 import { Client, type Connection, open } from '@nbd/client';
+import { encodeGreeting, encodeOptionReply, OptionReply, ProtocolError } from '@nbd/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakePeer, scopedFakeServers } from '../../packages/client/test/fake-server.js';
 import { type HostileCase, MiB, ServerChild, tally } from './support.js';
 

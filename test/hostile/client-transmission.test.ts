@@ -2,11 +2,12 @@
 // (structured replies and extended headers): every reply rule of strict mode, stalls and
 // closes. Each row: what the server sends, what the spec requires or allows, what we do;
 // after every row a bystander connection still works and RSS stays bounded.
+
+import { ChunkType, Errno, encodeChunk, NbdClosedError, NbdErrnoError, ProtocolError } from '@nbd/protocol';
 import { expect } from 'vitest';
-import { ChunkType, Errno, NbdClosedError, NbdErrnoError, ProtocolError, encodeChunk } from '@nbd/protocol';
+import { clientTable, expectProtocolError, measured, transmitting, u8 } from './client-support.js';
 import type { HostileCase } from './support.js';
 import { MiB } from './support.js';
-import { clientTable, expectProtocolError, measured, transmitting, u8 } from './client-support.js';
 
 /** 1-byte OFFSET_DATA chunks (not DONE) at `offset + at` for each `at`, the byte being `at & 0xff`, back to back in one buffer. */
 function oneByteChunks(cookie: bigint, offset: bigint, order: readonly number[]): Uint8Array {

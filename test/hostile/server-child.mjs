@@ -7,9 +7,10 @@
 // `preconnectRefuses: USER` (a PSK user refused once TLS is up, after `preconnectDelayMs`),
 // `openRefuses: USER` (the open hook throws for that PSK user, else gives the export's device).
 // Prints "ready"; stdin: "rss" → "rss KiB", "gc", "count", "preconnects" → JSON of every preconnect info, "stop".
-import { createInterface } from 'node:readline';
+
 import { readFileSync } from 'node:fs';
-import { MemoryDevice, SharedMemoryDevice, listen } from '../../packages/server/dist/index.js';
+import { createInterface } from 'node:readline';
+import { listen, MemoryDevice, SharedMemoryDevice } from '../../packages/server/dist/index.js';
 
 const [path, json, memMiB] = process.argv.slice(2);
 const { hooks = {}, ...opts } = JSON.parse(json ?? '{}');

@@ -3,9 +3,10 @@
 // extended-headers extension) requires or allows, and what we do. After every row the
 // server process is alive, a well-behaved client is still served (write + verified
 // read), and the server's RSS stays under a bound.
-import { afterAll, beforeAll, expect } from 'vitest';
+
 import { ClientFlag, Info, Option, OptionReply } from '@nbd/protocol';
-import { type HostileCase, RawClient, ServerChild, finalType, handshake, option, rawOption, replies, serverTable } from './support.js';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { finalType, type HostileCase, handshake, option, RawClient, rawOption, replies, ServerChild, serverTable } from './support.js';
 
 let srv: ServerChild;
 beforeAll(async () => {

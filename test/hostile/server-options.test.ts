@@ -4,12 +4,13 @@
 // answer in both (issue 19: on workers, preconnect was not run again after TLS, so a PSK
 // user it refuses got read-write access). Each row: what the peer sends, what the spec
 // requires or allows, what we do; after each row the server lives and serves a bystander.
-import { afterAll, beforeAll, describe, expect } from 'vitest';
-import { Command, Errno, Info, Option, OptionReply, type ServerFrame, decodeOptionReply, encodeRequest } from '@nbd/protocol';
-import type { ConnectionInfo } from '@nbd/server';
+
 import { open } from '@nbd/client';
+import { Command, decodeOptionReply, Errno, encodeRequest, Info, Option, OptionReply, type ServerFrame } from '@nbd/protocol';
+import type { ConnectionInfo } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { tempDir } from '../support/peers.js';
-import { type HostileCase, MiB, RawClient, ServerChild, finalType, handshake, option, rawOption, serverTable } from './support.js';
+import { finalType, type HostileCase, handshake, MiB, option, RawClient, rawOption, ServerChild, serverTable } from './support.js';
 import { type PskUser, TlsRawClient, writePskFile } from './tls-support.js';
 
 const tmp = tempDir('nbd-hostile-options-');

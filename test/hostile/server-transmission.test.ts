@@ -2,8 +2,9 @@
 // (compact and extended headers). Each row: what the client sends, what the spec
 // requires or allows, and what we do; after every row the server process is alive, a
 // well-behaved client is still served, and the server's RSS stays under a bound.
+
+import { Command, CommandFlag, Errno, encodeBlockStatusPayload, encodeRequest, type Request, type ServerFrame } from '@nbd/protocol';
 import { afterAll, beforeAll, expect } from 'vitest';
-import { Command, CommandFlag, Errno, type Request, type ServerFrame, encodeBlockStatusPayload, encodeRequest } from '@nbd/protocol';
 import { type HostileCase, MiB, type RawClient, ServerChild, serverTable, transmission } from './support.js';
 
 let srv: ServerChild;

@@ -5,11 +5,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
-import { ClientFlag, OptionReply, type ServerFrame, encodeClientFlags, encodeOptionRequest } from '@nbd/protocol';
 import { open } from '@nbd/client';
-import { tempDir } from '../support/peers.js';
+import { ClientFlag, encodeClientFlags, encodeOptionRequest, OptionReply, type ServerFrame } from '@nbd/protocol';
+import { afterAll, describe, expect, it } from 'vitest';
 import { RawClient } from '../interop/server-support.js';
+import { tempDir } from '../support/peers.js';
 
 export { RawClient };
 export const MiB = 1024 * 1024;

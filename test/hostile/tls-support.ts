@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import tls, { type TLSSocket } from 'node:tls';
-import { ClientFlag, OptionReply, type ServerFrame, ServerStreamDecoder, encodeClientFlags, encodeOptionRequest } from '@nbd/protocol';
+import { ClientFlag, encodeClientFlags, encodeOptionRequest, OptionReply, type ServerFrame, ServerStreamDecoder } from '@nbd/protocol';
 
 /** PSK users: alice (let in), mallory (refused by preconnect), eve (refused by the open hook). */
 export const PSK_USERS = ['alice', 'mallory', 'eve'] as const;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { copy } from '../../packages/copy/dist/index.js';
 import { nbdOk, startNbdServe } from '../cli/support.js';
-import { type Peer, runOk, startNbdServer, startNbdkit } from '../support/peers.js';
+import { type Peer, runOk, startNbdkit, startNbdServer } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 
 const MiB = 1024 * 1024;

@@ -4,9 +4,9 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect, test } from 'vitest';
 import { Errno, NbdErrnoError } from '@nbd/protocol';
 import { type Device, listen } from '@nbd/server';
+import { expect, test } from 'vitest';
 import { copy } from '../../packages/copy/dist/index.js';
 import { runOk } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';

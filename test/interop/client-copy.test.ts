@@ -5,9 +5,9 @@ import { createReadStream, existsSync, readFileSync, statSync, writeFileSync } f
 import { open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { expect, test } from 'vitest';
 import { open } from '@nbd/client';
 import { copy } from '@nbd/copy';
+import { expect, test } from 'vitest';
 import { runOk } from '../support/peers.js';
 import { scoped } from '../support/scoped.js';
 

@@ -1,9 +1,9 @@
 // @nbd/client against the reference nbd-server 3.24 with several named exports.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { NbdOptionError } from '@nbd/protocol';
 import { Client } from '@nbd/client';
+import { NbdOptionError } from '@nbd/protocol';
+import { afterAll, beforeAll, expect, test } from 'vitest';
 import { type Peer, startNbdServer, tempDir, unixUri } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

@@ -1,7 +1,8 @@
 // @nbd/client against real nbdkit 1.32 plugins and filters.
-import { afterEach, describe, expect, test } from 'vitest';
-import { AllocationState, Errno, NbdError, NbdOptionError, NbdUnsupportedError } from '@nbd/protocol';
+
 import { Client, connectMulti, open } from '@nbd/client';
+import { AllocationState, Errno, NbdError, NbdOptionError, NbdUnsupportedError } from '@nbd/protocol';
+import { afterEach, describe, expect, test } from 'vitest';
 import { type Peer, startNbdkit } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

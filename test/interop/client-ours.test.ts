@@ -3,11 +3,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { AllocationState } from '@nbd/protocol';
 import { Client, connectMulti } from '@nbd/client';
 import { copy } from '@nbd/copy';
-import { MemoryDevice, listenAndServe } from '@nbd/server';
+import { AllocationState } from '@nbd/protocol';
+import { listenAndServe, MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unixUri } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

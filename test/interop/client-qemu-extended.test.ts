@@ -4,9 +4,9 @@
 // BLOCK_STATUS (NBD_FLAG_BLOCK_STATUS_PAYLOAD) choosing contexts. The recording proxy
 // sits between the two, so every claim about the wire is checked on the bytes.
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { AllocationState, TransmissionFlag } from '@nbd/protocol';
 import { Client, type Connection } from '@nbd/client';
+import { AllocationState, TransmissionFlag } from '@nbd/protocol';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { replay } from '../captures/replay.js';
 import { type Peer, runOk, tempDir } from '../support/peers.js';
 import { QEMU_10, qemuTool, startQemuNbdOf } from '../support/qemu.js';

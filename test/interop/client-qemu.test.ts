@@ -5,9 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Client, type Connection, connectMulti, type Extent } from '@nbd/client';
 import { AllocationState, DirtyBitmapState } from '@nbd/protocol';
-import { Client, type Connection, type Extent, connectMulti } from '@nbd/client';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Peer, runOk, tempDir } from '../support/peers.js';
 import { EACH_QEMU, qemuTool, startQemuNbdOf } from '../support/qemu.js';
 

@@ -5,12 +5,12 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Client, type ClientTlsOptions, connectMulti } from '@nbd/client';
 import { copy } from '@nbd/copy';
 import { AllocationState, ErrorCode } from '@nbd/protocol';
 import { MemoryDevice } from '@nbd/server';
-import { type Peer, run, runOk, startNbdServer, startNbdkit, tempDir } from '../support/peers.js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { type Peer, run, runOk, startNbdkit, startNbdServer, tempDir } from '../support/peers.js';
 import { EACH_QEMU, startQemuNbdOf } from '../support/qemu.js';
 import { type Credentials, makeCredentials } from '../support/tls.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';

@@ -4,8 +4,8 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { injectErrors, retry, SparseMemoryDevice, stats } from '@nbd/devices';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { SparseMemoryDevice, injectErrors, retry, stats } from '@nbd/devices';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { type OurServer, startOurServer } from './server-support.js';
 

@@ -5,13 +5,13 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileDevice } from '@nbd/devices';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { closing } from '../support/closing.js';
 import { type Peer, runOk, runPython, startNbdkit, tempDir } from '../support/peers.js';
 import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { mapOf, sparseFile } from './devices-support.js';
 import { type OurServer, startOurServer } from './server-support.js';
-import { closing } from '../support/closing.js';
 
 const MiB = 1024 * 1024;
 const allocated = (path: string) => statSync(path).blocks * 512;

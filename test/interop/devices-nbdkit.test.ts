@@ -1,24 +1,24 @@
 // @nbd/devices against nbdkit: each source and filter with an nbdkit equivalent
 // serves the same data (qemu-img compare, cmp of nbdcopy copies) and the same
 // allocation map (nbdinfo --map) as nbdkit with the matching plugin and filter.
-import { copyFileSync, openSync, readFileSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  DataDevice,
-  FileDevice,
-  PatternDevice,
-  RandomDevice,
-  SparseRandomDevice,
   blocksize,
   cow,
+  DataDevice,
+  FileDevice,
   offset,
+  PatternDevice,
   partition,
+  RandomDevice,
+  SparseRandomDevice,
   truncate,
 } from '@nbd/devices';
-import { run, runOk, tempDir } from '../support/peers.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closing } from '../support/closing.js';
-import { type Pair, expectSame, mapOf, pair, sparseFile } from './devices-support.js';
+import { run, runOk, tempDir } from '../support/peers.js';
+import { expectSame, mapOf, type Pair, pair, sparseFile } from './devices-support.js';
 
 const MiB = 1024 * 1024;
 

@@ -4,8 +4,8 @@
 import { randomFillSync } from 'node:crypto';
 import { closeSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { expect } from 'vitest';
 import type { Device } from '@nbd/server';
+import { expect } from 'vitest';
 import { type Peer, run, runOk, startNbdkit } from '../support/peers.js';
 import { type OurServer, startOurServer } from './server-support.js';
 

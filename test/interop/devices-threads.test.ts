@@ -7,20 +7,20 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
-  CowFileOverlay,
-  FileDevice,
-  SparseRandomDevice,
   blocksize,
+  CowFileOverlay,
   cow,
+  FileDevice,
   log,
   offset,
+  SparseRandomDevice,
   stack,
   stats,
 } from '../../packages/devices/dist/index.js';
-import { type Export, SharedMemoryDevice, listenAndServe } from '../../packages/server/dist/index.js';
+import { type Export, listenAndServe, SharedMemoryDevice } from '../../packages/server/dist/index.js';
+import { closing } from '../support/closing.js';
 import { runOk, tempDir } from '../support/peers.js';
 import { type OurServer, startOurServer } from './server-support.js';
-import { closing } from '../support/closing.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 32 * MiB;

@@ -2,8 +2,8 @@
 // internals; this runs on every supported Node line and fails if either side falls
 // back to copying on a plain unix socket.
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { expect, test } from 'vitest';
 import { Client } from '@nbd/client';
+import { expect, test } from 'vitest';
 import { runOk } from '../support/peers.js';
 import { startOurServer } from './server-support.js';
 

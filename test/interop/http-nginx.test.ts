@@ -5,12 +5,12 @@
 import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HttpDevice } from '@nbd/devices';
 import { NbdErrnoError, NbdUnsupportedError } from '@nbd/protocol';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Nginx, startNginx } from '../support/nginx.js';
 import { run, runOk, startNbdkit, tempDir } from '../support/peers.js';
-import { type Pair, expectSame, pair } from './devices-support.js';
+import { expectSame, type Pair, pair } from './devices-support.js';
 
 const MiB = 1024 * 1024;
 const IO = { fua: false, signal: new AbortController().signal };

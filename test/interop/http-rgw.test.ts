@@ -4,12 +4,12 @@
 // redirect that hands out short-lived pre-signed URLs (KubeVirt CDI's pattern), looked
 // up again when the one in use expires.
 import { randomFillSync } from 'node:crypto';
-import { type Server, createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpDevice } from '@nbd/devices';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CephCluster, sharedCeph } from '../support/ceph.js';
 import { run, runOk, startNbdkit, tempDir } from '../support/peers.js';
 import { objectUrl, presignedGet, s3Put } from '../support/s3.js';

@@ -3,12 +3,12 @@
 import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '@nbd/devices';
 import { MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closing } from '../support/closing.js';
 import { type Peer, run, runOk, startNbdkit, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
-import { closing } from '../support/closing.js';
 
 const SIZE = 32 * MiB;
 

@@ -1,18 +1,19 @@
 // Zero-copy READ replies (Device.lend) through the whole server: a reply still
 // queued behind a client that is not reading must keep the bytes it was lent,
 // even when those pages are trimmed and their memory is wanted for other data.
-import { afterEach, describe, expect, it } from 'vitest';
+
 import {
   ChunkType,
   ClientFlag,
   Command,
-  OptionReply,
-  type ServerFrame,
   encodeClientFlags,
   encodeOptionRequest,
   encodeRequest,
+  OptionReply,
+  type ServerFrame,
 } from '@nbd/protocol';
 import { MemoryDevice } from '@nbd/server';
+import { afterEach, describe, expect, it } from 'vitest';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 
 let srv: OurServer | undefined;

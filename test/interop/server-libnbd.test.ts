@@ -1,7 +1,8 @@
 // libnbd's Python bindings against our server: strict mode, many pipelined
 // aio requests, block status, FUA/flush/trim/zero, and opt mode.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runPython } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
 

@@ -1,9 +1,10 @@
 // Server options and lifecycle: preconnect, per-connection open/close,
 // maxConnections, device errors mapped to errnos, and graceful shutdown
 // (ESHUTDOWN to in-flight requests, ERR_SHUTDOWN in the handshake).
-import { afterEach, describe, expect, it } from 'vitest';
-import { Command, Errno, NbdErrnoError, OptionReply, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
+
+import { Command, Errno, encodeClientFlags, encodeOptionRequest, encodeRequest, NbdErrnoError, OptionReply } from '@nbd/protocol';
 import { type Device, MemoryDevice, serve } from '@nbd/server';
+import { afterEach, describe, expect, it } from 'vitest';
 import { run, runOk, runPython } from '../support/peers.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 

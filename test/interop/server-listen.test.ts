@@ -1,7 +1,7 @@
 // A listening server as a value: its address, its connections, close() and `await using`.
 import { join } from 'node:path';
+import { listen, MemoryDevice } from '@nbd/server';
 import { expect, test } from 'vitest';
-import { MemoryDevice, listen } from '@nbd/server';
 import { run, runOk, tempDir, unixUri } from '../support/peers.js';
 
 const SIZE = 1 << 20;

@@ -1,7 +1,8 @@
 // Our server against nbdinfo (libnbd), qemu-nbd -L and nbd-client -l: listing,
 // export info, flags and the allocation map.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, runOk } from '../support/peers.js';
 import { EACH_QEMU, qemuTool } from '../support/qemu.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';

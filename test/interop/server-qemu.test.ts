@@ -4,8 +4,8 @@
 import { randomFillSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replay } from '../captures/replay.js';
 import { run, runOk, tempDir } from '../support/peers.js';
 import { EACH_QEMU, qemuTool, startStorageDaemon } from '../support/qemu.js';

@@ -2,13 +2,19 @@
 // option edge cases, extended headers (no Debian peer speaks them), and
 // hostile clients. After each hostile client the process is alive and others
 // are still served.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import {
   ChunkType,
   ClientFlag,
   Command,
   CommandFlag,
+  decodeChunkPayload,
+  decodeOptionReply,
   Errno,
+  encodeBlockStatusPayload,
+  encodeClientFlags,
+  encodeOptionRequest,
+  encodeRequest,
   Info,
   Magic,
   Option,
@@ -16,14 +22,9 @@ import {
   ReplyFlag,
   type ServerFrame,
   TransmissionFlag,
-  decodeChunkPayload,
-  decodeOptionReply,
-  encodeBlockStatusPayload,
-  encodeClientFlags,
-  encodeOptionRequest,
-  encodeRequest,
 } from '@nbd/protocol';
 import { MemoryDevice } from '@nbd/server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runOk } from '../support/peers.js';
 import { MiB, type OurServer, RawClient, startOurServer } from './server-support.js';
 

@@ -1,9 +1,9 @@
 // Helpers for the server interop tests: our server in-process on a unix socket
 // in a temp dir, and a raw-socket client speaking through the protocol codecs.
-import { type Socket, connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { type ServerFrame, ServerStreamDecoder } from '@nbd/protocol';
-import { type Export, MemoryDevice, type ServeOptions, listenAndServe } from '@nbd/server';
+import { type Export, listenAndServe, MemoryDevice, type ServeOptions } from '@nbd/server';
 import { tempDir, unixUri } from '../support/peers.js';
 
 export interface OurServer {

@@ -5,14 +5,14 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from '@nbd/client';
 import { Errno, NbdInvalidArgumentError } from '@nbd/protocol';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FileDevice } from '../../packages/devices/dist/index.js';
-import { type ConnectionInfo, type Device, type Export, type ServeOptions, listenAndServe } from '../../packages/server/dist/index.js';
+import { type ConnectionInfo, type Device, type Export, listenAndServe, type ServeOptions } from '../../packages/server/dist/index.js';
+import { closing } from '../support/closing.js';
 import { run, runOk, runPython, tempDir } from '../support/peers.js';
 import { MiB, type OurServer, startOurServer } from './server-support.js';
-import { closing } from '../support/closing.js';
 
 const SIZE = 32 * MiB;
 

@@ -4,12 +4,12 @@
 // event loop that serves /dev/nbdN to the kernel (deadlock).
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { Client } from '../../packages/client/dist/index.js';
+import { blocksize, FileDevice } from '../../packages/devices/dist/index.js';
 import { configure, disconnect, loopback, status, supervise } from '../../packages/linux/dist/index.js';
-import { FileDevice, blocksize } from '../../packages/devices/dist/index.js';
 import { MemoryDevice } from '../../packages/server/dist/index.js';
 
 const MiB = 1 << 20;

@@ -4,20 +4,20 @@
 // prints the server's RSS and the time taken (the figures of the hardening report);
 // 1,000 idle connections are in server-memory.test.ts.
 import { connect } from 'node:net';
-import { afterEach, beforeEach, expect, test } from 'vitest';
+import { type Connection, open } from '@nbd/client';
 import {
   ClientFlag,
   Command,
+  encodeClientFlags,
+  encodeOptionRequest,
+  encodeRequest,
   Option,
   OptionReply,
   ReplyFlag,
   ServerStreamDecoder,
-  encodeClientFlags,
-  encodeOptionRequest,
-  encodeRequest,
 } from '@nbd/protocol';
-import { type Connection, open } from '@nbd/client';
-import { MiB, ServerChild, bystanderServed } from '../hostile/support.js';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { bystanderServed, MiB, ServerChild } from '../hostile/support.js';
 
 // A fresh server for each scenario, so each one's RSS figures are its own.
 let srv: ServerChild;

@@ -3,11 +3,11 @@
 // maxInFlightBytes and keepAlive (ServeOptions; qemu-nbd's --shared/--handshake-limit,
 // nbdkit's --timeout, nbd-server's max_connections as models).
 import { readFileSync } from 'node:fs';
-import { type Socket, connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, test } from 'vitest';
-import { type Device, MemoryDevice, type NbdServer, type ServeOptions, listen } from '@nbd/server';
 import { open } from '@nbd/client';
+import { type Device, listen, MemoryDevice, type NbdServer, type ServeOptions } from '@nbd/server';
+import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../support/peers.js';
 
 const MiB = 1024 * 1024;

@@ -1,8 +1,9 @@
 // A server in its own process, so its resident memory can be measured alone.
 // argv: socket path, export size. Prints "ready" once listening; "rss" on stdin prints VmRSS in KiB; "gc" runs the GC.
-import { createInterface } from 'node:readline';
+
 import { readFileSync } from 'node:fs';
-import { MemoryDevice, listenAndServe } from '../../packages/server/dist/index.js';
+import { createInterface } from 'node:readline';
+import { listenAndServe, MemoryDevice } from '../../packages/server/dist/index.js';
 
 const [path, size] = [process.argv[2], Number(process.argv[3] ?? 64 * 1024 * 1024)];
 const ac = new AbortController();

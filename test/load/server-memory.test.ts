@@ -7,8 +7,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Command, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
+import { afterAll, beforeAll, expect, test } from 'vitest';
 import { tempDir } from '../support/peers.js';
 
 const child = fileURLToPath(new URL('./server-child.mjs', import.meta.url));

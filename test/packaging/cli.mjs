@@ -6,7 +6,7 @@
 // - on a Node older than 22 (the machine's own): the bin's one-line refusal, from the
 //   checkout and from the tarball, and each package's NbdNodeVersionError on import.
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 

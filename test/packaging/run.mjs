@@ -9,7 +9,7 @@
 //   node test/packaging/run.mjs --node 'node 22=/path/to/node' … --old-node /usr/bin/node [--results file.json]
 // Prints `ok`/`FAIL` per check and ends with "packaging: N passed, M failed".
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

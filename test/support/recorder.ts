@@ -1,9 +1,9 @@
 // The recording proxy of test/captures (record.mjs) in front of a server's unix socket,
 // so a test can replay what really crossed the wire (test/captures/replay.ts).
 import { join } from 'node:path';
-import type { Connection } from '../captures/replay.js';
 // @ts-expect-error: a plain Node script, no type declarations
 import { startRecorder } from '../captures/record.mjs';
+import type { Connection } from '../captures/replay.js';
 import { tempDir, unixUri } from './peers.js';
 
 export interface Recorder {

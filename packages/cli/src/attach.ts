@@ -2,12 +2,12 @@
 // `nbd detach` and `nbd devices`: nbd-client's jobs over @nbd/linux.
 import { existsSync, readFileSync } from 'node:fs';
 import { Client, type Connection } from '@nbd/client';
-import { NbdNetlink, NbdSystemError, configure, disconnect, listDevices, loopback, status, supervise } from '@nbd/linux';
+import { configure, disconnect, listDevices, loopback, NbdNetlink, NbdSystemError, status, supervise } from '@nbd/linux';
 import { NbdInvalidArgumentError, TransmissionFlag, tieToSignal } from '@nbd/protocol';
 import { expectPositionals, intOption, parseCommand } from './args.js';
 import { ExitCode, UsageError } from './errors.js';
 import { type Io, tracer, writeAll } from './output.js';
-import { DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
+import { arityOf, buildExport, DEVICE_WORDS } from './serve-devices.js';
 import { deviceSpecOf } from './serve-spec.js';
 import { isNbdUri, parseUserUri } from './uris.js';
 

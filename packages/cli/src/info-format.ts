@@ -1,7 +1,8 @@
 // nbdinfo's output, text and JSON, with its key names and order: what `nbd info`
 // learnt about a server and its exports, written so scripts made for nbdinfo read it.
-import { TransmissionFlag as T } from '@nbd/protocol';
+
 import type { BlockSizes } from '@nbd/client';
+import { TransmissionFlag as T } from '@nbd/protocol';
 import { humanSize } from './size.js';
 
 /** What the connection says about the server. */

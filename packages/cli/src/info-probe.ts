@@ -5,8 +5,8 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NbdOptionError, NbdUnsupportedError, OptionReply } from '@nbd/protocol';
 import type { Client, Connection, ExportInfo } from '@nbd/client';
+import { NbdOptionError, NbdUnsupportedError, OptionReply } from '@nbd/protocol';
 import type { ExportFacts, ServerFacts } from './info-format.js';
 
 /** libnbd's protocol names. */

@@ -7,10 +7,10 @@ import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { ExtentList } from '@nbd/server';
 import { parseCommand } from './args.js';
 import { ExitCode, UsageError } from './errors.js';
-import { type ExportFacts, capabilities, infoJson, infoText } from './info-format.js';
+import { capabilities, type ExportFacts, infoJson, infoText } from './info-format.js';
 import { probeExport, serverFacts } from './info-probe.js';
 import { mapJson, mapRuns, mapText, totalsJson, totalsText } from './map-format.js';
-import { type Io, colourWanted, painter, tracer, writeAll } from './output.js';
+import { colourWanted, type Io, painter, tracer, writeAll } from './output.js';
 import { parseUserUri, uriForExport } from './uris.js';
 
 /** `nbd info --help`. */

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatNbdUri } from '@nbd/protocol';
-import { type Export, type NbdServer, type ServeOptions, listen } from '@nbd/server';
+import { type Export, listen, type NbdServer, type ServeOptions } from '@nbd/server';
 import type { ListenSpec } from './serve-spec.js';
 
 /** One listener, running. */

@@ -2,7 +2,7 @@
 // (nbdkit's serve options, nbdinfo's info, nbdcopy's copy, nbd-client's attach).
 // main() turns argv into an exit code; bin.ts runs it as a process.
 import { readFileSync } from 'node:fs';
-import { ExitCode, UsageError, reportError } from './errors.js';
+import { ExitCode, reportError, UsageError } from './errors.js';
 import { type Io, processIo, writeAll } from './output.js';
 
 /** The version of @nbd/cli, from its package.json. */

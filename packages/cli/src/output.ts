@@ -2,7 +2,7 @@
 // with NO_COLOR, a closed pipe (`nbd info --map | head -3`) ending the process
 // quietly, and traces on stderr when asked for.
 import { styleText } from 'node:util';
-import { ExitCode, debugEnabled } from './errors.js';
+import { debugEnabled, ExitCode } from './errors.js';
 
 type Style = Parameters<typeof styleText>[0];
 

@@ -1,9 +1,9 @@
-import { mkdtempSync, openSync, readFileSync, rmSync, closeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import { FdProgress, LineProgress, REDRAW_MS, TerminalBar, barLine } from './progress.js';
+import { barLine, FdProgress, LineProgress, REDRAW_MS, TerminalBar } from './progress.js';
 
 function sink() {
   const out = new PassThrough();

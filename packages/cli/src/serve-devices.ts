@@ -14,7 +14,7 @@ import {
 import { MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 import { UsageError } from './errors.js';
 import { applyFilters } from './serve-filters.js';
-import { type BuildContext, type Built, type DeviceWord, Params, inOwnWords } from './serve-params.js';
+import { type BuildContext, type Built, type DeviceWord, inOwnWords, Params } from './serve-params.js';
 import { CURL_WORD, HTTP_WORD } from './serve-remote.js';
 import type { Arity, ExportSpec } from './serve-spec.js';
 import { sizeArg } from './serve-spec.js';

@@ -2,27 +2,27 @@
 // nbdkit's names (cow-block-size=, partition=, offset=, range=, …). As in nbdkit the
 // first --filter is the top of the stack, the one clients talk to.
 import {
+  blocksize,
   type Command,
   CowFileOverlay,
-  type ErrorRule,
-  blocksize,
   cache,
   cow,
   delay,
+  type ErrorRule,
   injectErrors,
   log,
   offset,
   partition,
   rateLimit,
-  readOnly,
   readahead,
+  readOnly,
   retry,
   stats,
   truncate,
 } from '@nbd/devices';
 import type { Device } from '@nbd/server';
 import { UsageError } from './errors.js';
-import { type BuildContext, type Params, inOwnWords } from './serve-params.js';
+import { type BuildContext, inOwnWords, type Params } from './serve-params.js';
 
 /** One filter word: its parameters (for --help) and how it wraps a device. */
 export interface FilterWord {

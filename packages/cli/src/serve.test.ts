@@ -2,7 +2,7 @@
 // as a usage error (exit code 2), as it does its own.
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { ExitCode, UsageError, exitCodeOf } from './errors.js';
+import { ExitCode, exitCodeOf, UsageError } from './errors.js';
 import { serveCommand } from './serve.js';
 
 const io = () => ({ stdout: new PassThrough(), stderr: new PassThrough(), env: {} });

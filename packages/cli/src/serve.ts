@@ -4,14 +4,14 @@
 // `--print-uri`; in the foreground, logs on stderr, `-v` adds a protocol trace.
 import { NbdInvalidArgumentError, tieToSignal } from '@nbd/protocol';
 import type { Export, Logger, ServeOptions } from '@nbd/server';
-import { DEVICE_WORDS, arityOf, buildExport } from './serve-devices.js';
-import type { Built } from './serve-params.js';
-import { FILTER_WORDS } from './serve-filters.js';
 import { ExitCode, UsageError } from './errors.js';
 import { type Listener, startListeners } from './listen.js';
 import { type Io, writeAll } from './output.js';
 import { runCaptive } from './run.js';
-import { type ServeSpec, parseServe } from './serve-spec.js';
+import { arityOf, buildExport, DEVICE_WORDS } from './serve-devices.js';
+import { FILTER_WORDS } from './serve-filters.js';
+import type { Built } from './serve-params.js';
+import { parseServe, type ServeSpec } from './serve-spec.js';
 import { traceDevice } from './trace.js';
 
 const deviceLines = () =>

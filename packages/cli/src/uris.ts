@@ -1,7 +1,7 @@
 // NBD URIs on the command line: parsed and written with @nbd/protocol (a bad one is a
 // usage error); written as libnbd writes them (`nbd+unix:///?socket=/tmp/s`, the port
 // always there for TCP) so `$uri` and `nbd info`'s `uri` read like theirs.
-import { Limits, type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from '@nbd/protocol';
+import { formatNbdUri, Limits, type NbdUri, NbdUriError, parseNbdUri } from '@nbd/protocol';
 import { UsageError } from './errors.js';
 
 /** Parses a URI typed by the user; a malformed one is a UsageError of `command`. */

@@ -1,4 +1,3 @@
-import { describe, expect, test } from 'vitest';
 import { Duplex } from 'node:stream';
 import { NbdSystemError, NodeTransport } from '@nbd/node';
 import {
@@ -11,6 +10,7 @@ import {
   Option,
   OptionReply,
 } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
 import { scopedFakeServers } from '../test/fake-server.js';
 import { Client, DEFAULT_HANDSHAKE_TIMEOUT } from './client.js';
 

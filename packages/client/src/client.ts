@@ -2,6 +2,8 @@
 // Each public call runs option steps one at a time (the engine decides which), under
 // the caller's signal and the handshake limit. Once go() returns a Connection this
 // Client is done (libnbd's permitted states).
+
+import { type ClientTlsOptions, clientTls, NodeTransport, type TlsIdentity } from '@nbd/node';
 import {
   NbdAbortError,
   NbdClosedError,
@@ -17,19 +19,18 @@ import {
   type Transport,
   tieToSignal,
 } from '@nbd/protocol';
-import { type ClientTlsOptions, NodeTransport, type TlsIdentity, clientTls } from '@nbd/node';
 import { Connection, type Signal } from './connection.js';
 import { type ExportInfo, makeExportInfo } from './export-info.js';
 import { FrameReader } from './frame-reader.js';
 import {
-  type ExportListing,
-  type HandshakeStyle,
   DEFAULT_OPTION_REPLY_LIMITS,
+  type ExportListing,
+  goSteps,
+  type HandshakeStyle,
+  listMetaContextSteps,
   OptionEngine,
   type OptionReplyLimits,
   type StepCall,
-  goSteps,
-  listMetaContextSteps,
   selectedContexts,
 } from './option-engine.js';
 import { type ConnectTarget, type Opened, openTransport } from './target.js';

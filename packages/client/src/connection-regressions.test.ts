@@ -1,7 +1,8 @@
 // Regression tests for defects found in review, each against a scripted fake server:
 // aborted reads, malformed READ and BLOCK_STATUS replies, detach, disconnect aborts, lent reads.
-import { describe, expect, test } from 'vitest';
+
 import { Command, NbdUnsupportedError, ProtocolError } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
 import { scopedFakeServers } from '../test/fake-server.js';
 import { Client } from './client.js';
 import { open } from './multi.js';

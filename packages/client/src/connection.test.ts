@@ -1,5 +1,5 @@
-import { describe, expect, test } from 'vitest';
 import { Command, CommandFlag, Errno, NbdInvalidArgumentError, ProtocolError, TransmissionFlag } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
 import { RW_FLAGS, scopedFakeServers } from '../test/fake-server.js';
 import { Client } from './client.js';
 import { open } from './multi.js';

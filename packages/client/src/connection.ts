@@ -3,13 +3,13 @@
 // server's maximum payload split. The glue below it (transmission.ts) owns the
 // transport, the engines and the connection's state.
 import type { Duplex } from 'node:stream';
-import { Command, CommandFlag, type NbdError, NbdInvalidArgumentError, type Transport, encodeBlockStatusPayload } from '@nbd/protocol';
+import type { TlsIdentity } from '@nbd/node';
+import { Command, CommandFlag, encodeBlockStatusPayload, type NbdError, NbdInvalidArgumentError, type Transport } from '@nbd/protocol';
 import type { ExportInfo } from './export-info.js';
 import type { FrameReader } from './frame-reader.js';
 import type { Extent } from './reply-assembler.js';
-import type { TlsIdentity } from '@nbd/node';
-import { type RequestLimits, checkBuffer, checkCan, checkRange, checkWritable, fuaFlag, requestLimits } from './request-checks.js';
-import { type ConnectionState, type LentBytes, Transmission, notLent } from './transmission.js';
+import { checkBuffer, checkCan, checkRange, checkWritable, fuaFlag, type RequestLimits, requestLimits } from './request-checks.js';
+import { type ConnectionState, type LentBytes, notLent, Transmission } from './transmission.js';
 
 /** What the handshake settled, fixed for the connection's life. */
 export interface Negotiated {

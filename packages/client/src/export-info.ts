@@ -1,6 +1,6 @@
 // What a client learns about an export during the handshake, decoded from the
 // raw transmission flags once so callers read `info.can.trim`, not bit masks.
-import { type BlockSizes, Limits, ProtocolError, TransmissionFlag as T, isPowerOfTwo } from '@nbd/protocol';
+import { type BlockSizes, isPowerOfTwo, Limits, ProtocolError, TransmissionFlag as T } from '@nbd/protocol';
 
 export type { BlockSizes };
 

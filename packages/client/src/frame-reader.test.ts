@@ -1,8 +1,9 @@
 // The frame reader over a fake transport: bytes in through the ByteSink, frames out
 // to one consumer at a time; nothing taken from the arena pool once it stopped.
+
+import { type ByteSink, Errno, encodeChunk, encodeSimpleReply, ProtocolError, type Transport } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
-import { type ByteSink, Errno, ProtocolError, type Transport, encodeChunk, encodeSimpleReply } from '@nbd/protocol';
-import { FrameReader, clientArenaPool } from './frame-reader.js';
+import { clientArenaPool, FrameReader } from './frame-reader.js';
 
 /** A transport that only hands its sink to the test. */
 function fakeTransport() {

@@ -4,8 +4,8 @@
 // are valid: the option engine during the handshake, the Connection afterwards.
 import { trimWhenQuiet } from '@nbd/node';
 import {
-  ArenaPool,
   type ArenaPolicy,
+  ArenaPool,
   type ByteSink,
   ProtocolError,
   ReadArenas,

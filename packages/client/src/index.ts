@@ -1,12 +1,14 @@
 // @nbd/client: negotiate with `Client`, then talk to the export through a `Connection`
 // (or several, as a `MultiConnection`). Errors are @nbd/protocol's NbdError family.
 import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+
 requireSupportedNode(); // one clear error as the package loads, not a TypeError later
+
+export type { ClientTlsOptions, TlsIdentity } from '@nbd/node';
 export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
 export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
 export type { BlockSizes, ExportInfo } from './export-info.js';
+export { type ConnectMultiOptions, connectMulti, MultiConnection, type OpenOptions, open } from './multi.js';
 export { DEFAULT_OPTION_REPLY_LIMITS, type ExportListing, type HandshakeStyle, type OptionReplyLimits } from './option-engine.js';
 export type { Extent } from './reply-assembler.js';
-export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
 export type { ConnectTarget } from './target.js';
-export type { ClientTlsOptions, TlsIdentity } from '@nbd/node';

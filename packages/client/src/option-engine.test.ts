@@ -1,8 +1,12 @@
 // The option engine with plain values: greetings and option replies in (decoded by
 // the protocol's stream decoder, as on the wire), request bytes and results out.
-import { describe, expect, test } from 'vitest';
+
 import {
   ClientStreamDecoder,
+  decodeOptionRequest,
+  encodeExportNameReply,
+  encodeGreeting,
+  encodeOptionReply,
   HandshakeFlag,
   Info,
   NbdOptionError,
@@ -16,12 +20,9 @@ import {
   type ServerFrame,
   ServerStreamDecoder,
   TransmissionFlag,
-  decodeOptionRequest,
-  encodeExportNameReply,
-  encodeGreeting,
-  encodeOptionReply,
 } from '@nbd/protocol';
-import { OptionEngine, type OptionReplyLimits, type StepCall, goSteps, listMetaContextSteps, selectedContexts } from './option-engine.js';
+import { describe, expect, test } from 'vitest';
+import { goSteps, listMetaContextSteps, OptionEngine, type OptionReplyLimits, type StepCall, selectedContexts } from './option-engine.js';
 
 /** Frames as the client's decoder makes them from `bytes`. */
 function frames(decoder: ServerStreamDecoder, ...bytes: Uint8Array[]): ServerFrame[] {

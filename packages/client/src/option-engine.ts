@@ -5,23 +5,23 @@
 // Client feeds it from a transport. Unit tests drive it with plain values.
 import {
   ClientFlag,
+  decodeOptionReply,
+  encodeClientFlags,
+  encodeOptionRequest,
   type Greeting,
   HandshakeFlag,
   Info,
   NbdOptionError,
   NbdStateError,
   NbdUnsupportedError,
+  nameOf,
   Option,
   OptionReply,
   type OptionReplyMessage,
   type OptionRequest,
+  optionCode,
   ProtocolError,
   type ServerFrame,
-  decodeOptionReply,
-  encodeClientFlags,
-  encodeOptionRequest,
-  nameOf,
-  optionCode,
 } from '@nbd/protocol';
 import { type BlockSizes, type ExportInfo, makeExportInfo, validBlockSizes } from './export-info.js';
 

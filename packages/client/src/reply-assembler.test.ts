@@ -1,26 +1,27 @@
 // The reply assembler with plain values: chunk headers and payloads in, results or
 // errors out. No sockets; the views it holds are counted by a fake holder.
-import { describe, expect, test } from 'vitest';
+
 import {
   type ChunkHeader,
   type ChunkPayload,
   ChunkType,
   Command,
   CommandFlag,
+  chunkTypeOf,
   Errno,
+  encodeChunkPayload,
   NbdErrnoError,
   ProtocolError,
   ReplyFlag,
-  chunkTypeOf,
-  encodeChunkPayload,
 } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
 import {
-  type ReplyRules,
-  type ReplyState,
   abandonReply,
   assembleChunk,
   assembleSimple,
   newReply,
+  type ReplyRules,
+  type ReplyState,
   simpleReplyPayload,
 } from './reply-assembler.js';
 

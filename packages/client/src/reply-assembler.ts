@@ -10,13 +10,13 @@ import {
   ChunkType,
   Command,
   CommandFlag,
+  decodeChunkPayload,
   Errno,
   NbdErrnoError,
-  ProtocolError,
-  ReplyFlag,
-  decodeChunkPayload,
   nameOf,
   normalizeErrno,
+  ProtocolError,
+  ReplyFlag,
 } from '@nbd/protocol';
 import { ReadCoverage } from './read-coverage.js';
 

@@ -1,7 +1,8 @@
 // The request table with plain values: cookies, settling once, aborts tied through
 // one listener per signal, failing everything at once.
-import { describe, expect, test, vi } from 'vitest';
+
 import { Command, NbdAbortError, NbdClosedError } from '@nbd/protocol';
+import { describe, expect, test, vi } from 'vitest';
 import { newReply } from './reply-assembler.js';
 import { RequestTable } from './request-table.js';
 

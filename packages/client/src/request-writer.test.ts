@@ -1,6 +1,7 @@
 // The request writer over a fake transport: what leaves, in which writes, when.
-import { describe, expect, test } from 'vitest';
+
 import { ClientStreamDecoder, Command, type Transport } from '@nbd/protocol';
+import { describe, expect, test } from 'vitest';
 import { HIGH_WATER, RequestWriter } from './request-writer.js';
 
 /** A transport that records each write (and whether it was corked) and can hold a queue. */

@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getSystemErrorMap } from 'node:util';
-import { type ClientTlsOptions, type NbdAddress, NbdSystemError, NodeTransport, connectSocket, toNbdUri } from '@nbd/node';
+import { type ClientTlsOptions, connectSocket, type NbdAddress, NbdSystemError, NodeTransport, toNbdUri } from '@nbd/node';
 import { Limits, NbdError, NbdInvalidArgumentError, NbdUnsupportedError, type NbdUri, type Transport } from '@nbd/protocol';
 
 /**

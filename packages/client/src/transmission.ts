@@ -6,6 +6,7 @@
 import type { Duplex } from 'node:stream';
 import { NodeTransport } from '@nbd/node';
 import {
+  abortError,
   Command,
   CommandFlag,
   Errno,
@@ -15,21 +16,20 @@ import {
   NbdStateError,
   NbdUnsupportedError,
   ProtocolError,
+  raceSignal,
   type ServerFrame,
   type Transport,
-  abortError,
-  raceSignal,
 } from '@nbd/protocol';
 import type { FrameReader } from './frame-reader.js';
 import {
-  type ReplyOutcome,
-  type ReplyRules,
-  type ViewHolder,
   abandonReply,
   assembleChunk,
   assembleSimple,
   newReply,
+  type ReplyOutcome,
+  type ReplyRules,
   simpleReplyPayload,
+  type ViewHolder,
 } from './reply-assembler.js';
 import { type PendingRequest, RequestTable } from './request-table.js';
 import { RequestWriter } from './request-writer.js';

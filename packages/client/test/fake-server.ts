@@ -1,27 +1,27 @@
 // A scripted in-process NBD server for unit tests, built from the protocol codecs.
 // Each test drives the conversation step by step and can misbehave on purpose.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type Server, type Socket, createServer } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach } from 'vitest';
 import {
-  ClientStreamDecoder,
-  type ClientFrame,
   type ChunkPayload,
-  HandshakeFlag,
-  Info,
-  Option,
-  OptionReply,
-  type Request,
-  TransmissionFlag,
+  type ClientFrame,
+  ClientStreamDecoder,
   decodeOptionRequest,
   encodeChunk,
   encodeExportNameReply,
   encodeGreeting,
   encodeOptionReply,
   encodeSimpleReply,
+  HandshakeFlag,
+  Info,
+  Option,
+  OptionReply,
+  type Request,
+  TransmissionFlag,
 } from '@nbd/protocol';
+import { afterEach } from 'vitest';
 
 export interface NegotiateOptions {
   size?: bigint;

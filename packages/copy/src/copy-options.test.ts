@@ -3,9 +3,9 @@
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, test } from 'vitest';
 import { AllocationState } from '@nbd/protocol';
-import { type Device, MemoryDevice, listen } from '@nbd/server';
+import { type Device, listen, MemoryDevice } from '@nbd/server';
+import { afterEach, describe, expect, test } from 'vitest';
 import { copy } from './copy.js';
 
 let cleanups: (() => unknown)[] = [];

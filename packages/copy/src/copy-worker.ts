@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Chunks } from './chunks.js';
 import { openSink, openSource } from './endpoints.js';
 import { copyChunks, finish } from './window.js';
-import { type CopyWorkerData, type FromCopyWorker, errorMessage } from './workers.js';
+import { type CopyWorkerData, errorMessage, type FromCopyWorker } from './workers.js';
 
 const port = parentPort!;
 const data = workerData as CopyWorkerData;

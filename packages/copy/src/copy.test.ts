@@ -4,13 +4,13 @@ import { type FileHandle, open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, test } from 'vitest';
-import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError, NbdOptionError, Option, OptionReply } from '@nbd/protocol';
 import { NbdSystemError } from '@nbd/node';
+import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError, NbdOptionError, Option, OptionReply } from '@nbd/protocol';
+import { afterEach, describe, expect, test } from 'vitest';
 import { inContext, isPlaced } from './context.js';
 import { copy } from './copy.js';
 import { stdoutSink } from './stream-endpoints.js';
-import { type FromCopyWorker, errorMessage, rebuild } from './workers.js';
+import { errorMessage, type FromCopyWorker, rebuild } from './workers.js';
 
 let dirs: string[] = [];
 afterEach(() => {

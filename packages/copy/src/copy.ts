@@ -9,15 +9,15 @@ import { Chunks } from './chunks.js';
 import {
   type CopyEndpoint,
   type EndpointOptions,
-  type Sink,
-  type Source,
   isFilePath,
   openSink,
   openSource,
   reopenable,
+  type Sink,
+  type Source,
 } from './endpoints.js';
-import { DEFAULT_REQUEST_SIZE, copyChunks, copyStream, finish, settleAll } from './window.js';
 import { checkSame } from './same.js';
+import { copyChunks, copyStream, DEFAULT_REQUEST_SIZE, finish, settleAll } from './window.js';
 import { type CopyWorkerData, copyOnWorkers } from './workers.js';
 
 /** Progress of a copy: bytes done of the total. */

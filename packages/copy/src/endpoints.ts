@@ -5,11 +5,11 @@
 import type { FileHandle } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { type ClientTlsOptions, Connection, type ConnectTarget, MultiConnection } from '@nbd/client';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { fileSink, fileSource, stdoutFileSink } from './file-endpoints.js';
-import { connectForCopy, nbdSink, nbdSource } from './nbd-endpoints.js';
 import { describeHttp, httpSource, isHttpUrl } from './http-endpoints.js';
+import { connectForCopy, nbdSink, nbdSource } from './nbd-endpoints.js';
 import { nullSink, stdinSource, stdoutSink } from './stream-endpoints.js';
 
 /**

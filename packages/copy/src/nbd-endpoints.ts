@@ -2,8 +2,9 @@
 // that cannot give it (no structured replies: nbd-server, `nbdkit --no-sr`; oldstyle:
 // `nbdkit -o`, `nbd serve -o`) is copied without a map, every block read, as
 // nbdcopy does: all-zero blocks are still found by reading them.
+
+import { Client, type Connection, type ConnectTarget, connectMulti, MultiConnection } from '@nbd/client';
 import { AllocationState, MetaContext, NbdInvalidArgumentError, NbdUnsupportedError } from '@nbd/protocol';
-import { Client, type ConnectTarget, type Connection, MultiConnection, connectMulti } from '@nbd/client';
 import type { EndpointOptions, Sink, Source } from './endpoints.js';
 
 /** Opens one connection; when the server cannot negotiate `contexts`, enters without them on the same connection. */

@@ -7,7 +7,7 @@ import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { toNbdUri } from '@nbd/node';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { type CopyEndpoint, type Kind, describeEndpoint, kindOf } from './endpoints.js';
+import { type CopyEndpoint, describeEndpoint, type Kind, kindOf } from './endpoints.js';
 
 /** What a file is, whatever its name: a block device by its number, anything else by device and inode. */
 function fileKey(st: Stats | undefined): string | undefined {

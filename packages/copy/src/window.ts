@@ -2,9 +2,9 @@
 // copies each with a window of requests in flight. Zero extents (from the source's
 // map) and all-zero blocks are zeroed on the destination, or skipped when it reads
 // as zeroes already. A source without offsets (standard input) is copied in order.
-import { NbdInvalidArgumentError, isAllZero, throwIfAborted } from '@nbd/protocol';
+import { isAllZero, NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
-import { type Step, inContext, markPlaced } from './context.js';
+import { inContext, markPlaced, type Step } from './context.js';
 import type { Sink, Source } from './endpoints.js';
 
 /** What the copy loop needs of the copy's options. */

@@ -1,6 +1,8 @@
 // copy({ threads }): worker threads that open both endpoints again and take chunks
 // from the counter they share with this thread. Each worker reports progress in
 // steps, then its zero bytes, or its error (rebuilt here as the same class, with its fields).
+
+import { NbdSystemError } from '@nbd/node';
 import {
   ErrorCode,
   NbdAbortError,
@@ -15,7 +17,6 @@ import {
   ProtocolError,
   tieToSignal,
 } from '@nbd/protocol';
-import { NbdSystemError } from '@nbd/node';
 import type { Chunks } from './chunks.js';
 import { isPlaced, markPlaced } from './context.js';
 import type { CopyOptions } from './copy.js';

@@ -1,7 +1,8 @@
 // Devices for the filter tests (not exported by the package): a memory device that
 // enforces block sizes and counts calls, so a test sees exactly what a filter sends down.
-import { Errno, NbdErrnoError } from '@nbd/protocol';
+
 import type { BlockSizes } from '@nbd/protocol';
+import { Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device, DeviceExtent, ExtentsOptions, IoOptions, ZeroOptions } from '@nbd/server';
 import { SparseMemoryDevice } from '../src/memory/sparse-memory-device.js';
 

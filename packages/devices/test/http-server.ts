@@ -2,7 +2,7 @@
 // one image with correct Range answers, ETag and Last-Modified, unless a test's `fault`
 // takes the request first (a 503, a short body, a changed ETag, a reset, silence…).
 // Every request is recorded with its headers.
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface Seen {

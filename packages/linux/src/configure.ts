@@ -1,14 +1,15 @@
 // Hands connections in the transmission phase to the kernel NBD client: netlink
 // first (CONNECT returns at once, the kernel owns the sockets), ioctls as fallback.
 // Also disconnect, status, and a supervisor that reconnects dead links.
-import type { Duplex } from 'node:stream';
-import { NbdInvalidArgumentError, TransmissionFlag, isPowerOfTwo, throwIfAborted, tieToSignal } from '@nbd/protocol';
-import { NbdSystemError, fdOf, hasDescriptor } from '@nbd/node';
-import { pumpFor } from './pump.js';
-import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
-import { KernelClientFlag } from './netlink-codec.js';
-import { type DeviceStatus, NbdNetlink } from './netlink.js';
+
 import { existsSync, readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
+import { fdOf, hasDescriptor, NbdSystemError } from '@nbd/node';
+import { isPowerOfTwo, NbdInvalidArgumentError, TransmissionFlag, throwIfAborted, tieToSignal } from '@nbd/protocol';
+import { ioctlConnect, ioctlDevice, ioctlDisconnectForeign, listDevices } from './ioctl.js';
+import { type DeviceStatus, NbdNetlink } from './netlink.js';
+import { KernelClientFlag } from './netlink-codec.js';
+import { pumpFor } from './pump.js';
 
 /** What `@nbd/client`'s `Connection` offers for the hand-over (structural, no import). */
 export interface DetachableConnection {

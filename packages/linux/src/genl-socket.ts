@@ -1,24 +1,24 @@
 // A non-blocking generic netlink socket polled on the event loop (it never blocks
 // it), and family lookup through nlctrl.
-import { NbdSystemError, SOCK_CLOEXEC, SOCK_NONBLOCK, check, closeFd, errno, libc, pollReadable } from '@nbd/node';
+import { check, closeFd, errno, libc, NbdSystemError, pollReadable, SOCK_CLOEXEC, SOCK_NONBLOCK } from '@nbd/node';
 import {
   type AttrSpec,
-  Ctrl,
-  GENL_ID_CTRL,
-  LE,
-  type GenlMessage,
-  type NlMessage,
-  NlmFlag,
-  Nlmsg,
   attrString,
   attrU16,
   attrU32,
+  Ctrl,
   decodeAttrs,
   decodeError,
   decodeGenl,
   decodeMessages,
   encodeGenlRequest,
   findAttr,
+  GENL_ID_CTRL,
+  type GenlMessage,
+  LE,
+  type NlMessage,
+  NlmFlag,
+  Nlmsg,
 } from './netlink-codec.js';
 
 const AF_NETLINK = 16;

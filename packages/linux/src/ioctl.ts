@@ -1,9 +1,9 @@
 // The ioctl interface (include/uapi/linux/nbd.h), for kernels or setups without the
 // netlink family: configure /dev/nbdN from the main thread, then park NBD_DO_IT on
 // a dedicated worker thread until the device disconnects.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { NbdSystemError, closeFd, ioctlInt, openRdwr } from '@nbd/node';
+import { closeFd, ioctlInt, NbdSystemError, openRdwr } from '@nbd/node';
 
 /** `_IO(0xab, n)`: no size or direction bits. */
 export const NbdIoctl = {

@@ -5,8 +5,8 @@
 // thread must be async (see README).
 import { open } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { NbdInvalidArgumentError, tieToSignal, throwIfAborted } from '@nbd/protocol';
 import { socketPair } from '@nbd/node';
+import { NbdInvalidArgumentError, throwIfAborted, tieToSignal } from '@nbd/protocol';
 import { type Device, type Export, serveTransmission, transmissionFlagsOf } from '@nbd/server';
 import { type ConfigureOptions, configure, disconnect, status } from './configure.js';
 

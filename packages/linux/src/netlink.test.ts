@@ -1,25 +1,25 @@
 import { existsSync } from 'node:fs';
-import { describe, expect, test } from 'vitest';
 import { NbdSystemError } from '@nbd/node';
+import { describe, expect, test } from 'vitest';
 import { GenlSocket, resolveFamily } from './genl-socket.js';
+import { connectAttrs, decodeStatus, NbdNetlink, reconfigureAttrs } from './netlink.js';
 import {
-  Ctrl,
-  NbdAttr,
-  NlmFlag,
-  Nlmsg,
   attrString,
+  attrU8,
   attrU16,
   attrU32,
   attrU64,
-  attrU8,
+  Ctrl,
   decodeAttrs,
   decodeError,
   decodeGenl,
   decodeMessages,
   encodeAttrs,
   encodeGenlRequest,
+  NbdAttr,
+  NlmFlag,
+  Nlmsg,
 } from './netlink-codec.js';
-import { NbdNetlink, connectAttrs, decodeStatus, reconfigureAttrs } from './netlink.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const bytes = (h: string) => new Uint8Array(Buffer.from(h.replace(/\s+/g, ''), 'hex'));

@@ -5,6 +5,10 @@ import { type Family, GenlSocket, resolveFamily } from './genl-socket.js';
 import {
   type Attr,
   type AttrSpec,
+  attrU8,
+  attrU32,
+  decodeAttrs,
+  findAttr,
   type GenlMessage,
   NBD_FAMILY,
   NBD_GENL_VERSION,
@@ -13,10 +17,6 @@ import {
   NbdCmd,
   NbdDeviceAttr,
   NbdSockAttr,
-  attrU32,
-  attrU8,
-  decodeAttrs,
-  findAttr,
 } from './netlink-codec.js';
 
 /** What NBD_CMD_CONNECT needs; timeouts are in seconds. */

@@ -3,11 +3,11 @@ import { mkdtempSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, test } from 'vitest';
 import { Client } from '@nbd/client';
 import { socketPair } from '@nbd/node';
 import { Command, decodeSimpleReply, encodeRequest } from '@nbd/protocol';
-import { MemoryDevice, listen } from '@nbd/server';
+import { listen, MemoryDevice } from '@nbd/server';
+import { describe, expect, test } from 'vitest';
 import { prepare } from './configure.js';
 import { pumpFor } from './pump.js';
 

@@ -1,7 +1,7 @@
 // Addresses: NBD URIs (as strings or URL objects), unix socket paths and TCP host/port
 // pairs, turned into what net.connect and net.Server#listen take.
-import { type ListenOptions, type Socket, connect as netConnect } from 'node:net';
-import { Limits, type NbdUri, NbdUnsupportedError, abortError, parseNbdUri, tieToSignal } from '@nbd/protocol';
+import { type ListenOptions, connect as netConnect, type Socket } from 'node:net';
+import { abortError, Limits, NbdUnsupportedError, type NbdUri, parseNbdUri, tieToSignal } from '@nbd/protocol';
 
 /** Where to connect or listen: an NBD URI (string or URL), `{ path }` of a unix socket, or `{ host, port }`. */
 export type NbdAddress = string | URL | { path: string } | { host?: string; port?: number };

@@ -4,21 +4,21 @@
 // reads) and on a plain Duplex (copied chunks); frames larger than an arena,
 // oversized drains, bad magic, arenas pinned and reused.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type Server, type Socket, connect, createServer } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Duplex, PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
 import {
   ArenaPool,
   type ClientFrame,
   ClientStreamDecoder,
   Command,
   CommandFlag,
+  encodeRequest,
   ReadArenas,
   type Request,
-  encodeRequest,
 } from '@nbd/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
 import { NodeTransport } from './node-transport.js';
 
 /** The server's large arena size. */

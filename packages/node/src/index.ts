@@ -2,8 +2,10 @@
 // internals, and the one loader of libc (koffi). Client, server and linux talk to
 // sockets through the Transport interface of @nbd/protocol, implemented here.
 import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
+
 requireSupportedNode(); // one clear error as the package loads, not a TypeError later
-export { type NbdAddress, connectSocket, listenOptionsOf, socketOptionsOf, toNbdUri } from './address.js';
+
+export { connectSocket, listenOptionsOf, type NbdAddress, socketOptionsOf, toNbdUri } from './address.js';
 export { fdOf, hasDescriptor, socketFromFd, socketPair, takeDescriptor } from './descriptors.js';
 export { fastReadChannel, resumeReading } from './fast-read.js';
 export {
@@ -24,14 +26,14 @@ export {
 } from './ffi.js';
 export { NodeTransport, type NodeTransportOptions, peerOf } from './node-transport.js';
 export { trimWhenQuiet } from './sweep.js';
+export { errnoName, NbdSystemError } from './system-error.js';
 export {
   type ClientTlsOptions,
+  clientTls,
   type Pem,
+  parsePskFile,
   type ServerTls,
   type ServerTlsOptions,
-  type TlsIdentity,
-  clientTls,
-  parsePskFile,
   serverTls,
+  type TlsIdentity,
 } from './tls.js';
-export { NbdSystemError, errnoName } from './system-error.js';

@@ -1,8 +1,8 @@
 import { once } from 'node:events';
-import { type Server, type Socket, createServer, connect } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, test } from 'vitest';
 import type { ByteSink } from '@nbd/protocol';
+import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../../../test/support/peers.js';
 import { NodeTransport } from './node-transport.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { NbdSystemError, errnoName } from './system-error.js';
+import { errnoName, NbdSystemError } from './system-error.js';
 
 describe('errno mapping', () => {
   test('names come from the OS table, unknown ones stay numeric', () => {

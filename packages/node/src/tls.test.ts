@@ -1,11 +1,11 @@
 // A refused TLS handshake says which side refused and the likely cause, on both
 // sides, instead of OpenSSL's raw text (`…:error:0A00041B:SSL routines:…`).
 import { writeFileSync } from 'node:fs';
-import { type Server, type Socket, connect, createServer } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { tempDir } from '../../../test/support/peers.js';
-import { type ClientTlsOptions, type ServerTlsOptions, clientTls, serverTls } from './tls.js';
+import { type ClientTlsOptions, clientTls, type ServerTlsOptions, serverTls } from './tls.js';
 
 const ALICE = '0123456789abcdef0123456789abcdef';
 const servers: Server[] = [];

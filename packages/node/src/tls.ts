@@ -4,8 +4,8 @@
 // PSK takes precedence over X.509, as in nbdkit. Under TLS 1.2 PSK needs PSK cipher
 // suites named explicitly; under TLS 1.3 the PSK identity hint is not sent.
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Socket } from 'node:net';
+import { join } from 'node:path';
 import tls, { type ConnectionOptions, type TLSSocket, type TlsOptions } from 'node:tls';
 import { NbdInvalidArgumentError, NbdTimeoutError, ProtocolError } from '@nbd/protocol';
 

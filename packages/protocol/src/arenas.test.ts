@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { ArenaPool, type ArenaPolicy, ReadArenas } from './arenas.js';
+import { type ArenaPolicy, ArenaPool, ReadArenas } from './arenas.js';
 import { Command } from './constants.js';
 import { ClientStreamDecoder } from './frames.js';
 import { encodeRequest } from './transmission.js';

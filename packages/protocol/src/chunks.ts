@@ -1,6 +1,6 @@
 // Codecs for reply chunks (structured and extended): headers, payloads by chunk
 // type, and the writer of READ replies filled in place. Pure functions over bytes.
-import { Reader, Writer, utf8 } from './bytes.js';
+import { Reader, utf8, Writer } from './bytes.js';
 import { ChunkType, Magic, ReplyFlag, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { writeSimpleReply } from './transmission.js';

@@ -13,19 +13,19 @@ import {
   CommandFlag,
   DirtyBitmapState,
   Errno,
+  flagNames,
   HandshakeFlag,
   Info,
   Limits,
   Magic,
   MetaContext,
+  nameOf,
   OPTION_REPLY_ERROR_BIT,
   Option,
   OptionReply,
   ReplyFlag,
   Size,
   TransmissionFlag,
-  flagNames,
-  nameOf,
 } from './constants.js';
 
 const REFERENCE = process.env.NBD_PROTOCOL_MD ?? fileURLToPath(new URL('../../../docs/protocol.md', import.meta.url));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Errno } from './constants.js';
-import { NbdErrnoError, describeErrno } from './errors.js';
+import { describeErrno, NbdErrnoError } from './errors.js';
 
 describe('NbdErrnoError', () => {
   it('says the errno once, with its meaning, then the text; errno and text stay fields', () => {

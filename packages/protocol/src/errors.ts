@@ -1,7 +1,7 @@
 // One error family for every package: a base class with a stable `code` per kind,
 // `cause` always kept, fields declared. Catch `NbdError` for anything this SDK
 // throws, then switch on `code` (undici's lib/core/errors.js does the same).
-import { Errno, Option, OptionReply, nameOf } from './constants.js';
+import { Errno, nameOf, Option, OptionReply } from './constants.js';
 
 /** The stable codes of {@link NbdError}, one per kind of failure. */
 export const ErrorCode = {

@@ -1,16 +1,16 @@
 // The stream decoders fed every framed fixture, split at every byte offset, byte
 // by byte, and as one chunk with several frames: the frames must come out the same.
 import { describe, expect, test } from 'vitest';
+import { ByteQueue } from './byte-queue.js';
 import { concat } from './bytes.js';
+import { decodeChunkHeader } from './chunks.js';
 import { Command, CommandFlag, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { ByteQueue } from './byte-queue.js';
-import { type ClientFrame, ClientStreamDecoder, type ServerFrame, ServerStreamDecoder } from './frames.js';
 import { clientFlags, exportNameReplies, greetings, optionReplies, optionRequests } from './fixtures/handshake.js';
 import { chunks, requests, simpleReplies } from './fixtures/transmission.js';
+import { type ClientFrame, ClientStreamDecoder, type ServerFrame, ServerStreamDecoder } from './frames.js';
 import { encodeOptionRequest } from './handshake.js';
 import { encodeRequest } from './transmission.js';
-import { decodeChunkHeader } from './chunks.js';
 
 interface Decoder<F> {
   push(chunk: Uint8Array): void;

@@ -5,12 +5,13 @@
 // Limits are checked on headers, before any payload is buffered, so a peer's
 // claimed length never causes an allocation by itself. Payloads are returned as
 // views into the received chunk when they lie within one, else copied once.
-import { Limits, Magic, Size } from './constants.js';
+
 import { ByteQueue } from './byte-queue.js';
-import { ProtocolError } from './errors.js';
-import { type Greeting, decodeClientFlags, decodeExportNameReply, decodeGreeting } from './handshake.js';
 import { type ChunkHeader, readChunkHeader } from './chunks.js';
-import { type Request, decodeSimpleReply, readRequestHeader, requestPayloadLength } from './transmission.js';
+import { Limits, Magic, Size } from './constants.js';
+import { ProtocolError } from './errors.js';
+import { decodeClientFlags, decodeExportNameReply, decodeGreeting, type Greeting } from './handshake.js';
+import { decodeSimpleReply, type Request, readRequestHeader, requestPayloadLength } from './transmission.js';
 
 // ======================================================= client → server
 

@@ -1,6 +1,6 @@
 // Codecs for the handshake phase: greetings, client flags, option requests and
 // option replies. Pure functions over bytes; the stream decoder is in frames.ts.
-import { Reader, Writer, utf8 } from './bytes.js';
+import { Reader, utf8, Writer } from './bytes.js';
 import { Info, Limits, Magic, OPTION_REPLY_ERROR_BIT, Option, OptionReply, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 

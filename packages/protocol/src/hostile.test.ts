@@ -4,12 +4,13 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { concat } from './bytes.js';
+import { decodeChunkHeader, decodeChunkPayload } from './chunks.js';
 import { Command, CommandFlag, Option, Size } from './constants.js';
 import { ProtocolError } from './errors.js';
-import { ClientStreamDecoder, ServerStreamDecoder } from './frames.js';
 import { exportNameReplies, greetings, optionReplies, optionRequests } from './fixtures/handshake.js';
 import { hex } from './fixtures/hex.js';
 import { chunks, requests, simpleReplies } from './fixtures/transmission.js';
+import { ClientStreamDecoder, ServerStreamDecoder } from './frames.js';
 import {
   decodeClientFlags,
   decodeExportNameReply,
@@ -19,7 +20,6 @@ import {
   encodeGreeting,
 } from './handshake.js';
 import { decodeBlockStatusPayload, decodeRequest, decodeSimpleReply, encodeRequest } from './transmission.js';
-import { decodeChunkHeader, decodeChunkPayload } from './chunks.js';
 
 /** Runs `f`; passes if it returns or throws ProtocolError, fails on anything else. */
 function protocolErrorOrValue(f: () => unknown): void {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { ErrorCode, NbdError } from './errors.js';
-import { NODE_MAJOR_NEEDED, NbdNodeVersionError, requireSupportedNode } from './node-version.js';
+import { NbdNodeVersionError, NODE_MAJOR_NEEDED, requireSupportedNode } from './node-version.js';
 
 describe('requireSupportedNode', () => {
   test('Node.js 20 and 21: an NbdNodeVersionError naming both versions', () => {

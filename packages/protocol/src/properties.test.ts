@@ -4,13 +4,10 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { concat } from './bytes.js';
+import { type ChunkPayload, decodeChunkHeader, decodeChunkPayload, encodeChunk } from './chunks.js';
 import { Command, Size } from './constants.js';
 import { type ClientFrame, ClientStreamDecoder, type ServerFrame, ServerStreamDecoder } from './frames.js';
 import {
-  type Greeting,
-  type InfoReply,
-  type OptionReplyMessage,
-  type OptionRequest,
   decodeExportNameReply,
   decodeGreeting,
   decodeOptionReply,
@@ -19,17 +16,20 @@ import {
   encodeGreeting,
   encodeOptionReply,
   encodeOptionRequest,
+  type Greeting,
+  type InfoReply,
+  type OptionReplyMessage,
+  type OptionRequest,
 } from './handshake.js';
 import {
-  type Request,
   decodeBlockStatusPayload,
   decodeRequest,
   decodeSimpleReply,
   encodeBlockStatusPayload,
   encodeRequest,
   encodeSimpleReply,
+  type Request,
 } from './transmission.js';
-import { type ChunkPayload, decodeChunkHeader, decodeChunkPayload, encodeChunk } from './chunks.js';
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.nat({ max: 0xffffffff });

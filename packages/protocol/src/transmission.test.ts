@@ -1,5 +1,6 @@
 // Every transmission fixture: decode, encode, and round trip.
 import { describe, expect, test } from 'vitest';
+import { chunkTypeOf, decodeChunkHeader, decodeChunkPayload, encodeChunk, encodeChunkPayload, writeChunkHeader } from './chunks.js';
 import { Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { blockStatusPayloads, chunks, requests, simpleReplies } from './fixtures/transmission.js';
@@ -13,7 +14,6 @@ import {
   writeRequest,
   writeSimpleReply,
 } from './transmission.js';
-import { chunkTypeOf, decodeChunkHeader, decodeChunkPayload, encodeChunk, encodeChunkPayload, writeChunkHeader } from './chunks.js';
 
 const cat = (a: Uint8Array, b: Uint8Array = new Uint8Array(0)) => {
   const out = new Uint8Array(a.length + b.length);

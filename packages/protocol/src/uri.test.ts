@@ -1,7 +1,7 @@
 // NBD URIs per doc/uri.md of the NBD project, plus libnbd's vsock and tls-* extensions.
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { type NbdUri, NbdUriError, formatNbdUri, parseNbdUri } from './uri.js';
+import { formatNbdUri, type NbdUri, NbdUriError, parseNbdUri } from './uri.js';
 
 describe("parseNbdUri: the spec's export-name table", () => {
   test.each([

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { Errno } from './constants.js';
-import { NbdInvalidArgumentError, isKnownErrno, normalizeErrno } from './errors.js';
+import { isKnownErrno, NbdInvalidArgumentError, normalizeErrno } from './errors.js';
 import { after, isAllZero, isPowerOfTwo, isPromise, writeZeroes, zeroChunk } from './values.js';
 
 describe('values', () => {

@@ -4,15 +4,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { afterAll, describe, expect, test } from 'vitest';
-import { NbdInvalidArgumentError } from '@nbd/protocol';
 import { serverTls } from '@nbd/node';
+import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { afterAll, describe, expect, test } from 'vitest';
 import { checkExports } from './check-serve.js';
 import type { Export } from './device.js';
 import { listen, listenAndServe } from './listener.js';
 import { MemoryDevice } from './memory-device.js';
-import type { ServeOptions } from './serve-options.js';
 import { serve, serveTransmission } from './serve.js';
+import type { ServeOptions } from './serve-options.js';
 import { SharedMemoryDevice } from './shared-memory-device.js';
 
 const MiB = 1024 * 1024;

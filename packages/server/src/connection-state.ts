@@ -15,8 +15,9 @@
 // closing: our side is ended (or the transport died); waiting for the transport to
 //   close and for device calls still running (at most 5 s once the transport is gone).
 // closed: everything settled; an owned device is closed.
-import type { Greeting } from '@nbd/protocol';
+
 import type { ServerTls, TlsIdentity } from '@nbd/node';
+import type { Greeting } from '@nbd/protocol';
 import type { Negotiation } from './negotiation.js';
 import type { ReplyWriter } from './reply-writer.js';
 import type { Session } from './session.js';

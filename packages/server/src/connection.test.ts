@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect, test } from 'vitest';
 import { ClientFlag, Command, encodeClientFlags, encodeOptionRequest, encodeRequest } from '@nbd/protocol';
+import { expect, test } from 'vitest';
 import type { Device } from './device.js';
 import { listen } from './listener.js';
 

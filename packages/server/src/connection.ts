@@ -1,17 +1,18 @@
 // One client connection: a transport, its read arenas and request decoder, and
 // the two engines (negotiation, then transmission), driven through the state union
 // of connection-state.ts (its diagram there).
+
+import { NodeTransport, trimWhenQuiet } from '@nbd/node';
 import {
   ArenaPool,
   type ClientFrame,
   ClientStreamDecoder,
-  ReadArenas,
-  type Transport,
   encodeExportNameReply,
   encodeGreeting,
   encodeOptionReply,
+  ReadArenas,
+  type Transport,
 } from '@nbd/protocol';
-import { NodeTransport, trimWhenQuiet } from '@nbd/node';
 import {
   type ConnectionLimits,
   type ConnectionTls,

@@ -1,13 +1,13 @@
 // Listening: accept connections on an address and serve each (on this thread or
 // on worker threads), within connection limits, until the server is closed.
-import { type AddressInfo, type ListenOptions, type Server, type Socket, createServer } from 'node:net';
+import { type AddressInfo, createServer, type ListenOptions, type Server, type Socket } from 'node:net';
+import { listenOptionsOf, type NbdAddress, peerOf } from '@nbd/node';
 import { NbdInvalidArgumentError, parseNbdUri, tieToSignal } from '@nbd/protocol';
-import { type NbdAddress, listenOptionsOf, peerOf } from '@nbd/node';
 import { checkServe } from './check-serve.js';
 import type { Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
-import { type ConnectionOptions, type ServeOptions, connectionData, connectionHooks, connectionOptions } from './serve-options.js';
 import { admitted, serveAdmitted, tlsOf } from './serve.js';
+import { type ConnectionOptions, connectionData, connectionHooks, connectionOptions, type ServeOptions } from './serve-options.js';
 import { ThreadPool } from './threads.js';
 
 /**

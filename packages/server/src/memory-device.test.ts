@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { MEMORY_PAGE_SIZE as P, MemoryDevice } from './memory-device.js';
+import { describe, expect, it } from 'vitest';
+import { MemoryDevice, MEMORY_PAGE_SIZE as P } from './memory-device.js';
 
 describe('MemoryDevice', () => {
   it('refuses a size that is not a non-negative safe integer with NbdInvalidArgumentError', () => {

@@ -1,15 +1,16 @@
 // The negotiation engine driven with plain values: frames in, replies and steps out.
-import { describe, expect, it } from 'vitest';
+
 import {
   type ClientFrame,
+  encodeOptionReply,
+  encodeOptionRequest,
   Info,
   Option,
   OptionReply,
   type OptionRequest,
   TransmissionFlag,
-  encodeOptionReply,
-  encodeOptionRequest,
 } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import type { Device } from './device.js';
 import { MemoryDevice } from './memory-device.js';
 import { MAX_OPTIONS, Negotiation, type NegotiationConfig, type NegotiationStep } from './negotiation.js';

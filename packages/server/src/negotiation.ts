@@ -1,23 +1,24 @@
 // The server's side of the handshake, without I/O: decoded client frames in,
 // replies out as values, and what the connection does next. One state record; one
 // handler per option, in a table (nbdkit's protocol-handshake-newstyle.c).
+
+import type { TlsIdentity } from '@nbd/node';
 import {
   ClientFlag,
   type ClientFrame,
+  decodeOptionRequest,
   type Greeting,
   HandshakeFlag,
   Info,
   MetaContext,
+  nameOf,
   Option,
   OptionReply,
   type OptionReplyMessage,
   type OptionRequest,
-  decodeOptionRequest,
-  nameOf,
 } from '@nbd/protocol';
-import type { TlsIdentity } from '@nbd/node';
 import type { Device, Export } from './device.js';
-import { type Session, blockSizesOf, isReadOnly, transmissionFlags } from './session.js';
+import { blockSizesOf, isReadOnly, type Session, transmissionFlags } from './session.js';
 
 /** What `ServeOptions.open` receives. */
 export interface OpenContext {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MEMORY_PAGE_SIZE as P, MemoryDevice } from './memory-device.js';
+import { MemoryDevice, MEMORY_PAGE_SIZE as P } from './memory-device.js';
 import { PageDevice, PageTable } from './page-store.js';
 
 /** A page table of 1 KiB pages, 4 to a slab, slots taken in order and never reused; counts its lookups. */

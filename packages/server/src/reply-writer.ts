@@ -3,7 +3,7 @@
 // one tick corked together (a burst of replies is one writev), and watermarks on
 // the bytes queued so a client that does not read its replies pauses our reading
 // instead of growing our memory.
-import { Command, type Transport, encodeChunk, readReplyHeadSize, writeReadReplyHead, writeSimpleReply, Size } from '@nbd/protocol';
+import { Command, encodeChunk, readReplyHeadSize, Size, type Transport, writeReadReplyHead, writeSimpleReply } from '@nbd/protocol';
 import { BufferPool } from './buffer-pool.js';
 import type { Reply, ReplyOut } from './replies.js';
 

@@ -1,9 +1,9 @@
 // Every ServeOptions field means the same on one thread and on worker threads: each
 // is placed by optionScopes, and a worker gets every per-connection field there is.
 import { describe, expect, it } from 'vitest';
-import { MemoryDevice } from './memory-device.js';
-import { type ServeOptions, connectionData, connectionHooks, connectionOptions, optionScopes } from './serve-options.js';
 import { silentLogger } from './logger.js';
+import { MemoryDevice } from './memory-device.js';
+import { connectionData, connectionHooks, connectionOptions, optionScopes, type ServeOptions } from './serve-options.js';
 import { SharedMemoryDevice } from './shared-memory-device.js';
 import { workerSetup } from './threads.js';
 

@@ -4,8 +4,8 @@
 // worker thread (ServeOptions.threads), so no field can mean one thing on one thread
 // and another on workers.
 import type { AddressInfo } from 'node:net';
-import type { PeerInfo } from '@nbd/protocol';
 import type { ServerTls, ServerTlsOptions, TlsIdentity } from '@nbd/node';
+import type { PeerInfo } from '@nbd/protocol';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
 import type { OpenContext } from './negotiation.js';

@@ -2,12 +2,13 @@
 // its recipe, then serves the sockets the main thread hands over (as descriptors),
 // each with the options a connection on the main thread gets (connectionOptions):
 // the same data, and the hooks called on the main thread.
-import { type ServerTls, serverTls, socketFromFd } from '@nbd/node';
+
 import { parentPort, workerData } from 'node:worker_threads';
+import { type ServerTls, serverTls, socketFromFd } from '@nbd/node';
 import type { Device, DeviceRecipe, Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
-import { type ConnectionData, connectionOptions } from './serve-options.js';
 import { serveAdmitted } from './serve.js';
+import { type ConnectionData, connectionOptions } from './serve-options.js';
 import { HookClient } from './thread-hooks.js';
 import type { FromWorker, ToWorker, WorkerSetup } from './threads.js';
 

@@ -3,21 +3,21 @@
 // kernel's end of a socketpair). Listening is in listener.ts; what each option means,
 // and how a connection's options are built, in serve-options.ts.
 import type { Duplex } from 'node:stream';
+import { NodeTransport, type ServerTls, serverTls, type TlsIdentity } from '@nbd/node';
 import { Limits, NbdInvalidArgumentError, type Transport, tieToSignal } from '@nbd/protocol';
-import { NodeTransport, type ServerTls, type TlsIdentity, serverTls } from '@nbd/node';
 import { checkExports, checkOptions, checkServe } from './check-serve.js';
-import type { ConnectionLimits, ConnectionTls, Start } from './connection-state.js';
 import { ServerConnection } from './connection.js';
+import type { ConnectionLimits, ConnectionTls, Start } from './connection-state.js';
 import type { Export } from './device.js';
 import { type Logger, silentLogger } from './logger.js';
 import { Negotiation, oldstyleGreeting } from './negotiation.js';
 import {
   type ConnectionInfo,
   type ConnectionOptions,
-  type ServeOptions,
   connectionData,
   connectionHooks,
   connectionOptions,
+  type ServeOptions,
 } from './serve-options.js';
 import { plainSession } from './session.js';
 

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { describe, expect, it } from 'vitest';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import { MEMORY_PAGE_SIZE as P } from './memory-device.js';
-import { SHARED_SLAB_SIZE as S, SharedMemoryDevice, type SharedMemoryDeviceArgs, openDevice } from './shared-memory-device.js';
+import { openDevice, SHARED_SLAB_SIZE as S, SharedMemoryDevice, type SharedMemoryDeviceArgs } from './shared-memory-device.js';
 
 const HOLE = 3;
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 7 + seed) % 251);

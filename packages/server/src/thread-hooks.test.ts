@@ -3,12 +3,12 @@
 // lifetime of a device `open` returns.
 import { describe, expect, it } from 'vitest';
 import type { Device, Export } from './device.js';
+import { silentLogger } from './logger.js';
 import { MemoryDevice } from './memory-device.js';
 import type { OpenContext } from './negotiation.js';
 import type { ConnectionHooks, ConnectionInfo } from './serve-options.js';
 import { SharedMemoryDevice } from './shared-memory-device.js';
 import { type HookCall, HookClient, HookHost, type HookRelease } from './thread-hooks.js';
-import { silentLogger } from './logger.js';
 
 const exp: Export = { name: 'disk', size: 4096, device: new SharedMemoryDevice(4096) };
 

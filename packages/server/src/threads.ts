@@ -7,11 +7,11 @@
 // hooks called on the main thread (thread-hooks.ts).
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import { libc, type ServerTlsOptions, takeDescriptor } from '@nbd/node';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { type ServerTlsOptions, libc, takeDescriptor } from '@nbd/node';
 import type { DeviceRecipe, Export } from './device.js';
 import type { Logger } from './logger.js';
-import { type ConnectionData, type HookKey, type ServeOptions, connectionData, connectionHooks } from './serve-options.js';
+import { type ConnectionData, connectionData, connectionHooks, type HookKey, type ServeOptions } from './serve-options.js';
 import { type HookCall, HookHost, type HookRelease, type HookResult } from './thread-hooks.js';
 
 /** What a worker needs to serve: the exports with recipes instead of devices, every per-connection option. */

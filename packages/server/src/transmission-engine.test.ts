@@ -1,6 +1,7 @@
 // The transmission engine driven with plain values: request frames in, reply values out.
+
+import { AllocationState, Command, CommandFlag, Errno, encodeBlockStatusPayload, NbdErrnoError, type Request } from '@nbd/protocol';
 import { describe, expect, it } from 'vitest';
-import { AllocationState, Command, CommandFlag, Errno, NbdErrnoError, type Request, encodeBlockStatusPayload } from '@nbd/protocol';
 import type { Device, DeviceExtent } from './device.js';
 import { silentLogger } from './logger.js';
 import { MemoryDevice } from './memory-device.js';

@@ -7,21 +7,21 @@ import {
   type ClientFrame,
   Command,
   CommandFlag,
-  Errno,
-  Limits,
-  NbdErrnoError,
   decodeBlockStatusPayload,
+  Errno,
   isKnownErrno,
   isPromise,
+  Limits,
+  NbdErrnoError,
   toNbdErrno,
   writeZeroes,
 } from '@nbd/protocol';
 import type { DeviceExtent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
+import { ExtentList } from './extents.js';
 import type { Logger } from './logger.js';
 import type { ReadSegment, Reply, ReplyOut } from './replies.js';
 import type { Session } from './session.js';
 import { validateRequest } from './validate.js';
-import { ExtentList } from './extents.js';
 
 /** What the engine tells its connection. */
 export interface EngineHooks {

@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
 import { Command, CommandFlag, Errno, type Request } from '@nbd/protocol';
-import { transmissionFlags } from './session.js';
+import { describe, expect, it } from 'vitest';
 import { MemoryDevice } from './memory-device.js';
 import type { Session } from './session.js';
+import { transmissionFlags } from './session.js';
 import { validateRequest } from './validate.js';
 
 const SIZE = 1 << 20;

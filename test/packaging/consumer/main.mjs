@@ -5,7 +5,7 @@ import { FileDevice } from '@nbd/devices';
 import { loopback } from '@nbd/linux';
 import * as node from '@nbd/node';
 import { AllocationState, parseNbdUri } from '@nbd/protocol';
-import { MemoryDevice, SharedMemoryDevice, listenAndServe } from '@nbd/server';
+import { listenAndServe, MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 import { exercise } from './exercise.cjs';
 
 if (typeof loopback !== 'function' || Object.keys(node).length === 0) throw new Error('@nbd/linux or @nbd/node exports nothing');

@@ -2,13 +2,13 @@
 // with the strictest settings a user may have: strict, exactOptionalPropertyTypes,
 // noUncheckedIndexedAccess and skipLibCheck false (so every shipped .d.ts is checked).
 // The same file is checked as ESM and as CommonJS (require of the ES modules).
-import { Client, type Connection, type ExportInfo, connectMulti } from '@nbd/client';
+import { Client, type Connection, connectMulti, type ExportInfo } from '@nbd/client';
 import { copy } from '@nbd/copy';
-import { FileDevice, cow, stack } from '@nbd/devices';
+import { cow, FileDevice, stack } from '@nbd/devices';
 import { configure, loopback } from '@nbd/linux';
 import * as node from '@nbd/node';
 import { AllocationState, NbdError, type NbdUri, parseNbdUri } from '@nbd/protocol';
-import { type Device, type Export, type IoOptions, MemoryDevice, listenAndServe } from '@nbd/server';
+import { type Device, type Export, type IoOptions, listenAndServe, MemoryDevice } from '@nbd/server';
 
 /** A user's own device: only what the Device interface asks for. */
 class ZeroDevice implements Device {

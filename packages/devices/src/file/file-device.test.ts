@@ -1,13 +1,13 @@
-import { mkdtempSync, openSync, closeSync, writeSync, ftruncateSync, rmSync, statSync, readFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
 import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { afterAll, describe, expect, it } from 'vitest';
 import { eio, fill, io, zio } from '../../test/devices.js';
+import { isAlignedMemory } from './aligned.js';
 import { FileDevice, openDevice } from './file-device.js';
 import { addressOf } from './linux-io.js';
-import { isAlignedMemory } from './aligned.js';
 
 const MiB = 1024 * 1024;
 const disk = mkdtempSync(join(tmpdir(), 'nbd-file-'));

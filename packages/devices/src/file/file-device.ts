@@ -7,28 +7,28 @@
 // writes and flush remain (the server emulates the rest).
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { type BlockSizes, Errno, NbdErrnoError, NbdInvalidArgumentError, isPowerOfTwo, throwIfAborted, writeZeroes } from '@nbd/protocol';
 import { NbdSystemError } from '@nbd/node';
+import { type BlockSizes, Errno, isPowerOfTwo, NbdErrnoError, NbdInvalidArgumentError, throwIfAborted, writeZeroes } from '@nbd/protocol';
 import type { Device, DeviceRecipe, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { BouncePool, isAlignedMemory } from './aligned.js';
 import { blockQueue } from './block-queue.js';
+import { FileExtents } from './file-extents.js';
 import {
-  BlockIoctl,
-  FALLOC_FL_KEEP_SIZE,
-  FALLOC_FL_PUNCH_HOLE,
-  FALLOC_FL_ZERO_RANGE,
   adviseWillNeed,
+  BlockIoctl,
   blockDeviceSize,
   blockRangeIoctl,
   deviceError,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
   fallocate,
-  NOWAIT_UNSUPPORTED,
   isUnsupported,
-  readNoWait,
+  NOWAIT_UNSUPPORTED,
   pwriteDsync,
+  readNoWait,
   sectorSizes,
 } from './linux-io.js';
-import { FileExtents } from './file-extents.js';
 import { readFully, writeFully, zeroBuffer } from './positional.js';
 
 /** Options of {@link FileDevice.open}. */

@@ -3,8 +3,9 @@
 // posix_fadvise, and the address of a buffer (O_DIRECT needs aligned memory).
 // Anything that may wait on the disk runs as a koffi asynchronous call, on libuv's
 // thread pool like Node's own fs calls, so the event loop never blocks on it.
+
+import { errno, libcFunction, NbdSystemError } from '@nbd/node';
 import { NbdErrnoError, toNbdErrno } from '@nbd/protocol';
-import { NbdSystemError, errno, libcFunction } from '@nbd/node';
 
 type Native = ((...args: unknown[]) => number | bigint) & {
   async(...args: unknown[]): void;

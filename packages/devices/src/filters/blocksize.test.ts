@@ -1,7 +1,7 @@
+import { NbdErrnoError } from '@nbd/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { NbdErrnoError } from '@nbd/protocol';
-import { StrictDevice, eio, fill, io, readAll, zio } from '../../test/devices.js';
+import { eio, fill, io, readAll, StrictDevice, zio } from '../../test/devices.js';
 import { blocksize } from './blocksize.js';
 
 const SIZE = 256 * 1024 + 1000; // the adapter rounds this down to 4096

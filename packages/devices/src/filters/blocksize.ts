@@ -4,7 +4,7 @@
 // tails of writes and zeroes are read-modify-written under a block lock;
 // unaligned ends of a trim are skipped (trim is advisory). The size is rounded
 // down to `minBlock` (truncate({ roundUp }) under it keeps the tail).
-import { Errno, NbdErrnoError, isPowerOfTwo } from '@nbd/protocol';
+import { Errno, isPowerOfTwo, NbdErrnoError } from '@nbd/protocol';
 import {
   type Device,
   type DeviceExtent,

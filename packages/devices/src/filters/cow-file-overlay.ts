@@ -6,7 +6,7 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
-import { NbdInvalidArgumentError, isPowerOfTwo, throwIfAborted } from '@nbd/protocol';
+import { isPowerOfTwo, NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Device, DeviceRecipe } from '@nbd/server';
 import { FileDevice } from '../file/file-device.js';
 import { BlockLocks } from './block-locks.js';

@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NbdErrnoError } from '@nbd/protocol';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NbdErrnoError } from '@nbd/protocol';
-import { StrictDevice, eio, fill, io, readAll, zio } from '../../test/devices.js';
+import { eio, fill, io, readAll, StrictDevice, zio } from '../../test/devices.js';
 import { PatternDevice } from '../sources/pattern-device.js';
-import { CowFileOverlay } from './cow-file-overlay.js';
 import { cow } from './cow.js';
+import { CowFileOverlay } from './cow-file-overlay.js';
 import { readOnly } from './read-only.js';
 
 const SIZE = 1024 * 1024 + 4096; // a short last block

@@ -4,16 +4,16 @@
 // the base, under a block lock), or zero (trimmed or zeroed: nothing stored). The
 // overlay is sparse memory by default, any writable device, or a CowFileOverlay
 // (files that survive a crash: flushed writes are there after a restart).
-import { Errno, NbdErrnoError, ZERO_HOLE, isPowerOfTwo } from '@nbd/protocol';
+import { Errno, isPowerOfTwo, NbdErrnoError, ZERO_HOLE } from '@nbd/protocol';
 import {
   type Device,
   type DeviceExtent,
   ExtentList,
   type ExtentsOptions,
+  eachUnit,
   type IoOptions,
   type MaybePromise,
   type ZeroOptions,
-  eachUnit,
 } from '@nbd/server';
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { BlockLocks } from './block-locks.js';

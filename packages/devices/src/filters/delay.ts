@@ -1,6 +1,6 @@
 // nbdkit's delay filter: each command waits a while before it reaches the device
 // below (a slow or remote disk). The wait ends early if the connection goes away.
-import { Errno, NbdErrnoError, after } from '@nbd/protocol';
+import { after, Errno, NbdErrnoError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { type Command, intercept, sleep } from './intercept.js';
 import { checkCount } from './layer.js';

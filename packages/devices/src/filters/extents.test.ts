@@ -1,7 +1,8 @@
 // The filters' extents, built with @nbd/server's ExtentList: clipped to the request,
 // merged with equal neighbours, short where the device below answered short.
-import { describe, expect, it } from 'vitest';
+
 import { type Device, type DeviceExtent, ExtentList } from '@nbd/server';
+import { describe, expect, it } from 'vitest';
 import { eio, io } from '../../test/devices.js';
 import { blocksize } from './blocksize.js';
 import { cow } from './cow.js';

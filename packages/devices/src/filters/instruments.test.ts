@@ -1,10 +1,10 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
 import { Errno, NbdAbortError, NbdErrnoError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { StrictDevice, eio, fill, io, zio } from '../../test/devices.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { eio, fill, io, StrictDevice, zio } from '../../test/devices.js';
 import { NullDevice } from '../sources/null-device.js';
 import { cache } from './cache.js';
 import { delay } from './delay.js';

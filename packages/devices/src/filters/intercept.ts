@@ -2,8 +2,7 @@
 // error injection, delay, rate limit, retry) are one function around every call:
 // `intercept(base, name, options, around)` gives each method the base has a wrapper
 // that hands `around` a description of the call and the call itself.
-import { tieToSignal } from '@nbd/protocol';
-import { abortError } from '@nbd/protocol';
+import { abortError, tieToSignal } from '@nbd/protocol';
 import type { Device, IoOptions, MaybePromise, ZeroOptions } from '@nbd/server';
 import { layer } from './layer.js';
 

@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
+import { describe, expect, it } from 'vitest';
+import { eio, fill, io, readAll, StrictDevice, zio } from '../../test/devices.js';
 import { NullDevice } from '../sources/null-device.js';
 import { PatternDevice } from '../sources/pattern-device.js';
 import { RandomDevice } from '../sources/random-device.js';
@@ -11,7 +12,6 @@ import { offset } from './offset.js';
 import { openDevice } from './open-stack.js';
 import { readOnly } from './read-only.js';
 import { stack } from './stack.js';
-import { StrictDevice, eio, fill, io, readAll, zio } from '../../test/devices.js';
 import { truncate } from './truncate.js';
 
 describe('layer', () => {

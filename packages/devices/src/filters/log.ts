@@ -1,8 +1,8 @@
 // nbdkit's log filter: one line per call, as JSON (one object per line): when it
 // finished, which command, where, how long it took, and its error if it failed.
 // To a file (appended, shareable with worker threads) or to a function.
-import { type WriteStream, createWriteStream } from 'node:fs';
-import { Errno, after, nameOf, toNbdErrno } from '@nbd/protocol';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { after, Errno, nameOf, toNbdErrno } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
 import { type Call, type Command, intercept } from './intercept.js';
 import { stackError } from './layer.js';

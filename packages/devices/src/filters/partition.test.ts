@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
 import { NbdAbortError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import { io, readAll } from '../../test/devices.js';
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { DataDevice } from '../sources/data-device.js';

@@ -2,7 +2,7 @@
 // delay (doubling each time by default), optionally on a reopened device below
 // (`reopen`: a reconnected network device, say). Errors that would fail again
 // the same way (EINVAL, EPERM, ENOSPC, ENOTSUP) and aborts are not retried.
-import { Errno, NbdAbortError, NbdErrnoError, isPromise } from '@nbd/protocol';
+import { Errno, isPromise, NbdAbortError, NbdErrnoError } from '@nbd/protocol';
 import type { Device, MaybePromise } from '@nbd/server';
 import { intercept, sleep } from './intercept.js';
 import { checkCount } from './layer.js';

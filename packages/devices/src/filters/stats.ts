@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { isSharedArrayBuffer } from 'node:util/types';
 import { after } from '@nbd/protocol';
 import type { Device } from '@nbd/server';
-import { COMMANDS, type Call, type Command, intercept } from './intercept.js';
+import { type Call, COMMANDS, type Command, intercept } from './intercept.js';
 import { stackError } from './layer.js';
 
 /** Counters of one command. */

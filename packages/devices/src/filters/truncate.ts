@@ -1,7 +1,7 @@
 // nbdkit's truncate filter: a new size for the device below. Shrinking hides its
 // end; growing adds bytes that read as zeroes, take only zero writes (EIO
 // otherwise, as nbdkit), and ignore trim and zero.
-import { Errno, NbdErrnoError, ZERO_HOLE, after, isAllZero, isPowerOfTwo } from '@nbd/protocol';
+import { after, Errno, isAllZero, isPowerOfTwo, NbdErrnoError, ZERO_HOLE } from '@nbd/protocol';
 import { type Device, type DeviceExtent, ExtentList, type ExtentsOptions, type IoOptions, type MaybePromise } from '@nbd/server';
 import { addExtents, checkCount, layer, optionError, sizeOf, stackError } from './layer.js';
 

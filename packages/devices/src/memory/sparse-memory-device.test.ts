@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
 import { NbdInvalidArgumentError, ZERO_HOLE } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import { SPARSE_PAGE_SIZE as P, SparseMemoryDevice } from './sparse-memory-device.js';
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 7 + seed) % 251);

@@ -5,7 +5,7 @@
 //
 // A dropped page is never reused for another offset, so memory lent to a READ
 // reply stays valid however long the socket holds it: no quarantine needed.
-import { NbdInvalidArgumentError, isAllZero, isPowerOfTwo } from '@nbd/protocol';
+import { isAllZero, isPowerOfTwo, NbdInvalidArgumentError } from '@nbd/protocol';
 import { PageDevice, PageTable } from '@nbd/server';
 
 /** Default page size: as nbdkit's sparse array, so maps line up with nbdkit's memory and data plugins. */

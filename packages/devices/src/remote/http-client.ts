@@ -6,7 +6,7 @@
 // with every reply checked against the request.
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { NbdUnsupportedError, abortError, tieToSignal } from '@nbd/protocol';
+import { abortError, NbdUnsupportedError, tieToSignal } from '@nbd/protocol';
 import type { HttpSettings } from './http-options.js';
 import { HttpAttemptError, type Next } from './http-retry.js';
 

@@ -2,11 +2,11 @@
 // how it finds the image, what it sends, where it sends it after redirects, how many
 // connections it holds, and what a worker thread's copy does.
 import { randomFillSync } from 'node:crypto';
-import { type Server, createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
-import { type ImageServer, answer, imageServer, reads } from '../../test/http-server.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { answer, type ImageServer, imageServer, reads } from '../../test/http-server.js';
 import { HttpDevice } from './http-device.js';
 import { openDevice } from './open-http.js';
 

@@ -6,7 +6,7 @@
 // reply that cannot be trusted is EIO with a message, never wrong bytes.
 import { NbdInvalidArgumentError, raceSignal } from '@nbd/protocol';
 import type { Device, DeviceRecipe, IoOptions } from '@nbd/server';
-import { HttpClient, type Probe, type RangeRequest, changeOf, shown } from './http-client.js';
+import { changeOf, HttpClient, type Probe, type RangeRequest, shown } from './http-client.js';
 import { type HttpDeviceOptions, type HttpSettings, settingsOf } from './http-options.js';
 import { HttpAttemptError, withRetries } from './http-retry.js';
 

@@ -4,9 +4,9 @@
 // short bodies and silence are retried within the count and the deadline.
 import { randomFillSync } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NbdAbortError, NbdErrnoError } from '@nbd/protocol';
-import { type Fault, type ImageServer, answer, imageServer, reads } from '../../test/http-server.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { answer, type Fault, type ImageServer, imageServer, reads } from '../../test/http-server.js';
 import { HttpDevice } from './http-device.js';
 import type { HttpDeviceOptions } from './http-options.js';
 

@@ -3,7 +3,7 @@
 // URL again first (a redirect's target that moved or expired), or give up at once (a
 // reply that does not match the request, a changed file). Retries end at a count and
 // at a deadline; what finally fails is EIO with the last attempt's message.
-import { Errno, NbdAbortError, NbdErrnoError, NbdError, abortError, tieToSignal } from '@nbd/protocol';
+import { abortError, Errno, NbdAbortError, NbdErrnoError, NbdError, tieToSignal } from '@nbd/protocol';
 
 /** What to do after a failed attempt. */
 export type Next = 'retry' | 'resolve' | 'fail';

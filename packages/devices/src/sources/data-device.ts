@@ -1,7 +1,7 @@
 // nbdkit's data plugin: a small disk image given inline (nbdkit's data format, or
 // bytes), padded with zeroes or truncated to `size`, served from sparse memory.
 // Writable unless `readOnly` (writes last as long as the device, as nbdkit's).
-import { NbdInvalidArgumentError, isAllZero } from '@nbd/protocol';
+import { isAllZero, NbdInvalidArgumentError } from '@nbd/protocol';
 import type { Device, DeviceExtent, DeviceRecipe, Loan } from '@nbd/server';
 import { SparseMemoryDevice } from '../memory/sparse-memory-device.js';
 import { type DataSink, defaultDataWork, writeData } from './data-eval.js';

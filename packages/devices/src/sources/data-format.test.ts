@@ -2,8 +2,9 @@
 // costs work and memory bounded by its size (only what lands inside is built) or is
 // refused with NbdInvalidArgumentError under the stated budget (DataDeviceOptions.maxWork).
 // Issue 19: '(1 @+4095)*100000000' with size=1M built all 10^8 copies (1 GiB in 1.4 s).
-import { describe, expect, it } from 'vitest';
+
 import { NbdInvalidArgumentError } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import { DataDevice } from './data-device.js';
 import { parseDataFormat } from './data-format.js';
 

@@ -7,7 +7,7 @@
 // 0xhex), le16/be16/le32/be32/le64/be64:WORD, "STRING" with C escapes, @OFFSET,
 // @+N, @-N, @^ALIGNMENT, ( ... ), EXPR*N, EXPR[N:M] and # comments. Not supported
 // (refused by name): <FILE, <(SCRIPT), $VAR and \NAME assignments.
-import { NbdInvalidArgumentError, isPowerOfTwo } from '@nbd/protocol';
+import { isPowerOfTwo, NbdInvalidArgumentError } from '@nbd/protocol';
 
 /**
  * A parsed expression. `length`: the bytes it spans (nbdkit's size of the data: the

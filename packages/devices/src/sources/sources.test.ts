@@ -1,10 +1,10 @@
-import { describe, expect, it } from 'vitest';
 import { Errno, NbdErrnoError, NbdInvalidArgumentError } from '@nbd/protocol';
+import { describe, expect, it } from 'vitest';
 import { DeviceOptionError } from '../option-error.js';
 import { DataDevice } from './data-device.js';
 import { NullDevice, ZeroDevice } from './null-device.js';
 import { openDevice } from './open-source.js';
-import { PatternDevice, fillPattern } from './pattern-device.js';
+import { fillPattern, PatternDevice } from './pattern-device.js';
 import { Xoshiro256 } from './prng.js';
 import { RandomDevice } from './random-device.js';
 import { SPARSE_RANDOM_BLOCK, SparseRandomDevice } from './sparse-random-device.js';
