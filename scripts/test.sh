@@ -35,7 +35,7 @@ echo "=== type-check, lint, format" >&2
 pnpm exec tsc -p tsconfig.test.json
 result check 'type-check of the tests' $?
 pnpm run --silent lint
-result check 'lint (biome lint)' $?
+result check 'lint (biome check: lint and import order)' $?
 pnpm run --silent format:check
 result check 'format (biome format)' $?
 
