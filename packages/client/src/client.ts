@@ -18,7 +18,8 @@ import {
   tieToSignal,
 } from '@nbd/protocol';
 import { type ClientTlsOptions, NodeTransport, type TlsIdentity, clientTls } from '@nbd/node';
-import { Connection, type Signal } from './connection.js';
+import { Connection } from './connection.js';
+import type { Signal } from './export-handle.js';
 import { type ExportInfo, makeExportInfo } from './export-info.js';
 import { FrameReader } from './frame-reader.js';
 import {

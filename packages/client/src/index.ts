@@ -3,10 +3,20 @@
 import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
 requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
-export { Connection, type ConnectionState, type LentBytes, type Signal } from './connection.js';
+export type { LentBytes } from './commands.js';
+export { Connection, type ConnectionState } from './connection.js';
+export {
+  type BlockStatusOptions,
+  EXPORT_HANDLE,
+  type ExportHandle,
+  type Signal,
+  type WriteOptions,
+  type ZeroOptions,
+  isExportHandle,
+} from './export-handle.js';
 export type { BlockSizes, ExportInfo } from './export-info.js';
 export { DEFAULT_OPTION_REPLY_LIMITS, type ExportListing, type HandshakeStyle, type OptionReplyLimits } from './option-engine.js';
-export type { Extent } from './reply-assembler.js';
+export type { Extent } from './reply-state.js';
 export { type ConnectMultiOptions, MultiConnection, type OpenOptions, connectMulti, open } from './multi.js';
 export type { ConnectTarget } from './target.js';
 export type { ClientTlsOptions, TlsIdentity } from '@nbd/node';
