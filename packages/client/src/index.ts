@@ -2,7 +2,8 @@
 // (or several, as a `MultiConnection`). Errors are @nbd/protocol's NbdError family.
 import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.js < 22 nothing else loads
 requireSupportedNode(); // one clear error as the package loads, not a TypeError later
-export { Client, type ClientState, type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client.js';
+export { Client, type ClientState } from './client.js';
+export { type ConnectOptions, DEFAULT_HANDSHAKE_TIMEOUT, type GoOptions } from './client-options.js';
 export type { LentBytes } from './commands.js';
 export { Connection, type ConnectionState } from './connection.js';
 export {

@@ -3,7 +3,8 @@
 // flush goes to all. Several only when the server advertises CAN_MULTI_CONN
 // (otherwise caches need not be coherent across connections).
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { Client, type ConnectOptions, type GoOptions } from './client.js';
+import { Client } from './client.js';
+import type { ConnectOptions, GoOptions } from './client-options.js';
 import type { Connection } from './connection.js';
 import { EXPORT_HANDLE, type ExportHandle, type Signal } from './export-handle.js';
 import type { ExportInfo } from './export-info.js';
