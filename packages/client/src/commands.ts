@@ -7,9 +7,9 @@ import { Command } from '@nbd/protocol';
 import {
   type Extent,
   type PlainCommand,
+  type PlainReply,
   type ReadReply,
-  type ReplyState,
-  type RequestRange,
+  type StatusReply,
   plainReply,
   readReply,
   statusReply,
@@ -24,24 +24,29 @@ export interface LentBytes {
   [Symbol.dispose](): void;
 }
 
-/** For each kind of request: what it needs beyond offset, length and flags, and what its caller gets. */
+/** For each kind of request: what it needs beyond offset, length and flags, the reply state it waits for, and what its caller gets. */
 export interface CommandTable {
   /** A READ whose bytes are the caller's to keep (a large single chunk stays a view into its arena). */
-  read: { args: undefined; result: Uint8Array };
+  read: { args: undefined; reply: ReadReply; result: Uint8Array };
   /** A READ whose bytes are lent from the read arena until released. */
-  'read-lent': { args: undefined; result: LentBytes };
+  'read-lent': { args: undefined; reply: ReadReply; result: LentBytes };
   /** A READ into the caller's buffer, at `destPos`. */
-  'read-into': { args: { dest: Uint8Array; destPos: number }; result: undefined };
-  write: { args: { payload: Uint8Array }; result: undefined };
-  flush: { args: undefined; result: undefined };
-  trim: { args: undefined; result: undefined };
-  zero: { args: undefined; result: undefined };
-  cache: { args: undefined; result: undefined };
+  'read-into': { args: { dest: Uint8Array; destPos: number }; reply: ReadReply; result: undefined };
+  write: { args: { payload: Uint8Array }; reply: PlainReply; result: undefined };
+  flush: { args: undefined; reply: PlainReply; result: undefined };
+  trim: { args: undefined; reply: PlainReply; result: undefined };
+  zero: { args: undefined; reply: PlainReply; result: undefined };
+  cache: { args: undefined; reply: PlainReply; result: undefined };
   /** `payload`: the extended headers' form naming the contexts wanted (then only those are described). */
-  'block-status': { args: { contextIds: readonly number[]; payload: Uint8Array | undefined }; result: Map<number, Extent[]> };
+  'block-status': {
+    args: { contextIds: readonly number[]; payload: Uint8Array | undefined };
+    reply: StatusReply;
+    result: Map<number, Extent[]>;
+  };
 }
 export type CommandKind = keyof CommandTable;
 export type CommandArgs<K extends CommandKind> = CommandTable[K]['args'];
+export type CommandReply<K extends CommandKind> = CommandTable[K]['reply'];
 export type CommandResult<K extends CommandKind> = CommandTable[K]['result'];
 
 /** How a finished READ's bytes reach its caller (the transmission's arenas decide). */
@@ -52,48 +57,48 @@ export interface Delivery {
   lend(st: ReadReply): LentBytes;
 }
 
-/** One request under way: the reply it waits for, the payload it sends, and its caller's result once the reply is done. */
-export interface Started<R> {
-  readonly reply: ReplyState;
-  readonly payload: Uint8Array | undefined;
-  result(): R;
-}
-
 interface CommandSpec<K extends CommandKind> {
   /** How error messages name the request: "read", "write", … */
   readonly what: string;
-  start(range: RequestRange, args: CommandArgs<K>, delivery: Delivery): Started<CommandResult<K>>;
+  /** The reply state the request waits for. */
+  reply(offset: number, length: number, flags: number, args: CommandArgs<K>): CommandReply<K>;
+  /** What goes out after the request header (WRITE's data, BLOCK_STATUS's list of contexts). */
+  payload(args: CommandArgs<K>): Uint8Array | undefined;
+  /** The caller's result, once the reply is done and fine. */
+  result(reply: CommandReply<K>, delivery: Delivery): CommandResult<K>;
 }
 
-const done = (): undefined => undefined;
+const none = (): undefined => undefined;
 
 /** A command whose reply brings nothing but success or an error. */
 function plain<K extends 'flush' | 'trim' | 'zero' | 'cache'>(what: string, command: PlainCommand): CommandSpec<K> {
-  return { what, start: (range) => ({ reply: plainReply(command, range), payload: undefined, result: done }) };
+  return { what, reply: (offset, length, flags) => plainReply(command, offset, length, flags), payload: none, result: none };
 }
 
 export const COMMANDS: { readonly [K in CommandKind]: CommandSpec<K> } = {
   read: {
     what: 'read',
-    start: (range, _args, delivery) => {
-      const reply = readReply(range);
-      return { reply, payload: undefined, result: () => delivery.keep(reply) };
-    },
+    reply: (offset, length, flags) => readReply(offset, length, flags),
+    payload: none,
+    result: (reply, delivery) => delivery.keep(reply),
   },
   'read-lent': {
     what: 'read',
-    start: (range, _args, delivery) => {
-      const reply = readReply(range);
-      return { reply, payload: undefined, result: () => delivery.lend(reply) };
-    },
+    reply: (offset, length, flags) => readReply(offset, length, flags),
+    payload: none,
+    result: (reply, delivery) => delivery.lend(reply),
   },
   'read-into': {
     what: 'read',
-    start: (range, args) => ({ reply: readReply(range, args.dest, args.destPos), payload: undefined, result: done }),
+    reply: (offset, length, flags, args) => readReply(offset, length, flags, args.dest, args.destPos),
+    payload: none,
+    result: none,
   },
   write: {
     what: 'write',
-    start: (range, args) => ({ reply: plainReply(Command.WRITE, range), payload: args.payload, result: done }),
+    reply: (offset, length, flags) => plainReply(Command.WRITE, offset, length, flags),
+    payload: (args) => args.payload,
+    result: none,
   },
   flush: plain('flush', Command.FLUSH),
   trim: plain('trim', Command.TRIM),
@@ -101,9 +106,8 @@ export const COMMANDS: { readonly [K in CommandKind]: CommandSpec<K> } = {
   cache: plain('cache', Command.CACHE),
   'block-status': {
     what: 'block status',
-    start: (range, args) => {
-      const reply = statusReply(range, args.contextIds);
-      return { reply, payload: args.payload, result: () => reply.extents };
-    },
+    reply: (offset, length, flags, args) => statusReply(offset, length, flags, args.contextIds),
+    payload: (args) => args.payload,
+    result: (reply) => reply.extents,
   },
 };

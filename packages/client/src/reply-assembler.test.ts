@@ -54,7 +54,7 @@ function chunk(rules: ReplyRules, st: ReplyState, payload: ChunkPayload, done = 
 
 const data = (offset: number, ...v: number[]): ChunkPayload => ({ kind: 'offset-data', offset: BigInt(offset), data: Uint8Array.from(v) });
 const hole = (offset: number, size: number): ChunkPayload => ({ kind: 'offset-hole', offset: BigInt(offset), size });
-const read = (offset: number, length: number, dest?: Uint8Array) => readReply({ offset, length, flags: 0 }, dest);
+const read = (offset: number, length: number, dest?: Uint8Array) => readReply(offset, length, 0, dest);
 /** A finished READ's bytes, as its caller gets them: the one chunk's view, or the buffer assembled. */
 const bytesOf = (st: ReadReply) => [...(takeSingle(st) ?? assembledBytes(st))];
 
@@ -147,13 +147,13 @@ describe('READ replies', () => {
     const two = read(0, 2);
     expect(assembleSimple(simple, two, 0, Uint8Array.of(7, 8), holder())).toEqual({ ok: true });
     expect(bytesOf(two)).toEqual([7, 8]);
-    const bad = assembleSimple(simple, plainReply(Command.WRITE, { offset: 0, length: 1, flags: 0 }), 9999, undefined, holder());
+    const bad = assembleSimple(simple, plainReply(Command.WRITE, 0, 1, 0), 9999, undefined, holder());
     expect(bad).toMatchObject({ ok: false, error: { errno: Errno.EINVAL } }); // unknown errno values read as EINVAL
   });
 });
 
 describe('rules for any reply', () => {
-  const write = () => plainReply(Command.WRITE, { offset: 0, length: 4, flags: 0 });
+  const write = () => plainReply(Command.WRITE, 0, 4, 0);
 
   test('NONE without DONE breaks a MUST (strict); relaxed, it is ignored', () => {
     expect(() => chunk(STRICT, write(), { kind: 'none' }, false)).toThrow(/NONE chunk without the DONE flag/);
@@ -171,12 +171,10 @@ describe('rules for any reply', () => {
 
   test('an extended chunk must echo the request offset', () => {
     const ext = { ...STRICT, extended: true };
-    expect(() =>
-      chunk(ext, plainReply(Command.FLUSH, { offset: 0, length: 0, flags: 0 }), { kind: 'none' }, true, holder(), { offset: 8n }),
-    ).toThrow(/offset 8 does not match/);
-    expect(
-      chunk(ext, plainReply(Command.FLUSH, { offset: 0, length: 0, flags: 0 }), { kind: 'none' }, true, holder(), { offset: 0n }),
-    ).toMatchObject({ ok: true });
+    expect(() => chunk(ext, plainReply(Command.FLUSH, 0, 0, 0), { kind: 'none' }, true, holder(), { offset: 8n })).toThrow(
+      /offset 8 does not match/,
+    );
+    expect(chunk(ext, plainReply(Command.FLUSH, 0, 0, 0), { kind: 'none' }, true, holder(), { offset: 0n })).toMatchObject({ ok: true });
   });
 
   test('error chunks: value 0 breaks a MUST; unknown error types fail the request and keep the stream; unknown others do not', () => {
@@ -200,7 +198,7 @@ describe('rules for any reply', () => {
 });
 
 describe('BLOCK_STATUS replies', () => {
-  const status = (length: number, contextIds = [1], flags = 0) => statusReply({ offset: 4096, length, flags }, contextIds);
+  const status = (length: number, contextIds = [1], flags = 0) => statusReply(4096, length, flags, contextIds);
   const extents = (contextId: number, ...lengths: number[]): ChunkPayload => ({
     kind: 'block-status',
     contextId,
@@ -266,7 +264,7 @@ describe('BLOCK_STATUS replies', () => {
 });
 
 describe('strict rules added by the hardening review', () => {
-  const write = () => plainReply(Command.WRITE, { offset: 0, length: 4, flags: 0 });
+  const write = () => plainReply(Command.WRITE, 0, 4, 0);
 
   test('a simple reply cannot end a structured reply already under way (strict); relaxed, it ends it', () => {
     const st = write();

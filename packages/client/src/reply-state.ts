@@ -30,16 +30,13 @@ export interface ViewHolder {
   release(view: Uint8Array): void;
 }
 
-/** Where a request reads or acts, as sent. */
-export interface RequestRange {
+interface ReplyBase {
+  /** Where the request reads or acts, as sent. */
   readonly offset: number;
   /** READ: bytes asked for. BLOCK_STATUS: the status length asked for. */
   readonly length: number;
   /** Command flags sent (REQ_ONE matters here). */
   readonly flags: number;
-}
-
-interface ReplyBase extends RequestRange {
   /** The first error the reply reported. */
   error: NbdErrnoError | undefined;
   /** A structured or extended chunk came for this request (so only a DONE chunk may end it). */
@@ -85,12 +82,12 @@ export interface PlainReply extends ReplyBase {
 export type ReplyState = ReadReply | StatusReply | PlainReply;
 
 /** A READ's reply state; `dest` is the caller's buffer of a readInto (its bytes go at `destPos`). */
-export function readReply(r: RequestRange, dest?: Uint8Array, destPos = 0): ReadReply {
+export function readReply(offset: number, length: number, flags: number, dest?: Uint8Array, destPos = 0): ReadReply {
   return {
     command: Command.READ,
-    offset: r.offset,
-    length: r.length,
-    flags: r.flags,
+    offset,
+    length,
+    flags,
     error: undefined,
     chunked: false,
     abandoned: false,
@@ -105,12 +102,12 @@ export function readReply(r: RequestRange, dest?: Uint8Array, destPos = 0): Read
 }
 
 /** A BLOCK_STATUS's reply state, for the context ids the reply must describe. */
-export function statusReply(r: RequestRange, contextIds: readonly number[]): StatusReply {
+export function statusReply(offset: number, length: number, flags: number, contextIds: readonly number[]): StatusReply {
   return {
     command: Command.BLOCK_STATUS,
-    offset: r.offset,
-    length: r.length,
-    flags: r.flags,
+    offset,
+    length,
+    flags,
     error: undefined,
     chunked: false,
     abandoned: false,
@@ -120,8 +117,8 @@ export function statusReply(r: RequestRange, contextIds: readonly number[]): Sta
 }
 
 /** The reply state of a command that brings no data. */
-export function plainReply(command: PlainCommand, r: RequestRange): PlainReply {
-  return { command, offset: r.offset, length: r.length, flags: r.flags, error: undefined, chunked: false, abandoned: false };
+export function plainReply(command: PlainCommand, offset: number, length: number, flags: number): PlainReply {
+  return { command, offset, length, flags, error: undefined, chunked: false, abandoned: false };
 }
 
 /** The caller gave up: nothing is stored or written into its buffer from now on; a held view goes back. */

@@ -36,44 +36,31 @@ export class RequestTable {
   }
 
   /**
-   * Registers a request under a fresh cookie; its promise resolves with `result()` once
-   * `complete()` is called. `signal` is tied once through tieToSignal (one listener per
-   * signal, however many requests share it); it must not have aborted already (check
-   * before sending anything).
+   * Registers a request under a fresh cookie: `complete` gives its caller the result
+   * (typed where the request was made), `reject` its error. `signal` is tied once
+   * through tieToSignal (one listener per signal, however many requests share it); it
+   * must not have aborted already (check before sending anything).
    */
-  add<T>(
+  add(
     reply: ReplyState,
-    result: () => T,
-    opts: { signal?: AbortSignal | undefined; payload?: Uint8Array | undefined; what: string },
-  ): { cookie: number; promise: Promise<T> } {
+    complete: () => void,
+    reject: (error: unknown) => void,
+    signal: AbortSignal | undefined,
+    what: string,
+    payload: Uint8Array | undefined,
+  ): number {
     const cookie = this.nextCookie++;
-    const { promise, resolve, reject } = Promise.withResolvers<T>();
-    const p: PendingRequest = {
-      cookie,
-      reply,
-      payload: opts.payload,
-      settled: false,
-      complete: () => {
-        try {
-          resolve(result());
-        } catch (e) {
-          reject(e);
-        }
-      },
-      reject,
-      untie: noop,
-    };
+    const p: PendingRequest = { cookie, reply, payload, settled: false, complete, reject, untie: noop };
     this.pending.set(cookie, p);
-    const signal = opts.signal;
     if (signal !== undefined) {
       p.untie = tieToSignal(signal, () => {
         if (p.settled) return;
         p.settled = true;
-        reject(abortError(signal, opts.what));
+        reject(abortError(signal, what));
         this.onAbandon?.(p);
       });
     }
-    return { cookie, promise };
+    return cookie;
   }
 
   get(cookie: number): PendingRequest | undefined {

@@ -121,9 +121,11 @@ export class Transmission {
     const spec = COMMANDS[kind];
     if (this.refusal !== undefined) return Promise.reject(this.refusal);
     if (signal?.aborted) return Promise.reject(abortError(signal, spec.what));
-    const started = spec.start({ offset, length, flags }, args, this.delivery);
-    const { reply, payload } = started;
-    const { cookie, promise } = this.table.add(reply, started.result, { signal, what: spec.what, payload });
+    const reply = spec.reply(offset, length, flags, args);
+    const payload = spec.payload(args);
+    const { promise, resolve, reject } = Promise.withResolvers<CommandResult<K>>();
+    const complete = () => resolve(spec.result(reply, this.delivery));
+    const cookie = this.table.add(reply, complete, reject, signal, spec.what, payload);
     let wireLength = length;
     if (this.rules.extended && payload !== undefined) {
       flags |= CommandFlag.PAYLOAD_LEN; // mandatory on WRITE (whose length is its payload's); the BLOCK_STATUS payload form
@@ -205,7 +207,13 @@ export class Transmission {
   private settle(p: PendingRequest, out: ReplyOutcome): void {
     if (!this.table.finish(p)) abandonReply(p.reply, this.views);
     else if (!out.ok) p.reject(out.error);
-    else p.complete();
+    else {
+      try {
+        p.complete();
+      } catch (e) {
+        p.reject(e); // an internal fault fails this request, not the stream
+      }
+    }
     if (!out.ok && out.error.errno === Errno.ESHUTDOWN && this.stateNow === 'transmitting') {
       // The server is going away: the spec asks for a soft disconnect once nothing is in flight.
       this.drain(new NbdErrnoError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));

@@ -300,9 +300,10 @@ const OFFSET_DATA_HEAD = 8;
  */
 export function readOffsetData(payload: Uint8Array): { offset: number; data: Uint8Array } | undefined {
   if (payload.length <= OFFSET_DATA_HEAD) return undefined;
-  const v = new DataView(payload.buffer, payload.byteOffset, OFFSET_DATA_HEAD);
-  const hi = v.getUint32(0);
-  const lo = v.getUint32(4);
+  // By hand, not through a DataView: this runs once per READ reply, and a DataView costs an allocation.
+  const p = payload;
+  const hi = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+  const lo = ((p[4]! << 24) | (p[5]! << 16) | (p[6]! << 8) | p[7]!) >>> 0;
   if (hi >= 0x200000) throw new ProtocolError(`READ chunk offset ${(BigInt(hi) << 32n) | BigInt(lo)} is beyond 2^53`);
   return { offset: hi * 0x100000000 + lo, data: payload.subarray(OFFSET_DATA_HEAD) };
 }
