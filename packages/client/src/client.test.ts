@@ -12,7 +12,8 @@ import {
 } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
 import { scopedFakeServers } from '../test/fake-server.js';
-import { Client, DEFAULT_HANDSHAKE_TIMEOUT } from './client.js';
+import { Client } from './client.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT } from './client-options.js';
 
 const serve = scopedFakeServers();
 

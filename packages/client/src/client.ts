@@ -8,7 +8,6 @@ import {
   NbdAbortError,
   NbdClosedError,
   type NbdError,
-  NbdInvalidArgumentError,
   NbdOptionError,
   NbdStateError,
   NbdTimeoutError,
@@ -16,68 +15,27 @@ import {
   Option,
   OptionReply,
   ProtocolError,
+  type ServerFrame,
   type Transport,
   tieToSignal,
 } from '@nbd/protocol';
-import { Connection, type Signal } from './connection.js';
+import { type ConnectOptions, type GoOptions, handshakeLimit, optionReplyLimits } from './client-options.js';
+import { Connection } from './connection.js';
+import type { Signal } from './export-handle.js';
 import { type ExportInfo, makeExportInfo } from './export-info.js';
 import { FrameReader } from './frame-reader.js';
 import {
-  DEFAULT_OPTION_REPLY_LIMITS,
   type ExportListing,
-  goSteps,
   type HandshakeStyle,
-  listMetaContextSteps,
   OptionEngine,
   type OptionReplyLimits,
   type StepCall,
-  selectedContexts,
+  type StepKind,
+  type StepOutcome,
+  type StepResult,
 } from './option-engine.js';
+import { beforeListMetaContext, goSteps, selectedContexts } from './option-plans.js';
 import { type ConnectTarget, type Opened, openTransport } from './target.js';
-
-/** Options of `Client.connect`. */
-export interface ConnectOptions extends Signal {
-  /**
-   * Milliseconds the server has for each handshake step: connecting and its greeting,
-   * then each call (list, info, listMetaContexts, go) with all its options. Past it the
-   * call rejects with NbdTimeoutError and the client closes. Default 30 000 (qemu-nbd's
-   * --handshake-limit is 10 s); 0 waits forever.
-   */
-  handshakeTimeout?: number;
-  /**
-   * TLS (STARTTLS, sent as the first option). `mode`: 'require' (the default once `tls` is
-   * given, and for `nbds…` URIs) never falls back to plaintext: a server — or a man in the
-   * middle — answering STARTTLS with an error fails the connection; 'allow' goes on in
-   * plaintext then (see `Client.tls`); 'off'. Credentials: a `certificates` directory
-   * (ca-cert.pem, client-cert.pem, client-key.pem), PEM values, or a `pskFile` with a
-   * `username`. Merged over what an `nbds…` URI's parameters say.
-   */
-  tls?: ClientTlsOptions;
-  /**
-   * Most replies one option may get before its final one (NBD_OPT_LIST's exports,
-   * LIST/SET_META_CONTEXT's contexts, INFO/GO's NBD_INFO_* replies). Default 100 000;
-   * past it the call fails with ProtocolError and the client closes, rather than
-   * growing memory until `handshakeTimeout` (a server may stream replies forever).
-   */
-  maxOptionReplies?: number;
-  /** Most bytes of reply data one option may get before its final one, as `maxOptionReplies`. Default 32 MiB. */
-  maxOptionReplyBytes?: number;
-}
-
-/** Options of `go()`. */
-export interface GoOptions extends Signal {
-  /** Negotiate structured replies (default true). Off for the Linux kernel, which speaks simple replies only. */
-  structuredReplies?: boolean;
-  /** Negotiate extended headers (default false; opt-in, no Debian peer speaks them yet). */
-  extendedHeaders?: boolean;
-  /** Metadata contexts to select for BLOCK_STATUS, e.g. ["base:allocation"]. */
-  metaContexts?: string[];
-  /** Check every rule of the spec about replies (default true); false relaxes the safe ones (see the README). */
-  strict?: boolean;
-}
-
-/** The default handshake limit, in milliseconds. */
-export const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
 
 /**
  * Where a Client is: `connecting` (transport and greeting), `negotiating` (ready for an
@@ -159,7 +117,7 @@ export class Client {
     if (opened.transport.closed) throw new NbdClosedError('connect: the stream given is closed already');
     const client = new Client(opened.transport, opened.exportName, call.limit, replyLimits);
     try {
-      const clientFlags = (await client.awaitStep(call)) as Uint8Array | undefined;
+      const clientFlags = await client.awaitStep(call, (f) => client.engine.greet(f));
       if (clientFlags !== undefined) client.transport.write(clientFlags);
       const tls = opened.tls || opts.tls ? { mode: 'require' as const, ...opened.tls, ...opts.tls } : undefined;
       if (tls !== undefined && tls.mode !== 'off') await client.startTls(tls, opened.host, call);
@@ -207,14 +165,14 @@ export class Client {
 
   /** Exports the server lists (NBD_OPT_LIST). */
   async list(opts: Signal = {}): Promise<ExportListing[]> {
-    return this.run('list', opts.signal, (call) => this.exchange({ kind: 'list', args: undefined }, call) as Promise<ExportListing[]>);
+    return this.run('list', opts.signal, (call) => this.exchange({ kind: 'list', args: undefined }, call));
   }
 
   /** Size, flags, block sizes and description of an export (NBD_OPT_INFO); the client stays negotiating. */
   async info(name: string = this.defaultExport, opts: Signal = {}): Promise<ExportInfo> {
     return this.run('info', opts.signal, async (call) => {
       const n = this.engine.state;
-      if (n.style !== 'oldstyle') return (await this.exchange({ kind: 'info', args: { name } }, call)) as ExportInfo;
+      if (n.style !== 'oldstyle') return this.exchange({ kind: 'info', args: { name } }, call);
       if (name !== '') throw new NbdUnsupportedError('an oldstyle server has no export names');
       return makeExportInfo('', n.oldstyle!.size, n.oldstyle!.flags);
     });
@@ -223,9 +181,8 @@ export class Client {
   /** Metadata contexts matching `queries` (all, when empty) on `name` (NBD_OPT_LIST_META_CONTEXT). */
   async listMetaContexts(name: string = this.defaultExport, queries: string[] = [], opts: Signal = {}): Promise<string[]> {
     return this.run('listMetaContexts', opts.signal, async (call) => {
-      let names: unknown;
-      for (const step of listMetaContextSteps(this.engine.state, name, queries)) names = await this.exchange(step, call);
-      return names as string[];
+      for (const step of beforeListMetaContext(this.engine.state)) await this.exchange(step, call);
+      return this.exchange({ kind: 'list-meta-context', args: { name, queries } }, call);
     });
   }
 
@@ -375,18 +332,18 @@ export class Client {
   }
 
   /** Sends one option step and resolves with its result. */
-  private exchange(step: StepCall, call: Call): Promise<unknown> {
+  private exchange<K extends StepKind>(step: StepCall<K>, call: Call): Promise<StepResult<K>> {
     if (this.streamEnd !== undefined) return Promise.reject(this.streamEnd);
-    const { bytes, expect } = this.engine.start(step);
+    const { bytes, expect, feed } = this.engine.start(step);
     if (expect === 'export-name-reply') this.reader.decoder.expectExportNameReply(this.engine.state.noZeroes);
     this.transport.write(bytes);
-    return this.awaitStep(call);
+    return this.awaitStep(call, feed);
   }
 
-  /** Feeds frames to the engine until the step in progress (or the greeting) is over. */
-  private awaitStep(call: Call): Promise<unknown> {
+  /** Gives frames to `feed` until the step in progress (or the greeting) is over. */
+  private awaitStep<T>(call: Call, feed: (f: ServerFrame) => StepOutcome<T>): Promise<T> {
     if (this.streamEnd !== undefined) return Promise.reject(this.streamEnd);
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
     let untie = noop;
     const settle = (fn: () => void) => {
       untie();
@@ -398,7 +355,7 @@ export class Client {
     untie = tieToSignal(call.signal, () => settle(() => reject(interpret(undefined, call))));
     this.reader.consume((f) => {
       try {
-        const out = this.engine.feed(f);
+        const out = feed(f);
         if (!out.done) return true;
         settle(() => resolve(out.value));
       } catch (e) {
@@ -408,26 +365,6 @@ export class Client {
     });
     return promise;
   }
-}
-
-function handshakeLimit(ms: number | undefined): number {
-  const limit = ms ?? DEFAULT_HANDSHAKE_TIMEOUT;
-  if (!Number.isFinite(limit) || limit < 0)
-    throw new NbdInvalidArgumentError(`handshakeTimeout must be a non-negative number of milliseconds, got ${ms}`);
-  return limit;
-}
-
-function optionReplyLimits(opts: ConnectOptions): OptionReplyLimits {
-  const limit = (name: 'maxOptionReplies' | 'maxOptionReplyBytes', fallback: number): number => {
-    const n = opts[name] ?? fallback;
-    if (n !== Number.POSITIVE_INFINITY && !(Number.isSafeInteger(n) && n >= 1))
-      throw new NbdInvalidArgumentError(`${name} must be a whole number ≥ 1 (or Infinity), got ${opts[name]}`);
-    return n;
-  };
-  return {
-    replies: limit('maxOptionReplies', DEFAULT_OPTION_REPLY_LIMITS.replies),
-    bytes: limit('maxOptionReplyBytes', DEFAULT_OPTION_REPLY_LIMITS.bytes),
-  };
 }
 
 function callOf(what: string, user: AbortSignal | undefined, limit: number): Call {

@@ -4,12 +4,21 @@
 // transport, the engines and the connection's state.
 import type { Duplex } from 'node:stream';
 import type { TlsIdentity } from '@nbd/node';
-import { Command, CommandFlag, encodeBlockStatusPayload, type NbdError, NbdInvalidArgumentError, type Transport } from '@nbd/protocol';
+import { CommandFlag, encodeBlockStatusPayload, type NbdError, NbdInvalidArgumentError, type Transport } from '@nbd/protocol';
+import type { LentBytes } from './commands.js';
+import {
+  type BlockStatusOptions,
+  EXPORT_HANDLE,
+  type ExportHandle,
+  type Signal,
+  type WriteOptions,
+  type ZeroOptions,
+} from './export-handle.js';
 import type { ExportInfo } from './export-info.js';
 import type { FrameReader } from './frame-reader.js';
-import type { Extent } from './reply-assembler.js';
+import type { Extent } from './reply-state.js';
 import { checkBuffer, checkCan, checkRange, checkWritable, fuaFlag, type RequestLimits, requestLimits } from './request-checks.js';
-import { type ConnectionState, type LentBytes, notLent, Transmission } from './transmission.js';
+import { type ConnectionState, notLent, Transmission } from './transmission.js';
 
 /** What the handshake settled, fixed for the connection's life. */
 export interface Negotiated {
@@ -23,16 +32,11 @@ export interface Negotiated {
   tls?: TlsIdentity | undefined;
 }
 
-/** The `signal` option of every call. */
-export interface Signal {
-  /** Aborts the call: it rejects with NbdAbortError (`cause`: the signal's reason). See the README for what each call leaves behind. */
-  signal?: AbortSignal;
-}
+export type { ConnectionState };
 
-export type { ConnectionState, LentBytes };
-
-/** An export in the transmission phase: many requests in flight, replies matched by cookie, out of order. */
-export class Connection {
+/** An export on one connection in the transmission phase: many requests in flight, replies matched by cookie, out of order. */
+export class Connection implements ExportHandle {
+  readonly [EXPORT_HANDLE]: true = true;
   /** What the handshake told us about the export. */
   readonly info: ExportInfo;
   /** Selected metadata contexts, name → id. */
@@ -68,7 +72,6 @@ export class Connection {
     return this.core.state;
   }
 
-  /** Requests sent and not yet answered. */
   /**
    * How replies are read: 'direct' when the kernel reads them straight into this
    * connection's buffers (the fast path, a plain TCP or unix socket), 'copy' otherwise
@@ -83,6 +86,11 @@ export class Connection {
     return this.core.inFlight;
   }
 
+  /** One: this connection. */
+  get connectionCount(): number {
+    return 1;
+  }
+
   /** Set once the connection failed or closed; every call rejects with it. */
   get error(): NbdError | undefined {
     return this.core.error;
@@ -94,49 +102,42 @@ export class Connection {
   async read(offset: number, length: number, opts: Signal = {}): Promise<Uint8Array> {
     checkRange(this.info, this.limits, offset, length, 'read');
     if (length === 0) return new Uint8Array(0);
-    if (length <= this.limits.piece)
-      return (await this.core.submit(Command.READ, 0, offset, length, { signal: opts.signal, what: 'read' })) as Uint8Array;
+    if (length <= this.limits.piece) return this.core.submit('read', 0, offset, length, undefined, opts.signal);
     const out = new Uint8Array(length);
     await this.readInto(out, offset, opts);
     return out;
   }
 
-  /**
-   * Reads without a copy: the bytes are lent from the connection's read arena and stay
-   * valid until `release()`, after which their memory is reused for later replies (no
-   * allocation, no garbage). Use them before releasing; `using` releases at scope end.
-   * Reads longer than one request, and replies in several chunks, are copied into a
-   * buffer of their own (then `release()` does nothing).
-   */
+  /** See ExportHandle.readLent: bytes lent from this connection's read arena until `release()`. */
   async readLent(offset: number, length: number, opts: Signal = {}): Promise<LentBytes> {
     checkRange(this.info, this.limits, offset, length, 'read');
     if (length === 0 || length > this.limits.piece) return notLent(await this.read(offset, length, opts));
-    return (await this.core.submit(Command.READ, 0, offset, length, { signal: opts.signal, what: 'read', lend: true })) as LentBytes;
+    return this.core.submit('read-lent', 0, offset, length, undefined, opts.signal);
   }
 
   /** Reads `buf.length` bytes at `offset` into `buf`. After an abort, nothing is written into `buf` any more. */
   async readInto(buf: Uint8Array, offset: number, opts: Signal = {}): Promise<void> {
     checkBuffer(buf, 'readInto');
     checkRange(this.info, this.limits, offset, buf.length, 'read');
-    const jobs: Promise<unknown>[] = [];
+    const jobs: Promise<void>[] = [];
     for (let pos = 0; pos < buf.length; pos += this.limits.piece) {
       const n = Math.min(this.limits.piece, buf.length - pos);
-      jobs.push(this.core.submit(Command.READ, 0, offset + pos, n, { signal: opts.signal, what: 'read', dest: buf, destPos: pos }));
+      jobs.push(this.core.submit('read-into', 0, offset + pos, n, { dest: buf, destPos: pos }, opts.signal));
     }
     await all(jobs);
   }
 
   /** Writes `buf` at `offset`; `fua` makes it durable before the reply. */
-  async write(buf: Uint8Array, offset: number, opts: { fua?: boolean } & Signal = {}): Promise<void> {
+  async write(buf: Uint8Array, offset: number, opts: WriteOptions = {}): Promise<void> {
     checkBuffer(buf, 'write');
     checkWritable(this.info, 'write');
     checkRange(this.info, this.limits, offset, buf.length, 'write');
     const flags = fuaFlag(this.info, opts.fua);
-    const jobs: Promise<unknown>[] = [];
+    const jobs: Promise<void>[] = [];
     for (let pos = 0; pos < buf.length; pos += this.limits.piece) {
       const n = Math.min(this.limits.piece, buf.length - pos);
       const payload = n === buf.length ? buf : buf.subarray(pos, pos + n);
-      jobs.push(this.core.submit(Command.WRITE, flags, offset + pos, n, { signal: opts.signal, what: 'write', payload }));
+      jobs.push(this.core.submit('write', flags, offset + pos, n, { payload }, opts.signal));
     }
     await all(jobs);
   }
@@ -144,18 +145,18 @@ export class Connection {
   /** Makes every completed write durable. */
   async flush(opts: Signal = {}): Promise<void> {
     checkCan(this.info.can.flush, 'flush', 'SEND_FLUSH');
-    await this.core.submit(Command.FLUSH, 0, 0, 0, { signal: opts.signal, what: 'flush' });
+    await this.core.submit('flush', 0, 0, 0, undefined, opts.signal);
   }
 
   /** Discards a range (a hint: its contents are undefined afterwards). */
-  async trim(offset: number, length: number, opts: { fua?: boolean } & Signal = {}): Promise<void> {
+  async trim(offset: number, length: number, opts: WriteOptions = {}): Promise<void> {
     checkWritable(this.info, 'trim');
     checkCan(this.info.can.trim, 'trim', 'SEND_TRIM');
-    await this.split(Command.TRIM, fuaFlag(this.info, opts.fua), offset, length, opts.signal, 'trim');
+    await this.split('trim', fuaFlag(this.info, opts.fua), offset, length, opts.signal);
   }
 
   /** Writes zeroes; `noHole` asks for allocated zeroes, `fast` fails with ENOTSUP unless it is cheap. */
-  async zero(offset: number, length: number, opts: { noHole?: boolean; fast?: boolean; fua?: boolean } & Signal = {}): Promise<void> {
+  async zero(offset: number, length: number, opts: ZeroOptions = {}): Promise<void> {
     checkWritable(this.info, 'zero');
     checkCan(this.info.can.zero, 'write zeroes', 'SEND_WRITE_ZEROES');
     let flags = fuaFlag(this.info, opts.fua);
@@ -164,13 +165,13 @@ export class Connection {
       checkCan(this.info.can.fastZero, 'fast zero', 'SEND_FAST_ZERO');
       flags |= CommandFlag.FAST_ZERO;
     }
-    await this.split(Command.WRITE_ZEROES, flags, offset, length, opts.signal, 'zero');
+    await this.split('zero', flags, offset, length, opts.signal);
   }
 
   /** Asks the server to prefetch a range. */
   async cache(offset: number, length: number, opts: Signal = {}): Promise<void> {
     checkCan(this.info.can.cache, 'cache', 'SEND_CACHE');
-    await this.split(Command.CACHE, 0, offset, length, opts.signal, 'cache');
+    await this.split('cache', 0, offset, length, opts.signal);
   }
 
   /**
@@ -178,11 +179,7 @@ export class Connection {
    * `contexts`). The length is a hint: the server may describe less (or, for the
    * last extent, more) than asked; requests beyond one maximum payload are clamped.
    */
-  async blockStatus(
-    offset: number,
-    length: number,
-    opts: { contexts?: string[]; reqOne?: boolean } & Signal = {},
-  ): Promise<Map<string, Extent[]>> {
+  async blockStatus(offset: number, length: number, opts: BlockStatusOptions = {}): Promise<Map<string, Extent[]>> {
     if (this.metaContexts.size === 0) {
       throw new NbdInvalidArgumentError(
         'block status: no metadata context was negotiated: pass metaContexts to go() (e.g. ["base:allocation"])',
@@ -205,12 +202,7 @@ export class Connection {
       flags |= CommandFlag.PAYLOAD_LEN;
     }
     const contextIds = payload !== undefined ? ids : [...this.contextNames.keys()];
-    const byId = (await this.core.submit(Command.BLOCK_STATUS, flags, offset, clamped, {
-      signal: opts.signal,
-      what: 'block status',
-      payload,
-      contextIds,
-    })) as Map<number, Extent[]>;
+    const byId = await this.core.submit('block-status', flags, offset, clamped, { contextIds, payload }, opts.signal);
     const out = new Map<string, Extent[]>();
     for (const id of ids) out.set(this.contextNames.get(id)!, byId.get(id) ?? []);
     return out;
@@ -247,25 +239,24 @@ export class Connection {
    * otherwise they are split into maximum-payload pieces, which every server accepts.
    */
   private async split(
-    cmd: number,
+    kind: 'trim' | 'zero' | 'cache',
     flags: number,
     offset: number,
     length: number,
     signal: AbortSignal | undefined,
-    what: string,
   ): Promise<void> {
-    checkRange(this.info, this.limits, offset, length, what);
+    checkRange(this.info, this.limits, offset, length, kind);
     const step = this.extendedHeaders ? Math.max(length, 1) : this.limits.piece;
-    const jobs: Promise<unknown>[] = [];
+    const jobs: Promise<void>[] = [];
     for (let pos = 0; pos < length; pos += step) {
-      jobs.push(this.core.submit(cmd, flags, offset + pos, Math.min(step, length - pos), { signal, what }));
+      jobs.push(this.core.submit(kind, flags, offset + pos, Math.min(step, length - pos), undefined, signal));
     }
     await all(jobs);
   }
 }
 
 /** Like Promise.all, but waits for every job so no rejection goes unobserved. */
-async function all(jobs: Promise<unknown>[]): Promise<void> {
+async function all(jobs: Promise<void>[]): Promise<void> {
   if (jobs.length === 1) {
     await jobs[0];
     return;

@@ -3,10 +3,11 @@
 // flush goes to all. Several only when the server advertises CAN_MULTI_CONN
 // (otherwise caches need not be coherent across connections).
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { Client, type ConnectOptions, type GoOptions } from './client.js';
-import type { Connection, LentBytes, Signal } from './connection.js';
+import { Client } from './client.js';
+import type { ConnectOptions, GoOptions } from './client-options.js';
+import type { Connection } from './connection.js';
+import { EXPORT_HANDLE, type ExportHandle, type Signal } from './export-handle.js';
 import type { ExportInfo } from './export-info.js';
-import type { Extent } from './reply-assembler.js';
 import { type ConnectTarget, isStreamTarget } from './target.js';
 
 /** Options of `open()`: connecting, go(), and the export (default: the URI's). */
@@ -26,8 +27,10 @@ export async function open(target: ConnectTarget, opts: OpenOptions = {}): Promi
   }
 }
 
-/** Several connections to one export, used as one. */
-export class MultiConnection {
+/** Several connections to one export, used as one: each request goes to the least busy connection. */
+export class MultiConnection implements ExportHandle {
+  readonly [EXPORT_HANDLE]: true = true;
+
   /** Takes `connections` (at least one, all to the same export) into use. */
   constructor(
     /** The connections in use; each request goes to the least busy one, `flush()` and `disconnect()` go to all. */
@@ -46,6 +49,10 @@ export class MultiConnection {
     return this.connections[0]!.metaContexts;
   }
 
+  get connectionCount(): number {
+    return this.connections.length;
+  }
+
   /** Requests in flight on all connections. */
   get inFlight(): number {
     let n = 0;
@@ -60,38 +67,15 @@ export class MultiConnection {
     return best;
   }
 
-  /** See Connection.read. */
-  read(offset: number, length: number, opts?: Signal): Promise<Uint8Array> {
-    return this.pick().read(offset, length, opts);
-  }
-  /** See Connection.readLent: bytes lent from a read arena until `release()`. */
-  readLent(offset: number, length: number, opts?: Signal): Promise<LentBytes> {
-    return this.pick().readLent(offset, length, opts);
-  }
-  /** See Connection.readInto. */
-  readInto(buf: Uint8Array, offset: number, opts?: Signal): Promise<void> {
-    return this.pick().readInto(buf, offset, opts);
-  }
-  /** See Connection.write. */
-  write(buf: Uint8Array, offset: number, opts?: { fua?: boolean } & Signal): Promise<void> {
-    return this.pick().write(buf, offset, opts);
-  }
-  /** See Connection.trim. */
-  trim(offset: number, length: number, opts?: { fua?: boolean } & Signal): Promise<void> {
-    return this.pick().trim(offset, length, opts);
-  }
-  /** See Connection.zero. */
-  zero(offset: number, length: number, opts?: { noHole?: boolean; fast?: boolean; fua?: boolean } & Signal): Promise<void> {
-    return this.pick().zero(offset, length, opts);
-  }
-  /** See Connection.cache. */
-  cache(offset: number, length: number, opts?: Signal): Promise<void> {
-    return this.pick().cache(offset, length, opts);
-  }
-  /** See Connection.blockStatus. */
-  blockStatus(offset: number, length: number, opts?: { contexts?: string[]; reqOne?: boolean } & Signal): Promise<Map<string, Extent[]>> {
-    return this.pick().blockStatus(offset, length, opts);
-  }
+  // Each command goes to the least busy connection, as the ExportHandle it is (signatures and docs there).
+  readonly read: ExportHandle['read'] = (offset, length, opts) => this.pick().read(offset, length, opts);
+  readonly readLent: ExportHandle['readLent'] = (offset, length, opts) => this.pick().readLent(offset, length, opts);
+  readonly readInto: ExportHandle['readInto'] = (buf, offset, opts) => this.pick().readInto(buf, offset, opts);
+  readonly write: ExportHandle['write'] = (buf, offset, opts) => this.pick().write(buf, offset, opts);
+  readonly trim: ExportHandle['trim'] = (offset, length, opts) => this.pick().trim(offset, length, opts);
+  readonly zero: ExportHandle['zero'] = (offset, length, opts) => this.pick().zero(offset, length, opts);
+  readonly cache: ExportHandle['cache'] = (offset, length, opts) => this.pick().cache(offset, length, opts);
+  readonly blockStatus: ExportHandle['blockStatus'] = (offset, length, opts) => this.pick().blockStatus(offset, length, opts);
 
   /**
    * Flushes every connection. With CAN_MULTI_CONN one flush covers writes completed on any

@@ -22,7 +22,8 @@ import {
   TransmissionFlag,
 } from '@nbd/protocol';
 import { describe, expect, test } from 'vitest';
-import { goSteps, listMetaContextSteps, OptionEngine, type OptionReplyLimits, type StepCall, selectedContexts } from './option-engine.js';
+import { type AnyStepCall, OptionEngine, type OptionReplyLimits } from './option-engine.js';
+import { beforeListMetaContext, goSteps, selectedContexts } from './option-plans.js';
 
 /** Frames as the client's decoder makes them from `bytes`. */
 function frames(decoder: ServerStreamDecoder, ...bytes: Uint8Array[]): ServerFrame[] {
@@ -37,8 +38,8 @@ function greeted(flags = HandshakeFlag.FIXED_NEWSTYLE | HandshakeFlag.NO_ZEROES,
   const engine = new OptionEngine(limits);
   const decoder = new ServerStreamDecoder();
   const [g] = frames(decoder, encodeGreeting({ style: 'newstyle', flags }));
-  const out = engine.feed(g!);
-  return { engine, decoder, clientFlags: (out as { value: Uint8Array | undefined }).value };
+  const out = engine.greet(g!);
+  return { engine, decoder, clientFlags: out.done ? out.value : undefined };
 }
 
 /** What the server reads from `bytes`. */
@@ -52,12 +53,12 @@ function sent(bytes: Uint8Array): OptionRequest {
 }
 
 /** Runs one step: its request, then `replies` fed one by one; returns what it sent and the outcome. */
-function exchange(e: ReturnType<typeof greeted>, call: StepCall, option: number, replies: OptionReplyMessage[]) {
-  const { bytes } = e.engine.start(call);
+function exchange(e: ReturnType<typeof greeted>, call: AnyStepCall, option: number, replies: OptionReplyMessage[]) {
+  const { bytes, feed } = e.engine.start(call);
   let value: unknown;
   let done = false;
   for (const f of frames(e.decoder, ...replies.map((r) => encodeOptionReply(option, r)))) {
-    const out = e.engine.feed(f);
+    const out = feed(f);
     if (out.done) {
       value = out.value;
       done = true;
@@ -103,7 +104,7 @@ describe('OptionEngine', () => {
     expect(plain.engine.state.style).toBe('newstyle');
     const old = new OptionEngine();
     const [g] = frames(new ServerStreamDecoder(), encodeGreeting({ style: 'oldstyle', size: 4096n, flags: 0x10001 }));
-    expect(old.feed(g!)).toEqual({ done: true, value: undefined });
+    expect(old.greet(g!)).toEqual({ done: true, value: undefined });
     expect([...goSteps(old.state, { name: '', structured: true, extended: false, metaContexts: [] })]).toEqual([]);
     expect(old.state).toMatchObject({ phase: 'transmission', export: { size: 4096, flags: 1 } });
   });
@@ -181,11 +182,11 @@ describe('go() plan', () => {
   function drive(e: ReturnType<typeof greeted>, want: Parameters<typeof goSteps>[1], answer: (r: OptionRequest) => Uint8Array[]) {
     const seen: string[] = [];
     for (const call of goSteps(e.engine.state, want)) {
-      const { bytes } = e.engine.start(call);
+      const { bytes, feed } = e.engine.start(call);
       const req = sent(bytes);
       seen.push(req.kind);
       if (req.kind === 'export-name') e.decoder.expectExportNameReply(e.engine.state.noZeroes);
-      for (const f of frames(e.decoder, ...answer(req))) e.engine.feed(f);
+      for (const f of frames(e.decoder, ...answer(req))) feed(f);
     }
     return seen;
   }
@@ -242,12 +243,19 @@ describe('go() plan', () => {
     expect(() => [...goSteps(e.engine.state, { name: '', structured: false, extended: false, metaContexts: [] })]).toThrow(
       /already negotiated/,
     );
-    expect([...listMetaContextSteps(e.engine.state, '', [])].map((s) => s.kind)).toEqual(['list-meta-context']);
-    expect([...listMetaContextSteps(greeted().engine.state, '', [])].map((s) => s.kind)).toEqual(['structured-reply', 'list-meta-context']);
+    expect([...beforeListMetaContext(e.engine.state)]).toEqual([]);
+    expect([...beforeListMetaContext(greeted().engine.state)].map((s) => s.kind)).toEqual(['structured-reply']);
   });
 
   test('an unexpected frame during the handshake is a ProtocolError', () => {
     const e = greeted();
-    expect(() => e.engine.feed({ kind: 'simple-reply', error: 0, cookie: 1n })).toThrow(ProtocolError);
+    const simple: ServerFrame = { kind: 'simple-reply', error: 0, cookie: 1n };
+    expect(() => e.engine.greet(simple)).toThrow(/expected the server's greeting, got simple-reply/);
+    const list = e.engine.start({ kind: 'list', args: undefined });
+    expect(() => list.feed(simple)).toThrow(/expected an option reply, got simple-reply/);
+    // A step's feed once its option is over (the engine moved on): nothing is in progress for it.
+    const [acked] = frames(e.decoder, encodeOptionReply(Option.LIST, ack));
+    expect(list.feed(acked!)).toEqual({ done: true, value: [] });
+    expect(() => list.feed(acked!)).toThrow(/no option is in progress/);
   });
 });

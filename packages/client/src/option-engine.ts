@@ -1,8 +1,9 @@
 // Negotiation without I/O: one state record (greeting → options → GO or
-// EXPORT_NAME → transmission), a table of option steps over it, and the plans
-// that say which options go() and listMetaContexts() send next. The engine turns
-// a step into request bytes and consumes the decoded frames that answer it; the
-// Client feeds it from a transport. Unit tests drive it with plain values.
+// EXPORT_NAME → transmission) and a table of option steps over it, each with its
+// arguments and result typed (the plans that say which options go() and
+// listMetaContexts() send next are in option-plans.ts). The engine turns a step into
+// request bytes and consumes the decoded frames that answer it; the Client feeds it
+// from a transport. Unit tests drive it with plain values.
 import {
   ClientFlag,
   decodeOptionReply,
@@ -73,16 +74,24 @@ interface Steps {
   starttls: { args: undefined; result: true };
 }
 export type StepKind = keyof Steps;
+export type StepResult<K extends StepKind> = Steps[K]['result'];
 /** One option to send: its kind and arguments. */
-export type StepCall = { [K in StepKind]: { kind: K; args: Steps[K]['args'] } }[StepKind];
+export interface StepCall<K extends StepKind> {
+  kind: K;
+  args: Steps[K]['args'];
+}
+/** Any one option to send (what the plans yield). */
+export type AnyStepCall = { [K in StepKind]: StepCall<K> }[StepKind];
 
 /** One option: its request, what its ACK means, and which refusals negotiation survives. */
 interface OptionStep<K extends StepKind> {
   request(args: Steps[K]['args']): OptionRequest;
   /** The final ACK: the result, from the replies before it; may update the record. */
-  ack(n: Negotiation, replies: OptionReplyMessage[], args: Steps[K]['args']): Steps[K]['result'];
+  ack(n: Negotiation, replies: OptionReplyMessage[], args: Steps[K]['args']): StepResult<K>;
   /** A refusal negotiation can do without: record it and return the result. Undefined: the call fails. */
-  refused?(n: Negotiation, err: NbdOptionError): { value: Steps[K]['result'] } | undefined;
+  refused?(n: Negotiation, err: NbdOptionError): { value: StepResult<K> } | undefined;
+  /** NBD_OPT_EXPORT_NAME only: its reply (no option replies) enters transmission. */
+  exportNameReply?(n: Negotiation, reply: { size: bigint; flags: number }, args: Steps[K]['args']): StepResult<K>;
 }
 
 const INFO_REQUESTS = [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE];
@@ -114,6 +123,11 @@ const STEPS: { [K in StepKind]: OptionStep<K> } = {
     request: (a) => ({ kind: 'export-name', name: a.name }),
     ack: () => {
       throw new ProtocolError('NBD_OPT_EXPORT_NAME has no option replies');
+    },
+    exportNameReply: (n, reply, a) => {
+      n.export = makeExportInfo(a.name, reply.size, reply.flags);
+      n.phase = 'transmission';
+      return n.export;
     },
   },
   'structured-reply': {
@@ -164,6 +178,11 @@ const STEPS: { [K in StepKind]: OptionStep<K> } = {
   },
 };
 
+/** The step of `kind`, its arguments and result tied to it. */
+function stepOf<K extends StepKind>(kind: K): OptionStep<K> {
+  return STEPS[kind];
+}
+
 /** An optional feature refused: negotiation goes on without it and does not ask again. */
 function refuse(n: Negotiation, option: number): { value: false } {
   n.refused.add(option);
@@ -194,8 +213,23 @@ function exportInfoOf(kind: 'INFO' | 'GO', replies: OptionReplyMessage[], name: 
 /** What answers a step: option replies, the EXPORT_NAME reply, or nothing we wait for. */
 export type Expect = 'option-reply' | 'export-name-reply';
 
-/** A frame consumed: more are needed, or the step is over with its result. */
-export type StepOutcome = { done: false } | { done: true; value: unknown };
+/** A frame consumed: more are needed, or the step (or the greeting) is over with its result. */
+export type StepOutcome<T> = { done: false } | { done: true; value: T };
+
+/** An option sent: its bytes, what answers it, and where the frames that answer it go. */
+export interface StartedStep<T> {
+  bytes: Uint8Array;
+  expect: Expect;
+  /** Consumes one frame of the answer (ProtocolError for a frame that breaks the protocol). */
+  feed(f: ServerFrame): StepOutcome<T>;
+}
+
+/** The option in progress: its code and the replies kept until its final one. */
+interface InProgress {
+  option: number;
+  replies: OptionReplyMessage[];
+  bytes: number;
+}
 
 /** Bounds on one option's replies before its final one (what a server could otherwise stream forever). */
 export interface OptionReplyLimits {
@@ -224,7 +258,7 @@ export class OptionEngine {
     export: undefined,
     tls: false,
   };
-  private current: { call: StepCall; option: number; replies: OptionReplyMessage[]; bytes: number } | undefined;
+  private current: InProgress | undefined;
 
   constructor(private readonly limits: Readonly<OptionReplyLimits> = DEFAULT_OPTION_REPLY_LIMITS) {}
 
@@ -240,39 +274,53 @@ export class OptionEngine {
     return encodeOptionRequest({ kind: 'abort' });
   }
 
-  /** Bytes of the option `call`; its answer then goes to `feed()`. */
-  start(call: StepCall): { bytes: Uint8Array; expect: Expect } {
+  /** Bytes of the option `call`; the frames that answer it go to the `feed` returned. */
+  start<K extends StepKind>(call: StepCall<K>): StartedStep<StepResult<K>> {
     const n = this.state;
     if (n.phase !== 'options')
       throw new NbdStateError(`cannot send an option ${n.phase === 'greeting' ? 'before the greeting' : `in phase ${n.phase}`}`);
     if (this.current !== undefined) throw new NbdStateError('an option is in progress; options go one at a time');
-    const req = (STEPS[call.kind] as OptionStep<StepKind>).request(call.args);
-    if (call.kind !== 'export-name' && n.style !== 'fixed-newstyle') {
+    const step = stepOf(call.kind);
+    const req = step.request(call.args);
+    if (req.kind !== 'export-name' && n.style !== 'fixed-newstyle') {
       throw new NbdUnsupportedError(
         `the server is ${n.style}; only fixed-newstyle servers accept NBD_OPT_${nameOf(Option, optionCode(req))}`,
       );
     }
-    this.current = { call, option: optionCode(req), replies: [], bytes: 0 };
-    return { bytes: encodeOptionRequest(req), expect: call.kind === 'export-name' ? 'export-name-reply' : 'option-reply' };
+    const cur: InProgress = { option: optionCode(req), replies: [], bytes: 0 };
+    this.current = cur;
+    return {
+      bytes: encodeOptionRequest(req),
+      expect: req.kind === 'export-name' ? 'export-name-reply' : 'option-reply',
+      feed: (f) => this.answer(cur, step, call.args, f),
+    };
   }
 
   /**
-   * Consumes one frame. A greeting returns the client flags to send (undefined for
-   * oldstyle). Throws NbdOptionError for a refusal the step cannot do without, and
-   * ProtocolError for a frame that breaks the protocol.
+   * The server's greeting: style and flags recorded; the client flags to send back
+   * (undefined for oldstyle).
    */
-  feed(f: ServerFrame): StepOutcome {
-    if (f.kind === 'greeting') return { done: true, value: this.greet(f.greeting) };
-    const cur = this.current;
-    if (cur === undefined) throw new ProtocolError(`unexpected ${f.kind} during the handshake: no option is in progress`);
+  greet(f: ServerFrame): StepOutcome<Uint8Array | undefined> {
+    if (f.kind !== 'greeting') throw new ProtocolError(`expected the server's greeting, got ${f.kind}`);
+    return { done: true, value: this.clientFlagsFor(f.greeting) };
+  }
+
+  /**
+   * One frame answering the option `cur`. Throws NbdOptionError for a refusal the step
+   * cannot do without, and ProtocolError for a frame that breaks the protocol.
+   */
+  private answer<K extends StepKind>(
+    cur: InProgress,
+    step: OptionStep<K>,
+    args: Steps[K]['args'],
+    f: ServerFrame,
+  ): StepOutcome<StepResult<K>> {
+    if (this.current !== cur) throw new ProtocolError(`unexpected ${f.kind} during the handshake: no option is in progress`);
     if (f.kind === 'export-name-reply') {
-      if (cur.call.kind !== 'export-name')
+      if (step.exportNameReply === undefined)
         throw new ProtocolError(`an EXPORT_NAME reply while waiting for NBD_OPT_${nameOf(Option, cur.option)}`);
       this.current = undefined;
-      const n = this.state;
-      n.export = makeExportInfo(cur.call.args.name, f.size, f.flags);
-      n.phase = 'transmission';
-      return { done: true, value: n.export };
+      return { done: true, value: step.exportNameReply(this.state, f, args) };
     }
     if (f.kind !== 'option-reply') throw new ProtocolError(`expected an option reply, got ${f.kind}`);
     if (f.option !== cur.option) {
@@ -286,8 +334,7 @@ export class OptionEngine {
       return { done: false };
     }
     this.current = undefined;
-    const step = STEPS[cur.call.kind] as OptionStep<StepKind>;
-    if (r.kind === 'ack') return { done: true, value: step.ack(this.state, cur.replies, cur.call.args) };
+    if (r.kind === 'ack') return { done: true, value: step.ack(this.state, cur.replies, args) };
     const err = new NbdOptionError(cur.option, r.code, r.message);
     if (r.code === OptionReply.ERR_SHUTDOWN) {
       this.state.phase = 'closed'; // the server is going away: the spec asks for a soft disconnect
@@ -299,7 +346,7 @@ export class OptionEngine {
   }
 
   /** Keeps a reply until the final one, within the limits: past them the server is streaming, not answering. */
-  private keep(cur: NonNullable<OptionEngine['current']>, r: OptionReplyMessage, bytes: number): void {
+  private keep(cur: InProgress, r: OptionReplyMessage, bytes: number): void {
     const { replies, bytes: maxBytes } = this.limits;
     const option = `NBD_OPT_${nameOf(Option, cur.option)}`;
     if (cur.replies.length >= replies)
@@ -310,8 +357,7 @@ export class OptionEngine {
     cur.replies.push(r);
   }
 
-  /** The server's greeting: style and flags recorded; the client flags to send back. */
-  private greet(g: Greeting): Uint8Array | undefined {
+  private clientFlagsFor(g: Greeting): Uint8Array | undefined {
     const n = this.state;
     if (n.phase !== 'greeting') throw new ProtocolError('a second greeting');
     n.phase = 'options';
@@ -326,59 +372,4 @@ export class OptionEngine {
     n.noZeroes = (g.flags & HandshakeFlag.NO_ZEROES) !== 0;
     return encodeClientFlags((fixed ? ClientFlag.FIXED_NEWSTYLE : 0) | (n.noZeroes ? ClientFlag.NO_ZEROES : 0));
   }
-}
-
-/** What go() asks for. */
-export interface GoWants {
-  name: string;
-  structured: boolean;
-  extended: boolean;
-  metaContexts: readonly string[];
-}
-
-/**
- * The options go() sends, one at a time: each is decided from the record as the
- * previous ones left it. Ends with the record in phase 'transmission' (oldstyle
- * servers need no option at all). Throws for what the server's style cannot do.
- */
-export function* goSteps(n: Negotiation, w: GoWants): Generator<StepCall, void, void> {
-  if (n.style === 'oldstyle') {
-    if (w.name !== '') throw new NbdUnsupportedError(`an oldstyle server has no export names (asked for "${w.name}")`);
-    if (w.metaContexts.length > 0) throw new NbdUnsupportedError('an oldstyle server cannot negotiate meta contexts');
-    if (w.extended) throw new NbdUnsupportedError('an oldstyle server cannot negotiate extended headers');
-    n.export = makeExportInfo('', n.oldstyle!.size, n.oldstyle!.flags);
-    n.phase = 'transmission';
-    return;
-  }
-  if (n.style === 'newstyle') {
-    if (w.metaContexts.length > 0 || w.extended) {
-      throw new NbdUnsupportedError(
-        'the server is not fixed-newstyle: only NBD_OPT_EXPORT_NAME is possible (no meta contexts, no extended headers)',
-      );
-    }
-    yield { kind: 'export-name', args: { name: w.name } };
-    return;
-  }
-  if (w.extended && !n.extended && !n.refused.has(Option.EXTENDED_HEADERS)) yield { kind: 'extended-headers', args: undefined };
-  if (w.structured || w.extended) {
-    if (!n.structured && !n.refused.has(Option.STRUCTURED_REPLY)) yield { kind: 'structured-reply', args: undefined };
-  } else if (n.structured) throw new NbdStateError('structured replies were already negotiated; cannot go() without them');
-  if (w.metaContexts.length > 0) {
-    if (!n.structured) throw new NbdUnsupportedError('the server refused structured replies, so meta contexts cannot be used');
-    yield { kind: 'set-meta-context', args: { name: w.name, queries: w.metaContexts } };
-  }
-  if (!n.refused.has(Option.GO)) yield { kind: 'go', args: { name: w.name } };
-  // GO refused with ERR_UNSUP: the old way in. Meta contexts set before it still apply (nbd-server-style servers).
-  if (n.phase !== 'transmission') yield { kind: 'export-name', args: { name: w.name } };
-}
-
-/** listMetaContexts(): servers (nbdkit, qemu) answer meta-context options only once structured replies are on. */
-export function* listMetaContextSteps(n: Negotiation, name: string, queries: readonly string[]): Generator<StepCall, void, void> {
-  if (!n.structured && !n.refused.has(Option.STRUCTURED_REPLY)) yield { kind: 'structured-reply', args: undefined };
-  yield { kind: 'list-meta-context', args: { name, queries } };
-}
-
-/** The meta contexts selected for `name`, if the last SET_META_CONTEXT named it and `asked` any. */
-export function selectedContexts(n: Negotiation, name: string, asked: readonly string[]): Map<string, number> {
-  return asked.length > 0 && n.metaContextsFor === name ? new Map(n.metaContexts) : new Map();
 }

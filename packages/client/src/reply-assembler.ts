@@ -1,9 +1,11 @@
-// The reply assembler, without I/O: given a pending request and the reply frames
-// that answer it, it checks every rule the spec sets for replies and produces the
-// result or the error. A rule broken is a ProtocolError naming the rule (the
-// connection cannot go on); `strict: false` relaxes what is safe to relax, listed
-// in the README: each relaxed rule either ignores the offending chunk or fails just
-// that request, never the stream's sync, and never yields bytes nobody sent.
+// The reply assembler, without I/O: given a pending request's reply state
+// (reply-state.ts) and the reply frames that answer it, it checks every rule the spec
+// sets for replies and records what they bring, then says whether the request
+// succeeded (its result is then read from the state, commands.ts) or failed. A rule
+// broken is a ProtocolError naming the rule (the connection cannot go on); `strict:
+// false` relaxes what is safe to relax, listed in the README: each relaxed rule either
+// ignores the offending chunk or fails just that request, never the stream's sync,
+// and never yields bytes nobody sent. Wire layouts are @nbd/protocol's codecs'.
 import {
   CHUNK_ERROR_BIT,
   type ChunkHeader,
@@ -12,117 +14,22 @@ import {
   CommandFlag,
   decodeChunkPayload,
   Errno,
+  Limits,
   NbdErrnoError,
   nameOf,
   normalizeErrno,
   ProtocolError,
   ReplyFlag,
+  readErrorChunkHead,
+  readOffsetData,
 } from '@nbd/protocol';
-import { ReadCoverage } from './read-coverage.js';
+import { checkDescribed, content } from './read-content.js';
+import { dropSingle, type Extent, type ReplyRules, type ReplyState, type ViewHolder } from './reply-state.js';
 
-/** One run of a block status reply: `length` bytes from `offset` with the context's `flags`. */
-export interface Extent {
-  /** Where the run starts, in bytes from the start of the export. */
-  offset: number;
-  /** Bytes in the run. */
-  length: number;
-  /** The meta context's status bits: for `base:allocation`, `AllocationState.HOLE` (1) and `ZERO` (2); 0 is allocated data. */
-  flags: number;
-}
+/** A reply's end: success (the result is read from the reply state, commands.ts), or the request's error. */
+export type ReplyOutcome = { ok: true } | { ok: false; error: NbdErrnoError };
 
-/** What the handshake fixed for every reply on a connection. */
-export interface ReplyRules {
-  structured: boolean;
-  extended: boolean;
-  /** Check every MUST of the spec about replies (default); false relaxes the safe ones. */
-  strict: boolean;
-}
-
-/** Arena bookkeeping for a view kept past the frame that brought it (else its bytes may be reused). */
-export interface ViewHolder {
-  hold(view: Uint8Array): void;
-  release(view: Uint8Array): void;
-}
-
-/** The reply one request waits for, and what it has brought so far. */
-export interface ReplyState {
-  readonly command: number;
-  readonly offset: number;
-  /** READ: bytes asked for. BLOCK_STATUS: the status length asked for. */
-  readonly length: number;
-  /** Command flags sent (REQ_ONE matters here). */
-  readonly flags: number;
-  /** READ: where the data goes; undefined until needed (a whole-range chunk is kept as a view instead). */
-  dest: Uint8Array | undefined;
-  destPos: number;
-  /** `dest` is the caller's (readInto): the result is the filled buffer, not a value. */
-  readonly intoCaller: boolean;
-  /** READ: the one chunk covering the whole range, held in its arena until handed on. */
-  single: Uint8Array | undefined;
-  /** READ: the one chunk so far covered the whole request (the usual reply: no ReadCoverage needed). */
-  whole: boolean;
-  /** READ: what a reply in several chunks has described. */
-  coverage: ReadCoverage | undefined;
-  /** READ: bytes hole chunks described (zeroes cost work but no bytes on the wire, so they are bounded). */
-  holeBytes: number;
-  /** BLOCK_STATUS: context ids asked about, and the extents each got. */
-  readonly contextIds: readonly number[];
-  extents: Map<number, Extent[]> | undefined;
-  /** The first error the reply reported. */
-  error: NbdErrnoError | undefined;
-  /** A structured or extended chunk came for this request (so only a DONE chunk may end it). */
-  chunked: boolean;
-  /** The caller gave up: chunks are still checked, never stored. */
-  abandoned: boolean;
-}
-
-/** A reply's end: the value (a READ's bytes, block status by context id, or nothing), or the request's error. */
-export type ReplyOutcome =
-  | { ok: true; value: Uint8Array | Map<number, Extent[]> | undefined; held?: Uint8Array }
-  | { ok: false; error: NbdErrnoError };
-
-/** A fresh reply state for a request; `dest` is the caller's buffer of a readInto. */
-export function newReply(req: {
-  command: number;
-  offset: number;
-  length: number;
-  flags?: number;
-  dest?: Uint8Array;
-  destPos?: number;
-  contextIds?: readonly number[];
-}): ReplyState {
-  return {
-    command: req.command,
-    offset: req.offset,
-    length: req.length,
-    flags: req.flags ?? 0,
-    dest: req.dest,
-    destPos: req.destPos ?? 0,
-    intoCaller: req.dest !== undefined,
-    single: undefined,
-    whole: false,
-    coverage: undefined,
-    holeBytes: 0,
-    contextIds: req.contextIds ?? [],
-    extents: req.command === Command.BLOCK_STATUS ? new Map() : undefined,
-    error: undefined,
-    chunked: false,
-    abandoned: false,
-  };
-}
-
-/** The caller gave up: nothing is stored or written into its buffer from now on; a held view goes back. */
-export function abandonReply(st: ReplyState, views: ViewHolder): void {
-  st.abandoned = true;
-  st.dest = undefined;
-  dropSingle(st, views);
-}
-
-/** A held view goes back (the reply failed, or was abandoned). */
-export function dropSingle(st: ReplyState, views: ViewHolder): void {
-  if (st.single !== undefined) views.release(st.single);
-  st.single = undefined;
-}
+const OK: ReplyOutcome = { ok: true };
 
 /**
  * Bytes of READ data that follow a simple reply to this request: the stream decoder
@@ -206,26 +113,18 @@ function unexpected(rules: ReplyRules, what: string): void {
 }
 
 function contentChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array, views: ViewHolder): void {
-  const name = type === ChunkType.OFFSET_DATA ? 'OFFSET_DATA' : 'OFFSET_HOLE';
   if (st.command !== Command.READ) {
-    unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+    unexpected(rules, `${type === ChunkType.OFFSET_DATA ? 'OFFSET_DATA' : 'OFFSET_HOLE'} chunk in reply to ${commandName(st.command)}`);
     return;
   }
-  if (type === ChunkType.OFFSET_DATA && payload.length > 8) {
-    // u64 offset | data — read in place: this is the one chunk of every bulk read.
-    content(rules, st, offsetAt(payload), payload.subarray(8), payload.length - 8, views);
+  // OFFSET_DATA read in place: this is the one chunk of every bulk read.
+  const inPlace = type === ChunkType.OFFSET_DATA ? readOffsetData(payload) : undefined;
+  if (inPlace !== undefined) {
+    content(rules, st, inPlace.offset, inPlace.data, inPlace.data.length, views);
     return;
   }
   const c = decodeChunkPayload(type, payload); // holes, and the length errors of a short OFFSET_DATA
   if (c.kind === 'offset-hole') content(rules, st, safeOffset(c.offset), undefined, c.size, views);
-}
-
-/** The u64 offset at the start of an OFFSET_DATA payload, as a safe integer. */
-function offsetAt(p: Uint8Array): number {
-  const hi = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-  const lo = ((p[4]! << 24) | (p[5]! << 16) | (p[6]! << 8) | p[7]!) >>> 0;
-  if (hi >= 0x200000) throw new ProtocolError(`READ chunk offset ${(BigInt(hi) << 32n) | BigInt(lo)} is beyond 2^53`);
-  return hi * 0x100000000 + lo;
 }
 
 function safeOffset(v: bigint): number {
@@ -233,75 +132,12 @@ function safeOffset(v: bigint): number {
   return Number(v);
 }
 
-/**
- * Separate ranges a READ reply may have described at once: chunks in order (or in reverse,
- * or from a few workers) stay a handful; each chunk costs up to this many steps to check.
- */
-export const MAX_READ_RANGES = 16_384;
-
-/** Records [start, end) of a READ as described; false if it overlaps what was (unless `union`). */
-function describe(st: ReplyState, start: number, end: number, union: boolean): boolean {
-  if (!st.whole && st.coverage === undefined && start === 0 && end === st.length) {
-    st.whole = true;
-    return true;
-  }
-  if (st.coverage === undefined) {
-    st.coverage = new ReadCoverage();
-    if (st.whole) st.coverage.add(0, st.length);
-  }
-  const ok = st.coverage.add(start, end, union);
-  if (st.coverage.ranges > MAX_READ_RANGES) {
-    throw new ProtocolError(
-      `READ reply: its chunks left more than ${MAX_READ_RANGES} separate ranges described at once (our limit on checking chunks sent far out of order)`,
-    );
-  }
-  return ok;
-}
-
-/** The first byte of a READ not described yet, and how many were; undefined gap when all were. */
-function gapOf(st: ReplyState): { gap: number | undefined; covered: number } {
-  if (st.coverage === undefined) return st.whole ? { gap: undefined, covered: st.length } : { gap: 0, covered: 0 };
-  return { gap: st.coverage.firstGap(st.length), covered: st.coverage.covered };
-}
-
-/** `size` bytes at `at`: `data`, or zeroes (a hole). Checks bounds and overlaps, then stores unless abandoned. */
-function content(rules: ReplyRules, st: ReplyState, at: number, data: Uint8Array | undefined, size: number, views: ViewHolder): void {
-  const rel = at - st.offset;
-  if (rel < 0 || rel + size > st.length) {
-    throw new ProtocolError(
-      `READ chunk ${at}+${size} lies outside the request ${st.offset}+${st.length} (the spec: content MUST lie within the request)`,
-    );
-  }
-  if (!describe(st, rel, rel + size, !rules.strict)) {
-    throw new ProtocolError(
-      `READ chunk ${at}+${size} overlaps bytes an earlier chunk described (the spec: content chunks MUST NOT overlap)`,
-    );
-  }
-  // Holes that overlap (relaxed mode merges them) would each zero their range again: bounded to twice the request.
-  if (data === undefined) st.holeBytes += size;
-  if (st.holeBytes > 2 * st.length) {
-    throw new ProtocolError(`READ reply: hole chunks described ${st.holeBytes} bytes of a ${st.length}-byte request (overlapping holes)`);
-  }
-  if (st.abandoned) return;
-  if (st.dest === undefined) {
-    if (data !== undefined && rel === 0 && size === st.length && st.single === undefined) {
-      views.hold(data); // the whole answer in one view: no copy
-      st.single = data;
-      return;
-    }
-    st.dest = new Uint8Array(st.length);
-    if (st.single !== undefined) st.dest.set(st.single);
-    dropSingle(st, views);
-  }
-  const pos = st.destPos + rel;
-  if (data !== undefined) st.dest.set(data, pos);
-  else st.dest.fill(0, pos, pos + size);
-}
-
 function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array): void {
-  const name = type === ChunkType.BLOCK_STATUS ? 'BLOCK_STATUS' : 'BLOCK_STATUS_EXT';
   if (st.command !== Command.BLOCK_STATUS) {
-    unexpected(rules, `${name} chunk in reply to ${commandName(st.command)}`);
+    unexpected(
+      rules,
+      `${type === ChunkType.BLOCK_STATUS ? 'BLOCK_STATUS' : 'BLOCK_STATUS_EXT'} chunk in reply to ${commandName(st.command)}`,
+    );
     return;
   }
   if ((type === ChunkType.BLOCK_STATUS_EXT) !== rules.extended && rules.strict) {
@@ -318,7 +154,7 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
     if (rules.strict) throw new ProtocolError(`block status chunk for context id ${id}, which the request did not ask about`);
     return;
   }
-  if (st.extents!.has(id)) {
+  if (st.extents.has(id)) {
     if (rules.strict) throw new ProtocolError(`a second block status chunk for context id ${id} (the spec: exactly one per context)`);
     return;
   }
@@ -344,7 +180,7 @@ function statusChunk(rules: ReplyRules, st: ReplyState, type: number, payload: U
     list.push({ offset: off, length: len, flags: e.flags });
     off += len;
   }
-  st.extents!.set(id, list);
+  st.extents.set(id, list);
 }
 
 /** Commands ERROR_OFFSET is valid for (for others it still marks the reply as errored). */
@@ -357,40 +193,29 @@ const ERROR_OFFSET_COMMANDS = new Set<number>([
   Command.BLOCK_STATUS,
 ]);
 
-/** Longest error message the spec allows (the string limit). */
-const MAX_MESSAGE = 4096;
-
 function errorChunk(rules: ReplyRules, st: ReplyState, type: number, payload: Uint8Array): void {
-  if (rules.strict && payload.length >= 6) {
-    const msgLen = (payload[4]! << 8) | payload[5]!;
-    if (msgLen > MAX_MESSAGE) {
-      throw new ProtocolError(
-        `error chunk with a message of ${msgLen} bytes (the spec: message length MUST NOT exceed the 4096-byte string limit)`,
-      );
-    }
+  const head = readErrorChunkHead(type, payload);
+  if (rules.strict && head.messageLength > Limits.MAX_STRING) {
+    throw new ProtocolError(
+      `error chunk with a message of ${head.messageLength} bytes (the spec: message length MUST NOT exceed the 4096-byte string limit)`,
+    );
   }
-  if (type === ChunkType.ERROR || type === ChunkType.ERROR_OFFSET) {
-    const c = decodeChunkPayload(type, payload);
-    if (c.kind !== 'error' && c.kind !== 'error-offset') return;
-    let offset: number | undefined;
-    if (c.kind === 'error-offset') {
-      offset = safeOffset(c.offset);
-      if (rules.strict && ERROR_OFFSET_COMMANDS.has(st.command) && (offset < st.offset || offset >= st.offset + st.length)) {
-        throw new ProtocolError(`ERROR_OFFSET at ${offset}, outside the request ${st.offset}+${st.length} (the spec: it MUST lie within)`);
-      }
-    }
-    const where = offset !== undefined ? ` (at offset ${offset})` : '';
-    st.error ??= errnoError(rules, c.error, c.message + where, offset);
+  if (type !== ChunkType.ERROR && type !== ChunkType.ERROR_OFFSET) {
+    // An error chunk type we do not know: the request failed; the stream goes on, its lengths being sane.
+    st.error ??= errnoError(rules, head.error, `unknown error chunk type 0x${type.toString(16)}`);
     return;
   }
-  // An error chunk type we do not know: the request failed; the stream goes on if its lengths are sane.
-  if (payload.length < 6)
-    throw new ProtocolError(`error chunk type 0x${type.toString(16)} of ${payload.length} bytes (error chunks start with 6)`);
-  const v = new DataView(payload.buffer, payload.byteOffset, payload.length);
-  const msgLen = v.getUint16(4);
-  if (msgLen > payload.length - 6)
-    throw new ProtocolError(`error chunk type 0x${type.toString(16)}: message length ${msgLen} exceeds the chunk`);
-  st.error ??= errnoError(rules, v.getUint32(0), `unknown error chunk type 0x${type.toString(16)}`);
+  const c = decodeChunkPayload(type, payload);
+  if (c.kind !== 'error' && c.kind !== 'error-offset') return;
+  let offset: number | undefined;
+  if (c.kind === 'error-offset') {
+    offset = safeOffset(c.offset);
+    if (rules.strict && ERROR_OFFSET_COMMANDS.has(st.command) && (offset < st.offset || offset >= st.offset + st.length)) {
+      throw new ProtocolError(`ERROR_OFFSET at ${offset}, outside the request ${st.offset}+${st.length} (the spec: it MUST lie within)`);
+    }
+  }
+  const where = offset !== undefined ? ` (at offset ${offset})` : '';
+  st.error ??= errnoError(rules, c.error, c.message + where, offset);
 }
 
 /** The request's error for an errno from the wire; an unknown value reads as EINVAL, 0 breaks a MUST. */
@@ -401,33 +226,18 @@ function errnoError(rules: ReplyRules, errno: number, message: string, offset?: 
 
 /** The reply is complete: check what the request needed, and produce its outcome. */
 function finish(rules: ReplyRules, st: ReplyState, views: ViewHolder): ReplyOutcome {
-  if (st.command === Command.READ && st.error === undefined) {
-    const { gap, covered } = gapOf(st);
-    if (gap !== undefined) {
-      if (rules.strict) {
-        throw new ProtocolError(
-          `READ reply done with ${st.length - covered} of ${st.length} bytes not described, the first at ${st.offset + gap} (the spec: a successful reply MUST cover the whole request)`,
-        );
-      }
-      st.error = new NbdErrnoError(Errno.EIO, `the server answered ${covered} of ${st.length} bytes of a read`);
-    }
-  }
+  if (st.command === Command.READ && st.error === undefined) checkDescribed(rules, st);
   if (st.command === Command.BLOCK_STATUS && st.error === undefined) {
-    const missing = st.contextIds.filter((id) => !st.extents!.has(id));
+    const missing = st.contextIds.filter((id) => !st.extents.has(id));
     if (missing.length > 0 && rules.strict) {
       throw new ProtocolError(
         `block status reply done without a status chunk for context id ${missing.join(', ')} (the spec: exactly one per context)`,
       );
     }
     if (missing.length === st.contextIds.length) st.error = new NbdErrnoError(Errno.EIO, 'block status reply without any status chunk');
-    else for (const id of missing) st.extents!.set(id, []);
+    else for (const id of missing) st.extents.set(id, []);
   }
-  if (st.error !== undefined) {
-    dropSingle(st, views);
-    return { ok: false, error: st.error };
-  }
-  if (st.command === Command.BLOCK_STATUS) return { ok: true, value: st.extents };
-  if (st.command !== Command.READ || st.intoCaller || st.abandoned) return { ok: true, value: undefined };
-  if (st.single !== undefined) return { ok: true, value: st.single, held: st.single };
-  return { ok: true, value: st.dest };
+  if (st.error === undefined) return OK;
+  if (st.command === Command.READ) dropSingle(st, views);
+  return { ok: false, error: st.error };
 }

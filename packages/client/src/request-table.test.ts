@@ -3,22 +3,30 @@
 
 import { Command, NbdAbortError, NbdClosedError } from '@nbd/protocol';
 import { describe, expect, test, vi } from 'vitest';
-import { newReply } from './reply-assembler.js';
+import { plainReply } from './reply-state.js';
 import { RequestTable } from './request-table.js';
 
-const reply = () => newReply({ command: Command.FLUSH, offset: 0, length: 0 });
+const reply = () => plainReply(Command.FLUSH, 0, 0, 0);
+
+/** Adds a request as Transmission.submit does: its promise resolves with `result()` once completed. */
+function addRequest<T>(t: RequestTable, result: () => T, what: string, signal?: AbortSignal) {
+  const { promise, resolve, reject } = Promise.withResolvers<T>();
+  const cookie = t.add(reply(), () => resolve(result()), reject, signal, what, undefined);
+  return { cookie, promise };
+}
+const nothing = () => undefined;
 
 describe('RequestTable', () => {
   test('fresh cookies; finish hands the caller its answer once; idle when empty', async () => {
     const t = new RequestTable();
-    const a = t.add(reply(), { what: 'flush' });
-    const b = t.add(reply(), { what: 'flush' });
+    const a = addRequest(t, () => 'a', 'flush');
+    const b = addRequest(t, nothing, 'flush');
     expect(b.cookie).toBe(a.cookie + 1);
     expect(t.size).toBe(2);
     const idle = t.whenIdle();
     const pa = t.get(a.cookie)!;
     expect(t.finish(pa)).toBe(true);
-    pa.resolve('a');
+    pa.complete();
     expect(t.get(a.cookie)).toBeUndefined();
     expect(t.finish(pa)).toBe(false); // never twice
     await expect(a.promise).resolves.toBe('a');
@@ -32,7 +40,7 @@ describe('RequestTable', () => {
     const abandoned: number[] = [];
     t.onAbandon = (p) => abandoned.push(p.cookie);
     const ac = new AbortController();
-    const r = t.add(reply(), { what: 'read', signal: ac.signal });
+    const r = addRequest(t, nothing, 'read', ac.signal);
     const reason = new Error('enough');
     ac.abort(reason);
     const err = await r.promise.catch((e: unknown) => e);
@@ -48,7 +56,7 @@ describe('RequestTable', () => {
     const t = new RequestTable();
     const ac = new AbortController();
     const add = vi.spyOn(ac.signal, 'addEventListener');
-    const all = Array.from({ length: 200 }, () => t.add(reply(), { what: 'read', signal: ac.signal }));
+    const all = Array.from({ length: 200 }, () => addRequest(t, nothing, 'read', ac.signal));
     expect(add).toHaveBeenCalledTimes(1);
     for (const r of all) t.finish(t.get(r.cookie)!);
     ac.abort(); // nothing pending: nobody is rejected
@@ -58,8 +66,8 @@ describe('RequestTable', () => {
   test('failAll rejects every caller still waiting, once, and empties the table', async () => {
     const t = new RequestTable();
     const ac = new AbortController();
-    const a = t.add(reply(), { what: 'flush', signal: ac.signal });
-    const b = t.add(reply(), { what: 'flush' });
+    const a = addRequest(t, nothing, 'flush', ac.signal);
+    const b = addRequest(t, nothing, 'flush');
     ac.abort();
     const err = new NbdClosedError('gone');
     expect(t.failAll(err).map((p) => p.cookie)).toEqual([a.cookie, b.cookie]);

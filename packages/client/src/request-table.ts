@@ -4,20 +4,19 @@
 // read) but is settled already: the reply is checked and dropped, and what the
 // request held (a caller's buffer, an arena view) is let go at the abort.
 import { abortError, tieToSignal } from '@nbd/protocol';
-import type { ReplyState } from './reply-assembler.js';
+import type { ReplyState } from './reply-state.js';
 
 /** One request on the wire. */
 export interface PendingRequest {
   readonly cookie: number;
   /** What its reply has brought so far. */
   readonly reply: ReplyState;
-  /** A READ whose view is lent to the caller (readLent), not kept or copied. */
-  readonly lend: boolean;
   /** A WRITE's (or BLOCK_STATUS's) payload, the caller's bytes until they are written. */
   readonly payload: Uint8Array | undefined;
   /** The caller has its answer (or gave up): nothing reaches it any more. */
   settled: boolean;
-  resolve(value: unknown): void;
+  /** The reply is done and fine: the caller gets its result (typed where the request was made). */
+  complete(): void;
   reject(error: unknown): void;
   /** Stops listening to the caller's signal. */
   untie(): void;
@@ -37,37 +36,31 @@ export class RequestTable {
   }
 
   /**
-   * Registers a request under a fresh cookie. `signal` is tied once through
-   * tieToSignal (one listener per signal, however many requests share it); it must
-   * not have aborted already (check before sending anything).
+   * Registers a request under a fresh cookie: `complete` gives its caller the result
+   * (typed where the request was made), `reject` its error. `signal` is tied once
+   * through tieToSignal (one listener per signal, however many requests share it); it
+   * must not have aborted already (check before sending anything).
    */
   add(
     reply: ReplyState,
-    opts: { signal?: AbortSignal; lend?: boolean; payload?: Uint8Array; what: string },
-  ): { cookie: number; promise: Promise<unknown> } {
+    complete: () => void,
+    reject: (error: unknown) => void,
+    signal: AbortSignal | undefined,
+    what: string,
+    payload: Uint8Array | undefined,
+  ): number {
     const cookie = this.nextCookie++;
-    const { promise, resolve, reject } = Promise.withResolvers<unknown>();
-    const p: PendingRequest = {
-      cookie,
-      reply,
-      lend: opts.lend ?? false,
-      payload: opts.payload,
-      settled: false,
-      resolve,
-      reject,
-      untie: noop,
-    };
+    const p: PendingRequest = { cookie, reply, payload, settled: false, complete, reject, untie: noop };
     this.pending.set(cookie, p);
-    const signal = opts.signal;
     if (signal !== undefined) {
       p.untie = tieToSignal(signal, () => {
         if (p.settled) return;
         p.settled = true;
-        reject(abortError(signal, opts.what));
+        reject(abortError(signal, what));
         this.onAbandon?.(p);
       });
     }
-    return { cookie, promise };
+    return cookie;
   }
 
   get(cookie: number): PendingRequest | undefined {
@@ -76,7 +69,7 @@ export class RequestTable {
 
   /**
    * The reply of `p` is complete: it leaves the table. True when its caller still
-   * waits, and is now the caller's to resolve or reject; false when it gave up.
+   * waits, and is now the caller's to complete or reject; false when it gave up.
    */
   finish(p: PendingRequest): boolean {
     this.pending.delete(p.cookie);

@@ -20,17 +20,10 @@ import {
   type ServerFrame,
   type Transport,
 } from '@nbd/protocol';
+import { COMMANDS, type CommandArgs, type CommandKind, type CommandResult, type Delivery, type LentBytes } from './commands.js';
 import type { FrameReader } from './frame-reader.js';
-import {
-  abandonReply,
-  assembleChunk,
-  assembleSimple,
-  newReply,
-  type ReplyOutcome,
-  type ReplyRules,
-  simpleReplyPayload,
-  type ViewHolder,
-} from './reply-assembler.js';
+import { assembleChunk, assembleSimple, type ReplyOutcome, simpleReplyPayload } from './reply-assembler.js';
+import { abandonReply, assembledBytes, type ReadReply, type ReplyRules, takeSingle, type ViewHolder } from './reply-state.js';
 import { type PendingRequest, RequestTable } from './request-table.js';
 import { RequestWriter } from './request-writer.js';
 
@@ -50,30 +43,6 @@ const TRANSITIONS: Record<ConnectionState, readonly ConnectionState[]> = {
   detached: [],
 };
 
-/** Bytes lent by `readLent()`: valid until `release()` (or disposal), then their memory is reused. */
-export interface LentBytes {
-  /** The bytes read, exactly the length asked for; do not keep or use them after `release()`. */
-  readonly data: Uint8Array;
-  /** Gives the bytes back; call once done with them (more calls do nothing). */
-  release(): void;
-  [Symbol.dispose](): void;
-}
-
-/** One request as the connection sends it. */
-export interface Submission {
-  signal?: AbortSignal;
-  /** For error messages: "read", "write", … */
-  what: string;
-  payload?: Uint8Array;
-  /** A readInto's buffer, and where this request's bytes go in it. */
-  dest?: Uint8Array;
-  destPos?: number;
-  /** Lend a READ's view (readLent). */
-  lend?: boolean;
-  /** BLOCK_STATUS: the context ids the reply must describe. */
-  contextIds?: readonly number[];
-}
-
 /** READ answers below this size are copied out of the read arena rather than returned as views. */
 const SMALL_READ = 64 * 1024;
 /** After DISC, how long the server has to close before we do. */
@@ -88,6 +57,7 @@ export class Transmission {
   private readonly table = new RequestTable();
   private readonly writer: RequestWriter;
   private readonly views: ViewHolder;
+  private readonly delivery: Delivery = { keep: (st) => this.keep(st), lend: (st) => this.lend(st) };
   private readonly closed = Promise.withResolvers<void>();
 
   constructor(
@@ -136,18 +106,32 @@ export class Transmission {
     return this.table.size;
   }
 
-  /** Sends one request; resolves with its reply's value. Refused (nothing sent) once draining, or if `signal` aborted. */
-  submit(cmd: number, flags: number, offset: number, length: number, o: Submission): Promise<unknown> {
+  /**
+   * Sends one request of `kind` (see COMMANDS); resolves with its result once the reply is
+   * done. Refused (nothing sent) once draining, or if `signal` aborted.
+   */
+  submit<K extends CommandKind>(
+    kind: K,
+    flags: number,
+    offset: number,
+    length: number,
+    args: CommandArgs<K>,
+    signal: AbortSignal | undefined,
+  ): Promise<CommandResult<K>> {
+    const spec = COMMANDS[kind];
     if (this.refusal !== undefined) return Promise.reject(this.refusal);
-    if (o.signal?.aborted) return Promise.reject(abortError(o.signal, o.what));
-    const reply = newReply({ command: cmd, offset, length, flags, dest: o.dest, destPos: o.destPos, contextIds: o.contextIds });
-    const { cookie, promise } = this.table.add(reply, { signal: o.signal, lend: o.lend, what: o.what, payload: o.payload });
+    if (signal?.aborted) return Promise.reject(abortError(signal, spec.what));
+    const reply = spec.reply(offset, length, flags, args);
+    const payload = spec.payload(args);
+    const { promise, resolve, reject } = Promise.withResolvers<CommandResult<K>>();
+    const complete = () => resolve(spec.result(reply, this.delivery));
+    const cookie = this.table.add(reply, complete, reject, signal, spec.what, payload);
     let wireLength = length;
-    if (this.rules.extended && (cmd === Command.WRITE || o.payload !== undefined)) {
-      flags |= CommandFlag.PAYLOAD_LEN; // mandatory on WRITE; the BLOCK_STATUS payload form
-      if (cmd !== Command.WRITE) wireLength = o.payload!.length;
+    if (this.rules.extended && payload !== undefined) {
+      flags |= CommandFlag.PAYLOAD_LEN; // mandatory on WRITE (whose length is its payload's); the BLOCK_STATUS payload form
+      wireLength = payload.length;
     }
-    this.writer.send({ flags, type: cmd, cookie, offset, length: wireLength }, o.payload);
+    this.writer.send({ flags, type: reply.command, cookie, offset, length: wireLength }, payload);
     return promise;
   }
 
@@ -221,10 +205,15 @@ export class Transmission {
 
   /** A reply is complete: its caller gets the outcome (unless it gave up), and the connection moves on. */
   private settle(p: PendingRequest, out: ReplyOutcome): void {
-    if (!this.table.finish(p)) {
-      if (out.ok && out.held !== undefined) this.views.release(out.held);
-    } else if (!out.ok) p.reject(out.error);
-    else p.resolve(this.deliver(p, out.value, out.held));
+    if (!this.table.finish(p)) abandonReply(p.reply, this.views);
+    else if (!out.ok) p.reject(out.error);
+    else {
+      try {
+        p.complete();
+      } catch (e) {
+        p.reject(e); // an internal fault fails this request, not the stream
+      }
+    }
     if (!out.ok && out.error.errno === Errno.ESHUTDOWN && this.stateNow === 'transmitting') {
       // The server is going away: the spec asks for a soft disconnect once nothing is in flight.
       this.drain(new NbdErrnoError(Errno.ESHUTDOWN, 'the server is shutting down; no new requests'));
@@ -233,10 +222,10 @@ export class Transmission {
     this.sendDiscWhenIdle();
   }
 
-  /** A READ's bytes for its caller: lent, kept as a view (large), or copied out of the arena (small). */
-  private deliver(p: PendingRequest, value: unknown, held: Uint8Array | undefined): unknown {
-    if (held === undefined) return p.lend ? notLent(value as Uint8Array) : value;
-    if (p.lend) return new Lent(held, this.views);
+  /** A READ's bytes for its caller to keep: a large view stays in its arena, a small one is copied out. */
+  private keep(st: ReadReply): Uint8Array {
+    const held = takeSingle(st);
+    if (held === undefined) return assembledBytes(st);
     let out = held;
     if (held.length >= SMALL_READ) this.reader.arenas.keep(held);
     // A small answer kept for long must not pin a whole arena. A copy, and not `slice()`:
@@ -244,6 +233,12 @@ export class Transmission {
     else out = new Uint8Array(held);
     this.views.release(held);
     return out;
+  }
+
+  /** A READ's bytes lent until released (or, when its reply was assembled from several chunks, its own buffer). */
+  private lend(st: ReadReply): LentBytes {
+    const held = takeSingle(st);
+    return held === undefined ? notLent(assembledBytes(st)) : new Lent(held, this.views);
   }
 
   // ------------------------------------------------------------ state

@@ -119,6 +119,8 @@ describe('copy: extents', () => {
     expect((await copy(uri, join(dir, 'c'), { ...opts, sparseSize: 0 })).zeroBytes).toBe(0);
     for (const f of ['a', 'b', 'c']) expect(readFileSync(join(dir, f)).equals(data)).toBe(true);
     await expect(copy(uri, 'null:', { sparseSize: 1000 })).rejects.toThrow(/sparseSize must be 0 or a power of two of at least 512/);
+    // 2^32 + 512 passed a 32-bit bitwise test of a power of two (its low bits are 512's).
+    await expect(copy(uri, 'null:', { sparseSize: 2 ** 32 + 512 })).rejects.toThrow(/sparseSize must be 0 or a power of two/);
     await expect(copy(uri, 'null:', { queueSize: 0 })).rejects.toThrow(/queueSize must be a positive integer/);
   });
 });

@@ -4,6 +4,7 @@ import { type FileHandle, open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { EXPORT_HANDLE, type ExportHandle, type ExportInfo } from '@nbd/client';
 import { NbdSystemError } from '@nbd/node';
 import { Errno, NbdAbortError, NbdErrnoError, NbdInvalidArgumentError, NbdOptionError, Option, OptionReply } from '@nbd/protocol';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -87,6 +88,85 @@ describe('copy between files', () => {
       code: 'NBD_ERR_ABORTED',
       cause: reason,
     });
+  });
+});
+
+/** An export of our own in memory: copy() takes any ExportHandle, not only Connection and MultiConnection. */
+function memoryExport(data: Uint8Array, connectionCount: number) {
+  let inFlight = 0;
+  const seen = { most: 0, written: new Uint8Array(data.length), disconnected: false };
+  const info: ExportInfo = {
+    name: '',
+    size: data.length,
+    flags: 0,
+    can: {
+      read: true,
+      write: true,
+      flush: false,
+      fua: false,
+      trim: false,
+      zero: false,
+      fastZero: false,
+      cache: false,
+      df: false,
+      multiConn: true,
+      blockStatusPayload: false,
+    },
+    is: { readOnly: false, rotational: false },
+  };
+  const busy = async <T>(work: () => T): Promise<T> => {
+    seen.most = Math.max(seen.most, ++inFlight);
+    await new Promise((r) => setTimeout(r, 1));
+    inFlight--;
+    return work();
+  };
+  const unused = async (): Promise<never> => {
+    throw new Error('not used by copy()');
+  };
+  const handle: ExportHandle = {
+    [EXPORT_HANDLE]: true,
+    info,
+    metaContexts: new Map(),
+    connectionCount,
+    get inFlight() {
+      return inFlight;
+    },
+    read: unused,
+    readInto: unused,
+    trim: unused,
+    zero: unused,
+    cache: unused,
+    blockStatus: unused,
+    readLent: (offset, length) => busy(() => ({ data: data.slice(offset, offset + length), release() {}, [Symbol.dispose]() {} })),
+    write: (buf, offset) => busy(() => seen.written.set(buf, offset)),
+    flush: async () => {},
+    disconnect: async () => {
+      seen.disconnected = true;
+    },
+    [Symbol.asyncDispose]: async () => {
+      seen.disconnected = true;
+    },
+  };
+  return { handle, seen };
+}
+
+describe('an ExportHandle as an endpoint', () => {
+  test('any ExportHandle is copied from and to (not closed by the copy); the window grows with its connectionCount, whatever its class', async () => {
+    const data = Buffer.alloc(1 << 20);
+    for (let i = 0; i < 16; i++) data.fill(i + 1, i << 16, (i + 1) << 16);
+    const src = memoryExport(data, 3);
+    const dst = memoryExport(new Uint8Array(data.length), 1);
+    const opts = { requestSize: 64 * 1024, inFlight: 1 };
+    expect(await copy(src.handle, dst.handle, opts)).toEqual({ bytes: data.length, zeroBytes: 0 });
+    expect(data.equals(dst.seen.written)).toBe(true);
+    expect(src.seen.most).toBe(3); // one request in flight per connection, three connections
+    expect(src.seen.disconnected || dst.seen.disconnected).toBe(false);
+  });
+
+  test('an object shaped like one but without the brand is not an endpoint', async () => {
+    const { [EXPORT_HANDLE]: _brand, ...lookAlike } = memoryExport(new Uint8Array(512), 1).handle;
+    // @ts-expect-error: without the brand it is not an ExportHandle to the type-checker either
+    await expect(copy(lookAlike, 'null:')).rejects.toThrow(/not an endpoint/);
   });
 });
 

@@ -1,12 +1,13 @@
-// The two ends of a copy, behind one small interface each: a Source reads (and may
-// map zero extents), a Sink writes and zeroes. Endpoints are NBD exports (URIs,
-// addresses, streams, or open connections), files, `null:` (a sink), and `-`
-// (standard output as a sink, standard input as a source, as nbdcopy has them).
+// The endpoints a copy takes, and each opened as a Source or a Sink (ends.ts): NBD
+// exports (URIs, addresses, streams, or an open ExportHandle), files, `null:` (a
+// sink), and `-` (standard output as a sink, standard input as a source, as nbdcopy
+// has them).
 import type { FileHandle } from 'node:fs/promises';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { type ClientTlsOptions, Connection, type ConnectTarget, MultiConnection } from '@nbd/client';
+import { type ConnectTarget, type ExportHandle, isExportHandle } from '@nbd/client';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
+import type { EndpointOptions, Sink, Source } from './ends.js';
 import { fileSink, fileSource, stdoutFileSink } from './file-endpoints.js';
 import { describeHttp, httpSource, isHttpUrl } from './http-endpoints.js';
 import { connectForCopy, nbdSink, nbdSource } from './nbd-endpoints.js';
@@ -15,76 +16,17 @@ import { nullSink, stdinSource, stdoutSink } from './stream-endpoints.js';
 /**
  * One end of a copy: an NBD URI (`nbd://`, `nbd+unix://`, as a string or `URL`), `{ path }`
  * of an NBD server's unix socket, `{ host, port }` of one, a connected Duplex to one, an
- * open `Connection` or `MultiConnection`, a file path (or `file:` URL), an open
- * `FileHandle`, `null:` (a destination that discards), or `-` (standard output as a
- * destination, standard input as a source).
+ * open export (an `ExportHandle`: a `Connection` or `MultiConnection`), a file path (or
+ * `file:` URL), an open `FileHandle`, `null:` (a destination that discards), or `-`
+ * (standard output as a destination, standard input as a source).
  */
-export type CopyEndpoint =
-  | string
-  | URL
-  | { path: string }
-  | { host?: string; port?: number }
-  | Duplex
-  | Connection
-  | MultiConnection
-  | FileHandle;
-
-/** Where a copy reads from. */
-export interface Source {
-  /** How messages name it (as the user did). */
-  name?: string;
-  /** Bytes to copy; undefined for a stream read to its end (standard input). */
-  size: number | undefined;
-  /** NBD connections open (1 for anything else). */
-  connections: number;
-  /** The data, and `release` to call once it was written (it may be lent from a read buffer that is reused). */
-  read(offset: number, length: number, signal?: AbortSignal): Promise<{ data: Uint8Array; release: () => void }>;
-  /** Zero/non-zero runs from `offset`, covering at least one byte; absent: no map. */
-  extents?(offset: number, length: number, signal?: AbortSignal): Promise<{ length: number; zero: boolean }[]>;
-  /** A stream source's chunks, in order (standard input). */
-  stream?: AsyncIterable<Uint8Array>;
-  close(): Promise<void>;
-}
-
-/** Where a copy writes to. */
-export interface Sink {
-  /** How messages name it (as the user did). */
-  name?: string;
-  /** Bytes it holds; undefined when it grows (files) or has no end (null:, standard output). */
-  size: number | undefined;
-  connections: number;
-  /** Reads as zeroes already: zero ranges are skipped. */
-  knownZero: boolean;
-  /** Writes must come in offset order (standard output): the sink orders them itself. */
-  sequential: boolean;
-  write(buf: Uint8Array, offset: number, signal?: AbortSignal): Promise<void>;
-  zero(offset: number, length: number, signal?: AbortSignal): Promise<void>;
-  /** All written: set the final size, flush if asked. */
-  finish(size: number, flush: boolean): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** What opening an endpoint needs of the copy's options. */
-export interface EndpointOptions {
-  connections?: number;
-  sparse?: boolean;
-  /** Ask an NBD source for base:allocation (default true, and only when `sparse`). */
-  extents?: boolean;
-  /** Zeroes stay allocated on the destination (NO_HOLE; no holes left in new files). */
-  allocated?: boolean;
-  destinationIsZero?: boolean;
-  /** Create or truncate a destination file (default true; false when it is the source itself). */
-  truncate?: boolean;
-  /** TLS for NBD endpoints, over what their URIs say. */
-  tls?: ClientTlsOptions;
-  signal?: AbortSignal;
-}
+export type CopyEndpoint = string | URL | { path: string } | { host?: string; port?: number } | Duplex | ExportHandle | FileHandle;
 
 const NBD_SCHEME = /^nbds?(\+[a-z]+)?:\/\//i;
 
 /** What an endpoint is. */
 export type Kind =
-  | { kind: 'nbd'; conn: Connection | MultiConnection }
+  | { kind: 'nbd'; conn: ExportHandle }
   | { kind: 'connect'; target: ConnectTarget }
   | { kind: 'file'; path: string }
   | { kind: 'handle'; fh: FileHandle }
@@ -92,7 +34,7 @@ export type Kind =
   | { kind: 'stdio' };
 
 export function kindOf(e: CopyEndpoint): Kind {
-  if (isConnection(e)) return { kind: 'nbd', conn: e };
+  if (isExportHandle(e)) return { kind: 'nbd', conn: e };
   if (typeof e === 'string') {
     if (e === 'null:') return { kind: 'null' };
     if (e === '-') return { kind: 'stdio' };
@@ -104,19 +46,6 @@ export function kindOf(e: CopyEndpoint): Kind {
   if (isFileHandle(e)) return { kind: 'handle', fh: e };
   if (isAddressOrStream(e)) return { kind: 'connect', target: e };
   throw new NbdInvalidArgumentError(`copy: not an endpoint: ${String(e)}`);
-}
-
-/** An open Connection or MultiConnection (by shape: another copy of @nbd/client's classes counts too). */
-function isConnection(e: unknown): e is Connection | MultiConnection {
-  if (e instanceof Connection || e instanceof MultiConnection) return true;
-  const c = e as Partial<Connection> | null;
-  return (
-    typeof c === 'object' &&
-    c !== null &&
-    typeof c.readLent === 'function' &&
-    typeof c.blockStatus === 'function' &&
-    typeof c.info === 'object'
-  );
 }
 
 /** `{ path }`, `{ host, port }`, or a connected stream. */
@@ -143,11 +72,7 @@ export function isFilePath(e: CopyEndpoint): boolean {
   return kindOf(e).kind === 'file';
 }
 
-async function nbdOf(
-  k: Kind,
-  opts: EndpointOptions,
-  map: boolean,
-): Promise<{ conn: Connection | MultiConnection; owned: boolean } | undefined> {
+async function nbdOf(k: Kind, opts: EndpointOptions, map: boolean): Promise<{ conn: ExportHandle; owned: boolean } | undefined> {
   if (k.kind === 'nbd') return { conn: k.conn, owned: false };
   if (k.kind !== 'connect') return undefined;
   return { conn: await connectForCopy(k.target, opts, map), owned: true };

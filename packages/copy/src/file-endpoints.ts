@@ -8,7 +8,7 @@ import { type FileHandle, open as openFile } from 'node:fs/promises';
 import { Readable, Writable } from 'node:stream';
 import type { FileDevice } from '@nbd/devices';
 import { AllocationState, Errno, NbdErrnoError } from '@nbd/protocol';
-import type { EndpointOptions, Sink, Source } from './endpoints.js';
+import type { EndpointOptions, Sink, Source } from './ends.js';
 import { stdinSource, stdoutSink } from './stream-endpoints.js';
 
 /** FileDevice's calls take a signal; the copy checks its own between requests. */

@@ -1,12 +1,12 @@
 // http:// and https:// URLs as copy sources (nbdcopy has none; qemu-img convert and
 // nbdkit curl do): @nbd/devices' HttpDevice, Range requests on a keep-alive pool of
 // as many connections as the copy would open to an NBD server.
-import type { CopyEndpoint, EndpointOptions, Source } from './endpoints.js';
+import type { EndpointOptions, Source } from './ends.js';
 
 const HTTP = /^https?:\/\//i;
 
 /** An http(s) URL, as a string or a URL. */
-export function isHttpUrl(e: CopyEndpoint): e is string | URL {
+export function isHttpUrl(e: unknown): e is string | URL {
   return (typeof e === 'string' && HTTP.test(e)) || (e instanceof URL && (e.protocol === 'http:' || e.protocol === 'https:'));
 }
 

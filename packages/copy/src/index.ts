@@ -3,5 +3,6 @@ import { requireSupportedNode } from '@nbd/protocol'; // first, so that on Node.
 
 requireSupportedNode(); // one clear error as the package loads, not a TypeError later
 
-export { type CopyOptions, type CopyProgress, type CopyResult, copy } from './copy.js';
+export { copy } from './copy.js';
 export type { CopyEndpoint } from './endpoints.js';
+export type { CopyOptions, CopyProgress, CopyResult } from './options.js';

@@ -3,9 +3,9 @@
 // `nbdkit -o`, `nbd serve -o`) is copied without a map, every block read, as
 // nbdcopy does: all-zero blocks are still found by reading them.
 
-import { Client, type Connection, type ConnectTarget, connectMulti, MultiConnection } from '@nbd/client';
+import { Client, type Connection, type ConnectTarget, connectMulti, type ExportHandle, MultiConnection } from '@nbd/client';
 import { AllocationState, MetaContext, NbdInvalidArgumentError, NbdUnsupportedError } from '@nbd/protocol';
-import type { EndpointOptions, Sink, Source } from './endpoints.js';
+import type { EndpointOptions, Sink, Source } from './ends.js';
 
 /** Opens one connection; when the server cannot negotiate `contexts`, enters without them on the same connection. */
 async function openOne(target: ConnectTarget, contexts: string[], opts: EndpointOptions): Promise<Connection> {
@@ -49,14 +49,12 @@ export async function connectForCopy(target: ConnectTarget, opts: EndpointOption
   }
 }
 
-const lanes = (c: Connection | MultiConnection) => (c instanceof MultiConnection ? c.connections.length : 1);
-
 /** An NBD export read from; `owned`: opened by the copy (disconnected at the end). */
-export function nbdSource(conn: Connection | MultiConnection, owned: boolean, map: boolean): Source {
+export function nbdSource(conn: ExportHandle, owned: boolean, map: boolean): Source {
   const hasMap = map && conn.metaContexts.has(MetaContext.BASE_ALLOCATION);
   return {
     size: conn.info.size,
-    connections: lanes(conn),
+    connections: conn.connectionCount,
     read: async (off, len, signal) => conn.readLent(off, len, { signal }),
     extents: hasMap
       ? async (off, len, signal) => {
@@ -74,14 +72,14 @@ export function nbdSource(conn: Connection | MultiConnection, owned: boolean, ma
 }
 
 /** An NBD export written to; `owned`: opened by the copy. */
-export function nbdSink(conn: Connection | MultiConnection, owned: boolean, opts: EndpointOptions, name: string): Sink {
+export function nbdSink(conn: ExportHandle, owned: boolean, opts: EndpointOptions, name: string): Sink {
   if (conn.info.is.readOnly || !conn.info.can.write) {
     throw new NbdInvalidArgumentError(`copy: the destination ${name} is read-only`);
   }
   let zeroes: Uint8Array | undefined;
   return {
     size: conn.info.size,
-    connections: lanes(conn),
+    connections: conn.connectionCount,
     knownZero: opts.destinationIsZero ?? false,
     sequential: false,
     write: (buf, off, signal) => conn.write(buf, off, { signal }),

@@ -3,7 +3,7 @@
 // pipe cannot seek) and standard input as a source (read to its end, in order).
 import type { Readable, Writable } from 'node:stream';
 import { NbdStateError } from '@nbd/protocol';
-import type { Sink, Source } from './endpoints.js';
+import type { Sink, Source } from './ends.js';
 
 /** `null:`: a destination that reads as zeroes and keeps nothing. */
 export function nullSink(): Sink {

@@ -5,7 +5,7 @@
 import { isAllZero, NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
 import { inContext, markPlaced, type Step } from './context.js';
-import type { Sink, Source } from './endpoints.js';
+import type { Sink, Source } from './ends.js';
 
 /** What the copy loop needs of the copy's options. */
 export interface WindowOptions {

@@ -19,7 +19,7 @@ import {
 } from '@nbd/protocol';
 import type { Chunks } from './chunks.js';
 import { isPlaced, markPlaced } from './context.js';
-import type { CopyOptions } from './copy.js';
+import type { CopyOptions } from './options.js';
 
 /** What a copy worker thread gets (copy-worker.ts). */
 export interface CopyWorkerData {

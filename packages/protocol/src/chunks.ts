@@ -288,6 +288,53 @@ export function decodeChunkPayload(type: number, payload: Uint8Array): ChunkPayl
   }
 }
 
+/** Bytes in front of an OFFSET_DATA chunk's data: its u64 offset. */
+const OFFSET_DATA_HEAD = 8;
+
+/**
+ * OFFSET_DATA read in place, for the bulk path where `decodeChunkPayload`'s bigint and
+ * object cost too much: the data's offset as a number, and the data as a view into
+ * `payload` (no copy). Undefined when the payload carries no data (`decodeChunkPayload`
+ * then names the fault). An offset beyond 2^53 is a ProtocolError.
+ * u64 offset | data
+ */
+export function readOffsetData(payload: Uint8Array): { offset: number; data: Uint8Array } | undefined {
+  if (payload.length <= OFFSET_DATA_HEAD) return undefined;
+  // By hand, not through a DataView: this runs once per READ reply, and a DataView costs an allocation.
+  const p = payload;
+  const hi = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+  const lo = ((p[4]! << 24) | (p[5]! << 16) | (p[6]! << 8) | p[7]!) >>> 0;
+  if (hi >= 0x200000) throw new ProtocolError(`READ chunk offset ${(BigInt(hi) << 32n) | BigInt(lo)} is beyond 2^53`);
+  return { offset: hi * 0x100000000 + lo, data: payload.subarray(OFFSET_DATA_HEAD) };
+}
+
+/** u32 error | u16 message length: what every error chunk starts with, whatever its type. */
+const ERROR_CHUNK_HEAD = 6;
+
+/** The head of an error chunk, decoded. */
+export interface ErrorChunkHead {
+  /** The errno value as sent (0 breaks a MUST; unknown values are the reader's to map). */
+  error: number;
+  /** Bytes of the message that follows (the spec allows at most 4096). */
+  messageLength: number;
+}
+
+/**
+ * The head of an error chunk of any type, known or not: the spec has every error
+ * type start with u32 error | u16 message length | message, so a reader can fail the
+ * request on a type it does not know, and check a message's length before decoding it.
+ * A payload shorter than the head, or than the message it announces, is a ProtocolError.
+ */
+export function readErrorChunkHead(type: number, payload: Uint8Array): ErrorChunkHead {
+  const what = `error chunk type 0x${type.toString(16)}`;
+  if (payload.length < ERROR_CHUNK_HEAD) throw new ProtocolError(`${what} of ${payload.length} bytes (error chunks start with 6)`);
+  const v = new DataView(payload.buffer, payload.byteOffset, ERROR_CHUNK_HEAD);
+  const messageLength = v.getUint16(4);
+  if (messageLength > payload.length - ERROR_CHUNK_HEAD)
+    throw new ProtocolError(`${what}: message length ${messageLength} exceeds the chunk`);
+  return { error: v.getUint32(0), messageLength };
+}
+
 const lenientDecoder = new TextDecoder('utf-8');
 function lenient(b: Uint8Array): string {
   return lenientDecoder.decode(b);

@@ -1,6 +1,15 @@
 // Every transmission fixture: decode, encode, and round trip.
 import { describe, expect, test } from 'vitest';
-import { chunkTypeOf, decodeChunkHeader, decodeChunkPayload, encodeChunk, encodeChunkPayload, writeChunkHeader } from './chunks.js';
+import {
+  chunkTypeOf,
+  decodeChunkHeader,
+  decodeChunkPayload,
+  encodeChunk,
+  encodeChunkPayload,
+  readErrorChunkHead,
+  readOffsetData,
+  writeChunkHeader,
+} from './chunks.js';
 import { Size } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { blockStatusPayloads, chunks, requests, simpleReplies } from './fixtures/transmission.js';
@@ -131,6 +140,29 @@ describe('reply chunks', () => {
     ['ERROR_OFFSET without its offset', 0x8002, [0, 0, 0, 5, 0, 0, 0, 0, 0, 0]],
   ])('%s is a ProtocolError', (_name, type, bytes) => {
     expect(() => decodeChunkPayload(type, Uint8Array.from(bytes))).toThrow(ProtocolError);
+  });
+
+  test('readOffsetData: the offset as a number and the data as a view, as decodeChunkPayload has them', () => {
+    const payload = encodeChunkPayload({ kind: 'offset-data', offset: 2n ** 53n - 1n, data: Uint8Array.of(1, 2, 3) });
+    const r = readOffsetData(payload)!;
+    expect(r.offset).toBe(Number.MAX_SAFE_INTEGER);
+    expect([...r.data]).toEqual([1, 2, 3]);
+    expect(r.data.buffer).toBe(payload.buffer); // not a copy
+    expect(readOffsetData(new Uint8Array(8))).toBeUndefined(); // no data: decodeChunkPayload names the fault
+    expect(readOffsetData(new Uint8Array(3))).toBeUndefined();
+    const beyond = encodeChunkPayload({ kind: 'offset-data', offset: 2n ** 53n, data: Uint8Array.of(1) });
+    expect(() => readOffsetData(beyond)).toThrow(/READ chunk offset 9007199254740992 is beyond 2\^53/);
+  });
+
+  test('readErrorChunkHead: errno and message length of any error type; a head or message cut short is a ProtocolError', () => {
+    const known = encodeChunkPayload({ kind: 'error-offset', error: 5, message: 'bad', offset: 7n });
+    expect(readErrorChunkHead(0x8002, known)).toEqual({ error: 5, messageLength: 3 });
+    expect(readErrorChunkHead(0x8077, Uint8Array.of(0, 0, 0, 28, 0x13, 0x88, ...new Uint8Array(5000)))).toEqual({
+      error: 28,
+      messageLength: 5000,
+    });
+    expect(() => readErrorChunkHead(0x8077, Uint8Array.of(0, 0, 0, 5, 0))).toThrow(/error chunk type 0x8077 of 5 bytes/);
+    expect(() => readErrorChunkHead(0x8077, Uint8Array.of(0, 0, 0, 5, 0, 3, 0x61))).toThrow(/message length 3 exceeds the chunk/);
   });
 
   test('an ERROR message that is not UTF-8 is kept', () => {
