@@ -29,3 +29,11 @@ export { type RateLimitOptions, rateLimit } from './filters/rate-limit.js';
 export { type RetryOptions, isTransient, retry } from './filters/retry.js';
 /** The device calls filters see: read, write, flush, trim, zero, cache, extents. */
 export type { Command } from './filters/intercept.js';
+export {
+  type DepthExtent,
+  type OpenQcow2Options,
+  QcowDevice,
+  type QcowOptions,
+  openQcow2,
+} from './formats/qcow2/qcow-device.js';
+export type { BackingOption } from './formats/qcow2/backing.js';
