@@ -4,7 +4,7 @@
 // clusters or the backing file; writes, zeroes and trims are writer.ts. Block status
 // tells data here from zeroes and from what the backing file holds; allocation depth
 // (qemu:allocation-depth) says which layer of the chain holds each range.
-import { realpath } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { BlockSizes } from '@nbd/protocol';
 import type { Device, DeviceExtent, ExtentsOptions, IoOptions, ZeroOptions } from '@nbd/server';
@@ -71,6 +71,7 @@ export class QcowDevice implements Device {
   readonly backingName: string | undefined;
 
   private readonly compressedCache = new Map<number, Promise<Uint8Array>>();
+  private preallocated: Promise<boolean> | undefined;
 
   private constructor(
     readonly meta: Metadata,
@@ -129,12 +130,18 @@ export class QcowDevice implements Device {
     return this.readGuest(buf, offset);
   }
 
-  /** Base:allocation: data (here or in the backing file), or zero holes. */
+  /**
+   * Base:allocation: data (here or in the backing file), or zero holes. As qemu, when the
+   * image looks preallocated (far more clusters referenced than the file really holds),
+   * data clusters over holes of the file are reported as zeroes.
+   */
   async extents(offset: number, length: number, opts: ExtentsOptions): Promise<DeviceExtent[]> {
     const pieces = await mapRange(this.meta, offset, length, opts.reqOne ? 1 : MAX_EXTENT_PIECES);
+    const probe = await this.metadataPreallocated();
     const out: DeviceExtent[] = [];
     for (const p of pieces) {
-      if (p.kind === PieceKind.DATA || p.kind === PieceKind.COMPRESSED) out.push({ length: p.length, flags: 0 });
+      if (p.kind === PieceKind.DATA && probe) await this.hostExtents(p, opts, out);
+      else if (p.kind === PieceKind.DATA || p.kind === PieceKind.COMPRESSED) out.push({ length: p.length, flags: 0 });
       else if (p.kind === PieceKind.ZERO || this.backing === undefined) out.push({ length: p.length, flags: 3 });
       else if (!(await this.backingExtents(p, opts, out))) break;
     }
@@ -144,7 +151,8 @@ export class QcowDevice implements Device {
   /**
    * Which layer holds each byte, as qemu's `qemu:allocation-depth` meta context: 0 for
    * bytes no image allocates, 1 for this image (data, zeroes, compressed), 2 for its
-   * backing file, and so on down the chain.
+   * backing file, and so on down the chain. Past the end of a shorter backing file the
+   * zeroes count as that file's (qemu: "as if they were allocated at this layer").
    */
   async allocationDepth(offset: number, length: number): Promise<DepthExtent[]> {
     const pieces = await mapRange(this.meta, offset, length, MAX_EXTENT_PIECES);
@@ -169,7 +177,7 @@ export class QcowDevice implements Device {
             if (covered < inBacking) return out;
           } else push(inBacking, 2);
         }
-        if (inBacking < p.length) push(p.length - inBacking, 0);
+        if (inBacking < p.length) push(p.length - inBacking, 2);
       }
     }
     return out;
@@ -233,6 +241,32 @@ export class QcowDevice implements Device {
     return out;
   }
 
+  /** True if the image references many more clusters than the file holds (qemu's qcow2_detect_metadata_preallocation). */
+  private metadataPreallocated(): Promise<boolean> {
+    this.preallocated ??= detectPreallocation(this, this.opts.path).catch(() => false);
+    return this.preallocated;
+  }
+
+  /** Appends data piece `p`, split where the file below reads as zeroes (a hole in a preallocated image). */
+  private async hostExtents(p: Piece, opts: ExtentsOptions, out: DeviceExtent[]): Promise<void> {
+    const file = this.io.device;
+    let covered = 0;
+    if (file.extents !== undefined) {
+      const inFile = Math.max(0, Math.min(p.length, this.io.length - p.host));
+      for (const e of inFile > 0 ? await file.extents(p.host, inFile, opts) : []) {
+        const n = Math.min(e.length, inFile - covered);
+        if (n <= 0) break;
+        out.push({ length: n, flags: e.flags & 2 });
+        covered += n;
+      }
+      if (covered < inFile) {
+        out.push({ length: inFile - covered, flags: 0 });
+        covered = inFile;
+      }
+    }
+    if (covered < p.length) out.push({ length: p.length - covered, flags: file.extents !== undefined ? 2 : 0 });
+  }
+
   /** Appends the backing file's extents for piece `p`; false if they came back short (stop there). */
   private async backingExtents(p: Piece, opts: ExtentsOptions, out: DeviceExtent[]): Promise<boolean> {
     const backing = this.backing!;
@@ -253,6 +287,34 @@ export class QcowDevice implements Device {
     if (inBacking < p.length) out.push({ length: p.length - inBacking, flags: 3 });
     return true;
   }
+}
+
+/**
+ * qemu's test for metadata preallocation: at least ~10/9 as many clusters have a
+ * refcount as the file really holds (st_blocks, or what its extents say is data).
+ */
+async function detectPreallocation(d: QcowDevice, path: string | undefined): Promise<boolean> {
+  const file = d.io.device;
+  if (file.extents === undefined) return false;
+  const C = d.clusterSize;
+  let allocated = 0;
+  if (path !== undefined && file instanceof FileDevice && file.kind === 'file') allocated = (await stat(path)).blocks * 512;
+  else {
+    const opts = { fua: false, signal: new AbortController().signal, reqOne: false };
+    for (let at = 0; at < d.io.length; ) {
+      const ex = await file.extents(at, Math.min(d.io.length - at, 1 << 30), opts);
+      if (ex.length === 0) break;
+      for (const e of ex) {
+        if ((e.flags & 1) === 0) allocated += e.length;
+        at += e.length;
+      }
+    }
+  }
+  const real = Math.floor(allocated / C);
+  const threshold = Math.max(Math.floor((real * 10) / 9), real + 2);
+  let count = 0;
+  for (let c = 0; c < Math.ceil(d.io.length / C) && count < threshold; c++) if ((await d.meta.refcounts.get(c)) !== 0) count++;
+  return count >= threshold;
 }
 
 /** The backing device the options allow for this image (undefined when it has none or it is not followed). */
