@@ -97,6 +97,6 @@ export async function expectCheckClean(q: QemuInstall, image: string, leaksAllow
     expect(out).toContain('No errors were found on the image');
     expect(r.code, out).toBe(0);
   }
-  expect(out).not.toMatch(/ERROR|corrupt/i);
+  expect(out).not.toMatch(/\bERROR\b|corrupt/);
   return out;
 }

@@ -43,16 +43,23 @@ export interface Piece {
 /** One decoded entry (reused across lookups). */
 const scratch: L2Entry = { hi: 0, lo: 0, alloc: 0, zero: 0 };
 
+/** L2 tables a bounded lookup (extents) reads at most. */
+const MAX_TABLES = 64;
+
 /**
- * Maps `[offset, offset + length)`; stops early after `maxPieces` pieces (extents
- * need only a bounded answer). Returns the pieces, contiguous from `offset`.
+ * Maps `[offset, offset + length)`. With `maxPieces` (extents need only a bounded
+ * answer) it stops once that many pieces are complete, or after a few dozen L2
+ * tables; the last piece runs as far as it goes. Returns pieces contiguous from `offset`.
  */
 export async function mapRange(m: Metadata, offset: number, length: number, maxPieces = Number.POSITIVE_INFINITY): Promise<Piece[]> {
   const out: Piece[] = [];
   const g = m.g;
   const end = offset + length;
+  const bounded = maxPieces !== Number.POSITIVE_INFINITY;
+  let tables = 0;
   let pos = offset;
-  while (pos < end && out.length < maxPieces) {
+  // One piece past the limit shows the last wanted one is complete; it is dropped.
+  while (pos < end && out.length <= maxPieces && !(bounded && tables >= MAX_TABLES)) {
     const l1i = Math.floor(pos / g.l2Coverage);
     const tableEnd = Math.min(end, (l1i + 1) * g.l2Coverage);
     const off = m.l2Offset(l1i);
@@ -61,9 +68,11 @@ export async function mapRange(m: Metadata, offset: number, length: number, maxP
       pos = tableEnd;
       continue;
     }
+    tables++;
     const t: Table = m.table(off) ?? (await m.l2.load(off)); // read only: a table evicted meanwhile still holds what the file does
-    pos = mapInTable(m, t, pos, tableEnd, out, maxPieces);
+    pos = mapInTable(m, t, pos, tableEnd, out, maxPieces + 1);
   }
+  if (out.length > maxPieces) out.length = maxPieces;
   return out;
 }
 

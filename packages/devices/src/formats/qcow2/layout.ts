@@ -218,7 +218,7 @@ export function decodeFeatureNames(data: Uint8Array): { type: number; bit: numbe
 /** The L2 table offset of an L1 entry (0: no table). */
 export function l1Offset(view: DataView, index: number): number {
   const at = index * 8;
-  return (view.getUint32(at) & 0x00ffffff) * 0x1_0000_0000 + (view.getUint32(at + 4) & 0xfffffe00);
+  return (view.getUint32(at) & 0x00ffffff) * 0x1_0000_0000 + ((view.getUint32(at + 4) & 0xfffffe00) >>> 0);
 }
 
 /** True if reserved bits of an L1 entry are set. */
@@ -238,7 +238,7 @@ export function setL1(view: DataView, index: number, offset: number): void {
 /** The refcount block offset of a refcount table entry (0: none yet; all its refcounts are 0). */
 export function reftableOffset(view: DataView, index: number): number {
   const at = index * 8;
-  return view.getUint32(at) * 0x1_0000_0000 + (view.getUint32(at + 4) & 0xfffffe00);
+  return view.getUint32(at) * 0x1_0000_0000 + ((view.getUint32(at + 4) & 0xfffffe00) >>> 0);
 }
 
 /** True if reserved bits of a refcount table entry are set. */
@@ -318,7 +318,7 @@ export const isCopied = (e: L2Entry): boolean => (e.hi & COPIED) !== 0;
 /** The standard descriptor's zero flag (bit 0). */
 export const zeroFlag = (e: L2Entry): boolean => (e.lo & 1) !== 0;
 /** The standard descriptor's host cluster offset (bits 9-55). */
-export const standardOffset = (e: L2Entry): number => (e.hi & 0x00ffffff) * 0x1_0000_0000 + (e.lo & 0xfffffe00);
+export const standardOffset = (e: L2Entry): number => (e.hi & 0x00ffffff) * 0x1_0000_0000 + ((e.lo & 0xfffffe00) >>> 0);
 
 /** True if reserved bits of a standard entry are set (bit 0 is reserved with extended L2 and in version 2). */
 export function standardReserved(e: L2Entry, zeroBitAllowed: boolean): boolean {

@@ -127,7 +127,7 @@ export class Metadata {
   async ensureL2(i: number): Promise<number> {
     const existing = this.l2Offset(i);
     if (existing !== 0) return existing;
-    const offset = await this.refcounts.allocate(1);
+    const { offset } = await this.refcounts.allocate(1);
     this.map.add(offset / this.C, 'an L2 table');
     this.l2.fresh(offset);
     setL1(this.l1.view, i, offset);

@@ -136,7 +136,8 @@ export class QcowDevice implements Device {
    * data clusters over holes of the file are reported as zeroes.
    */
   async extents(offset: number, length: number, opts: ExtentsOptions): Promise<DeviceExtent[]> {
-    const pieces = await mapRange(this.meta, offset, length, opts.reqOne ? 1 : MAX_EXTENT_PIECES);
+    // REQ_ONE still maps a bounded stretch: runs of different pieces with the same flags make one extent.
+    const pieces = await mapRange(this.meta, offset, length, MAX_EXTENT_PIECES);
     const probe = await this.metadataPreallocated();
     const out: DeviceExtent[] = [];
     for (const p of pieces) {
@@ -145,7 +146,7 @@ export class QcowDevice implements Device {
       else if (p.kind === PieceKind.ZERO || this.backing === undefined) out.push({ length: p.length, flags: 3 });
       else if (!(await this.backingExtents(p, opts, out))) break;
     }
-    return out;
+    return opts.reqOne ? merged(out).slice(0, 1) : out;
   }
 
   /**
@@ -185,7 +186,8 @@ export class QcowDevice implements Device {
 
   async close(): Promise<void> {
     try {
-      if (!this.readOnly) await this.meta.flush();
+      // The second flush writes the refcounts that the first one's frees lowered.
+      if (!this.readOnly) for (let i = 0; i < 2; i++) await this.meta.flush();
     } finally {
       this.closer.abort();
       await this.backing?.close?.();
@@ -287,6 +289,17 @@ export class QcowDevice implements Device {
     if (inBacking < p.length) out.push({ length: p.length - inBacking, flags: 3 });
     return true;
   }
+}
+
+/** Extents with equal flags side by side made one. */
+function merged(extents: DeviceExtent[]): DeviceExtent[] {
+  const out: DeviceExtent[] = [];
+  for (const e of extents) {
+    const last = out[out.length - 1];
+    if (last?.flags === e.flags) last.length += e.length;
+    else out.push({ ...e });
+  }
+  return out;
 }
 
 /**

@@ -70,21 +70,28 @@ export class Refcounts {
     return now;
   }
 
-  /** Finds `n` contiguous free clusters, sets their refcounts to 1 and returns the first one's offset. */
-  async allocate(n: number): Promise<number> {
+  /**
+   * Finds free clusters, at least `min` and up to `n` of them contiguous (the first such
+   * run from the lowest free cluster), sets their refcounts to 1 and returns the first
+   * one's offset and how many there are.
+   */
+  async allocate(n: number, min = n): Promise<{ offset: number; count: number }> {
     let start = this.freeHint;
-    for (let c = start; c < start + n; ) {
+    let c = start;
+    while (c < start + n) {
       const used = await this.used(c);
       if (used === 'changed') {
         c = start; // a refcount block or table was placed: look again
         continue;
       }
-      if (used) start = c + 1;
-      c++;
+      if (!used) c++;
+      else if (c - start >= min) break;
+      else start = ++c;
     }
-    for (let c = start; c < start + n; c++) await this.add(c, 1);
-    if (start === this.freeHint) this.freeHint = start + n;
-    return start * this.clusterSize;
+    const count = c - start;
+    for (let i = start; i < c; i++) await this.add(i, 1);
+    this.freeHint = c;
+    return { offset: start * this.clusterSize, count };
   }
 
   /** Writes dirty refcount blocks, then (after a sync) table entries that point to new blocks. Returns true if it synced. */

@@ -183,7 +183,10 @@ export class QcowWriter {
       while (n < whole && !this.usableHost(this.read(t, first + n), (first + n) * C)) n++;
       return { count: n, e: { ...this.read(t, first) } };
     });
-    if (count > 0) return { l2, host: await m.refcounts.allocate(count), count, s0: 0, s1: C, fresh: true };
+    if (count > 0) {
+      const run = await m.refcounts.allocate(count, 1); // as many contiguous clusters as there are, up to count
+      return { l2, host: run.offset, count: run.count, s0: 0, s1: C, fresh: true };
+    }
     const usable = this.usableHost(e, first * C);
     const w0 = at % C;
     const w1 = Math.min(C, w0 + remaining);
@@ -191,7 +194,7 @@ export class QcowWriter {
     const s0 = wholeCluster ? 0 : Math.floor(w0 / this.S) * this.S;
     const s1 = wholeCluster ? C : Math.ceil(w1 / this.S) * this.S;
     if (usable) return { l2, host: standardOffset(e), count: 0, s0, s1, fresh: false };
-    return { l2, host: await m.refcounts.allocate(1), count: 0, s0, s1, fresh: true };
+    return { l2, host: (await m.refcounts.allocate(1)).offset, count: 0, s0, s1, fresh: true };
   }
 
   /** Writes the planned span: the caller's bytes, with the rest of the (sub)clusters as the guest saw them. */
