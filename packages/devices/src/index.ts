@@ -33,7 +33,9 @@ export {
   type DepthExtent,
   type OpenQcow2Options,
   QcowDevice,
+  type QcowInfo,
   type QcowOptions,
   openQcow2,
 } from './formats/qcow2/qcow-device.js';
+export { type ImageFormat, type OpenImageOptions, type OpenedImage, openImage, probeFormat } from './formats/open-image.js';
 export type { BackingOption } from './formats/qcow2/backing.js';

@@ -40,6 +40,27 @@ export interface QcowOptions extends CacheSizes {
   chain?: string[];
 }
 
+/** What `qemu-img info` tells about a qcow2 image (its format-specific part included). */
+export interface QcowInfo {
+  virtualSize: number;
+  clusterSize: number;
+  /** '0.10' (version 2) or '1.1' (version 3). */
+  compat: '0.10' | '1.1';
+  compressionType: 'zlib' | 'zstd';
+  lazyRefcounts: boolean;
+  refcountBits: number;
+  extendedL2: boolean;
+  /** The dirty bit (lazy refcounts not yet repaired). */
+  dirty: boolean;
+  corrupt: boolean;
+  snapshots: number;
+  bitmaps: boolean;
+  backingFile: string | undefined;
+  backingFormat: string | undefined;
+  /** Bytes in the image file. */
+  fileLength: number;
+}
+
 /** The longest request a client should send (qemu-nbd's limit). */
 const MAX_REQUEST = 32 * 1024 * 1024;
 /** Extents answered per call at most (the client asks again for the rest). */
@@ -124,6 +145,28 @@ export class QcowDevice implements Device {
       await backing?.close?.();
       throw e;
     }
+  }
+
+  /** The image's header, as `qemu-img info` reports it. */
+  info(): QcowInfo {
+    const g = this.meta.g;
+    const h = g.header;
+    return {
+      virtualSize: h.size,
+      clusterSize: g.clusterSize,
+      compat: h.version >= 3 ? '1.1' : '0.10',
+      compressionType: g.compression,
+      lazyRefcounts: (h.compatible & 1n) !== 0n,
+      refcountBits: 2 ** g.refcountOrder,
+      extendedL2: g.extendedL2,
+      dirty: (h.incompatible & 1n) !== 0n,
+      corrupt: (h.incompatible & 2n) !== 0n,
+      snapshots: h.nbSnapshots,
+      bitmaps: (h.autoclear & 1n) !== 0n,
+      backingFile: g.backingName,
+      backingFormat: g.backingFormat,
+      fileLength: this.io.length,
+    };
   }
 
   readAt(buf: Uint8Array, offset: number, _opts?: IoOptions): Promise<void> {
