@@ -136,6 +136,7 @@ describe.each(EACH_QEMU)('qcow2 images made by qemu %s, written through our expo
           '--offset_increment=16M', // each connection its own quarter: fio verifies what it wrote itself
           '--verify=crc32c',
           '--do_verify=1',
+          '--verify_state_save=0',
           '--randrepeat=0',
         ],
         { timeout: 180_000 },
