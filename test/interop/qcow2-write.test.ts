@@ -6,7 +6,7 @@
 // compare` finds both images equal. fio then writes through four connections at once
 // (random sizes and unaligned offsets, each job verifying its quarter), and the image
 // must still check clean.
-import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EACH_QEMU, type QemuInstall, qemuTool } from '../support/qemu.js';
@@ -114,6 +114,25 @@ describe.each(EACH_QEMU)('qcow2 images made by qemu %s, written through our expo
     await expectCheckClean(q, a);
     await expectEqual(q, a, b);
     expect(Buffer.compare(readFileSync(join(tmp.dir, 'chain-ours', 'base.raw')), baseBefore)).toBe(0);
+  });
+
+  it('TRIM and zeroes that may unmap give the space back to the file system', async () => {
+    const dir = join(tmp.dir, 'space');
+    mkdirSync(dir, { recursive: true });
+    const img = join(dir, 'disk.qcow2');
+    await createImage(q, img, 64 * MiB);
+    const ours = await serveQcow(img);
+    try {
+      await qemuIo(q, ours.uri, ['write -P 1 0 32M', 'flush'], 'raw');
+      const written = statSync(img).blocks * 512;
+      expect(written).toBeGreaterThan(32 * MiB);
+      await qemuIo(q, ours.uri, ['discard 0 16M', 'write -z -u 16M 16M', 'flush'], 'raw');
+      expect(statSync(img).blocks * 512).toBeLessThan(written - 30 * MiB);
+      await qemuIo(q, ours.uri, ['read -P 0 0 32M'], 'raw');
+    } finally {
+      await ours.stop();
+    }
+    await expectCheckClean(q, img);
   });
 
   it('fio through four connections at once (random sizes, verified), then check clean', async () => {
