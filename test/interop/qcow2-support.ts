@@ -10,7 +10,7 @@ import { type OurServer, startOurServer } from './server-support.js';
 export const MiB = 1024 * 1024;
 
 /** `qemu-img create -f qcow2 [-o opts] path size` with this qemu. */
-export async function createImage(q: QemuInstall, path: string, size: string | number, opts: string[] = [], extra: string[] = []) {
+export async function createImage(q: QemuInstall, path: string, size: string | number, opts: readonly string[] = [], extra: string[] = []) {
   const o = opts.length > 0 ? ['-o', opts.join(',')] : [];
   await runOk(qemuTool(q, 'qemu-img'), ['create', '-q', '-f', 'qcow2', ...o, ...extra, path, String(size)]);
 }

@@ -23,8 +23,9 @@ export interface QcowOptions extends CacheSizes {
   readOnly?: boolean;
   /**
    * The backing file, if the image names one: `'follow'` opens the chain by name, `'none'`
-   * serves this layer alone, or give the device. Without it an image that has a backing
-   * file is refused, so that an untrusted image never makes us open another file.
+   * serves this layer alone, or give the device (or a function opening it; either way it
+   * is the caller's to close). Without it an image that has a backing file is refused, so
+   * that an untrusted image never makes us open another file.
    */
   backing?: BackingOption;
   /** The image's path: names it in errors and resolves relative backing file names. */
@@ -142,7 +143,7 @@ export class QcowDevice implements Device {
       throwIfAborted(opts.signal, 'QcowDevice.open');
       return new QcowDevice(meta, io, backing, writable, opts, closer);
     } catch (e) {
-      await backing?.close?.();
+      if (opts.backing === 'follow') await backing?.close?.();
       throw e;
     }
   }
@@ -233,7 +234,7 @@ export class QcowDevice implements Device {
       if (!this.readOnly) for (let i = 0; i < 2; i++) await this.meta.flush();
     } finally {
       this.closer.abort();
-      await this.backing?.close?.();
+      if (this.opts.backing === 'follow') await this.backing?.close?.(); // a device given is the caller's to close
       if (this.opts.closeFile) await this.io.device.close?.();
     }
   }

@@ -136,15 +136,18 @@ export class Refcounts {
   }
 
   /**
-   * A larger refcount table, with the refcount blocks that describe it, past the end of
-   * both the file and what the old table covers: written and synced, then the header
-   * switched to it and synced, then the old table's clusters freed.
+   * A larger refcount table, with the refcount blocks that describe it, past what the
+   * old table covers: written and synced, then the header switched to it and synced,
+   * then the old table's clusters freed.
    */
   private async grow(minEntries: number): Promise<void> {
     const C = this.clusterSize;
     const epb = this.epb;
     await this.blocks.writeBack(); // the new table copies pointers to blocks that must be on disk first
-    const at = Math.max(this.table.entries * epb, Math.ceil(this.io.length / C));
+    // Past what the old table covers (no cluster there is in use), and past the end of a
+    // file that can grow (bytes there, if any, are left alone); a fixed-size device is the
+    // file, so its free space past the coverage is used.
+    const at = Math.max(this.table.entries * epb, this.io.growable ? Math.ceil(this.io.length / C) : 0);
     let entries = Math.max(minEntries, this.table.entries * 2);
     let tableClusters = 0;
     let blockCount = 1;
