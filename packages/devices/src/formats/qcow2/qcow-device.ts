@@ -4,7 +4,7 @@
 // clusters or the backing file; writes, zeroes and trims are writer.ts. Block status
 // tells data here from zeroes and from what the backing file holds; allocation depth
 // (qemu:allocation-depth) says which layer of the chain holds each range.
-import { realpath, stat } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { NbdInvalidArgumentError, throwIfAborted } from '@nbd/protocol';
 import type { BlockSizes } from '@nbd/protocol';
 import type { Device, DeviceExtent, ExtentsOptions, IoOptions, ZeroOptions } from '@nbd/server';
@@ -15,6 +15,7 @@ import { decompressCluster, hasZstd } from './compressed.js';
 import { unsupported } from './errors.js';
 import { HostIo } from './host-io.js';
 import { type CacheSizes, Metadata } from './metadata.js';
+import { detectPreallocation, merged } from './preallocation.js';
 import { QcowWriter } from './writer.js';
 
 /** Options of {@link QcowDevice.open}. */
@@ -333,45 +334,6 @@ export class QcowDevice implements Device {
     if (inBacking < p.length) out.push({ length: p.length - inBacking, flags: 3 });
     return true;
   }
-}
-
-/** Extents with equal flags side by side made one. */
-function merged(extents: DeviceExtent[]): DeviceExtent[] {
-  const out: DeviceExtent[] = [];
-  for (const e of extents) {
-    const last = out[out.length - 1];
-    if (last?.flags === e.flags) last.length += e.length;
-    else out.push({ ...e });
-  }
-  return out;
-}
-
-/**
- * qemu's test for metadata preallocation: at least ~10/9 as many clusters have a
- * refcount as the file really holds (st_blocks, or what its extents say is data).
- */
-async function detectPreallocation(d: QcowDevice, path: string | undefined): Promise<boolean> {
-  const file = d.io.device;
-  if (file.extents === undefined) return false;
-  const C = d.clusterSize;
-  let allocated = 0;
-  if (path !== undefined && file instanceof FileDevice && file.kind === 'file') allocated = (await stat(path)).blocks * 512;
-  else {
-    const opts = { fua: false, signal: new AbortController().signal, reqOne: false };
-    for (let at = 0; at < d.io.length; ) {
-      const ex = await file.extents(at, Math.min(d.io.length - at, 1 << 30), opts);
-      if (ex.length === 0) break;
-      for (const e of ex) {
-        if ((e.flags & 1) === 0) allocated += e.length;
-        at += e.length;
-      }
-    }
-  }
-  const real = Math.floor(allocated / C);
-  const threshold = Math.max(Math.floor((real * 10) / 9), real + 2);
-  let count = 0;
-  for (let c = 0; c < Math.ceil(d.io.length / C) && count < threshold; c++) if ((await d.meta.refcounts.get(c)) !== 0) count++;
-  return count >= threshold;
 }
 
 /** The backing device the options allow for this image (undefined when it has none or it is not followed). */
