@@ -221,7 +221,7 @@ test('wrong input a newcomer types: one sentence each, naming the file, address,
     [
       ['serve', 'memroy', '1G'],
       2,
-      "nbd serve: unknown device 'memroy' (devices: memory, sparse-memory, file, null, zero, pattern, random, sparse-random, data, http, curl) (see 'nbd serve --help')",
+      "nbd serve: unknown device 'memroy' (devices: memory, sparse-memory, file, qcow2, null, zero, pattern, random, sparse-random, data, http, curl) (see 'nbd serve --help')",
     ],
     [['serve', 'memory', '1G', 'colour=blue'], 2, "nbd serve: unknown parameter colour= for memory (see 'nbd serve --help')"],
     [

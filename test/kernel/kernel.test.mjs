@@ -653,6 +653,32 @@ test('cli: nbd attach file X: SIGINT flushes and detaches, the file holds the fi
   assert((await ok('debugfs', ['-R', 'cat /a.bin', img])).equals(ref.data), 'the file holds a.bin');
 });
 
+test('cli: nbd attach qcow2 X: mkfs/mount/write, SIGINT flushes and detaches; qemu-img check is clean and qemu-nbd reads the files back', async () => {
+  const img = `${TMP}/cli-disk.qcow2`;
+  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', img, `${SIZE}`]);
+  const ref = await refFile('cli-q.bin', 2 * MiB);
+  const fg = await nbdForeground(['attach', 'qcow2', img]);
+  await ok('mkfs.ext4', ['-q', '-F', fg.path]);
+  await withMount(fg.path, [], async (mnt) => {
+    await ok('cp', [ref.file, `${mnt}/a.bin`]);
+    await ok('sh', ['-c', `echo hello > ${mnt}/b.txt && rm -f ${mnt}/a.tmp && sync`]);
+  });
+  fg.child.kill('SIGINT');
+  assertEq((await fg.exited).code, 0, `nbd attach exits 0 after SIGINT (${fg.stderr()})`);
+  await waitFor(async () => !(await connected(fg.index)), 'detached after SIGINT');
+  const check = await sh('qemu-img', ['check', img]);
+  assert(check.code === 0 && /No errors were found/.test(check.stdout.toString()), `qemu-img check: ${check.stdout}${check.stderr}`);
+  // The same bytes as qemu sees them: qemu-nbd serves the image, qemu-img copies it out raw.
+  const sock = `${TMP}/cli-q.sock`;
+  const srv = await startServer('qemu-nbd', ['-k', sock, '-f', 'qcow2', '-x', '', '-r', '-t', img], sock);
+  const raw = `${TMP}/cli-q.raw`;
+  await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', uri(sock), raw]);
+  await srv.kill();
+  await ok('e2fsck', ['-fn', raw]);
+  assert((await ok('debugfs', ['-R', 'cat /a.bin', raw])).equals(ref.data), 'qemu-nbd reads a.bin back');
+  assertEq((await ok('debugfs', ['-R', 'cat /b.txt', raw])).toString().trim(), 'hello', 'b.txt');
+});
+
 test('cli: nbd copy onto and from a block device (its size from sysfs); a larger source is refused', async () => {
   const fg = await nbdForeground(['attach', 'memory', '64M']);
   const data = await refFile('cli-c.bin', SIZE);

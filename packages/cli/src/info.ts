@@ -8,13 +8,15 @@ import { ExtentList } from '@nbd/server';
 import { parseCommand } from './args.js';
 import { ExitCode, UsageError } from './errors.js';
 import { capabilities, type ExportFacts, infoJson, infoText } from './info-format.js';
+import { imageInfo, isImageFile } from './info-image.js';
 import { probeExport, serverFacts } from './info-probe.js';
 import { mapJson, mapRuns, mapText, totalsJson, totalsText } from './map-format.js';
 import { colourWanted, type Io, painter, tracer, writeAll } from './output.js';
-import { parseUserUri, uriForExport } from './uris.js';
+import { isNbdUri, parseUserUri, uriForExport } from './uris.js';
 
 /** `nbd info --help`. */
 export const INFO_HELP = `Usage: nbd info [options] URI
+       nbd info [--json] FILE
 
 Shows what an NBD server offers, as libnbd's nbdinfo does (same output, same JSON keys).
 
@@ -25,6 +27,8 @@ Shows what an NBD server offers, as libnbd's nbdinfo does (same output, same JSO
   nbd info --is read-only|rotational URI
   nbd info --map[=CONTEXT] URI      the block status map (default base:allocation)
   nbd info --map --totals URI       bytes and percentage per type
+  nbd info FILE                     a disk image file: its format (raw or qcow2, from its
+                                    header), size, and qcow2's header, as qemu-img info
 
 Options:
   --json                  nbdinfo's JSON (with the default mode, --list and --map)
@@ -92,6 +96,10 @@ export async function infoCommand(argv: readonly string[], io: Io, signal: Abort
   if (positionals.length === 0) throw new UsageError('info', 'missing URI');
   if (positionals.length > 1) throw new UsageError('info', `unexpected argument '${positionals[1]}'`);
   const text = positionals[0]!;
+  if (!isNbdUri(text) && (await isImageFile(text))) {
+    await writeAll(io.stdout, await imageInfo(text, v.json === true));
+    return ExitCode.OK;
+  }
   const uri = parseUserUri('info', text);
   const mode = modeOf(v);
   const colourFlag = v.colour || v.color ? true : v['no-colour'] || v['no-color'] ? false : undefined;

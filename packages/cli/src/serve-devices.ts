@@ -1,19 +1,11 @@
 // The device words of `nbd serve` (and `nbd attach`), nbdkit's plugins by name:
 // each builds a Device from its plain argument and nbdkit-style parameters. A
 // parameter nothing takes is a usage error, as in nbdkit.
-import {
-  DataDevice,
-  FileDevice,
-  NullDevice,
-  PatternDevice,
-  RandomDevice,
-  SparseMemoryDevice,
-  SparseRandomDevice,
-  ZeroDevice,
-} from '@nbd/devices';
+import { DataDevice, NullDevice, PatternDevice, RandomDevice, SparseMemoryDevice, SparseRandomDevice, ZeroDevice } from '@nbd/devices';
 import { MemoryDevice, SharedMemoryDevice } from '@nbd/server';
 import { UsageError } from './errors.js';
 import { applyFilters } from './serve-filters.js';
+import { buildImage, QCOW2_WORD } from './serve-images.js';
 import { type BuildContext, type Built, type DeviceWord, inOwnWords, Params } from './serve-params.js';
 import { CURL_WORD, HTTP_WORD } from './serve-remote.js';
 import type { Arity, ExportSpec } from './serve-spec.js';
@@ -57,16 +49,16 @@ const DEVICE_LIST: [string, DeviceWord][] = [
     'file',
     {
       arity: 1,
-      usage: 'file PATH [direct=true]',
-      summary: 'a file or block device (nbdkit file)',
+      usage: 'file PATH [direct=true] [format=raw|qcow2|auto]',
+      summary: 'a file or block device (nbdkit file); format=qcow2: the image inside',
       build: async (arg, params, ctx) => {
         const path = arg ?? params.take('file');
         if (path === undefined) throw new UsageError(ctx.command, 'file needs a PATH');
-        const device = await FileDevice.open(path, { readOnly: ctx.readOnly, direct: params.flag('direct') ?? false });
-        return { device, size: device.size, description: path };
+        return buildImage(path, params, ctx);
       },
     },
   ],
+  ['qcow2', QCOW2_WORD],
   [
     'null',
     {

@@ -53,6 +53,9 @@ export const SERVE_OPTIONS = {
   'export-name': { type: 'string' },
   description: { type: 'string', short: 'D' },
   filter: { type: 'string', multiple: true },
+  format: { type: 'string' },
+  backing: { type: 'boolean' },
+  'no-backing': { type: 'boolean' },
   'read-only': { type: 'boolean', short: 'r' },
   readonly: { type: 'boolean' },
   threads: { type: 'string', short: 't' },
@@ -100,6 +103,8 @@ function exportsOf(tokens: ReturnType<typeof parseCommand<typeof SERVE_OPTIONS>>
         cur.name = value;
       } else if (t.name === 'description') cur.description = value;
       else if (t.name === 'filter') cur.filters.push(value);
+      else if (t.name === 'format') cur.params.set('format', value);
+      else if (t.name === 'backing' || t.name === 'no-backing') cur.params.set('backing', t.name === 'backing' ? 'follow' : 'none');
       continue;
     }
     if (t.kind !== 'positional') continue;

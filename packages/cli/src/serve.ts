@@ -50,6 +50,9 @@ Exports:
   -e, --export NAME        the name of the export (default: "")
   -D, --description TEXT   what NBD_OPT_LIST says about it
       --filter NAME        a filter over the export's device (see above)
+      --format raw|qcow2|auto  the format of the export's file (default raw; auto probes,
+                           and serves an image probed raw read-only)
+      --backing, --no-backing  follow a qcow2 backing file, or serve the top layer alone
   -r, --read-only          serve every export read-only
   -o, --oldstyle           the oldstyle handshake (one export, no names)
 TLS (nbdkit's options):
@@ -71,6 +74,7 @@ Examples:
   nbd serve -U - memory 1G --run 'nbdinfo $uri'
   nbd serve -p 10810 -r file disk.img
   nbd serve -e a memory 64M -e b file disk.img
+  nbd serve --format qcow2 --backing file disk.qcow2
   nbd serve --filter offset file disk.img offset=1M range=100M
   nbd serve -t 2 sparse-random 1G seed=7
 

@@ -26,6 +26,16 @@ export { isTransient, type RetryOptions, retry } from './filters/retry.js';
 export { type Filter, stack } from './filters/stack.js';
 export { type CommandStats, type StatsDevice, type StatsOptions, type StatsSnapshot, stats } from './filters/stats.js';
 export { type TruncateOptions, truncate } from './filters/truncate.js';
+export { type ImageFormat, type OpenedImage, type OpenImageOptions, openImage, probeFormat } from './formats/open-image.js';
+export type { BackingOption } from './formats/qcow2/backing.js';
+export {
+  type DepthExtent,
+  type OpenQcow2Options,
+  openQcow2,
+  QcowDevice,
+  type QcowInfo,
+  type QcowOptions,
+} from './formats/qcow2/qcow-device.js';
 export { SPARSE_PAGE_SIZE, SparseMemoryDevice, type SparseMemoryOptions } from './memory/sparse-memory-device.js';
 export { DeviceOptionError } from './option-error.js';
 export { HttpDevice } from './remote/http-device.js';
