@@ -2,6 +2,7 @@
 // driver's netlink and ioctls, dup for worker threads, fallocate and SEEK_HOLE for
 // files) goes through here. koffi loads on first use, never on import, so importing
 // works on any OS; calling in elsewhere than Linux throws a clear error.
+import { realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { NbdSystemError } from './system-error.js';
 
@@ -49,7 +50,10 @@ function ffi(): { koffi: Koffi; lib: { func(decl: string): Fn }; libc: Libc } {
   }
   let koffi: Koffi;
   try {
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    // By its real path: koffi finds its native package relative to its own directory, and
+    // through a pnpm symlink (a loader that preserves symlinks: vitest on Node 22) that is wrong.
+    const require = createRequire(import.meta.url);
+    koffi = require(realpathSync(require.resolve('koffi'))) as Koffi;
   } catch (e) {
     throw new NbdSystemError(`the optional dependency koffi could not be loaded: ${(e as Error).message}`, 'ENOSYS', 0, { cause: e });
   }
