@@ -43,7 +43,7 @@ export {
   toNbdErrno,
 } from './errors.js';
 export { abortError, raceSignal, throwIfAborted, tieToSignal } from './abort.js';
-export { type ArenaDecoder, ArenaPool, type ArenaPolicy, ReadArenas } from './arenas.js';
+export { type ArenaDecoder, ArenaPool, type ArenaPolicy, ReadArenas, type ViewLease } from './arenas.js';
 export type { ByteSink, PeerInfo, Transport } from './transport.js';
 export {
   type BlockSizes,
