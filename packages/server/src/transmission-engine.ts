@@ -15,7 +15,6 @@ import {
   type ViewLease,
   decodeBlockStatusPayload,
   isPromise,
-  nameOf,
   toNbdErrno,
 } from '@nbd/protocol';
 import type { Budget } from './budget.js';
@@ -24,7 +23,7 @@ import { readAndDrop, writeZeroes } from './emulate.js';
 import type { Logger } from './logger.js';
 import type { ReadSegment, Reply, ReplyOut } from './replies.js';
 import type { Session } from './session.js';
-import { validateRequest } from './validate.js';
+import { commandName, validateRequest } from './validate.js';
 import { ExtentList } from './extents.js';
 
 /** One decoded request, as the engine takes it. */
@@ -153,7 +152,7 @@ export class TransmissionEngine {
   }
 
   private reject(req: Request, errno: number, message: string): undefined {
-    this.logger.debug(`${this.peer}: ${nameOf(Command, req.type)} request rejected: ${message}`);
+    this.logger.debug(`${this.peer}: ${commandName(req.type)} rejected: ${message}`);
     this.out.send({ kind: 'error', cookie: req.cookie, offset: req.offset, type: req.type, errno, message });
     return undefined;
   }
@@ -224,7 +223,7 @@ export class TransmissionEngine {
         return;
       }
     }
-    throw new Error(`internal: command ${p.type} passed validation`);
+    throw new Error(`internal: ${commandName(p.type)} passed validation`);
   }
 
   /** Runs `next` once `r` settles (now, if it is not a promise); a failure answers with an error. */
@@ -376,7 +375,7 @@ export class TransmissionEngine {
       errno = toNbdErrno(err);
       if (!KNOWN_ERRNOS.has(errno) || errno === 0) errno = Errno.EIO;
       message = err instanceof Error ? err.message.slice(0, 200) : 'device error';
-      this.logger.debug(`${this.peer}: ${nameOf(Command, p.type)} at ${p.offset}+${p.length} failed: ${message}`);
+      this.logger.debug(`${this.peer}: ${commandName(p.type)} at ${p.offset}+${p.length} failed: ${message}`);
     }
     this.out.send({ kind: 'error', cookie: p.cookie, offset: p.wireOffset, type: p.type, errno, message });
     this.settle(p);
