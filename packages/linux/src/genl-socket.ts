@@ -1,6 +1,7 @@
 // A non-blocking generic netlink socket polled on the event loop (it never blocks
 // it), and family lookup through nlctrl.
-import { NbdSystemError, SOCK_CLOEXEC, SOCK_NONBLOCK, check, closeFd, errno, libc, pollReadable } from '@nbd/node';
+import { NbdSystemError } from '@nbd/node';
+import { SOCK_CLOEXEC, SOCK_NONBLOCK, check, closeFd, errno, libc, pollReadable } from '@nbd/node/internal';
 import {
   type AttrSpec,
   Ctrl,

@@ -8,7 +8,8 @@
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
-import { type ServerTlsOptions, libc, takeDescriptor } from '@nbd/node';
+import { type ServerTlsOptions, takeDescriptor } from '@nbd/node';
+import { libc } from '@nbd/node/internal';
 import type { DeviceRecipe, Export } from './device.js';
 import type { Logger } from './logger.js';
 import { type ConnectionData, type HookKey, type ServeOptions, connectionData, connectionHooks } from './serve-options.js';

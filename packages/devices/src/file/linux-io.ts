@@ -4,7 +4,8 @@
 // Anything that may wait on the disk runs as a koffi asynchronous call, on libuv's
 // thread pool like Node's own fs calls, so the event loop never blocks on it.
 import { NbdErrnoError, toNbdErrno } from '@nbd/protocol';
-import { NbdSystemError, errno, libcFunction } from '@nbd/node';
+import { NbdSystemError } from '@nbd/node';
+import { errno, libcFunction } from '@nbd/node/internal';
 
 type Native = ((...args: unknown[]) => number | bigint) & {
   async(...args: unknown[]): void;
