@@ -66,7 +66,7 @@ export async function checkTarball(p, listing, read, root) {
   }
   // Whatever an entry point names (types, import, default of each export) is in the tarball.
   for (const [path, entry] of Object.entries(p.pkg.exports ?? {})) {
-    for (const target of typeof entry === 'string' ? [entry] : Object.values(entry ?? {})) {
+    for (const target of new Set(typeof entry === 'string' ? [entry] : Object.values(entry ?? {}))) {
       if (typeof target === 'string' && !has.has(target.replace(/^\.\//, '')))
         problems.push(`exports["${path}"] names ${target}, which is missing`);
     }
