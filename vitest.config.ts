@@ -8,6 +8,8 @@ export default defineConfig({
   resolve: {
     alias: {
       '@nbd/protocol': src('protocol'),
+      // Before '@nbd/node', which would otherwise take the subpath as a path under its index.
+      '@nbd/node/internal': fileURLToPath(new URL('./packages/node/src/internal.ts', import.meta.url)),
       '@nbd/node': src('node'),
       '@nbd/client': src('client'),
       '@nbd/copy': src('copy'),

@@ -6,7 +6,7 @@
 // 32: 512-byte minimum block size, 64: base:allocation selected, 128: a device
 // without lend/extents), then the request stream. Cookies are renumbered per request.
 // Oracles: the engine never throws; every request but DISC gets exactly one complete
-// reply that the strict client accepts.
+// reply that the strict client accepts; every payload lease is released exactly once.
 
 import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
 import {
@@ -16,6 +16,7 @@ import {
   decodeBlockStatusPayload,
   ServerStreamDecoder,
 } from '../../packages/protocol/dist/index.js';
+import { Budget } from '../../packages/server/dist/budget.js';
 import { MemoryDevice } from '../../packages/server/dist/index.js';
 import { ReplyWriter } from '../../packages/server/dist/reply-writer.js';
 import { blockSizesOf, isReadOnly, transmissionFlags } from '../../packages/server/dist/session.js';
@@ -97,8 +98,10 @@ export async function fuzz(data) {
     metaContexts: new Map(structured && mode & 64 ? [[1, 'base:allocation']] : []),
   };
   const transport = new CollectingTransport();
-  const writer = new ReplyWriter(transport, session, () => {});
-  const engine = new TransmissionEngine(session, writer, { release() {}, settled() {} }, silent, 'fuzz');
+  const budget = new Budget({ maxInFlight: 1 << 20, maxInFlightBytes: 2 ** 52 }, { pinnedBytes: 0 }, transport, () => {});
+  const writer = new ReplyWriter(transport, session, () => budget.written());
+  const engine = new TransmissionEngine(session, writer, budget, silent, 'fuzz');
+  const leases = [];
   const decoder = new ClientStreamDecoder({ maxPayload: 1 << 20, maxDrain: 1 << 22 });
   decoder.startTransmission(extended, session.blockSizes.max);
   decoder.push(data.subarray(1));
@@ -107,15 +110,27 @@ export async function fuzz(data) {
   rejecting(() => {
     for (let f = decoder.next(); f !== undefined; f = decoder.next()) {
       const req = { ...f.request, cookie: ++cookie };
-      const outcome = engine.request({ ...f, request: req });
+      const payload = f.payload && lease(f.payload);
+      if (payload) leases.push(payload);
+      const outcome = engine.request({ request: req, payload, oversized: f.oversized });
       if (outcome === 'disconnect') break;
       sent.set(req.cookie, { req, payload: f.payload });
     }
   });
   // Device promises settle within microtasks (no I/O): a bounded number of turns answers all.
-  for (let i = 0; i < 10_000 && engine.inFlight > 0; i++) await undefined;
-  invariant(engine.inFlight === 0, `${engine.inFlight} requests never answered`);
+  for (let i = 0; i < 10_000 && budget.requests > 0; i++) await undefined;
+  invariant(budget.requests === 0, `${budget.requests} requests never answered`);
+  invariant(
+    leases.every((l) => l.releases === 1),
+    `payload leases released ${leases.map((l) => l.releases)} times`,
+  );
   readBack(transport.chunks, sent, session);
+}
+
+/** A payload lease that counts its releases (each must end exactly once). */
+function lease(bytes) {
+  const l = { bytes, releases: 0, release: () => void l.releases++ };
+  return l;
 }
 
 /** Reads the server's replies as our strict client would. */

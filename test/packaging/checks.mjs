@@ -24,13 +24,19 @@ export function checkMetadata(pkg, rootPkg) {
   if (pkg.engines?.node !== rootPkg.engines?.node)
     problems.push(`engines.node ${pkg.engines?.node} differs from the root's ${rootPkg.engines?.node}`);
   if (pkg.sideEffects !== false && !Array.isArray(pkg.sideEffects)) problems.push('sideEffects is neither false nor a list of files');
-  const dot = pkg.exports?.['.'];
-  if (typeof dot !== 'object' || dot === null) problems.push('exports["."] is not a conditions object');
-  else {
-    const conditions = Object.keys(dot);
-    if (conditions[0] !== 'types') problems.push(`exports["."]: "types" must come first, got ${conditions.join(', ')}`);
-    if (!conditions.includes('import')) problems.push('exports["."] has no "import"');
-    if (conditions.at(-1) !== 'default') problems.push('exports["."]: "default" must be there, and last (require() of the ES module)');
+  if (typeof pkg.exports?.['.'] !== 'object') problems.push('exports["."] is not a conditions object');
+  // Every entry point (".", and subpaths such as @nbd/node's "./internal"), alike.
+  for (const [path, entry] of Object.entries(pkg.exports ?? {})) {
+    if (path === './package.json') continue;
+    if (typeof entry !== 'object' || entry === null) {
+      problems.push(`exports["${path}"] is not a conditions object`);
+      continue;
+    }
+    const conditions = Object.keys(entry);
+    if (conditions[0] !== 'types') problems.push(`exports["${path}"]: "types" must come first, got ${conditions.join(', ')}`);
+    if (!conditions.includes('import')) problems.push(`exports["${path}"] has no "import"`);
+    if (conditions.at(-1) !== 'default')
+      problems.push(`exports["${path}"]: "default" must be there, and last (require() of the ES module)`);
   }
   if (!Array.isArray(pkg.files) || pkg.files.some((f) => /(^|\/)tests?(\/|$)/.test(f))) problems.push('files missing, or lists tests');
   if (pkg.name === '@nbd/linux' && JSON.stringify(pkg.os) !== '["linux"]') problems.push(`os is ${JSON.stringify(pkg.os)}, not ["linux"]`);
@@ -57,6 +63,13 @@ export async function checkTarball(p, listing, read, root) {
   const problems = [];
   for (const need of ['package.json', 'LICENSE', 'README.md', 'dist/index.js', 'dist/index.d.ts']) {
     if (!has.has(need)) problems.push(`${need} is missing`);
+  }
+  // Whatever an entry point names (types, import, default of each export) is in the tarball.
+  for (const [path, entry] of Object.entries(p.pkg.exports ?? {})) {
+    for (const target of new Set(typeof entry === 'string' ? [entry] : Object.values(entry ?? {}))) {
+      if (typeof target === 'string' && !has.has(target.replace(/^\.\//, '')))
+        problems.push(`exports["${path}"] names ${target}, which is missing`);
+    }
   }
   for (const f of files) {
     for (const [re, what] of forbidden) if (re.test(f)) problems.push(`${f} is ${what}`);

@@ -88,9 +88,19 @@ for (const p of packages) {
   await check(`${p.pkg.name}: publint --strict`, () => sh(bin('publint'), ['run', p.tarball, '--strict']));
   // attw still models node16 resolution, where require() of an ES module is an error;
   // Node >=22.12 (our engines) loads it, and the CommonJS consumer below proves it.
+  // Internal entry points (@nbd/node/internal) serve the sibling packages, which resolve
+  // them through the exports map; TypeScript's node10 resolution sees no subpath at all,
+  // so they are checked on their own without it.
+  const internal = Object.keys(p.pkg.exports ?? {}).filter((k) => k.endsWith('/internal'));
+  const attw = ['--ignore-rules', 'cjs-resolves-to-esm', '--format', 'table-flipped', '--no-color'];
   await check(`${p.pkg.name}: attw`, () =>
-    sh(bin('attw'), [p.tarball, '--ignore-rules', 'cjs-resolves-to-esm', '--format', 'table-flipped', '--no-color']),
+    sh(bin('attw'), [p.tarball, ...attw, ...(internal.length > 0 ? ['--exclude-entrypoints', ...internal] : [])]),
   );
+  if (internal.length > 0) {
+    await check(`${p.pkg.name}: attw of ${internal.join(', ')} (node16 and bundler)`, () =>
+      sh(bin('attw'), [p.tarball, ...attw, '--entrypoints', ...internal, '--profile', 'node16']),
+    );
+  }
 }
 
 function tarballFile(tarball) {

@@ -107,7 +107,7 @@ export async function stdoutFileSink(opts: EndpointOptions): Promise<Sink | unde
       await sink.finish(size, flush);
       // Our writes went through another descriptor: move standard output's offset past
       // them, so that what the shell writes next (`{ nbd copy URI -; echo; } > f`) follows.
-      const { libcFunction } = await import('@nbd/node');
+      const { libcFunction } = await import('@nbd/node/internal');
       libcFunction('int64_t lseek(int fd, int64_t offset, int whence)')(1, size, 0 /* SEEK_SET */);
     },
   };

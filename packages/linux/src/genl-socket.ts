@@ -1,6 +1,7 @@
 // A non-blocking generic netlink socket polled on the event loop (it never blocks
 // it), and family lookup through nlctrl.
-import { check, closeFd, errno, libc, NbdSystemError, pollReadable, SOCK_CLOEXEC, SOCK_NONBLOCK } from '@nbd/node';
+import { NbdSystemError } from '@nbd/node';
+import { check, closeFd, errno, libc, pollReadable, SOCK_CLOEXEC, SOCK_NONBLOCK } from '@nbd/node/internal';
 import {
   type AttrSpec,
   attrString,

@@ -3,7 +3,8 @@
 // a dedicated worker thread until the device disconnects.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { closeFd, ioctlInt, NbdSystemError, openRdwr } from '@nbd/node';
+import { NbdSystemError } from '@nbd/node';
+import { closeFd, ioctlInt, openRdwr } from '@nbd/node/internal';
 
 /** `_IO(0xab, n)`: no size or direction bits. */
 export const NbdIoctl = {

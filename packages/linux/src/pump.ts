@@ -6,7 +6,8 @@
 // closes, so does the other.
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { resumeReading, socketPair } from '@nbd/node';
+import { socketPair } from '@nbd/node';
+import { resumeReading } from '@nbd/node/internal';
 
 export interface Pump {
   /** The end to hand to the kernel (its descriptor). */

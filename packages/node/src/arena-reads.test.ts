@@ -40,7 +40,14 @@ class Reader {
     this.decoder = new ClientStreamDecoder({ maxPayload: limits.maxPayload, maxDrain: limits.maxDrain });
     this.decoder.startTransmission(limits.extended);
     this.arenas = new ReadArenas(this.pool, this.decoder);
-    if (leftover) this.arenas.copyIn(leftover);
+    // Bytes read before this reader existed (a handshake's leftovers) land in the arenas first.
+    for (let off = 0; leftover !== undefined && off < leftover.length; ) {
+      const dst = this.arenas.buffer();
+      const n = Math.min(dst.length, leftover.length - off);
+      dst.set(leftover.subarray(off, off + n));
+      this.arenas.filled(n);
+      off += n;
+    }
     this.transport = new NodeTransport(stream);
     this.transport.read({
       buffer: () => this.arenas.buffer(),

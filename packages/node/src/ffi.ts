@@ -95,11 +95,6 @@ export function libc(): Libc {
   return ffi().libc;
 }
 
-/** The koffi module itself (for callers that need its type helpers), loading it on first use. */
-export function koffiModule(): unknown {
-  return ffi().koffi;
-}
-
 /** errno of the last failed libc call on this thread. */
 export function errno(): number {
   return ffi().koffi.errno();

@@ -146,6 +146,30 @@ describe('ReadArenas', () => {
     expect(pool.take(policy.largeSize)).toBe(taken[1]);
   });
 
+  test('a lease keeps its arena until released; releasing it again does not free what another lease holds', () => {
+    const { pool, decoder, arenas, feed } = setup();
+    const leases = [1, 2].map((i) => {
+      feed(write(i, 5000, i));
+      const f = decoder.next();
+      if (f?.kind !== 'request' || f.payload === undefined) throw new Error('no payload');
+      return arenas.lease(f.payload);
+    });
+    expect(leases[0]!.bytes.buffer).toBe(leases[1]!.bytes.buffer); // one arena
+    for (let i = 3; i < 40; i++) {
+      feed(write(i, 3000, i)); // later reads move on to new arenas
+      decoder.next();
+    }
+    const pinned = arenas.pinnedBytes;
+    expect(pinned).toBe(policy.largeSize);
+    leases[0]!.release();
+    leases[0]!.release();
+    expect(arenas.pinnedBytes).toBe(pinned); // the second lease still holds it
+    expect(leases[1]!.bytes.every((b) => b === 2)).toBe(true);
+    leases[1]!.release();
+    expect(arenas.pinnedBytes).toBe(0);
+    expect(pool.spares).toBeGreaterThan(0);
+  });
+
   test('dispose returns the arena now, and a view held past it when released', () => {
     const { pool, decoder, arenas, feed } = setup();
     feed(write(1, 5000, 1));

@@ -116,6 +116,30 @@ export class ArenaPool {
   }
 }
 
+/** A view its arena keeps for the owner of the lease, until `release()`; releasing again does nothing. */
+export interface ViewLease {
+  readonly bytes: Uint8Array;
+  release(): void;
+}
+
+class ArenaLease implements ViewLease {
+  private from: ReadArenas | undefined;
+
+  constructor(
+    from: ReadArenas,
+    readonly bytes: Uint8Array,
+  ) {
+    this.from = from;
+  }
+
+  release(): void {
+    const from = this.from;
+    if (from === undefined) return;
+    this.from = undefined;
+    from.release(this.bytes);
+  }
+}
+
 interface Arena {
   bytes: Uint8Array;
   /** Views held by a consumer and not yet released. */
@@ -187,22 +211,16 @@ export class ReadArenas {
     this.active = true;
   }
 
-  /** Copies `chunk` in (transports that read into buffers of their own: TLS, WebSocket, any stream). */
-  copyIn(chunk: Uint8Array, each?: () => void): void {
-    for (let off = 0; off < chunk.length; ) {
-      const dst = this.buffer();
-      const n = Math.min(dst.length, chunk.length - off);
-      dst.set(chunk.subarray(off, off + n));
-      this.filled(n);
-      off += n;
-      each?.();
-    }
-  }
-
   /** A consumer holds `view` (a frame's payload) until `release(view)`; its arena is not reused meanwhile. */
   hold(view: Uint8Array): void {
     const a = this.arenaOf(view);
     if (a !== undefined) a.refs++;
+  }
+
+  /** Holds `view` as `hold` does, for one owner that ends it with `release()` on the lease. */
+  lease(view: Uint8Array): ViewLease {
+    this.hold(view);
+    return new ArenaLease(this, view);
   }
 
   /** The consumer is done with a view it held. */

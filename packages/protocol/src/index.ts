@@ -4,7 +4,7 @@ import { requireSupportedNode } from './node-version.js';
 requireSupportedNode(); // one clear error as the package loads on Node.js < 22, not a TypeError later
 
 export { abortError, raceSignal, throwIfAborted, tieToSignal } from './abort.js';
-export { type ArenaDecoder, type ArenaPolicy, ArenaPool, ReadArenas } from './arenas.js';
+export { type ArenaDecoder, type ArenaPolicy, ArenaPool, ReadArenas, type ViewLease } from './arenas.js';
 export { ByteQueue } from './byte-queue.js';
 export {
   type BlockDescriptor,

@@ -18,8 +18,8 @@
 
 import type { ServerTls, TlsIdentity } from '@nbd/node';
 import type { Greeting } from '@nbd/protocol';
+import type { Budget } from './budget.js';
 import type { Negotiation } from './negotiation.js';
-import type { ReplyWriter } from './reply-writer.js';
 import type { Session } from './session.js';
 import type { TransmissionEngine } from './transmission-engine.js';
 
@@ -42,7 +42,8 @@ export interface Transmit {
   session: Session;
   ownsDevice: boolean;
   engine: TransmissionEngine;
-  writer: ReplyWriter;
+  /** What is in flight and queued: whether reading may go on. */
+  budget: Budget;
 }
 
 export type State =

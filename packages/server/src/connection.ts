@@ -1,18 +1,11 @@
 // One client connection: a transport, its read arenas and request decoder, and
 // the two engines (negotiation, then transmission), driven through the state union
-// of connection-state.ts (its diagram there).
+// of connection-state.ts (its diagram there). In transmission each WRITE payload goes
+// to the engine as a lease on its arena, and one budget says whether to read on.
 
 import { NodeTransport, trimWhenQuiet } from '@nbd/node';
-import {
-  ArenaPool,
-  type ClientFrame,
-  ClientStreamDecoder,
-  encodeExportNameReply,
-  encodeGreeting,
-  encodeOptionReply,
-  ReadArenas,
-  type Transport,
-} from '@nbd/protocol';
+import { ArenaPool, type ClientFrame, ClientStreamDecoder, encodeGreeting, isPromise, ReadArenas, type Transport } from '@nbd/protocol';
+import { Budget } from './budget.js';
 import {
   type ConnectionLimits,
   type ConnectionTls,
@@ -24,7 +17,7 @@ import {
 } from './connection-state.js';
 import type { Device } from './device.js';
 import type { Logger } from './logger.js';
-import type { NegotiationStep, ServerMessage } from './negotiation.js';
+import { encodeServerMessage, type NegotiationStep } from './negotiation.js';
 import { ReplyWriter } from './reply-writer.js';
 import type { Session } from './session.js';
 import { TransmissionEngine } from './transmission-engine.js';
@@ -145,15 +138,10 @@ export class ServerConnection {
     this.decoder.startTransmission(session.extended, session.blockSizes.max);
     this.arenas.allowLarge = true;
     this.transport.readDirect?.();
-    const writer = new ReplyWriter(this.transport, session, () => this.maybeResume(), this.limits.maxInFlightBytes);
-    const engine = new TransmissionEngine(
-      session,
-      writer,
-      { release: (payload) => this.arenas.release(payload), settled: () => this.settled() },
-      this.logger,
-      this.peer,
-    );
-    this.enter({ phase: 'transmitting', t: { session, ownsDevice, engine, writer } });
+    const budget = new Budget(this.limits, this.arenas, this.transport, () => this.budgetChanged());
+    const writer = new ReplyWriter(this.transport, session, () => budget.written());
+    const engine = new TransmissionEngine(session, writer, budget, this.logger, this.peer);
+    this.enter({ phase: 'transmitting', t: { session, ownsDevice, engine, budget } });
     this.logger.debug(`${this.peer}: serving "${session.export.name}" flags 0x${session.flags.toString(16)}`);
     if (this.shuttingDown) engine.shutdown();
   }
@@ -182,7 +170,7 @@ export class ServerConnection {
     const s = this.state;
     if (s.phase === 'handshake') {
       const step = s.negotiation.handle(frame);
-      if (!(step instanceof Promise)) {
+      if (!isPromise(step)) {
         this.applyStep(step);
         return;
       }
@@ -202,13 +190,9 @@ export class ServerConnection {
       return;
     }
     if (s.phase !== 'transmitting' || frame.kind !== 'request') return; // draining, closing: dropped
-    const outcome = s.t.engine.request(frame);
-    if (outcome === 'held') this.arenas.hold(frame.payload!);
-    else if (outcome === 'disconnect') {
-      this.drain(s.t);
-      return;
-    }
-    if (!this.canRead()) this.pause();
+    const { request, payload, oversized } = frame;
+    if (s.t.engine.request({ request, payload: payload && this.arenas.lease(payload), oversized }) === 'disconnect') this.drain(s.t);
+    else if (!s.t.budget.canRead()) this.pause();
   }
 
   /**
@@ -262,7 +246,7 @@ export class ServerConnection {
       if (step.next === 'transmit' && step.ownsDevice) void this.closeDevice(step.session.device);
       return;
     }
-    for (const m of step.send) this.send(encodeMessage(m));
+    for (const m of step.send) this.send(encodeServerMessage(m));
     if (step.next === 'close') {
       this.logger.info(`${this.peer}: ${step.reason}; closing`);
       this.close();
@@ -272,18 +256,6 @@ export class ServerConnection {
       this.clearTimers();
       this.transmit(step.session, step.ownsDevice);
     }
-  }
-
-  private canRead(): boolean {
-    const s = this.state;
-    if (s.phase !== 'transmitting') return true;
-    const { maxInFlight, maxInFlightBytes } = this.limits;
-    return (
-      s.t.engine.inFlight < maxInFlight &&
-      s.t.engine.inFlightBytes < maxInFlightBytes &&
-      this.arenas.pinnedBytes < maxInFlightBytes &&
-      !s.t.writer.congested
-    );
   }
 
   private pause(): void {
@@ -300,12 +272,14 @@ export class ServerConnection {
   }
 
   private maybeResume(): void {
-    if (this.paused && this.canRead()) this.resume();
+    const s = this.state;
+    if (this.paused && (s.phase !== 'transmitting' || s.t.budget.canRead())) this.resume();
   }
 
   // ------------------------------------------------------------ ending
 
-  private settled(): void {
+  /** A request was answered, or queued replies went out. */
+  private budgetChanged(): void {
     const phase = this.state.phase;
     if (phase === 'draining') this.maybeFinishDraining();
     else if (phase === 'closing') this.maybeDone();
@@ -329,7 +303,7 @@ export class ServerConnection {
 
   private maybeFinishDraining(): void {
     const s = this.state;
-    if (s.phase === 'draining' && s.t.engine.inFlight === 0) this.close();
+    if (s.phase === 'draining' && s.t.budget.requests === 0) this.close();
   }
 
   /** Ends our side; a client that never reads the rest of our replies does not hold the connection forever. */
@@ -370,7 +344,7 @@ export class ServerConnection {
   /** closing → closed once the transport is gone and no device call is running. */
   private maybeDone(): void {
     const s = this.state;
-    if (s.phase !== 'closing' || !this.transportClosed || (s.t !== undefined && s.t.engine.inFlight > 0)) return;
+    if (s.phase !== 'closing' || !this.transportClosed || (s.t !== undefined && s.t.budget.requests > 0)) return;
     this.finish(s);
   }
 
@@ -378,7 +352,7 @@ export class ServerConnection {
     const s = this.state;
     if (s.phase !== 'closing') return;
     this.logger.warn(
-      `${this.peer}: ${s.t?.engine.inFlight ?? 0} device calls still running ${CLOSE_GRACE_MS} ms after the connection closed; no longer waiting for them`,
+      `${this.peer}: ${s.t?.budget.requests ?? 0} device calls still running ${CLOSE_GRACE_MS} ms after the connection closed; no longer waiting for them`,
     );
     this.finish(s);
   }
@@ -416,10 +390,4 @@ export class ServerConnection {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
-}
-
-function encodeMessage(m: ServerMessage): Uint8Array {
-  return m.kind === 'option-reply'
-    ? encodeOptionReply(m.option, m.reply)
-    : encodeExportNameReply({ size: m.size, flags: m.flags }, m.noZeroes);
 }

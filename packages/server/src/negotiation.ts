@@ -7,6 +7,8 @@ import {
   ClientFlag,
   type ClientFrame,
   decodeOptionRequest,
+  encodeExportNameReply,
+  encodeOptionReply,
   type Greeting,
   HandshakeFlag,
   Info,
@@ -32,10 +34,16 @@ export interface OpenContext {
   tls: TlsIdentity | undefined;
 }
 
-/** A message to the client, as a value; the connection encodes it. */
+/** A message to the client, as a value; the connection sends it encoded by `encodeServerMessage`. */
 export type ServerMessage =
   | { kind: 'option-reply'; option: number; reply: OptionReplyMessage }
   | { kind: 'export-name-reply'; size: bigint; flags: number; noZeroes: boolean };
+
+export function encodeServerMessage(m: ServerMessage): Uint8Array {
+  return m.kind === 'option-reply'
+    ? encodeOptionReply(m.option, m.reply)
+    : encodeExportNameReply({ size: m.size, flags: m.flags }, m.noZeroes);
+}
 
 /** What the connection does after one frame: send `send`, then go on as `next` says. */
 export type NegotiationStep =

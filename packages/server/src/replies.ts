@@ -1,10 +1,12 @@
 // Replies as values: what the transmission engine decides, before any byte is
 // written. The reply writer turns them into simple replies or chunks, depending on
-// what was negotiated.
+// what was negotiated. Memory a reply carries (a leased buffer, a device's loan)
+// belongs to the writer once the reply is sent.
 import type { DeviceExtent } from './device.js';
+import type { ReadLease } from './reply-buffers.js';
 
-/** One piece of a READ answered in several chunks: data, or a hole that reads as zeroes. */
-export type ReadSegment = { offset: number; data: Uint8Array } | { offset: number; hole: number };
+/** One piece of a READ answered in several chunks: data in a leased buffer, or a hole that reads as zeroes. */
+export type ReadSegment = { offset: number; lease: ReadLease } | { offset: number; hole: number };
 
 interface ReplyTo {
   cookie: bigint;
@@ -17,8 +19,8 @@ export type Reply =
   | (ReplyTo & { kind: 'ok' })
   /** Failure: a simple reply with the errno, or an ERROR chunk where chunks are allowed. */
   | (ReplyTo & { kind: 'error'; type: number; errno: number; message: string })
-  /** A whole READ in one buffer from `ReplyOut.readBuffer`. */
-  | (ReplyTo & { kind: 'data'; data: Uint8Array })
+  /** A whole READ in one buffer leased from `ReplyOut.readLease`. */
+  | (ReplyTo & { kind: 'data'; lease: ReadLease })
   /** A whole READ lent by the device (zero copy); `release` once the bytes are written. */
   | (ReplyTo & { kind: 'loan'; views: Uint8Array[]; release: () => void })
   /** A READ as data and hole chunks, in offset order (structured replies only). */
@@ -28,9 +30,8 @@ export type Reply =
 
 /** Where the engine's replies go (the reply writer, or a test's list). */
 export interface ReplyOut {
-  /** Room for `length` bytes of READ data; what it returns goes back in a `data` reply or to `discard`. */
-  readBuffer(length: number): Uint8Array;
-  /** A read buffer that will not be sent (the read failed). */
-  discard(data: Uint8Array): void;
+  /** A buffer for `length` bytes of READ data: it goes out in a `data` or `segments` reply, or is released unsent. */
+  readLease(length: number): ReadLease;
+  /** Takes `reply` and whatever memory it carries. */
   send(reply: Reply): void;
 }

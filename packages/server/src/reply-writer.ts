@@ -1,53 +1,30 @@
 // Turns the engine's reply values into bytes on the transport: simple replies or
-// chunks as negotiated, READ buffers from a pool (reused once written), writes of
-// one tick corked together (a burst of replies is one writev), and watermarks on
-// the bytes queued so a client that does not read its replies pauses our reading
-// instead of growing our memory.
+// chunks as negotiated, READ data from leased buffers (reused once written), and
+// writes of one tick corked together (a burst of replies is one writev). Each write
+// of leased or lent memory that finishes is reported, so the connection's budget can
+// see queued reply bytes go down.
 import { Command, encodeChunk, readReplyHeadSize, Size, type Transport, writeReadReplyHead, writeSimpleReply } from '@nbd/protocol';
-import { BufferPool } from './buffer-pool.js';
 import type { Reply, ReplyOut } from './replies.js';
+import { type ReadLease, ReplyBuffers } from './reply-buffers.js';
 
-/** READ reply buffers of at least this size are pooled (smaller ones come from Node's slab). */
-const POOL_MIN = 16 * 1024;
-const pool = new BufferPool(32 * 1024 * 1024);
-/**
- * Reply bytes queued before reading pauses, and the level at which it resumes. Small on
- * purpose: replies waiting in our memory only add cache misses; requests waiting in the
- * kernel's socket buffer cost nothing.
- */
-const HIGH_WATER = 4 * 1024 * 1024;
-const LOW_WATER = 1024 * 1024;
+/** READ reply buffers of this thread. */
+const buffers = new ReplyBuffers(32 * 1024 * 1024);
 
 export class ReplyWriter implements ReplyOut {
   private corked = false;
   private readonly head: number;
-  private readonly highWater: number;
 
   constructor(
     private readonly transport: Transport,
     private readonly negotiated: { structured: boolean; extended: boolean },
-    /** Queued bytes fell below the low watermark (reading may resume). */
-    private readonly onLowWater: () => void,
-    maxQueued = HIGH_WATER,
+    /** Leased or lent reply memory was written out (queued bytes went down). */
+    private readonly onWritten: () => void,
   ) {
     this.head = readReplyHeadSize(negotiated.structured, negotiated.extended);
-    this.highWater = Math.min(maxQueued, HIGH_WATER);
   }
 
-  /** Too many reply bytes are queued: stop reading requests. */
-  get congested(): boolean {
-    return this.transport.writableLength >= this.highWater;
-  }
-
-  readBuffer(length: number): Uint8Array {
-    const size = this.head + length;
-    const buf = size >= POOL_MIN ? pool.take(size) : Buffer.allocUnsafe(size);
-    return buf.subarray(this.head);
-  }
-
-  discard(data: Uint8Array): void {
-    const whole = this.whole(data);
-    if (whole.length >= POOL_MIN) pool.give(whole);
+  readLease(length: number): ReadLease {
+    return buffers.lease(this.head, length);
   }
 
   send(r: Reply): void {
@@ -63,12 +40,10 @@ export class ReplyWriter implements ReplyOut {
           this.write(encodeChunk(r.cookie, { kind: 'error', error: r.errno, message: r.message }, { extended, offset: r.offset }));
         } else this.write(simple(r.cookie, r.errno));
         return;
-      case 'data': {
-        const whole = this.whole(r.data);
-        writeReadReplyHead(whole, 0, { cookie: r.cookie, offset: r.offset, length: r.data.length, structured, extended });
-        this.sendPooled(whole);
+      case 'data':
+        writeReadReplyHead(r.lease.whole, 0, { cookie: r.cookie, offset: r.offset, length: r.lease.data.length, structured, extended });
+        this.sendLease(r.lease);
         return;
-      }
       case 'loan': {
         const h = new Uint8Array(this.head);
         let length = 0;
@@ -79,7 +54,7 @@ export class ReplyWriter implements ReplyOut {
         for (let i = 0; i < last; i++) this.write(r.views[i]!);
         this.write(r.views[last]!, (ok) => {
           r.release();
-          if (ok) this.maybeLow();
+          if (ok) this.onWritten();
         });
         return;
       }
@@ -91,17 +66,16 @@ export class ReplyWriter implements ReplyOut {
             this.write(encodeChunk(r.cookie, hole, { done, extended, offset: r.offset }));
             return;
           }
-          const whole = this.whole(seg.data);
-          writeReadReplyHead(whole, 0, {
+          writeReadReplyHead(seg.lease.whole, 0, {
             cookie: r.cookie,
             offset: r.offset,
             dataOffset: BigInt(seg.offset),
-            length: seg.data.length,
+            length: seg.lease.data.length,
             structured,
             extended,
             done,
           });
-          this.sendPooled(whole);
+          this.sendLease(seg.lease);
         });
         return;
       case 'block-status': {
@@ -116,21 +90,21 @@ export class ReplyWriter implements ReplyOut {
     }
   }
 
-  /** The buffer `readBuffer` allocated around `data` (the reply head goes in front). */
-  private whole(data: Uint8Array): Buffer {
-    return Buffer.from(data.buffer, data.byteOffset - this.head, this.head + data.length);
-  }
-
-  private sendPooled(whole: Buffer): void {
-    if (whole.length < POOL_MIN) {
-      this.write(whole);
+  /** Sends a leased buffer (head already written) and ends the lease once the transport is done with it. */
+  private sendLease(lease: ReadLease): void {
+    if (!lease.pooled) {
+      this.write(lease.whole);
+      lease.abandon(); // Node's slab memory: nothing to give back
       return;
     }
-    this.write(whole, (ok) => {
+    this.write(lease.whole, (ok) => {
       // A failed write may leave the buffer referenced by the dying transport: not reused.
-      if (!ok) return;
-      pool.give(whole);
-      this.maybeLow();
+      if (!ok) {
+        lease.abandon();
+        return;
+      }
+      lease.release();
+      this.onWritten();
     });
   }
 
@@ -153,10 +127,6 @@ export class ReplyWriter implements ReplyOut {
     this.corked = false;
     this.transport.uncork();
   };
-
-  private maybeLow(): void {
-    if (this.transport.writableLength < LOW_WATER) this.onLowWater();
-  }
 }
 
 function simple(cookie: bigint, error: number): Uint8Array {

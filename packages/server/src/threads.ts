@@ -7,7 +7,8 @@
 // hooks called on the main thread (thread-hooks.ts).
 import type { Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { libc, type ServerTlsOptions, takeDescriptor } from '@nbd/node';
+import { type ServerTlsOptions, takeDescriptor } from '@nbd/node';
+import { libc } from '@nbd/node/internal';
 import { NbdInvalidArgumentError } from '@nbd/protocol';
 import type { DeviceRecipe, Export } from './device.js';
 import type { Logger } from './logger.js';

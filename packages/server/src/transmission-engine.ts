@@ -1,10 +1,12 @@
 // The transmission phase of one connection, without I/O: each decoded request is
 // validated, handed to the device without waiting for it, and answered with reply
 // values (replies.ts) in completion order. Device methods may return values or
-// promises; a synchronous device is answered within the same call.
+// promises; a synchronous device is answered within the same call. The engine owns
+// the memory of a request until it is answered: the frame's payload lease (released
+// once the device is done with it) and the READ buffers it leases from `ReplyOut`
+// (sent, or released).
 import {
   AllocationState,
-  type ClientFrame,
   Command,
   CommandFlag,
   decodeBlockStatusPayload,
@@ -13,34 +15,31 @@ import {
   isPromise,
   Limits,
   NbdErrnoError,
+  type Request,
   toNbdErrno,
+  type ViewLease,
   writeZeroes,
 } from '@nbd/protocol';
+import type { Budget } from './budget.js';
 import type { DeviceExtent, ExtentsOptions, IoOptions, Loan, MaybePromise, ZeroOptions } from './device.js';
+import { readAndDrop } from './emulate.js';
 import { ExtentList } from './extents.js';
 import type { Logger } from './logger.js';
 import type { ReadSegment, Reply, ReplyOut } from './replies.js';
 import type { Session } from './session.js';
-import { validateRequest } from './validate.js';
+import { commandName, validateRequest } from './validate.js';
 
-/** What the engine tells its connection. */
-export interface EngineHooks {
-  /** The device is done with a WRITE payload that `request` reported as 'held'. */
-  release(payload: Uint8Array): void;
-  /** A request was answered: in-flight counts went down. */
-  settled(): void;
+/** One decoded request, as the engine takes it. */
+export interface RequestFrame {
+  request: Request;
+  /** The WRITE data, or an extended BLOCK_STATUS payload: the engine releases it once nothing reads it. */
+  payload?: ViewLease | undefined;
+  /** The decoder dropped a payload larger than the maximum. */
+  oversized?: boolean | undefined;
 }
 
-/** What became of one request frame. */
-export type RequestOutcome =
-  /** Its payload went to the device; `hooks.release` gives it back. */
-  | 'held'
-  /** Answered or dispatched; its payload (if any) is free now. */
-  | 'done'
-  /** NBD_CMD_DISC: no more requests; close once in-flight ones are answered. */
-  | 'disconnect';
-
-type RequestFrame = Extract<ClientFrame, { kind: 'request' }>;
+/** What became of one request frame: 'disconnect' for NBD_CMD_DISC (close once in-flight requests are answered). */
+export type RequestOutcome = 'next' | 'disconnect';
 
 /** One dispatched request. */
 interface Pending {
@@ -59,14 +58,8 @@ interface Pending {
 
 /** Reads at least this long ask the device's extents, to send holes as OFFSET_HOLE chunks. */
 const SPARSE_READ_MIN = 64 * 1024;
-/** Work buffer size for emulated CACHE. */
-const SCRATCH = 1024 * 1024;
 
 export class TransmissionEngine {
-  /** Requests dispatched and not yet answered. */
-  inFlight = 0;
-  /** READ lengths and WRITE payloads of those requests. */
-  inFlightBytes = 0;
   private accepting = true;
   private shuttingDown = false;
   private readonly ac = new AbortController();
@@ -77,7 +70,8 @@ export class TransmissionEngine {
   constructor(
     private readonly session: Session,
     private readonly out: ReplyOut,
-    private readonly hooks: EngineHooks,
+    /** Counts what is in flight; answering a request reports to it. */
+    private readonly budget: Budget,
     private readonly logger: Logger,
     private readonly peer: string,
   ) {
@@ -87,21 +81,38 @@ export class TransmissionEngine {
     this.extentOpts = { fua: false, signal, reqOne: false };
   }
 
-  /** Validates and dispatches one request frame. */
+  /** Validates and dispatches one request frame; its payload lease is the engine's from here on. */
   request(frame: RequestFrame): RequestOutcome {
-    const req = frame.request;
+    const { request: req, payload } = frame;
     if (req.type === Command.DISC) {
+      payload?.release();
       this.accepting = false;
       return 'disconnect';
     }
-    if (!this.accepting) return 'done';
+    const p = this.admit(frame);
+    if (p === undefined) payload?.release();
+    else if (p.type === Command.WRITE && payload !== undefined) this.write(p, payload);
+    else {
+      payload?.release(); // a BLOCK_STATUS payload, already read
+      try {
+        this.dispatch(p);
+      } catch (e) {
+        this.fail(p, e);
+      }
+    }
+    return 'next';
+  }
+
+  /** A request that may go to the device, counted in flight; undefined when it was refused (and answered) or dropped. */
+  private admit({ request: req, payload, oversized }: RequestFrame): Pending | undefined {
+    if (!this.accepting) return undefined;
     if (this.shuttingDown) return this.reject(req, Errno.ESHUTDOWN, 'server is shutting down');
     let length = req.length;
     let contextIds = [...this.session.metaContexts.keys()];
-    if (req.type === Command.BLOCK_STATUS && (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 && frame.payload) {
+    if (req.type === Command.BLOCK_STATUS && (req.flags & CommandFlag.PAYLOAD_LEN) !== 0 && payload) {
       // Extended BLOCK_STATUS payload: the effect length and the contexts wanted.
       try {
-        const p = decodeBlockStatusPayload(frame.payload);
+        const p = decodeBlockStatusPayload(payload.bytes);
         length = p.effectLength;
         const unknown = p.contextIds.find((id) => !this.session.metaContexts.has(id));
         if (unknown !== undefined) return this.reject(req, Errno.EINVAL, `meta context ${unknown} was not selected`);
@@ -110,7 +121,7 @@ export class TransmissionEngine {
         return this.reject(req, Errno.EINVAL, (e as Error).message);
       }
     }
-    const rejection = validateRequest(req, length, this.session, frame.oversized === true);
+    const rejection = validateRequest(req, length, this.session, oversized === true);
     if (rejection !== undefined) return this.reject(req, rejection.errno, rejection.message);
 
     const p: Pending = {
@@ -123,15 +134,8 @@ export class TransmissionEngine {
       cost: req.type === Command.READ || req.type === Command.WRITE ? Number(length) : 0,
       contextIds,
     };
-    this.inFlight++;
-    this.inFlightBytes += p.cost;
-    if (p.type === Command.WRITE) return this.write(p, frame.payload!);
-    try {
-      this.dispatch(p);
-    } catch (e) {
-      this.fail(p, e);
-    }
-    return 'done';
+    this.budget.start(p.cost);
+    return p;
   }
 
   /** Server shutdown: requests in flight and new ones are answered with ESHUTDOWN. */
@@ -149,36 +153,38 @@ export class TransmissionEngine {
     this.ac.abort();
   }
 
-  private reject(req: { cookie: bigint; type: number; offset: bigint }, errno: number, message: string): 'done' {
-    this.logger.debug(`${this.peer}: request ${req.type} rejected: ${message}`);
+  private reject(req: Request, errno: number, message: string): undefined {
+    this.logger.debug(`${this.peer}: ${commandName(req.type)} rejected: ${message}`);
     this.out.send({ kind: 'error', cookie: req.cookie, offset: req.offset, type: req.type, errno, message });
-    return 'done';
+    return undefined;
   }
 
-  private write(p: Pending, payload: Uint8Array): RequestOutcome {
+  /** Hands the payload to the device; the lease ends once the device is done with it. */
+  private write(p: Pending, payload: ViewLease): void {
     const dev = this.session.device;
     let r: MaybePromise<void>;
     try {
-      r = dev.writeAt!(payload, p.offset, (p.flags & CommandFlag.FUA) !== 0 && dev.fua ? this.fuaOpts : this.opts);
+      r = dev.writeAt!(payload.bytes, p.offset, (p.flags & CommandFlag.FUA) !== 0 && dev.fua ? this.fuaOpts : this.opts);
     } catch (e) {
+      payload.release();
       this.fail(p, e);
-      return 'done';
+      return;
     }
     if (!isPromise(r)) {
+      payload.release();
       this.afterWrite(p);
-      return 'done';
+      return;
     }
     r.then(
       () => {
-        this.hooks.release(payload);
+        payload.release();
         this.afterWrite(p);
       },
       (e: unknown) => {
-        this.hooks.release(payload);
+        payload.release();
         this.fail(p, e);
       },
     );
-    return 'held';
   }
 
   private dispatch(p: Pending): void {
@@ -205,10 +211,15 @@ export class TransmissionEngine {
             fast: (p.flags & CommandFlag.FAST_ZERO) !== 0,
           };
           this.step(p, dev.zero(p.offset, p.length, o), this.afterWrite);
-        } else this.step(p, this.writeZeroes(p), this.afterWrite);
+        } else
+          this.step(
+            p,
+            writeZeroes(p.offset, p.length, (zeroes, at) => dev.writeAt!(zeroes, at, this.opts)),
+            this.afterWrite,
+          );
         return;
       case Command.CACHE:
-        this.step(p, dev.cache ? dev.cache(p.offset, p.length, this.opts) : this.readAndDrop(p), this.ok);
+        this.step(p, dev.cache ? dev.cache(p.offset, p.length, this.opts) : readAndDrop(dev, p.offset, p.length, this.opts), this.ok);
         return;
       case Command.BLOCK_STATUS: {
         const reqOne = (p.flags & CommandFlag.REQ_ONE) !== 0;
@@ -219,7 +230,7 @@ export class TransmissionEngine {
         return;
       }
     }
-    throw new Error(`internal: command ${p.type} passed validation`);
+    throw new Error(`internal: ${commandName(p.type)} passed validation`);
   }
 
   /** Runs `next` once `r` settles (now, if it is not a promise); a failure answers with an error. */
@@ -249,20 +260,20 @@ export class TransmissionEngine {
       this.sendLoan(p, loan);
       return;
     }
-    const data = this.out.readBuffer(p.length);
+    const lease = this.out.readLease(p.length);
     let r: MaybePromise<void>;
     try {
-      r = dev.readAt(data, p.offset, this.opts);
+      r = dev.readAt(lease.data, p.offset, this.opts);
     } catch (e) {
-      this.out.discard(data);
+      lease.release();
       throw e;
     }
-    if (!isPromise(r)) this.answer(p, { kind: 'data', cookie: p.cookie, offset: p.wireOffset, data });
+    if (!isPromise(r)) this.answer(p, { kind: 'data', cookie: p.cookie, offset: p.wireOffset, lease });
     else {
       r.then(
-        () => this.answer(p, { kind: 'data', cookie: p.cookie, offset: p.wireOffset, data }),
+        () => this.answer(p, { kind: 'data', cookie: p.cookie, offset: p.wireOffset, lease }),
         (e: unknown) => {
-          this.out.discard(data);
+          lease.release();
           this.fail(p, e);
         },
       );
@@ -314,20 +325,18 @@ export class TransmissionEngine {
       for (const run of runs) {
         if (run.zero) segments.push({ offset: run.offset, hole: run.length });
         else {
-          const data = this.out.readBuffer(run.length);
-          segments.push({ offset: run.offset, data });
-          await this.session.device.readAt(data, run.offset, this.opts);
+          const lease = this.out.readLease(run.length);
+          segments.push({ offset: run.offset, lease });
+          await this.session.device.readAt(lease.data, run.offset, this.opts);
         }
       }
     } catch (e) {
-      for (const s of segments) if ('data' in s) this.out.discard(s.data);
+      releaseSegments(segments);
       this.fail(p, e);
       return;
     }
     // Sent together only once every read succeeded, so an error never follows data.
-    this.answer(p, { kind: 'segments', cookie: p.cookie, offset: p.wireOffset, segments }, () => {
-      for (const s of segments) if ('data' in s) this.out.discard(s.data);
-    });
+    this.answer(p, { kind: 'segments', cookie: p.cookie, offset: p.wireOffset, segments });
   }
 
   private readonly afterWrite = (p: Pending): void => {
@@ -335,20 +344,6 @@ export class TransmissionEngine {
     if ((p.flags & CommandFlag.FUA) !== 0 && !dev.fua && dev.sync) this.step(p, dev.sync(this.opts), this.ok);
     else this.ok(p);
   };
-
-  private writeZeroes(p: Pending): Promise<void> {
-    const dev = this.session.device;
-    return writeZeroes(p.offset, p.length, (zeroes, at) => dev.writeAt!(zeroes, at, this.opts));
-  }
-
-  private async readAndDrop(p: Pending): Promise<void> {
-    const buf = new Uint8Array(Math.min(SCRATCH, p.length));
-    for (let done = 0; done < p.length; ) {
-      const n = Math.min(buf.length, p.length - done);
-      await this.session.device.readAt(buf.subarray(0, n), p.offset + done, this.opts);
-      done += n;
-    }
-  }
 
   private readonly blockStatus = (p: Pending, extents: DeviceExtent[]): void => {
     // Clip to the request, drop what follows a bad extent, merge equal neighbours, cap the count.
@@ -366,11 +361,12 @@ export class TransmissionEngine {
     this.answer(p, { kind: 'ok', cookie: p.cookie, offset: p.wireOffset });
   };
 
-  /** Sends `reply` for `p` (or ESHUTDOWN when shutting down: `unused` gives back what it held). */
+  /** Sends `reply` for `p` (or ESHUTDOWN when shutting down: `unused` ends a loan the reply carries). */
   private answer(p: Pending, reply: Reply, unused?: () => void): void {
     if (this.shuttingDown) {
       unused?.();
-      if (reply.kind === 'data') this.out.discard(reply.data);
+      if (reply.kind === 'data') reply.lease.release();
+      else if (reply.kind === 'segments') releaseSegments(reply.segments);
       this.fail(p, undefined);
       return;
     }
@@ -388,15 +384,17 @@ export class TransmissionEngine {
       // The reply carries the errno already: an NbdErrnoError's text without its errno name.
       const text = err instanceof NbdErrnoError ? err.detail || err.message : err instanceof Error ? err.message : 'device error';
       message = text.slice(0, 200);
-      this.logger.debug(`${this.peer}: request ${p.type} at ${p.offset}+${p.length} failed: ${message}`);
+      this.logger.debug(`${this.peer}: ${commandName(p.type)} at ${p.offset}+${p.length} failed: ${message}`);
     }
     this.out.send({ kind: 'error', cookie: p.cookie, offset: p.wireOffset, type: p.type, errno, message });
     this.settle(p);
   }
 
   private settle(p: Pending): void {
-    this.inFlight--;
-    this.inFlightBytes -= p.cost;
-    this.hooks.settled();
+    this.budget.finish(p.cost);
   }
+}
+
+function releaseSegments(segments: ReadSegment[]): void {
+  for (const s of segments) if ('lease' in s) s.lease.release();
 }

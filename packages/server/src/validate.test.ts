@@ -48,6 +48,15 @@ describe('validateRequest', () => {
     ).toBe(Errno.EINVAL);
   });
 
+  it('messages name commands and flags, not their numbers', () => {
+    const message = (r: Request, s = session()) => validateRequest(r, r.length, s)?.message;
+    expect(message(req(Command.RESIZE, 0, 1))).toBe('unknown or unsupported NBD_CMD_RESIZE');
+    expect(message(req(0x2a, 0, 1))).toBe('unknown or unsupported command 0x2a');
+    expect(message(req(Command.READ, 0, 1, CommandFlag.NO_HOLE | 0x40))).toBe('flags NO_HOLE|0x40 are not allowed on NBD_CMD_READ');
+    const bare = session({ flags: transmissionFlags({ readAt: () => {} }, false, true, false) });
+    expect(message(req(Command.TRIM, 0, 1), bare)).toBe('NBD_CMD_TRIM was not advertised');
+  });
+
   it('ranges: EINVAL past the end, ENOSPC for writes, zero length, overflow', () => {
     expect(check(req(Command.READ, SIZE, 1))).toBe(Errno.EINVAL);
     expect(check(req(Command.TRIM, SIZE - 1, 2))).toBe(Errno.EINVAL);

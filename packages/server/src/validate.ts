@@ -1,6 +1,6 @@
 // One check of every request before any device call: command, flags, what was
 // advertised, read-only, range, alignment and payload size.
-import { Command, CommandFlag, Errno, type Request, TransmissionFlag } from '@nbd/protocol';
+import { Command, CommandFlag, Errno, flagNames, nameOf, type Request, TransmissionFlag } from '@nbd/protocol';
 import type { Session } from './session.js';
 
 export interface Rejection {
@@ -9,6 +9,12 @@ export interface Rejection {
 }
 
 const reject = (errno: number, message: string): Rejection => ({ errno, message });
+
+/** "NBD_CMD_WRITE"; "command 0x2a" for a number the protocol does not define. */
+export function commandName(type: number): string {
+  const name = nameOf(Command, type);
+  return name.startsWith('0x') ? `command ${name}` : `NBD_CMD_${name}`;
+}
 
 // Flags each command may carry at all (advertisement is checked separately).
 const allowedFlags: Record<number, number> = {
@@ -38,8 +44,10 @@ const neededFlag: Record<number, number> = {
 export function validateRequest(req: Request, length: bigint, s: Session, oversized = false): Rejection | undefined {
   const { type, flags } = req;
   const allowed = allowedFlags[type];
-  if (allowed === undefined) return reject(Errno.EINVAL, `unknown or unsupported command ${type}`);
-  if ((flags & ~allowed) !== 0) return reject(Errno.EINVAL, `invalid flags 0x${flags.toString(16)} for command ${type}`);
+  if (allowed === undefined) return reject(Errno.EINVAL, `unknown or unsupported ${commandName(type)}`);
+  if ((flags & ~allowed) !== 0) {
+    return reject(Errno.EINVAL, `flags ${flagNames(CommandFlag, flags & ~allowed).join('|')} are not allowed on ${commandName(type)}`);
+  }
   const tflags = s.flags;
 
   // Read-only first: TRIM and WRITE_ZEROES are not advertised on a read-only export, and the
@@ -62,7 +70,7 @@ export function validateRequest(req: Request, length: bigint, s: Session, oversi
   // An extended WRITE without PAYLOAD_LEN is accepted: its length is unambiguous, and qemu 10
   // sends it so (the extension says a client MUST set the flag; see docs/interop.md).
   const needed = neededFlag[type];
-  if (needed !== undefined && (tflags & needed) === 0) return reject(Errno.EINVAL, `command ${type} was not advertised`);
+  if (needed !== undefined && (tflags & needed) === 0) return reject(Errno.EINVAL, `${commandName(type)} was not advertised`);
   if (type === Command.BLOCK_STATUS) {
     if (!s.structured) return reject(Errno.EINVAL, 'BLOCK_STATUS needs structured replies');
     if (s.metaContexts.size === 0) return reject(Errno.EINVAL, 'BLOCK_STATUS without a selected meta context');

@@ -4,7 +4,8 @@
 // Anything that may wait on the disk runs as a koffi asynchronous call, on libuv's
 // thread pool like Node's own fs calls, so the event loop never blocks on it.
 
-import { errno, libcFunction, NbdSystemError } from '@nbd/node';
+import { NbdSystemError } from '@nbd/node';
+import { errno, libcFunction } from '@nbd/node/internal';
 import { NbdErrnoError, toNbdErrno } from '@nbd/protocol';
 
 type Native = ((...args: unknown[]) => number | bigint) & {
