@@ -66,7 +66,7 @@ describe('DataDevice: hostile data strings', () => {
     ['an offset past 2^53 - 1 bytes', '@9007199254740991 @+1', MiB, /reaches beyond 2\^53 - 1 bytes/],
     ['groups nested 100 000 deep', `${'('.repeat(100_000)}1${')'.repeat(100_000)}`, undefined, /groups nested deeper than 1000/],
   ];
-  it.each(rows)('%s: bounded by the size or refused, within 10 s and 64 MiB', (_what, text, size, outcome) => {
+  it.each(rows)('%s: bounded by the size or refused, within 10 s and 256 MiB', (_what, text, size, outcome) => {
     const { dev, ms, grewMiB } = built(text, size);
     if (typeof outcome === 'number') {
       expect(dev).toBeInstanceOf(DataDevice);
@@ -77,7 +77,8 @@ describe('DataDevice: hostile data strings', () => {
     }
     // Unbounded, the worst of these ran for minutes (42 s for the first); 10 s is room for a loaded machine.
     expect(ms).toBeLessThan(10_000);
-    expect(grewMiB).toBeLessThan(64);
+    // Heap growth counts garbage not yet collected (no --expose-gc here); unbounded, these grew by gigabytes.
+    expect(grewMiB).toBeLessThan(256);
   });
 
   it('the bytes within the size are those of the whole expansion, cut (checked against a small expansion)', () => {
