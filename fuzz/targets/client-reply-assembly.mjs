@@ -8,9 +8,9 @@
 // the request, are contiguous and nonzero, within the rules strict mode promises;
 // arena views held are given back unless handed to the caller.
 
-import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
+import { assembleChunk, assembleSimple, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
 import { ClientStreamDecoder, Command, CommandFlag, NbdErrnoError, ServerStreamDecoder } from '../../packages/protocol/dist/index.js';
-import { invariant, rejecting } from './common.mjs';
+import { invariant, rejecting, replyStateFor } from './common.mjs';
 
 export function fuzz(data) {
   if (data.length < 3) return;
@@ -59,7 +59,10 @@ function requests(bytes, extended) {
       const r = f.request;
       if (states.has(r.cookie) || r.offset > BigInt(2 ** 50) || r.length > 1n << 20n) continue;
       const contextIds = r.type === Command.BLOCK_STATUS ? [1, 2].slice(0, 1 + (r.flags & 0x40 ? 1 : 0)) : [];
-      states.set(r.cookie, newReply({ command: r.type, offset: Number(r.offset), length: Number(r.length), flags: r.flags, contextIds }));
+      states.set(
+        r.cookie,
+        replyStateFor({ command: r.type, offset: Number(r.offset), length: Number(r.length), flags: r.flags, contextIds }),
+      );
     }
   });
   return states;
@@ -74,19 +77,24 @@ function checkOutcome(rules, st, outcome, held) {
     invariant(heldBy(held, st) === 0, 'a failed reply kept an arena view');
     return;
   }
-  if (outcome.held !== undefined) {
-    invariant(held.get(outcome.held) === st, 'the handed-on view is not the one held');
-    held.delete(outcome.held);
-  }
+  // What the connection hands its caller (transmission.ts): a READ's single view (held
+  // until taken) or its assembled buffer; BLOCK_STATUS's extents by context.
+  let value;
+  if (st.command === Command.READ) {
+    const single = st.single;
+    st.single = undefined;
+    if (single !== undefined) {
+      invariant(held.get(single) === st, 'the handed-on view is not the one held');
+      held.delete(single);
+    }
+    value = single ?? st.dest;
+  } else if (st.command === Command.BLOCK_STATUS) value = st.extents;
   invariant(heldBy(held, st) === 0, 'a finished reply kept an arena view');
   if (st.command === Command.READ) {
-    invariant(
-      outcome.value instanceof Uint8Array && outcome.value.length === st.length,
-      `READ of ${st.length} bytes gave ${outcome.value?.length}`,
-    );
+    invariant(value instanceof Uint8Array && value.length === st.length, `READ of ${st.length} bytes gave ${value?.length}`);
     invariant(st.error === undefined, 'READ succeeded with an error recorded');
   } else if (st.command === Command.BLOCK_STATUS) {
-    for (const [id, list] of outcome.value) {
+    for (const [id, list] of value) {
       invariant(st.contextIds.includes(id), `extents for context ${id}, not asked about`);
       let at = st.offset;
       for (const e of list) {
@@ -101,6 +109,6 @@ function checkOutcome(rules, st, outcome, held) {
       }
     }
   } else {
-    invariant(outcome.value === undefined, 'a value for a command without one');
+    invariant(value === undefined, 'a value for a command without one');
   }
 }

@@ -1,6 +1,14 @@
 // Shared by the fuzz targets: what counts as an expected rejection, and a small
 // summary of decoded frames so two decodings of one stream can be compared.
-import { ProtocolError } from '../../packages/protocol/dist/index.js';
+import { plainReply, readReply, statusReply } from '../../packages/client/dist/reply-state.js';
+import { Command, ProtocolError } from '../../packages/protocol/dist/index.js';
+
+/** The client's reply state for one request, by its command (what the request table makes). */
+export function replyStateFor({ command, offset, length, flags, contextIds }) {
+  if (command === Command.READ) return readReply(offset, length, flags);
+  if (command === Command.BLOCK_STATUS) return statusReply(offset, length, flags, contextIds);
+  return plainReply(command, offset, length, flags);
+}
 
 /** Runs `fn`; a ProtocolError (the peer's bad bytes, rejected cleanly) ends it quietly. Anything else is a finding. */
 export function rejecting(fn) {

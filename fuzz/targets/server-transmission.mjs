@@ -8,7 +8,7 @@
 // Oracles: the engine never throws; every request but DISC gets exactly one complete
 // reply that the strict client accepts; every payload lease is released exactly once.
 
-import { assembleChunk, assembleSimple, newReply, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
+import { assembleChunk, assembleSimple, simpleReplyPayload } from '../../packages/client/dist/reply-assembler.js';
 import {
   ClientStreamDecoder,
   Command,
@@ -21,7 +21,7 @@ import { MemoryDevice } from '../../packages/server/dist/index.js';
 import { ReplyWriter } from '../../packages/server/dist/reply-writer.js';
 import { blockSizesOf, isReadOnly, transmissionFlags } from '../../packages/server/dist/session.js';
 import { TransmissionEngine } from '../../packages/server/dist/transmission-engine.js';
-import { invariant, rejecting } from './common.mjs';
+import { invariant, rejecting, replyStateFor } from './common.mjs';
 
 const SIZE = 16 * 1024;
 const FAIL_AT = 12 * 1024;
@@ -153,7 +153,7 @@ function readBack(chunks, sent, session) {
     const safe = req.offset <= BigInt(Number.MAX_SAFE_INTEGER) && Number.isSafeInteger(length);
     states.set(
       c,
-      newReply({ command: req.type, offset: safe ? Number(req.offset) : 0, length: safe ? length : 0, flags: req.flags, contextIds }),
+      replyStateFor({ command: req.type, offset: safe ? Number(req.offset) : 0, length: safe ? length : 0, flags: req.flags, contextIds }),
     );
     if (!safe) unsafe.add(c);
   }
