@@ -63,8 +63,8 @@ export function intercept(
 
 const NEVER = new AbortController().signal;
 
-/** Resolves after `ms`, or rejects with an abort error as soon as `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or rejects with an abort error (naming `what`) as soon as `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal, what = 'a filter delay'): Promise<void> {
   if (ms <= 0 && !signal?.aborted) return Promise.resolve();
   const { promise, resolve, reject } = Promise.withResolvers<void>();
   const timer = setTimeout(() => {
@@ -73,7 +73,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   }, ms);
   const untie = tieToSignal(signal, () => {
     clearTimeout(timer);
-    reject(abortError(signal, 'a filter delay'));
+    reject(abortError(signal, what));
   });
   return promise;
 }

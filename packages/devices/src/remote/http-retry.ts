@@ -3,7 +3,8 @@
 // URL again first (a redirect's target that moved or expired), or give up at once (a
 // reply that does not match the request, a changed file). Retries end at a count and
 // at a deadline; what finally fails is EIO with the last attempt's message.
-import { abortError, Errno, NbdAbortError, NbdErrnoError, NbdError, tieToSignal } from '@nbd/protocol';
+import { abortError, Errno, NbdAbortError, NbdErrnoError, NbdError } from '@nbd/protocol';
+import { sleep } from '../filters/intercept.js';
 
 /** What to do after a failed attempt. */
 export type Next = 'retry' | 'resolve' | 'fail';
@@ -32,20 +33,6 @@ export interface RetryPolicy {
 
 /** The longest single wait between attempts. */
 const MAX_WAIT = 8000;
-
-/** Resolves after `ms`, or rejects with an abort error when `signal` fires. */
-export function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  const { promise, resolve, reject } = Promise.withResolvers<void>();
-  const timer = setTimeout(() => {
-    untie();
-    resolve();
-  }, ms);
-  const untie = tieToSignal(signal, () => {
-    clearTimeout(timer);
-    reject(abortError(signal, 'an HTTP retry wait'));
-  });
-  return promise;
-}
 
 /**
  * Runs `attempt` until it succeeds, the policy's retries or deadline run out, or a
@@ -79,7 +66,7 @@ export async function withRetries<T>(
       }
       if (failure.next === 'resolve') await resolve();
       else if (!stale) {
-        await wait(waitMs, signal);
+        await sleep(waitMs, signal, 'an HTTP retry wait');
         delay = Math.min(delay * 2, MAX_WAIT);
       }
     }
